@@ -1,0 +1,164 @@
+/*
+ * libdesync futures: results that may not exist yet, async jobs, promises,
+ * and queue suspend/resume. Included by <desync.h>; do not include directly.
+ *
+ * A future has a status (0, or DESYNC_ECANCELED) and a void * value. It
+ * completes exactly once. Each wait/poll/then that asks for the value gets it;
+ * the future does not own the value (free it yourself if it is heap memory).
+ *
+ * An async job returns a future; the queue it runs on is held until that
+ * future completes (no later job of the queue starts before then), without
+ * blocking a thread: the queue is parked and resumed on completion. The queue
+ * takes ownership of the future an async job returns; returning NULL means
+ * "done, with value NULL".
+ */
+#ifndef DESYNC_FUTURE_H
+#define DESYNC_FUTURE_H
+
+#ifndef DESYNC_H
+#error "include <desync.h>, not <desync/future.h>"
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct desync_future desync_future_t;
+typedef struct desync_promise desync_promise_t;
+typedef struct desync_resumer desync_resumer_t;
+
+/* A callback that a pending poll arranges to be called (once) when it may
+ * succeed. Copied by the poll call; ctx must stay valid until wake runs or a
+ * later poll replaces the waker. */
+typedef struct desync_waker {
+    void (*wake)(void *ctx);
+    void *ctx;
+} desync_waker_t;
+
+typedef desync_future_t *(*desync_async_fn)(void *data, void *arg);
+typedef desync_future_t *(*desync_queue_async_fn)(void *arg);
+typedef void *(*desync_after_fn)(void *data, int status, void *value, void *arg);
+typedef void *(*desync_queue_after_fn)(int status, void *value, void *arg);
+
+/* ------------------------------------------------------------ creating */
+
+/*
+ * Queues an async job on d; it runs in order in the background even if nobody
+ * waits. The returned future completes with the result of the future the job
+ * returned, or DESYNC_ECANCELED if the job never runs. NULL for NULL d or job,
+ * or on ENOMEM (nothing queued).
+ */
+DESYNC_API desync_future_t *desync_future_desync(desync_t *d, desync_async_fn job, void *arg);
+
+/*
+ * Queues an async job on d that runs on the thread that waits on or polls the
+ * returned future, once the queue reaches it (the queue is held there until
+ * then). Freeing the future before the job started cancels it: the queue moves
+ * on and the job never runs. NULL for NULL d or job, or on ENOMEM.
+ */
+DESYNC_API desync_future_t *desync_future_sync(desync_t *d, desync_async_fn job, void *arg);
+
+/*
+ * When d's queue reaches this point it waits (holding the queue, blocking no
+ * thread) for `after`, then runs job(data, status, value, arg) on the queue;
+ * the returned future completes with the job's return value. Takes ownership
+ * of `after` (also on failure). NULL for NULL d, after or job, or on ENOMEM.
+ */
+DESYNC_API desync_future_t *desync_after(desync_t *d, desync_future_t *after, desync_after_fn job,
+                                         void *arg);
+
+/* The same three on a bare queue (jobs receive no data pointer). */
+DESYNC_API desync_future_t *desync_queue_future_desync(desync_queue_t *q, desync_queue_async_fn job,
+                                                       void *arg);
+DESYNC_API desync_future_t *desync_queue_future_sync(desync_queue_t *q, desync_queue_async_fn job,
+                                                     void *arg);
+DESYNC_API desync_future_t *desync_queue_after(desync_queue_t *q, desync_future_t *after,
+                                               desync_queue_after_fn job, void *arg);
+
+/* A future that is already complete with `value`. NULL on ENOMEM. */
+DESYNC_API desync_future_t *desync_future_ready(void *value);
+
+/*
+ * A promise and its future (stored in *future). The promise is the writing
+ * end: complete or cancel consumes it. NULL for NULL future, or on ENOMEM.
+ */
+DESYNC_API desync_promise_t *desync_promise_new(desync_future_t **future);
+
+/* Completes the future with value and frees the promise. 0, or
+ * DESYNC_EINVAL for NULL. Never blocks; callbacks and wakers of the future run
+ * on the calling thread. */
+DESYNC_API int desync_promise_complete(desync_promise_t *p, void *value);
+
+/* Completes the future with DESYNC_ECANCELED and frees the promise. Ignores NULL. */
+DESYNC_API void desync_promise_cancel(desync_promise_t *p);
+
+/* ------------------------------------------------------------- reading */
+
+/*
+ * Blocks until f is complete; stores its value in *value (value may be NULL)
+ * and returns its status: 0 or DESYNC_ECANCELED. If f belongs to a queue that
+ * no thread is running, the caller runs that queue's work itself (as sync
+ * does), so waiting works on a scheduler with 0 threads. DESYNC_EINVAL for
+ * NULL f. DESYNC_EDEADLK if f waits for a job queued behind the queue the
+ * calling job is running (it could never complete).
+ */
+DESYNC_API int desync_future_wait(desync_future_t *f, void **value);
+
+/* As desync_future_wait, but gives up after timeout_ns: DESYNC_ETIMEDOUT
+ * (f stays valid and may be waited on again). */
+DESYNC_API int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value);
+
+/*
+ * Never blocks (a future_sync job that is due runs inside this call). Returns
+ * the status (0 / DESYNC_ECANCELED, with *value set) when complete, else
+ * DESYNC_EAGAIN after arranging that waker->wake(waker->ctx) is called exactly
+ * once when f completes; a later poll replaces the waker (the old one is then
+ * never called). waker may be NULL (no call). DESYNC_EINVAL for NULL f.
+ */
+DESYNC_API int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *waker);
+
+/*
+ * Consumes f: callback(status, value, arg) runs exactly once when f completes,
+ * on the thread that completes it (at once, on this thread, if f is already
+ * complete). 0, or DESYNC_EINVAL for NULL f or callback (f is then not
+ * consumed).
+ */
+DESYNC_API int desync_future_then(desync_future_t *f,
+                                  void (*callback)(int status, void *value, void *arg), void *arg);
+
+/*
+ * A file descriptor that becomes readable when f is complete (eventfd on
+ * Linux, a pipe elsewhere), to watch f with poll/epoll/libuv. It belongs to f
+ * and is closed by desync_future_free; do not read or close it yourself.
+ * DESYNC_EINVAL for NULL, or a negative code if no descriptor can be made.
+ */
+DESYNC_API int desync_future_fd(desync_future_t *f);
+
+/* Drops the handle and lets f finish on its own; the job still runs. */
+DESYNC_API void desync_future_detach(desync_future_t *f);
+
+/*
+ * Drops the handle. A future_sync job that has not started is cancelled;
+ * other jobs still run. Any fd of f is closed. Ignores NULL.
+ */
+DESYNC_API void desync_future_free(desync_future_t *f);
+
+/* -------------------------------------------------------- suspend/resume */
+
+/*
+ * Once the jobs queued on q before this call have run, q stops running jobs
+ * and the returned future completes with a desync_resumer_t * as its value.
+ * Jobs queued meanwhile wait. The resumer keeps q alive until resumed.
+ * NULL for NULL q or on ENOMEM.
+ */
+DESYNC_API desync_future_t *desync_queue_suspend(desync_queue_t *q);
+
+/* Lets the suspended queue run again and frees the resumer. Call exactly once.
+ * Ignores NULL. */
+DESYNC_API void desync_resumer_resume(desync_resumer_t *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DESYNC_FUTURE_H */

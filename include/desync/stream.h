@@ -1,0 +1,147 @@
+/*
+ * libdesync streams: sequences of items that arrive over time, channels that
+ * feed them, and pipes that process them on a Desync object's queue.
+ * Included by <desync.h>; do not include directly.
+ *
+ * A stream yields void * items (ownership passes to the reader) until it ends
+ * (DESYNC_EOF). Streams never busy-wait: a pending stream calls the waker it
+ * was last polled with when it may have an item. A stream has one reader at a
+ * time (calls on one stream must not overlap).
+ */
+#ifndef DESYNC_STREAM_H
+#define DESYNC_STREAM_H
+
+#ifndef DESYNC_H
+#error "include <desync.h>, not <desync/stream.h>"
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct desync_stream desync_stream_t;
+typedef struct desync_channel desync_channel_t;
+
+/* A user-defined stream. poll_next returns 0 with *item set, DESYNC_EAGAIN
+ * after arranging for waker->wake(waker->ctx) to be called when an item may
+ * be ready (waker may be NULL: then just report), or DESYNC_EOF at the end.
+ * free releases self (may be NULL). */
+typedef struct desync_stream_ops {
+    int (*poll_next)(void *self, void **item, const desync_waker_t *waker);
+    void (*free)(void *self);
+} desync_stream_ops_t;
+
+/* A stream over ops/self (ops is not copied: keep it alive, e.g. static).
+ * NULL for NULL ops or poll_next, or on ENOMEM (self is then not freed). */
+DESYNC_API desync_stream_t *desync_stream_new(const desync_stream_ops_t *ops, void *self);
+
+/* A stream yielding the count pointers of items (copied), then DESYNC_EOF.
+ * NULL for items == NULL with count > 0, or on ENOMEM. */
+DESYNC_API desync_stream_t *desync_stream_from_array(void *const *items, size_t count);
+
+/* -------------------------------------------------------------- channels */
+
+/*
+ * A channel holding up to `capacity` items (0: a rendezvous channel, where a
+ * send completes only once the reader has taken the item). The returned
+ * handle is the sending end; *receiver gets the reading stream.
+ * NULL for NULL receiver, or on ENOMEM.
+ */
+DESYNC_API desync_channel_t *desync_channel_new(size_t capacity, desync_stream_t **receiver);
+
+/* Another sending handle of the same channel (each is closed separately);
+ * returns c. */
+DESYNC_API desync_channel_t *desync_channel_retain(desync_channel_t *c);
+
+/*
+ * Blocks while the channel is full, then queues item: 0. DESYNC_EPIPE if the
+ * reader was freed (item not taken). DESYNC_EINVAL for NULL c.
+ */
+DESYNC_API int desync_channel_send(desync_channel_t *c, void *item);
+
+/* As send, but DESYNC_EAGAIN instead of blocking when full. */
+DESYNC_API int desync_channel_try_send(desync_channel_t *c, void *item);
+
+/* A future that completes (value NULL) once item was accepted, or with
+ * DESYNC_ECANCELED if the reader went away first (the item then was not
+ * taken). NULL for NULL c or on ENOMEM. */
+DESYNC_API desync_future_t *desync_channel_send_future(desync_channel_t *c, void *item);
+
+/*
+ * Closes and frees this sending handle. Once every handle is closed, the
+ * reader gets the items still queued, then DESYNC_EOF. Ignores NULL.
+ */
+DESYNC_API void desync_channel_close(desync_channel_t *c);
+
+/* --------------------------------------------------------------- reading */
+
+/* Blocks until an item (0, *item set) or the end (DESYNC_EOF).
+ * DESYNC_EINVAL for NULL s or item. */
+DESYNC_API int desync_stream_next(desync_stream_t *s, void **item);
+
+/* As next, but DESYNC_ETIMEDOUT after timeout_ns. */
+DESYNC_API int desync_stream_next_for(desync_stream_t *s, uint64_t timeout_ns, void **item);
+
+/* Never blocks: 0 with an item, DESYNC_EAGAIN when none is ready, DESYNC_EOF. */
+DESYNC_API int desync_stream_try_next(desync_stream_t *s, void **item);
+
+/* As try_next, but when pending calls waker->wake(ctx) once an item may be
+ * ready (a later poll replaces the waker). */
+DESYNC_API int desync_stream_poll_next(desync_stream_t *s, void **item, const desync_waker_t *waker);
+
+/* A future for the next item: value = the item, status 0; at the end it
+ * completes with DESYNC_EOF as status. The stream must not be read or freed
+ * until that future completes. NULL for NULL s or on ENOMEM. */
+DESYNC_API desync_future_t *desync_stream_next_future(desync_stream_t *s);
+
+/* Items still buffered in s when it is freed are passed to item_free. */
+DESYNC_API void desync_stream_set_item_free(desync_stream_t *s, void (*item_free)(void *item));
+
+/* Frees the stream (and its source). Ignores NULL. */
+DESYNC_API void desync_stream_free(desync_stream_t *s);
+
+/* ----------------------------------------------------------------- pipes */
+
+/*
+ * Takes ownership of `input`. Each item it yields is processed as
+ * process(data, item, arg) on d's queue, in order with every other job of d.
+ * The pipe holds only a weak reference to d: once the last user reference to
+ * d is released, the pipe stops and frees the input. The pipe parks no thread
+ * while it waits for items. DESYNC_EINVAL for NULL arguments (input is freed),
+ * DESYNC_ENOMEM (input is freed).
+ */
+DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input,
+                              void (*process)(void *data, void *item, void *arg), void *arg);
+
+/*
+ * As pipe_in, but each process() return value is put, in order, on the
+ * returned output stream. The pipe keeps d alive while the output exists;
+ * freeing the output closes the pipe (input freed, no more processing). When
+ * the input ends, the output ends after the last processed item. Reading
+ * stops while the output holds `depth` unread items (default 5).
+ * NULL for NULL arguments or on ENOMEM (input is freed either way).
+ */
+DESYNC_API desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input,
+                                        void *(*process)(void *data, void *item, void *arg),
+                                        void *arg);
+
+/* Async forms: process returns a future and d's queue is held until it
+ * completes (blocking no thread). For desync_pipe_async the future's value is
+ * the output item; a cancelled future produces no output item. */
+DESYNC_API int desync_pipe_in_async(desync_t *d, desync_stream_t *input,
+                                    desync_future_t *(*process)(void *data, void *item, void *arg),
+                                    void *arg);
+DESYNC_API desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *input,
+                                              desync_future_t *(*process)(void *data, void *item,
+                                                                          void *arg),
+                                              void *arg);
+
+/* Sets how many unread output items make a pipe stop reading its input
+ * (at least 1; 0 is taken as 1). Ignores streams that are not pipe outputs. */
+DESYNC_API void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t depth);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DESYNC_STREAM_H */

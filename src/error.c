@@ -1,0 +1,18 @@
+/* Error descriptions. */
+#include "desync.h"
+
+const char *desync_strerror(int err) {
+    switch (err) {
+    case 0: return "success";
+    case DESYNC_EINVAL: return "invalid argument";
+    case DESYNC_ENOMEM: return "out of memory";
+    case DESYNC_EBUSY: return "queue is busy";
+    case DESYNC_EDEADLK: return "would deadlock: the queue is running on this thread's sync chain";
+    case DESYNC_ECANCELED: return "cancelled";
+    case DESYNC_ETIMEDOUT: return "timed out";
+    case DESYNC_EAGAIN: return "not ready, try again";
+    case DESYNC_EOF: return "end of stream";
+    case DESYNC_EPIPE: return "the other end is gone";
+    default: return "unknown error";
+    }
+}

@@ -1,0 +1,201 @@
+/*
+ * Internal interfaces shared by the library's source files. Nothing here is
+ * exported: every non-static symbol has the dsy_ prefix and hidden visibility
+ * (the library is built with -fvisibility=hidden).
+ *
+ * Map of the sources:
+ *   os.c        futex-style parking, clocks, CPU count (the only OS-specific file)
+ *   jobpool.c   per-thread magazines of job nodes (no malloc per desync)
+ *   queue.c     the serial queue: job list, run token, sync and the waiting path
+ *   scheduler.c the thread pool that runs ready queues
+ *   object.c    desync_t: data + queue, reference counting, destruction
+ *   future.c    futures, promises, async jobs, suspend/resume
+ *   stream.c, channel.c, pipe.c   streams
+ */
+#ifndef DSY_INTERNAL_H
+#define DSY_INTERNAL_H
+
+#include "desync.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define DSY_LIKELY(x) __builtin_expect(!!(x), 1)
+#define DSY_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define DSY_LIKELY(x) (x)
+#define DSY_UNLIKELY(x) (x)
+#endif
+
+#define DSY_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* ------------------------------------------------------------------ os.c */
+
+/* Sleeps while *word == expected (or until woken / timeout_ns passes; 0 = no
+ * timeout). Spurious returns are allowed: callers re-check their condition. */
+void dsy_park(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns);
+/* Wakes one / all threads parked on word. */
+void dsy_unpark_one(_Atomic uint32_t *word);
+void dsy_unpark_all(_Atomic uint32_t *word);
+uint64_t dsy_now_ns(void);
+unsigned dsy_cpu_count(void);
+void dsy_cpu_relax(void);
+void dsy_yield(void);
+void dsy_sleep_ns(uint64_t ns);
+
+/* ---------------------------------------------------------- job nodes */
+
+typedef struct dsy_node dsy_node;
+
+enum dsy_run_result {
+    DSY_DONE,   /* the node's work is finished: unlink it, then call finish */
+    DSY_PARKED, /* the run token moved elsewhere (a future, a resumer, a waiter):
+                 * the node stays at the head, the caller stops touching q */
+};
+
+typedef struct dsy_node_ops {
+    /* Runs the node's job; q->head == n and the caller holds the run token. */
+    enum dsy_run_result (*run)(dsy_node *n, desync_queue_t *q);
+    /* Called once n is unlinked (no longer reachable from the queue): frees
+     * the node or signals its waiter. Must not touch the queue. */
+    void (*finish)(dsy_node *n);
+    /* Nonzero for nodes whose owner may wait for them (sync, futures): the
+     * run token can be handed to such a waiter. */
+    int (*has_waiter)(dsy_node *n);
+    /* Hands the run token to the node's waiter (only if has_waiter said so). */
+    void (*give_token)(dsy_node *n);
+} dsy_node_ops;
+
+/* Every job in a queue starts with this header. `next` is written once by
+ * the producer that linked the node after it (release) and read by the token
+ * holder (acquire). */
+struct dsy_node {
+    _Atomic(dsy_node *) next;
+    const dsy_node_ops *ops;
+};
+
+/* A pooled node: the header plus room for a function, an argument and 32
+ * bytes of copied argument (64 bytes, one cache line). */
+#define DSY_INLINE_ARG 32
+typedef struct dsy_job {
+    dsy_node node;
+    void (*fn)(void);
+    void *arg;
+    _Alignas(16) unsigned char buf[DSY_INLINE_ARG];
+} dsy_job;
+
+dsy_job *dsy_job_alloc(void);      /* NULL on ENOMEM */
+void dsy_job_free(dsy_job *j);
+
+/* --------------------------------------------------------------- queue */
+
+/*
+ * Queue state word (see queue.c for the whole state machine):
+ *   LINKED   an entry for this queue sits in a scheduler run list or a worker's
+ *            next slot (it may be stale: its claim fails once READY is gone)
+ *   READY    the run token is with the scheduler; whoever clears READY with a
+ *            CAS (a worker popping the entry, or a waiting syncer) owns it
+ *   waiter count (units of DSY_WAITER): threads blocked until a node of this
+ *            queue completes; a token holder that gives the token up while
+ *            waiters exist hands it to the first of them instead of the
+ *            scheduler, so a waiter never sleeps next to an unclaimed token
+ */
+#define DSY_Q_LINKED 1u
+#define DSY_Q_READY 2u
+#define DSY_WAITER 4u
+
+struct desync_queue {
+    /* Last node; NULL exactly when the queue is idle (no job pending or
+     * running). Producers link with one exchange; the exchange that finds
+     * NULL creates the run token. */
+    _Atomic(dsy_node *) tail;
+    /* First unfinished node. Read and written only by the token holder. */
+    dsy_node *head;
+    _Atomic uint32_t state;
+    /* References: users, the owning desync_t, a run token in transit. */
+    _Atomic uint32_t refs;
+    desync_scheduler_t *sched;
+};
+
+/* desync_t: a queue plus the data it protects. */
+struct desync_object {
+    struct desync_queue q;
+    void *data;
+    void (*destroy)(void *data);
+    /* Strong references; the last one queues destruction. The object holds
+     * one queue reference while strong references or weak ones remain. */
+    _Atomic uint32_t strong;
+    _Atomic uint32_t weak; /* weak refs + 1 while strong > 0 */
+};
+
+/* Kinds of thread-local frames: one per job being run by this thread. */
+typedef struct dsy_frame {
+    desync_queue_t *q;
+    struct dsy_frame *parent; /* this thread's enclosing job */
+    struct dsy_frame *behalf; /* the chain of the blocked thread this job runs for */
+} dsy_frame;
+
+dsy_frame *dsy_frame_current(void);
+/* True if q is running in the current thread's frame chain (a sync on q from
+ * here could never complete). */
+bool dsy_queue_in_chain(desync_queue_t *q);
+
+void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s);
+/* Links n at the tail; returns 0, or 1 if this push created the run token
+ * (the queue was idle) and the caller must place it (dsy_token_place). */
+int dsy_queue_push(desync_queue_t *q, dsy_node *n);
+/* Pushes n and, if that made the queue busy, gives the token to the
+ * scheduler. The common path of every asynchronous call. */
+void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n);
+/* The token holder gives the token away (to a waiter or the scheduler).
+ * `has_ref`: the token already carries a queue reference. */
+void dsy_token_place(desync_queue_t *q, bool has_ref);
+/* Runs the queue with the token held, until it is idle, parked, or (when
+ * limit > 0) `limit` jobs ran; returns true if the caller still holds the
+ * token (only possible when the limit was hit). The token carries a ref. */
+bool dsy_queue_run(desync_queue_t *q, unsigned limit);
+/* A parked queue is resumed by whoever holds its token: the node at the head
+ * is finished (DSY_DONE semantics) and the queue continues elsewhere. */
+void dsy_queue_resume(desync_queue_t *q);
+/* Waits until *word becomes DSY_W_DONE for node n (already linked by a push
+ * that returned 0), counting itself a waiter meanwhile, and running the queue
+ * on this thread whenever the token is free or handed to it (DSY_W_TOKEN).
+ * deadline: absolute dsy_now_ns() time, 0 for none; false if it passed. */
+bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
+                         uint64_t deadline);
+/* Sets a waiter word to DONE or TOKEN, waking its thread if it sleeps. */
+void dsy_waiter_signal(_Atomic uint32_t *word, uint32_t value);
+void dsy_queue_unref(desync_queue_t *q);
+void dsy_queue_free_mem(desync_queue_t *q);
+/* The job calls behind the public functions (fn is cast back to
+ * desync_job_fn when with_data, else to desync_queue_job_fn). */
+int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, void *arg,
+             bool try_only);
+int dsy_desync(desync_queue_t *q, void (*fn)(void), bool with_data, const void *arg, size_t len,
+               bool copy);
+
+/* Waiter word values (per waiting node). */
+#define DSY_W_WAITING 0u
+#define DSY_W_TOKEN 1u /* the waiter now holds the run token */
+#define DSY_W_DONE 2u  /* the node is finished */
+
+/* ----------------------------------------------------------- scheduler */
+
+/* Puts a queue whose state has just gained READY (and LINKED if `link`) on a
+ * run list; may wake or start a thread. */
+void dsy_sched_submit(desync_scheduler_t *s, desync_queue_t *q);
+void dsy_sched_retain(desync_scheduler_t *s);
+void dsy_sched_release(desync_scheduler_t *s);
+/* Claims the token of a queue whose entry was just taken from a run list:
+ * clears LINKED, and READY if set; true if READY was set (token owned). */
+bool dsy_queue_claim_entry(desync_queue_t *q);
+
+/* -------------------------------------------------------------- objects */
+
+void dsy_object_weak_retain(desync_t *d);
+void dsy_object_weak_release(desync_t *d);
+int dsy_object_alive(desync_t *d);
+
+#endif

@@ -1,0 +1,515 @@
+/*
+ * The serial job queue: the one place that owns every queue state transition.
+ *
+ * JOB LIST. An intrusive multi-producer list in the style of Dmitry Vyukov's
+ * MPSC queue, without a stub node: a producer links a node with one atomic
+ * exchange on `tail` and then publishes it through the previous node's
+ * `next`. A node stays in the list until its job has *finished*, so
+ *
+ *      tail == NULL  <=>  the queue is idle (nothing pending, nothing running).
+ *
+ * RUN TOKEN. The exchange (or CAS, for an idle sync) that finds tail == NULL
+ * creates the queue's run token: the right to run its jobs and to touch
+ * `head`. Exactly one party holds it while the queue is busy, so each queue is
+ * scheduled once, with no lock. The holder runs the head node, unlinks it
+ * (advance: the CAS tail: n -> NULL that succeeds destroys the token and
+ * makes the queue idle), and goes on. The token moves only through:
+ *
+ *   held by a thread --dsy_token_place--> first waiter (give_token)
+ *                                      \-> scheduler (state READY|LINKED)
+ *   scheduler --claim (worker pops entry) or steal (waiter clears READY)--> thread
+ *   held by a thread --node run returns DSY_PARKED--> a future / a resumer
+ *   future / resumer --dsy_queue_resume--> finishes the head node, then places
+ *
+ * A token that is not held by the thread that created it on the idle-sync
+ * fast path carries one queue reference, so a queue never disappears under
+ * a token in transit. A LINKED run-list entry keeps the reference of the
+ * token it was created for; a thread that steals the token takes its own.
+ *
+ * WAITING. A syncer whose queue is busy links a node on its stack, counts
+ * itself in `state` (DSY_WAITER units), and then either steals the token if
+ * it is READY or sleeps on its node's word. The token holder that gives the
+ * token up while waiters are counted hands it to the first waiting node in the
+ * list, so a waiter never sleeps while its queue has work and no runner. Its
+ * word then says TOKEN, and the waiter runs the queue itself up to and
+ * including its own job. Holders that meet a sync node run it for the waiter
+ * (combining) and then set its word to DONE.
+ *
+ * Memory ordering: tail exchange/CAS are acq_rel (they order a busy period
+ * after the previous one's idle CAS), `next` is store-release/load-acquire,
+ * state CASes that move the token are acq_rel, and waiter words are
+ * exchange-release/load-acquire. No stand-alone fences (ThreadSanitizer does
+ * not model them).
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local dsy_frame *tls_frame;
+
+dsy_frame *dsy_frame_current(void) { return tls_frame; }
+
+/* Frames of threads blocked in sync stay valid while we run their jobs, so
+ * the chain may cross threads through `behalf`. Depth-limited for safety. */
+static bool chain_has(const dsy_frame *f, const desync_queue_t *q, int depth) {
+    for (; f; f = f->parent) {
+        if (f->q == q)
+            return true;
+        if (f->behalf && depth < 32 && chain_has(f->behalf, q, depth + 1))
+            return true;
+    }
+    return false;
+}
+
+bool dsy_queue_in_chain(desync_queue_t *q) { return chain_has(tls_frame, q, 0); }
+
+void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s) {
+    atomic_init(&q->tail, NULL);
+    q->head = NULL;
+    atomic_init(&q->state, 0);
+    atomic_init(&q->refs, 1);
+    q->sched = s;
+    dsy_sched_retain(s);
+}
+
+void dsy_queue_free_mem(desync_queue_t *q) {
+    dsy_sched_release(q->sched);
+    free(q);
+}
+
+void dsy_queue_unref(desync_queue_t *q) {
+    if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) == 1)
+        dsy_queue_free_mem(q);
+}
+
+/* ------------------------------------------------------------ the list */
+
+int dsy_queue_push(desync_queue_t *q, dsy_node *n) {
+    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+    dsy_node *prev = atomic_exchange_explicit(&q->tail, n, memory_order_acq_rel);
+    if (prev == NULL) {
+        q->head = n; /* we hold the new token */
+        return 1;
+    }
+    atomic_store_explicit(&prev->next, n, memory_order_release);
+    return 0;
+}
+
+/* The producer that swapped `tail` past n has not linked n->next yet; it is
+ * between two instructions, so this wait is short (yield if preempted). */
+static dsy_node *wait_next(dsy_node *n) {
+    dsy_node *next;
+    for (unsigned i = 0; !(next = atomic_load_explicit(&n->next, memory_order_acquire)); i++) {
+        if (i < 64)
+            dsy_cpu_relax();
+        else
+            dsy_yield();
+    }
+    return next;
+}
+
+/* Unlinks the finished head node n. Returns false if that made the queue
+ * idle (the token is gone: the caller must not touch q's list again). */
+static bool advance(desync_queue_t *q, dsy_node *n) {
+    dsy_node *next = atomic_load_explicit(&n->next, memory_order_acquire);
+    if (!next) {
+        dsy_node *expect = n;
+        if (atomic_compare_exchange_strong_explicit(&q->tail, &expect, NULL, memory_order_acq_rel,
+                                                    memory_order_acquire))
+            return false;
+        next = wait_next(n);
+    }
+    q->head = next;
+    return true;
+}
+
+static enum dsy_run_result run_node(desync_queue_t *q, dsy_node *n) {
+    dsy_frame f = {q, tls_frame, NULL};
+    tls_frame = &f;
+    enum dsy_run_result r = n->ops->run(n, q);
+    tls_frame = f.parent;
+    return r;
+}
+
+/* ----------------------------------------------------------- the token */
+
+/* The first node (from the head) whose owner waits for it. Only called by
+ * the token holder while waiters are counted. */
+static dsy_node *first_waiter(desync_queue_t *q) {
+    dsy_node *n = q->head;
+    for (;;) {
+        if (n->ops->has_waiter && n->ops->has_waiter(n))
+            return n;
+        dsy_node *next = atomic_load_explicit(&n->next, memory_order_acquire);
+        if (!next) {
+            if (atomic_load_explicit(&q->tail, memory_order_acquire) == n)
+                return NULL;
+            next = wait_next(n);
+        }
+        n = next;
+    }
+}
+
+void dsy_token_place(desync_queue_t *q, bool has_ref) {
+    if (!has_ref)
+        atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
+    for (;;) {
+        if (s >= DSY_WAITER) {
+            /* A waiter counts itself after linking its node, so a counted
+             * waiter's node is found here unless it has already finished;
+             * if one arrives meanwhile, the CAS below fails and we look again. */
+            dsy_node *w = first_waiter(q);
+            if (w) {
+                w->ops->give_token(w);
+                return;
+            }
+        }
+        if (atomic_compare_exchange_weak_explicit(&q->state, &s, s | DSY_Q_READY | DSY_Q_LINKED,
+                                                  memory_order_acq_rel, memory_order_relaxed))
+            break;
+    }
+    if (s & DSY_Q_LINKED)
+        dsy_queue_unref(q); /* the stale entry already holds a reference */
+    else
+        dsy_sched_submit(q->sched, q);
+}
+
+bool dsy_queue_claim_entry(desync_queue_t *q) {
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&q->state, &s,
+                                                  s & ~(DSY_Q_LINKED | DSY_Q_READY),
+                                                  memory_order_acq_rel, memory_order_relaxed)) {
+    }
+    if (s & DSY_Q_READY)
+        return true; /* the entry's reference now belongs to the token */
+    dsy_queue_unref(q);
+    return false;
+}
+
+/* A waiter takes a READY token from the scheduler. If a run-list entry
+ * exists (LINKED) it keeps its reference and the stolen token gets a new one;
+ * without an entry (closed scheduler) the token's reference comes along. */
+static bool steal(desync_queue_t *q, uint32_t *s) {
+    if (!atomic_compare_exchange_weak_explicit(&q->state, s, *s & ~DSY_Q_READY,
+                                               memory_order_acq_rel, memory_order_acquire))
+        return false;
+    if (*s & DSY_Q_LINKED)
+        atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+    return true;
+}
+
+void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
+    if (dsy_queue_push(q, n))
+        dsy_token_place(q, false);
+}
+
+/* -------------------------------------------------------------- running */
+
+bool dsy_queue_run(desync_queue_t *q, unsigned limit) {
+    unsigned ran = 0;
+    for (;;) {
+        dsy_node *n = q->head;
+        if (run_node(q, n) == DSY_PARKED)
+            return false;
+        bool more = advance(q, n);
+        n->ops->finish(n);
+        if (!more) {
+            dsy_queue_unref(q);
+            return false;
+        }
+        if (limit && ++ran >= limit)
+            return true;
+    }
+}
+
+void dsy_queue_resume(desync_queue_t *q) {
+    dsy_node *n = q->head;
+    bool more = advance(q, n);
+    n->ops->finish(n);
+    if (more)
+        dsy_token_place(q, true);
+    else
+        dsy_queue_unref(q);
+}
+
+/* With the token (and its reference) held: runs the queue up to and
+ * including `target`, then places the token. False if the queue parked
+ * before target finished (the token is gone). */
+static bool drain_until(desync_queue_t *q, dsy_node *target) {
+    for (;;) {
+        dsy_node *h = q->head;
+        if (run_node(q, h) == DSY_PARKED)
+            return false;
+        bool more = advance(q, h);
+        h->ops->finish(h);
+        if (!more) {
+            dsy_queue_unref(q);
+            return true; /* only possible once target (behind h) has finished */
+        }
+        if (h == target) {
+            dsy_token_place(q, true);
+            return true;
+        }
+    }
+}
+
+/* Waits until *word leaves DSY_W_WAITING; spins briefly first (a wake-up
+ * costs microseconds), then parks. Returns the new value, or DSY_W_WAITING
+ * if `deadline` (0 = none) passed. */
+#define DSY_W_SLEEPING 3u
+static uint32_t wait_word(_Atomic uint32_t *word, uint64_t deadline) {
+    uint32_t w;
+    for (unsigned i = 0; i < 2000; i++) {
+        if ((w = atomic_load_explicit(word, memory_order_acquire)) != DSY_W_WAITING)
+            return w;
+        dsy_cpu_relax();
+    }
+    for (;;) {
+        w = DSY_W_WAITING;
+        if (!atomic_compare_exchange_strong_explicit(word, &w, DSY_W_SLEEPING,
+                                                     memory_order_acquire, memory_order_acquire)) {
+            if (w != DSY_W_SLEEPING)
+                return w;
+        }
+        uint64_t timeout = 0;
+        if (deadline) {
+            uint64_t now = dsy_now_ns();
+            if (now >= deadline) {
+                w = DSY_W_SLEEPING;
+                if (atomic_compare_exchange_strong_explicit(word, &w, DSY_W_WAITING,
+                                                            memory_order_acquire,
+                                                            memory_order_acquire))
+                    return DSY_W_WAITING;
+                return w;
+            }
+            timeout = deadline - now;
+        }
+        dsy_park(word, DSY_W_SLEEPING, timeout);
+    }
+}
+
+/* Sets a waiter's word (DONE or TOKEN) and wakes it if it sleeps. After the
+ * exchange the waiter may return at once, so its word is not touched again
+ * (waking a futex address that has gone away is harmless). */
+void dsy_waiter_signal(_Atomic uint32_t *word, uint32_t value) {
+    if (atomic_exchange_explicit(word, value, memory_order_acq_rel) == DSY_W_SLEEPING)
+        dsy_unpark_one(word);
+}
+
+bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
+                         uint64_t deadline) {
+    uint32_t s =
+        atomic_fetch_add_explicit(&q->state, DSY_WAITER, memory_order_acq_rel) + DSY_WAITER;
+    bool done = false;
+    for (;;) {
+        if (s & DSY_Q_READY) {
+            if (!steal(q, &s))
+                continue;
+            if (drain_until(q, n)) {
+                done = true;
+                break;
+            }
+            s = atomic_load_explicit(&q->state, memory_order_acquire);
+            continue;
+        }
+        uint32_t w = wait_word(word, deadline);
+        if (w == DSY_W_DONE) {
+            done = true;
+            break;
+        }
+        if (w != DSY_W_TOKEN)
+            break; /* timed out */
+        atomic_store_explicit(word, DSY_W_WAITING, memory_order_relaxed);
+        if (drain_until(q, n)) {
+            done = true;
+            break;
+        }
+        s = atomic_load_explicit(&q->state, memory_order_acquire);
+    }
+    atomic_fetch_sub_explicit(&q->state, DSY_WAITER, memory_order_release);
+    return done;
+}
+
+/* ---------------------------------------------------------- sync nodes */
+
+typedef struct sync_node {
+    dsy_node node;
+    void (*fn)(void);
+    void *arg;
+    void *data;
+    bool with_data;
+    dsy_frame *caller; /* the waiting thread's frame chain */
+    _Atomic uint32_t word;
+} sync_node;
+
+static enum dsy_run_result sync_run(dsy_node *n, desync_queue_t *q) {
+    (void)q;
+    sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
+    /* Run on behalf of the waiter: its chain counts for deadlock checks. */
+    if (s->caller != tls_frame->parent)
+        tls_frame->behalf = s->caller;
+    if (s->with_data)
+        ((desync_job_fn)s->fn)(s->data, s->arg);
+    else
+        ((desync_queue_job_fn)s->fn)(s->arg);
+    return DSY_DONE;
+}
+
+static void sync_finish(dsy_node *n) {
+    sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
+    dsy_waiter_signal(&s->word, DSY_W_DONE);
+}
+
+static int sync_has_waiter(dsy_node *n) {
+    (void)n;
+    return 1;
+}
+
+static void sync_give_token(dsy_node *n) {
+    sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
+    dsy_waiter_signal(&s->word, DSY_W_TOKEN);
+}
+
+static const dsy_node_ops sync_ops = {sync_run, sync_finish, sync_has_waiter, sync_give_token};
+
+int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, void *arg,
+             bool try_only) {
+    if (DSY_UNLIKELY(!q || !fn))
+        return DESYNC_EINVAL;
+    sync_node sn;
+    sn.node.ops = &sync_ops;
+    sn.fn = fn;
+    sn.arg = arg;
+    sn.data = data;
+    sn.with_data = with_data;
+    sn.caller = tls_frame;
+    atomic_init(&sn.word, DSY_W_WAITING);
+    atomic_init(&sn.node.next, NULL);
+
+    /* Idle queue: run on this thread with one CAS each way. */
+    dsy_node *expect = NULL;
+    if (DSY_LIKELY(atomic_compare_exchange_strong_explicit(
+            &q->tail, &expect, &sn.node, memory_order_acquire, memory_order_relaxed))) {
+        q->head = &sn.node;
+        run_node(q, &sn.node);
+        dsy_node *mine = &sn.node;
+        if (DSY_LIKELY(atomic_compare_exchange_strong_explicit(
+                &q->tail, &mine, NULL, memory_order_release, memory_order_relaxed)))
+            return 0;
+        /* Jobs were queued behind ours: hand them on. */
+        q->head = wait_next(&sn.node);
+        dsy_token_place(q, false);
+        return 0;
+    }
+    if (dsy_queue_in_chain(q))
+        return DESYNC_EDEADLK;
+    if (try_only)
+        return DESYNC_EBUSY;
+    if (dsy_queue_push(q, &sn.node)) {
+        /* The queue went idle in between: our node is the head. */
+        atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+        drain_until(q, &sn.node);
+        return 0;
+    }
+    dsy_queue_wait_node(q, &sn.node, &sn.word, 0);
+    return 0;
+}
+
+/* --------------------------------------------------------- desync jobs */
+
+static enum dsy_run_result job_run_q(dsy_node *n, desync_queue_t *q) {
+    (void)q;
+    dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
+    ((desync_queue_job_fn)j->fn)(j->arg);
+    return DSY_DONE;
+}
+
+static enum dsy_run_result job_run_obj(dsy_node *n, desync_queue_t *q) {
+    dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
+    ((desync_job_fn)j->fn)(((desync_t *)q)->data, j->arg);
+    return DSY_DONE;
+}
+
+static void job_finish(dsy_node *n) { dsy_job_free(DSY_CONTAINER_OF(n, dsy_job, node)); }
+
+/* Copies larger than the inline buffer live in their own allocation. */
+static void job_finish_big(dsy_node *n) {
+    dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
+    free(j->arg);
+    dsy_job_free(j);
+}
+
+static const dsy_node_ops job_ops_q = {job_run_q, job_finish, NULL, NULL};
+static const dsy_node_ops job_ops_obj = {job_run_obj, job_finish, NULL, NULL};
+static const dsy_node_ops job_ops_q_big = {job_run_q, job_finish_big, NULL, NULL};
+static const dsy_node_ops job_ops_obj_big = {job_run_obj, job_finish_big, NULL, NULL};
+
+int dsy_desync(desync_queue_t *q, void (*fn)(void), bool with_data, const void *arg, size_t len,
+               bool copy) {
+    if (DSY_UNLIKELY(!q || !fn || (copy && len && !arg)))
+        return DESYNC_EINVAL;
+    dsy_job *j = dsy_job_alloc();
+    if (DSY_UNLIKELY(!j))
+        return DESYNC_ENOMEM;
+    j->fn = fn;
+    j->node.ops = with_data ? &job_ops_obj : &job_ops_q;
+    if (!copy) {
+        j->arg = (void *)(uintptr_t)arg;
+    } else if (len <= DSY_INLINE_ARG) {
+        if (len)
+            memcpy(j->buf, arg, len);
+        j->arg = j->buf;
+    } else {
+        j->arg = malloc(len);
+        if (!j->arg) {
+            dsy_job_free(j);
+            return DESYNC_ENOMEM;
+        }
+        memcpy(j->arg, arg, len);
+        j->node.ops = with_data ? &job_ops_obj_big : &job_ops_q_big;
+    }
+    dsy_queue_push_schedule(q, &j->node);
+    return 0;
+}
+
+/* ------------------------------------------------------------ public API */
+
+desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler) {
+    if (!scheduler && !(scheduler = desync_scheduler_default()))
+        return NULL;
+    desync_queue_t *q = malloc(sizeof *q);
+    if (!q)
+        return NULL;
+    dsy_queue_init(q, scheduler);
+    return q;
+}
+
+desync_queue_t *desync_queue_retain(desync_queue_t *q) {
+    if (q)
+        atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+    return q;
+}
+
+void desync_queue_release(desync_queue_t *q) {
+    if (q)
+        dsy_queue_unref(q);
+}
+
+int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
+    return dsy_desync(q, (void (*)(void))job, false, arg, 0, false);
+}
+
+int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn job, const void *arg,
+                             size_t len) {
+    return dsy_desync(q, (void (*)(void))job, false, arg, len, true);
+}
+
+int desync_queue_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
+    return dsy_sync(q, (void (*)(void))job, NULL, false, arg, false);
+}
+
+int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
+    return dsy_sync(q, (void (*)(void))job, NULL, false, arg, true);
+}

@@ -1,0 +1,63 @@
+/*
+ * Minimal test harness shared by every test file.
+ *
+ * A test is `TEST(name) { ... return 0; }` in any tests/test_*.c file and is
+ * registered, with its timeout in seconds, as `TEST_ENTRY(name, seconds)` in
+ * tests/test_list.h. The runner (tests/runner.c) forks one child per test, so
+ * a crash or a hang (killed at the timeout) fails that test only.
+ * CHECK* macros print where they failed and make the test return 1.
+ * Every wait inside a test must be bounded (use test_wait_until or timeouts).
+ */
+#ifndef DESYNC_TEST_H
+#define DESYNC_TEST_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define TEST(name) int test_##name(void)
+
+#define CHECK(cond)                                                                       \
+    do {                                                                                  \
+        if (!(cond)) {                                                                    \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);     \
+            return 1;                                                                     \
+        }                                                                                 \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                                    \
+    do {                                                                                  \
+        long long check_a_ = (long long)(a), check_b_ = (long long)(b);                   \
+        if (check_a_ != check_b_) {                                                       \
+            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld != %lld)\n",         \
+                    __FILE__, __LINE__, #a, #b, check_a_, check_b_);                      \
+            return 1;                                                                     \
+        }                                                                                 \
+    } while (0)
+
+static inline uint64_t test_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void test_sleep_ms(unsigned ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+/* Polls pred(ctx) every millisecond until it is true (returns 1) or
+ * timeout_ms passes (returns 0). For conditions with no other way to wait. */
+static inline int test_wait_until(int (*pred)(void *ctx), void *ctx, unsigned timeout_ms) {
+    uint64_t end = test_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    while (!pred(ctx)) {
+        if (test_now_ns() > end)
+            return 0;
+        test_sleep_ms(1);
+    }
+    return 1;
+}
+
+#endif
