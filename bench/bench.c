@@ -1,0 +1,449 @@
+/*
+ * libdesync benchmarks: workloads W1..W8 of WORKLOADS.md (shared/), each run
+ * beside its hand-written baseline in the same process and the same run.
+ *
+ *   bench [W1 ... W8]      no argument: all workloads
+ *   BENCH_RUNS=n           measured runs per variant, after 1 warm-up (5)
+ *   BENCH_SCALE=x          multiplies every iteration count (1.0)
+ *
+ * A watchdog ends the program with a message naming the workload, variant
+ * and run if one run exceeds its time limit; a crash names them too. W6 and
+ * the W8 memory figures run in fresh child processes (fork + exec of this
+ * binary with --child), which report through a pipe.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RUNS 99
+#define SETTLE_MS 10     /* pause between runs: lets idle threads settle */
+#define RUN_LIMIT_S 150  /* one run longer than this (x scale) is a hang */
+#define CHILD_MARGIN_S 15 /* a child's own limit is this much shorter */
+
+int g_runs = 5;
+double g_scale = 1.0;
+_Atomic uint64_t g_progress;
+
+static int g_is_child;
+static pthread_mutex_t g_wd_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_wd_cv;
+static uint64_t g_wd_deadline; /* 0: no run in progress */
+static uint64_t g_progress_total;
+static char g_phase_base[96];
+static char g_phase[160] = "startup";
+
+/* ----------------------------------------------------------- utilities */
+
+uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(unsigned ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+uint64_t scaled(uint64_t n) {
+    double v = (double)n * g_scale;
+    return v < 1.0 ? 1 : (uint64_t)(v + 0.5);
+}
+
+sample_t per_op(uint64_t ns, uint64_t ops) {
+    return (sample_t){(double)ns / (double)ops, NAN};
+}
+
+_Noreturn void die(const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "\nbench: ERROR in %s: ", g_phase);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(NULL);
+    _exit(1);
+}
+
+void expect_eq(const char *what, uint64_t got, uint64_t want) {
+    if (got != want)
+        die("check failed: %s is %" PRIu64 ", expected %" PRIu64, what, got, want);
+}
+
+long status_kib(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        die("cannot open /proc/self/status");
+    char line[256];
+    size_t kl = strlen(key);
+    long v = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+            v = strtol(line + kl + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    if (v < 0)
+        die("no %s in /proc/self/status", key);
+    return v;
+}
+
+/* ------------------------------------------------ watchdog and crashes */
+
+static unsigned run_limit_s(void) {
+    unsigned s = (unsigned)(RUN_LIMIT_S * (g_scale > 1.0 ? g_scale : 1.0));
+    return g_is_child ? s - CHILD_MARGIN_S : s;
+}
+
+void phase_begin(uint64_t total, const char *fmt, ...) {
+    va_list ap;
+    pthread_mutex_lock(&g_wd_m);
+    va_start(ap, fmt);
+    vsnprintf(g_phase_base, sizeof g_phase_base, fmt, ap);
+    va_end(ap);
+    snprintf(g_phase, sizeof g_phase, "%s", g_phase_base);
+    g_progress_total = total;
+    PROGRESS(0);
+    g_wd_deadline = now_ns() + (uint64_t)run_limit_s() * 1000000000u;
+    pthread_cond_signal(&g_wd_cv);
+    pthread_mutex_unlock(&g_wd_m);
+}
+
+void phase_step(const char *step) {
+    pthread_mutex_lock(&g_wd_m);
+    snprintf(g_phase, sizeof g_phase, "%s, %s", g_phase_base, step);
+    pthread_mutex_unlock(&g_wd_m);
+}
+
+void phase_end(void) {
+    pthread_mutex_lock(&g_wd_m);
+    g_wd_deadline = 0;
+    pthread_mutex_unlock(&g_wd_m);
+}
+
+static void *watchdog(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&g_wd_m);
+    for (;;) {
+        if (g_wd_deadline == 0) {
+            pthread_cond_wait(&g_wd_cv, &g_wd_m);
+            continue;
+        }
+        if (now_ns() >= g_wd_deadline) {
+            fflush(stdout);
+            fprintf(stderr,
+                    "\nbench: HANG: %s still running after %u s (progress %" PRIu64
+                    " of %" PRIu64 ")\n",
+                    g_phase, run_limit_s(),
+                    atomic_load_explicit(&g_progress, memory_order_relaxed), g_progress_total);
+            fflush(NULL);
+            _exit(3);
+        }
+        struct timespec ts = {(time_t)(g_wd_deadline / 1000000000u),
+                              (long)(g_wd_deadline % 1000000000u)};
+        pthread_cond_timedwait(&g_wd_cv, &g_wd_m, &ts);
+    }
+    return NULL;
+}
+
+static void write_str(const char *s) {
+    ssize_t r = write(2, s, strlen(s));
+    (void)r;
+}
+
+static void write_u64(uint64_t v) {
+    char b[24];
+    int i = 23;
+    b[i] = 0;
+    do {
+        b[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    write_str(b + i);
+}
+
+static void on_crash(int sig) {
+    write_str("\nbench: CRASH: signal ");
+    write_u64((uint64_t)sig);
+    write_str(" during ");
+    write_str(g_phase);
+    write_str(" (progress ");
+    write_u64(atomic_load_explicit(&g_progress, memory_order_relaxed));
+    write_str(")\n");
+    raise(sig); /* SA_RESETHAND: default action now */
+}
+
+static void start_guards(void) {
+    static const int sigs[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_crash;
+    sa.sa_flags = SA_RESETHAND | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaction(sigs[i], &sa, NULL);
+
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    CHECK_PT(pthread_cond_init(&g_wd_cv, &ca));
+    pthread_condattr_destroy(&ca);
+    pthread_t t;
+    CHECK_PT(pthread_create(&t, NULL, watchdog, NULL));
+    pthread_detach(t);
+}
+
+/* ---------------------------------------------------------- measuring */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void print_runs(const char *label, const char *unit, const double *v, double med) {
+    printf("    %-34s", label);
+    for (int r = 0; r < g_runs; r++)
+        printf(" %9.1f", v[r]);
+    printf("   median %9.1f %s\n", med, unit);
+}
+
+void measure(const char *wl, variant_t *v, int nv) {
+    enum { MAX_VARIANTS = 4 };
+    static double ns[MAX_VARIANTS][MAX_RUNS], bytes[MAX_VARIANTS][MAX_RUNS];
+    if (nv > MAX_VARIANTS)
+        die("too many variants");
+    for (int i = 0; i < nv; i++) {
+        phase_begin(v[i].n, "%s %s warm-up", wl, v[i].name);
+        v[i].fn(v[i].n);
+        phase_end();
+        sleep_ms(SETTLE_MS);
+    }
+    for (int r = 0; r < g_runs; r++) {
+        for (int i = 0; i < nv; i++) {
+            phase_begin(v[i].n, "%s %s run %d/%d", wl, v[i].name, r + 1, g_runs);
+            sample_t s = v[i].fn(v[i].n);
+            phase_end();
+            ns[i][r] = s.ns;
+            bytes[i][r] = s.bytes;
+            sleep_ms(SETTLE_MS);
+        }
+    }
+    for (int i = 0; i < nv; i++) {
+        double shown[MAX_RUNS];
+        memcpy(shown, ns[i], sizeof(double) * (size_t)g_runs);
+        v[i].med_ns = median(ns[i], g_runs);
+        char label[64];
+        snprintf(label, sizeof label, "%s (n=%" PRIu64 ")", v[i].name, v[i].n);
+        print_runs(label, "ns", shown, v[i].med_ns);
+        v[i].med_bytes = NAN;
+        if (!isnan(bytes[i][0])) {
+            memcpy(shown, bytes[i], sizeof(double) * (size_t)g_runs);
+            v[i].med_bytes = median(bytes[i], g_runs);
+            print_runs("  bytes/object", "B", shown, v[i].med_bytes);
+        }
+    }
+}
+
+/* ------------------------------------------------------ child processes */
+
+child_result_t run_child(const char *what, uint64_t n) {
+    int p[2];
+    char nbuf[32];
+    snprintf(nbuf, sizeof nbuf, "%" PRIu64, n);
+    if (pipe(p) != 0)
+        die("pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(p[0]);
+        if (dup2(p[1], 1) < 0)
+            _exit(127);
+        close(p[1]);
+        execl("/proc/self/exe", "bench", "--child", what, nbuf, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    char buf[256];
+    size_t len = 0;
+    while (len < sizeof buf - 1) {
+        ssize_t r = read(p[0], buf + len, sizeof buf - 1 - len);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            die("read from child: %s", strerror(errno));
+        }
+        len += (size_t)r;
+    }
+    buf[len] = 0;
+    close(p[0]);
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            die("waitpid: %s", strerror(errno));
+    if (WIFSIGNALED(st))
+        die("child '%s %s' was killed by signal %d (%s)", what, nbuf, WTERMSIG(st),
+            strsignal(WTERMSIG(st)));
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        die("child '%s %s' failed with exit status %d", what, nbuf, WEXITSTATUS(st));
+    child_result_t c;
+    if (sscanf(buf, "%lf %lf %lf %lf", &c.ns, &c.rss0_kib, &c.hwm_kib, &c.extra) != 4)
+        die("child '%s %s' printed '%s'", what, nbuf, buf);
+    return c;
+}
+
+static int child_main(const char *what, const char *nstr) {
+    char *end;
+    uint64_t n = strtoull(nstr, &end, 10);
+    if (*end || n == 0)
+        die("bad child count '%s'", nstr);
+    phase_begin(n, "child %s %" PRIu64, what, n);
+    child_result_t c;
+    if (strcmp(what, "w6-desync") == 0)
+        c = w6_desync_child(n);
+    else if (strcmp(what, "w6-mutex") == 0)
+        c = w6_mutex_child(n);
+    else if (strcmp(what, "w8-rss") == 0)
+        c = w8_rss_child(n);
+    else
+        die("unknown child '%s'", what);
+    phase_end();
+    printf("%.4f %.0f %.0f %.0f\n", c.ns, c.rss0_kib, c.hwm_kib, c.extra);
+    fflush(stdout);
+    return 0;
+}
+
+/* ------------------------------------------------------------- report */
+
+static row_t g_rows[] = {
+    {.id = "W1", .name = "sync-idle", .unit = "op", .rust = 17.7, .dispatch = 15.2},
+    {.id = "W2", .name = "desync-stream", .unit = "job", .rust = 114, .dispatch = 144},
+    {.id = "W3", .name = "contended-sync", .unit = "op", .rust = 58, .dispatch = 504},
+    {.id = "W4", .name = "mixed", .unit = "job", .rust = 186, .dispatch = 299},
+    {.id = "W5", .name = "ping-pong", .unit = "round trip", .rust = 3470, .dispatch = 1724},
+    {.id = "W6", .name = "many-objects", .unit = "object", .rust = 3399, .dispatch = 872},
+    {.id = "W7", .name = "future", .unit = "op", .rust = 3298, .dispatch = 16703},
+    {.id = "W8", .name = "pipe", .unit = "item", .rust = 27, .dispatch = NAN},
+};
+
+static void (*const g_workloads[])(row_t *) = {
+    w1_sync_idle, w2_desync_stream, w3_contended_sync, w4_mixed,
+    w5_ping_pong, w6_many_objects,  w7_future,         w8_pipe,
+};
+
+#define NW ((int)(sizeof g_rows / sizeof g_rows[0]))
+
+static void fmt_num(char *buf, size_t len, double v) {
+    if (isnan(v))
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%.1f", v);
+}
+
+static void print_table(void) {
+    printf("\n%-20s %-11s %12s %12s %7s %12s %12s  %s\n", "workload", "per", "libdesync ns",
+           "baseline ns", "ratio", "Rust desync", "libdispatch", "baseline / extra");
+    for (int i = 0; i < NW; i++) {
+        row_t *r = &g_rows[i];
+        if (!r->ran)
+            continue;
+        char wl[32], lib[16], base[16], ratio[16], rust[16], disp[16];
+        snprintf(wl, sizeof wl, "%s %s", r->id, r->name);
+        fmt_num(lib, sizeof lib, r->lib_ns);
+        fmt_num(base, sizeof base, r->base_ns);
+        snprintf(ratio, sizeof ratio, "%.2f", r->base_ns / r->lib_ns);
+        fmt_num(rust, sizeof rust, r->rust);
+        fmt_num(disp, sizeof disp, r->dispatch);
+        printf("%-20s %-11s %12s %12s %7s %12s %12s  %s\n", wl, r->unit, lib, base, ratio, rust,
+               disp, r->extra);
+    }
+    printf("\nratio = baseline ns / libdesync ns (above 1: libdesync is faster). Rust desync and\n"
+           "libdispatch: ANCHORS.md reference figures, hard-coded (another run on this kind of\n"
+           "machine: compare ratios, not absolute times). Medians of %d runs after 1 warm-up.\n",
+           g_runs);
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: bench [W1 ... W8]\n"
+                    "env: BENCH_RUNS (default 5), BENCH_SCALE (default 1.0)\n");
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    const char *e = getenv("BENCH_RUNS");
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end || v < 1 || v > MAX_RUNS) {
+            fprintf(stderr, "bench: BENCH_RUNS must be 1..%d\n", MAX_RUNS);
+            return 2;
+        }
+        g_runs = (int)v;
+    }
+    e = getenv("BENCH_SCALE");
+    if (e && *e) {
+        char *end;
+        g_scale = strtod(e, &end);
+        if (*end || !(g_scale > 0) || g_scale > 1000) {
+            fprintf(stderr, "bench: BENCH_SCALE must be a number > 0\n");
+            return 2;
+        }
+    }
+    if (argc >= 2 && strcmp(argv[1], "--child") == 0) {
+        g_is_child = 1;
+        start_guards();
+        if (argc != 4)
+            die("usage: bench --child WHAT N");
+        return child_main(argv[2], argv[3]);
+    }
+
+    int selected[NW] = {0}, any = 0;
+    for (int a = 1; a < argc; a++) {
+        int found = 0;
+        for (int i = 0; i < NW; i++)
+            if (strcasecmp(argv[a], g_rows[i].id) == 0)
+                selected[i] = found = any = 1;
+        if (!found)
+            return usage();
+    }
+    start_guards();
+    printf("libdesync benchmarks (WORKLOADS.md): %d measured runs per variant after 1 warm-up,\n"
+           "variants interleaved, BENCH_SCALE %.3g, %ld online cores. Times in ns per op.\n",
+           g_runs, g_scale, sysconf(_SC_NPROCESSORS_ONLN));
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < NW; i++) {
+        if (any && !selected[i])
+            continue;
+        printf("\n%s %s\n", g_rows[i].id, g_rows[i].name);
+        g_workloads[i](&g_rows[i]);
+        g_rows[i].ran = 1;
+    }
+    print_table();
+    printf("total time %.1f s\n", (double)(now_ns() - t0) / 1e9);
+    return 0;
+}

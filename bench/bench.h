@@ -1,0 +1,168 @@
+/*
+ * Shared declarations of the libdesync benchmark (the bench/ sources link into one
+ * binary, build/bench). bench.c: harness, watchdog, child processes, table.
+ * baseline.c: the hand-written mutex/condvar primitives the baselines use.
+ * workloads.c: W1..W8 of WORKLOADS.md, libdesync and baseline variants.
+ */
+#ifndef DESYNC_BENCH_H
+#define DESYNC_BENCH_H
+
+#include "desync.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------ harness */
+
+/* One measured run: ns per operation, and bytes per object (NaN: none). */
+typedef struct {
+    double ns;
+    double bytes;
+} sample_t;
+
+typedef sample_t (*run_fn)(uint64_t n);
+
+/* A variant of a workload: measured 1 warm-up + g_runs times, interleaved
+ * with the other variants of the same workload. */
+typedef struct {
+    const char *name;
+    run_fn fn;
+    uint64_t n;
+    double med_ns, med_bytes;
+} variant_t;
+
+/* One line of the final table. The reference figures are ANCHORS.md's. */
+typedef struct {
+    const char *id, *name, *unit;
+    double rust, dispatch; /* NaN: no figure */
+    int ran;
+    double lib_ns, base_ns;
+    char extra[512];
+} row_t;
+
+extern int g_runs;
+extern double g_scale;
+extern _Atomic uint64_t g_progress;
+
+#define PROGRESS(i) atomic_store_explicit(&g_progress, (uint64_t)(i), memory_order_relaxed)
+
+uint64_t now_ns(void);
+uint64_t scaled(uint64_t n);
+sample_t per_op(uint64_t ns, uint64_t ops);
+/* Names the run in progress for the watchdog and crash messages. */
+void phase_begin(uint64_t total, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void phase_step(const char *step);
+void phase_end(void);
+_Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void expect_eq(const char *what, uint64_t got, uint64_t want);
+void measure(const char *wl, variant_t *v, int nv);
+long status_kib(const char *key);
+
+/* Runs `bench --child what n` in a fresh process (fork + exec); it prints
+ * "ns rss_before_kib hwm_after_kib extra" on its stdout, a pipe to us. */
+typedef struct {
+    double ns, rss0_kib, hwm_kib, extra;
+} child_result_t;
+child_result_t run_child(const char *what, uint64_t n);
+
+#define CHECK_DS(call)                                                                    \
+    do {                                                                                  \
+        int rc_ = (call);                                                                 \
+        if (rc_ != 0)                                                                     \
+            die("%s returned %d (%s)", #call, rc_, desync_strerror(rc_));                 \
+    } while (0)
+
+#define CHECK_PT(call)                                                                    \
+    do {                                                                                  \
+        int rc_ = (call);                                                                 \
+        if (rc_ != 0)                                                                     \
+            die("%s failed: error %d", #call, rc_);                                       \
+    } while (0)
+
+/* ---------------------------------------------------------- workloads */
+
+void w1_sync_idle(row_t *row);
+void w2_desync_stream(row_t *row);
+void w3_contended_sync(row_t *row);
+void w4_mixed(row_t *row);
+void w5_ping_pong(row_t *row);
+void w6_many_objects(row_t *row);
+void w7_future(row_t *row);
+void w8_pipe(row_t *row);
+
+/* Bodies run in a child process: fill ns and the memory figures. */
+child_result_t w6_desync_child(uint64_t n);
+child_result_t w6_mutex_child(uint64_t n);
+child_result_t w8_rss_child(uint64_t n);
+
+/* ----------------------------------------------------------- baselines */
+
+typedef void (*qjob_fn)(void *arg);
+
+/* Mutex + condvar job queue (growable ring of {fn, arg}), one worker thread. */
+typedef struct {
+    qjob_fn fn;
+    void *arg;
+} qjob_t;
+
+typedef struct {
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    qjob_t *ring;
+    size_t cap, head, len;
+    int stop;
+    pthread_t thread;
+} mq_t;
+
+void mq_init(mq_t *q);
+void mq_push(mq_t *q, qjob_fn fn, void *arg);
+/* Queues fn(arg) and waits for it on a per-call condvar. */
+void mq_sync(mq_t *q, qjob_fn fn, void *arg);
+/* Runs the jobs still queued, stops and joins the worker. */
+void mq_destroy(mq_t *q);
+
+/* Mutex + condvar bounded queue of u64 items with a close flag. */
+#define BQ_CAP 5
+typedef struct {
+    pthread_mutex_t m;
+    pthread_cond_t not_full, not_empty;
+    uint64_t buf[BQ_CAP];
+    size_t head, len;
+    int closed;
+} bq_t;
+
+void bq_init(bq_t *q);
+void bq_push(bq_t *q, uint64_t v);
+/* 1 with *v set, 0 once closed and empty. */
+int bq_pop(bq_t *q, uint64_t *v);
+void bq_close(bq_t *q);
+void bq_destroy(bq_t *q);
+
+/* Mutex + condvar "future" (heap-allocated). */
+typedef struct {
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int done;
+    void *value;
+} cvfuture_t;
+
+cvfuture_t *cvf_new(void);
+void cvf_complete(cvfuture_t *f, void *value);
+void *cvf_wait(cvfuture_t *f);
+void cvf_free(cvfuture_t *f);
+
+/* One-shot completion flag (mutex + condvar) carrying an error code. */
+typedef struct {
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int done, err;
+} latch_t;
+
+void latch_init(latch_t *l);
+void latch_open(latch_t *l, int err);
+int latch_wait(latch_t *l);
+void latch_destroy(latch_t *l);
+
+#endif
