@@ -61,11 +61,10 @@ typedef struct dsy_node_ops {
     /* Called once n is unlinked (no longer reachable from the queue): frees
      * the node or signals its waiter. Must not touch the queue. */
     void (*finish)(dsy_node *n);
-    /* Nonzero for nodes whose owner may wait for them (sync, futures): the
-     * run token can be handed to such a waiter. */
-    int (*has_waiter)(dsy_node *n);
-    /* Hands the run token to the node's waiter (only if has_waiter said so). */
-    void (*give_token)(dsy_node *n);
+    /* For nodes whose owner may wait for them (sync, futures), else NULL:
+     * if a thread waits for n, hands it the run token (its word becomes
+     * DSY_W_TOKEN) and returns 1; else returns 0. */
+    int (*take_waiter)(dsy_node *n);
 } dsy_node_ops;
 
 /* Every job in a queue starts with this header. `next` is written once by
@@ -104,7 +103,8 @@ void dsy_job_free(dsy_job *j);
  */
 #define DSY_Q_LINKED 1u
 #define DSY_Q_READY 2u
-#define DSY_WAITER 4u
+#define DSY_Q_SUSPENDED 4u /* a suspend node holds the token (a resumer exists) */
+#define DSY_WAITER 8u
 
 struct desync_queue {
     /* Last node; NULL exactly when the queue is idle (no job pending or
@@ -156,15 +156,19 @@ void dsy_token_place(desync_queue_t *q, bool has_ref);
  * limit > 0) `limit` jobs ran; returns true if the caller still holds the
  * token (only possible when the limit was hit). The token carries a ref. */
 bool dsy_queue_run(desync_queue_t *q, unsigned limit);
-/* A parked queue is resumed by whoever holds its token: the node at the head
- * is finished (DSY_DONE semantics) and the queue continues elsewhere. */
-void dsy_queue_resume(desync_queue_t *q);
 /* Waits until *word becomes DSY_W_DONE for node n (already linked by a push
  * that returned 0), counting itself a waiter meanwhile, and running the queue
  * on this thread whenever the token is free or handed to it (DSY_W_TOKEN).
  * deadline: absolute dsy_now_ns() time, 0 for none; false if it passed. */
 bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
                          uint64_t deadline);
+/* With the token (and its reference) held: runs the queue up to and
+ * including `target`, then places the token. False if the queue parked
+ * before target finished (the token is gone). */
+bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target);
+/* Waits until *word leaves DSY_W_WAITING (spin, then park); returns the new
+ * value, or DSY_W_WAITING once deadline (0 = none) has passed. */
+uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline);
 /* Sets a waiter word to DONE or TOKEN, waking its thread if it sleeps. */
 void dsy_waiter_signal(_Atomic uint32_t *word, uint32_t value);
 void dsy_queue_unref(desync_queue_t *q);
@@ -180,6 +184,7 @@ int dsy_desync(desync_queue_t *q, void (*fn)(void), bool with_data, const void *
 #define DSY_W_WAITING 0u
 #define DSY_W_TOKEN 1u /* the waiter now holds the run token */
 #define DSY_W_DONE 2u  /* the node is finished */
+#define DSY_W_SLEEPING 3u /* internal to dsy_wait_word: the waiter is parked */
 
 /* ----------------------------------------------------------- scheduler */
 

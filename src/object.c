@@ -62,8 +62,10 @@ static void destroy_data_and_release(void *data, void *arg) {
 void desync_release(desync_t *d) {
     if (!d || atomic_fetch_sub_explicit(&d->strong, 1, memory_order_acq_rel) != 1)
         return;
-    if (dsy_queue_in_chain(&d->q)) {
-        /* A sync would deadlock: destruction runs after the current job. */
+    if (dsy_queue_in_chain(&d->q) ||
+        (atomic_load_explicit(&d->q.state, memory_order_relaxed) & DSY_Q_SUSPENDED)) {
+        /* A sync would deadlock (or wait for a resume that this thread may
+         * hold): destruction runs after the current job / the resume. */
         while (dsy_desync(&d->q, (void (*)(void))destroy_data_and_release, true, d, 0, false) ==
                DESYNC_ENOMEM)
             dsy_sleep_ns(1000000);

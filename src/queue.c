@@ -19,7 +19,8 @@
  *                                      \-> scheduler (state READY|LINKED)
  *   scheduler --claim (worker pops entry) or steal (waiter clears READY)--> thread
  *   held by a thread --node run returns DSY_PARKED--> a future / a resumer
- *   future / resumer --dsy_queue_resume--> finishes the head node, then places
+ *   future / resumer --dsy_token_place--> the head node runs again (parking
+ *                                         nodes keep their own phase)
  *
  * A token that is not held by the thread that created it on the idle-sync
  * fast path carries one queue reference, so a queue never disappears under
@@ -134,12 +135,13 @@ static enum dsy_run_result run_node(desync_queue_t *q, dsy_node *n) {
 
 /* ----------------------------------------------------------- the token */
 
-/* The first node (from the head) whose owner waits for it. Only called by
- * the token holder while waiters are counted. */
-static dsy_node *first_waiter(desync_queue_t *q) {
+/* Hands the token to the waiter of the first node (from the head) that has
+ * one and returns that node, or NULL. Only called by the token holder while
+ * waiters are counted. */
+static dsy_node *give_first_waiter(desync_queue_t *q) {
     dsy_node *n = q->head;
     for (;;) {
-        if (n->ops->has_waiter && n->ops->has_waiter(n))
+        if (n->ops->take_waiter && n->ops->take_waiter(n))
             return n;
         dsy_node *next = atomic_load_explicit(&n->next, memory_order_acquire);
         if (!next) {
@@ -160,11 +162,8 @@ void dsy_token_place(desync_queue_t *q, bool has_ref) {
             /* A waiter counts itself after linking its node, so a counted
              * waiter's node is found here unless it has already finished;
              * if one arrives meanwhile, the CAS below fails and we look again. */
-            dsy_node *w = first_waiter(q);
-            if (w) {
-                w->ops->give_token(w);
+            if (give_first_waiter(q))
                 return;
-            }
         }
         if (atomic_compare_exchange_weak_explicit(&q->state, &s, s | DSY_Q_READY | DSY_Q_LINKED,
                                                   memory_order_acq_rel, memory_order_relaxed))
@@ -224,20 +223,7 @@ bool dsy_queue_run(desync_queue_t *q, unsigned limit) {
     }
 }
 
-void dsy_queue_resume(desync_queue_t *q) {
-    dsy_node *n = q->head;
-    bool more = advance(q, n);
-    n->ops->finish(n);
-    if (more)
-        dsy_token_place(q, true);
-    else
-        dsy_queue_unref(q);
-}
-
-/* With the token (and its reference) held: runs the queue up to and
- * including `target`, then places the token. False if the queue parked
- * before target finished (the token is gone). */
-static bool drain_until(desync_queue_t *q, dsy_node *target) {
+bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
     for (;;) {
         dsy_node *h = q->head;
         if (run_node(q, h) == DSY_PARKED)
@@ -255,11 +241,8 @@ static bool drain_until(desync_queue_t *q, dsy_node *target) {
     }
 }
 
-/* Waits until *word leaves DSY_W_WAITING; spins briefly first (a wake-up
- * costs microseconds), then parks. Returns the new value, or DSY_W_WAITING
- * if `deadline` (0 = none) passed. */
-#define DSY_W_SLEEPING 3u
-static uint32_t wait_word(_Atomic uint32_t *word, uint64_t deadline) {
+/* Spins briefly first (a wake-up costs microseconds here), then parks. */
+uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline) {
     uint32_t w;
     for (unsigned i = 0; i < 2000; i++) {
         if ((w = atomic_load_explicit(word, memory_order_acquire)) != DSY_W_WAITING)
@@ -307,14 +290,14 @@ bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
         if (s & DSY_Q_READY) {
             if (!steal(q, &s))
                 continue;
-            if (drain_until(q, n)) {
+            if (dsy_queue_drain_until(q, n)) {
                 done = true;
                 break;
             }
             s = atomic_load_explicit(&q->state, memory_order_acquire);
             continue;
         }
-        uint32_t w = wait_word(word, deadline);
+        uint32_t w = dsy_wait_word(word, deadline);
         if (w == DSY_W_DONE) {
             done = true;
             break;
@@ -322,7 +305,7 @@ bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
         if (w != DSY_W_TOKEN)
             break; /* timed out */
         atomic_store_explicit(word, DSY_W_WAITING, memory_order_relaxed);
-        if (drain_until(q, n)) {
+        if (dsy_queue_drain_until(q, n)) {
             done = true;
             break;
         }
@@ -362,17 +345,14 @@ static void sync_finish(dsy_node *n) {
     dsy_waiter_signal(&s->word, DSY_W_DONE);
 }
 
-static int sync_has_waiter(dsy_node *n) {
-    (void)n;
+/* A sync node always has its waiter blocked on it. */
+static int sync_take_waiter(dsy_node *n) {
+    sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
+    dsy_waiter_signal(&s->word, DSY_W_TOKEN);
     return 1;
 }
 
-static void sync_give_token(dsy_node *n) {
-    sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
-    dsy_waiter_signal(&s->word, DSY_W_TOKEN);
-}
-
-static const dsy_node_ops sync_ops = {sync_run, sync_finish, sync_has_waiter, sync_give_token};
+static const dsy_node_ops sync_ops = {sync_run, sync_finish, sync_take_waiter};
 
 int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, void *arg,
              bool try_only) {
@@ -410,7 +390,7 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
     if (dsy_queue_push(q, &sn.node)) {
         /* The queue went idle in between: our node is the head. */
         atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
-        drain_until(q, &sn.node);
+        dsy_queue_drain_until(q, &sn.node);
         return 0;
     }
     dsy_queue_wait_node(q, &sn.node, &sn.word, 0);
@@ -441,10 +421,10 @@ static void job_finish_big(dsy_node *n) {
     dsy_job_free(j);
 }
 
-static const dsy_node_ops job_ops_q = {job_run_q, job_finish, NULL, NULL};
-static const dsy_node_ops job_ops_obj = {job_run_obj, job_finish, NULL, NULL};
-static const dsy_node_ops job_ops_q_big = {job_run_q, job_finish_big, NULL, NULL};
-static const dsy_node_ops job_ops_obj_big = {job_run_obj, job_finish_big, NULL, NULL};
+static const dsy_node_ops job_ops_q = {job_run_q, job_finish, NULL};
+static const dsy_node_ops job_ops_obj = {job_run_obj, job_finish, NULL};
+static const dsy_node_ops job_ops_q_big = {job_run_q, job_finish_big, NULL};
+static const dsy_node_ops job_ops_obj_big = {job_run_obj, job_finish_big, NULL};
 
 int dsy_desync(desync_queue_t *q, void (*fn)(void), bool with_data, const void *arg, size_t len,
                bool copy) {

@@ -1,0 +1,635 @@
+/*
+ * Futures, promises, async jobs and suspend/resume.
+ *
+ * A future is a small state record: pending or complete (status + value),
+ * and, while pending, who is interested: blocked waiters (each with a word on
+ * its stack), one poll waker, one then-callback, an eventfd. Completion
+ * happens exactly once (fut_complete), under the future's spinlock; the
+ * interested parties are called after the lock is dropped. Two references
+ * keep a future alive: the user's handle and its producer (promise, queue
+ * node, or nothing for ready futures).
+ *
+ * QUEUE NODES. future_desync, future_sync, after and suspend each put one
+ * fnode in the queue. A node that must wait for something (the future its
+ * job returned, the `after` future, a resume, a future_sync waiter) returns
+ * DSY_PARKED: the run token stays with the node, no thread is blocked, and
+ * later jobs of the queue wait. Whoever ends the wait places the token again
+ * (dsy_token_place) and the queue runs the same node again; the node's phase
+ * says where it was:
+ *
+ *   START --job returns a pending future--> WAIT --it completes--> READY
+ *   START / READY --complete `out`--> DONE (the node is unlinked)
+ *   AFTER:   START --`after` pending--> WAIT --completes--> READY --job--> DONE
+ *   SUSPEND: START --complete `out` with a resumer--> SUSPENDED --resume--> DONE
+ *   SYNC (future_sync) runs its job only on a thread that waits on or polls
+ *   `out`: reached by any other thread it hands the token to a waiter of
+ *   `out` or parks it in `out` (parked_q) for the next wait or poll.
+ *
+ * A thread waiting on a queue-bound future counts itself a waiter of that
+ * queue (dsy_queue_wait_node), so when no other thread runs the queue, the
+ * waiter gets the token and runs the queue itself up to the future's node.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/eventfd.h>
+#endif
+
+typedef struct fwaiter {
+    _Atomic uint32_t word;
+    struct fwaiter *next;
+} fwaiter;
+
+enum fkind { K_ASYNC, K_SYNC, K_AFTER, K_SUSPEND };
+enum fphase { P_START, P_WAIT, P_READY, P_SUSPENDED, P_DONE };
+
+struct desync_future {
+    _Atomic uint32_t lock; /* spinlock over everything below but `done` */
+    _Atomic uint32_t done; /* 1 once status/value are final (store-release) */
+    _Atomic uint32_t refs;
+    int status;
+    void *value;
+    fwaiter *waiters;
+    desync_waker_t waker;
+    bool has_waker;
+    bool handle_gone; /* freed or detached by the user */
+    bool detached;
+    uint8_t kind;
+    void (*then_cb)(int status, void *value, void *arg);
+    void *then_arg;
+    int fd, fd_write; /* -1 until desync_future_fd; fd_write is the pipe's other end */
+    /* Queue-bound futures: the queue and node that complete this future.
+     * Valid while pending: the node is unlinked only after completion. */
+    desync_queue_t *q;
+    dsy_node *node;
+    desync_queue_t *parked_q; /* K_SYNC: the token waits here for a waiter or poller */
+};
+
+struct desync_resumer {
+    desync_queue_t *q;
+    struct fnode *node;
+};
+
+typedef struct fnode {
+    dsy_node node;
+    uint8_t kind, phase;
+    bool with_data;
+    int status;        /* of the awaited future, once READY */
+    void (*fn)(void);  /* the user's job */
+    void *arg;
+    desync_future_t *out; /* the future this node completes (holds a reference) */
+    union {
+        desync_future_t *after; /* K_AFTER, until it completes */
+        void *value;            /* the awaited future's value, once READY */
+        desync_resumer_t *resumer;
+    } u;
+} fnode;
+
+/* The future the current thread is waiting on or polling: a K_SYNC node of
+ * that future runs its job when this thread reaches it. */
+static _Thread_local desync_future_t *tls_driving;
+
+/* ------------------------------------------------------------ spinlock */
+
+static void fut_lock(desync_future_t *f) {
+    for (unsigned i = 0;; i++) {
+        uint32_t z = 0;
+        if (atomic_compare_exchange_weak_explicit(&f->lock, &z, 1, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+        if (i < 64)
+            dsy_cpu_relax();
+        else
+            dsy_yield();
+    }
+}
+
+static void fut_unlock(desync_future_t *f) { atomic_store_explicit(&f->lock, 0, memory_order_release); }
+
+/* ------------------------------------------------------------ lifetime */
+
+static desync_future_t *fut_new(uint32_t refs) {
+    desync_future_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    atomic_init(&f->refs, refs);
+    f->fd = f->fd_write = -1;
+    return f;
+}
+
+static void fut_unref(desync_future_t *f) {
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (f->fd >= 0)
+        close(f->fd);
+    if (f->fd_write >= 0)
+        close(f->fd_write);
+    free(f);
+}
+
+static bool fut_is_done(desync_future_t *f) {
+    return atomic_load_explicit(&f->done, memory_order_acquire) != 0;
+}
+
+static void fd_signal(int fd) {
+    if (fd < 0)
+        return;
+#if defined(__linux__)
+    uint64_t one = 1;
+    ssize_t r = write(fd, &one, sizeof one);
+#else
+    char one = 1;
+    ssize_t r = write(fd, &one, 1);
+#endif
+    (void)r; /* a full counter/pipe is readable already */
+}
+
+/* Completes f exactly once; false if it was already complete. Waiters,
+ * waker, fd and then-callback are served after the lock is dropped. The
+ * caller holds a reference across the call. */
+static bool fut_complete(desync_future_t *f, int status, void *value) {
+    fut_lock(f);
+    if (fut_is_done(f)) {
+        fut_unlock(f);
+        return false;
+    }
+    f->status = status;
+    f->value = value;
+    atomic_store_explicit(&f->done, 1, memory_order_release);
+    fwaiter *w = f->waiters;
+    f->waiters = NULL;
+    desync_waker_t waker = f->waker;
+    bool has_waker = f->has_waker;
+    f->has_waker = false;
+    void (*cb)(int, void *, void *) = f->then_cb;
+    void *cb_arg = f->then_arg;
+    f->then_cb = NULL;
+    int fd = f->fd_write >= 0 ? f->fd_write : f->fd;
+    fut_unlock(f);
+    fd_signal(fd);
+    while (w) {
+        fwaiter *next = w->next; /* read before the waiter may return */
+        dsy_waiter_signal(&w->word, DSY_W_DONE);
+        w = next;
+    }
+    if (has_waker && waker.wake)
+        waker.wake(waker.ctx);
+    if (cb) {
+        cb(status, value, cb_arg);
+        fut_unref(f); /* the reference then() consumed */
+    }
+    return true;
+}
+
+/* Registers cb to run (once) on completion and consumes f; false (nothing
+ * registered, f not consumed) if f is already complete. */
+static bool fut_hook(desync_future_t *f, void (*cb)(int, void *, void *), void *arg) {
+    fut_lock(f);
+    if (fut_is_done(f)) {
+        fut_unlock(f);
+        return false;
+    }
+    f->then_cb = cb;
+    f->then_arg = arg;
+    fut_unlock(f);
+    return true;
+}
+
+/* -------------------------------------------------------------- nodes */
+
+static desync_future_t *node_out(dsy_node *n) { return DSY_CONTAINER_OF(n, fnode, node)->out; }
+
+/* The awaited future completed: remember its result and let the queue run
+ * this node again. The parked token carries its queue reference. */
+static void node_wake(int status, void *value, void *arg) {
+    fnode *x = arg;
+    x->status = status;
+    x->u.value = value;
+    x->phase = P_READY;
+    dsy_token_place(x->out->q, true);
+}
+
+/* Parks on `awaited` if pending (consuming it); else takes its result. */
+static bool node_await(fnode *x, desync_future_t *awaited) {
+    if (awaited && fut_hook(awaited, node_wake, x)) {
+        x->phase = P_WAIT;
+        return true;
+    }
+    x->status = awaited ? awaited->status : 0;
+    x->u.value = awaited ? awaited->value : NULL;
+    x->phase = P_READY;
+    if (awaited)
+        fut_unref(awaited);
+    return false;
+}
+
+/* K_SYNC reached by a thread that does not drive `out`: hand the token to a
+ * waiter of out, or leave it in out for the next wait/poll. */
+static enum dsy_run_result sync_node_defer(fnode *x, desync_queue_t *q) {
+    desync_future_t *out = x->out;
+    fut_lock(out);
+    if (out->waiters) {
+        dsy_waiter_signal(&out->waiters->word, DSY_W_TOKEN);
+        fut_unlock(out);
+        return DSY_PARKED;
+    }
+    out->parked_q = q;
+    desync_waker_t waker = out->waker;
+    bool has_waker = out->has_waker;
+    out->has_waker = false;
+    fut_unlock(out);
+    if (has_waker && waker.wake)
+        waker.wake(waker.ctx);
+    return DSY_PARKED;
+}
+
+static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q) {
+    fnode *x = DSY_CONTAINER_OF(n, fnode, node);
+    desync_future_t *out = x->out;
+    void *data = x->with_data ? ((desync_t *)q)->data : NULL;
+    switch ((enum fphase)x->phase) {
+    case P_START:
+        if (x->kind == K_SUSPEND) {
+            x->phase = P_SUSPENDED;
+            atomic_fetch_or_explicit(&q->state, DSY_Q_SUSPENDED, memory_order_relaxed);
+            fut_complete(out, 0, x->u.resumer);
+            return DSY_PARKED;
+        }
+        if (x->kind == K_AFTER) {
+            if (node_await(x, x->u.after))
+                return DSY_PARKED;
+            goto ready;
+        }
+        if (x->kind == K_SYNC) {
+            fut_lock(out);
+            bool cancelled = out->handle_gone && !out->detached;
+            bool here = tls_driving == out || out->detached;
+            fut_unlock(out);
+            if (cancelled) {
+                fut_complete(out, DESYNC_ECANCELED, NULL);
+                x->phase = P_DONE;
+                return DSY_DONE;
+            }
+            if (!here)
+                return sync_node_defer(x, q);
+        }
+        {
+            desync_future_t *inner =
+                x->with_data ? ((desync_async_fn)x->fn)(data, x->arg)
+                             : ((desync_queue_async_fn)x->fn)(x->arg);
+            if (node_await(x, inner))
+                return DSY_PARKED;
+        }
+        /* fallthrough */
+    case P_READY:
+    ready:
+        if (x->kind == K_AFTER) {
+            void *r = x->with_data
+                          ? ((desync_after_fn)x->fn)(data, x->status, x->u.value, x->arg)
+                          : ((desync_queue_after_fn)x->fn)(x->status, x->u.value, x->arg);
+            fut_complete(out, 0, r);
+        } else {
+            fut_complete(out, x->status, x->u.value);
+        }
+        x->phase = P_DONE;
+        return DSY_DONE;
+    case P_WAIT: /* not reachable: the token returns only with READY */
+    case P_SUSPENDED:
+    case P_DONE:
+        break;
+    }
+    return DSY_DONE;
+}
+
+static void fnode_finish(dsy_node *n) {
+    fnode *x = DSY_CONTAINER_OF(n, fnode, node);
+    fut_unref(x->out);
+    free(x);
+}
+
+static int fnode_take_waiter(dsy_node *n) {
+    desync_future_t *out = node_out(n);
+    fut_lock(out);
+    fwaiter *w = out->waiters;
+    if (w)
+        dsy_waiter_signal(&w->word, DSY_W_TOKEN);
+    fut_unlock(out);
+    return w != NULL;
+}
+
+static const dsy_node_ops fnode_ops = {fnode_run, fnode_finish, fnode_take_waiter};
+
+/* Queues a future node; returns its future (the node holds the producer
+ * reference) or NULL. */
+static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, void (*fn)(void), bool with_data,
+                                    void *arg, desync_future_t *after) {
+    if (!q || (kind != K_SUSPEND && !fn) || (kind == K_AFTER && !after)) {
+        if (after)
+            desync_future_free(after);
+        return NULL;
+    }
+    desync_future_t *out = fut_new(2);
+    fnode *x = malloc(sizeof *x);
+    desync_resumer_t *r = kind == K_SUSPEND ? malloc(sizeof *r) : NULL;
+    if (!out || !x || (kind == K_SUSPEND && !r)) {
+        free(out);
+        free(x);
+        free(r);
+        if (after)
+            desync_future_free(after);
+        return NULL;
+    }
+    x->node.ops = &fnode_ops;
+    x->kind = (uint8_t)kind;
+    x->phase = P_START;
+    x->with_data = with_data;
+    x->status = 0;
+    x->fn = fn;
+    x->arg = arg;
+    x->out = out;
+    x->u.after = after;
+    if (r) {
+        r->q = q;
+        r->node = x;
+        x->u.resumer = r;
+    }
+    out->kind = (uint8_t)kind;
+    out->q = q;
+    out->node = &x->node;
+    dsy_queue_push_schedule(q, &x->node);
+    return out;
+}
+
+/* ------------------------------------------------------------ creating */
+
+desync_future_t *desync_future_desync(desync_t *d, desync_async_fn job, void *arg) {
+    return d ? queue_fnode(&d->q, K_ASYNC, (void (*)(void))job, true, arg, NULL) : NULL;
+}
+
+desync_future_t *desync_future_sync(desync_t *d, desync_async_fn job, void *arg) {
+    return d ? queue_fnode(&d->q, K_SYNC, (void (*)(void))job, true, arg, NULL) : NULL;
+}
+
+desync_future_t *desync_after(desync_t *d, desync_future_t *after, desync_after_fn job, void *arg) {
+    if (!d) {
+        desync_future_free(after);
+        return NULL;
+    }
+    return queue_fnode(&d->q, K_AFTER, (void (*)(void))job, true, arg, after);
+}
+
+desync_future_t *desync_queue_future_desync(desync_queue_t *q, desync_queue_async_fn job, void *arg) {
+    return queue_fnode(q, K_ASYNC, (void (*)(void))job, false, arg, NULL);
+}
+
+desync_future_t *desync_queue_future_sync(desync_queue_t *q, desync_queue_async_fn job, void *arg) {
+    return queue_fnode(q, K_SYNC, (void (*)(void))job, false, arg, NULL);
+}
+
+desync_future_t *desync_queue_after(desync_queue_t *q, desync_future_t *after,
+                                    desync_queue_after_fn job, void *arg) {
+    return queue_fnode(q, K_AFTER, (void (*)(void))job, false, arg, after);
+}
+
+desync_future_t *desync_queue_suspend(desync_queue_t *q) {
+    return queue_fnode(q, K_SUSPEND, NULL, false, NULL, NULL);
+}
+
+void desync_resumer_resume(desync_resumer_t *r) {
+    if (!r)
+        return;
+    desync_queue_t *q = r->q;
+    r->node->phase = P_DONE;
+    free(r);
+    atomic_fetch_and_explicit(&q->state, ~DSY_Q_SUSPENDED, memory_order_relaxed);
+    dsy_token_place(q, true);
+}
+
+desync_future_t *desync_future_ready(void *value) {
+    desync_future_t *f = fut_new(1);
+    if (f) {
+        f->value = value;
+        atomic_store_explicit(&f->done, 1, memory_order_relaxed);
+    }
+    return f;
+}
+
+struct desync_promise {
+    desync_future_t f; /* never used as such: a promise is its future's address */
+};
+
+desync_promise_t *desync_promise_new(desync_future_t **future) {
+    if (!future)
+        return NULL;
+    desync_future_t *f = fut_new(2);
+    *future = f;
+    return (desync_promise_t *)(void *)f;
+}
+
+int desync_promise_complete(desync_promise_t *p, void *value) {
+    if (!p)
+        return DESYNC_EINVAL;
+    desync_future_t *f = (desync_future_t *)(void *)p;
+    fut_complete(f, 0, value);
+    fut_unref(f);
+    return 0;
+}
+
+void desync_promise_cancel(desync_promise_t *p) {
+    if (!p)
+        return;
+    desync_future_t *f = (desync_future_t *)(void *)p;
+    fut_complete(f, DESYNC_ECANCELED, NULL);
+    fut_unref(f);
+}
+
+/* ------------------------------------------------------------- reading */
+
+static int result(desync_future_t *f, void **value) {
+    if (value)
+        *value = f->value;
+    return f->status;
+}
+
+/* A future_sync job is due and its token is parked in f: run it here.
+ * Called with f locked; unlocks. */
+static void run_parked(desync_future_t *f) {
+    desync_queue_t *q = f->parked_q;
+    dsy_node *node = f->node;
+    f->parked_q = NULL;
+    fut_unlock(f);
+    desync_future_t *saved = tls_driving;
+    tls_driving = f;
+    dsy_queue_drain_until(q, node);
+    tls_driving = saved;
+}
+
+int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value) {
+    if (!f)
+        return DESYNC_EINVAL;
+    uint64_t deadline = 0;
+    if (timeout_ns != UINT64_MAX) {
+        deadline = dsy_now_ns() + timeout_ns;
+        if (deadline == 0)
+            deadline = 1;
+    }
+    for (;;) {
+        if (fut_is_done(f))
+            return result(f, value);
+        fut_lock(f);
+        if (fut_is_done(f)) {
+            fut_unlock(f);
+            return result(f, value);
+        }
+        if (f->parked_q) {
+            run_parked(f);
+            continue;
+        }
+        desync_queue_t *q = f->q;
+        if (q && dsy_queue_in_chain(q)) {
+            fut_unlock(f);
+            return DESYNC_EDEADLK;
+        }
+        fwaiter w;
+        atomic_init(&w.word, DSY_W_WAITING);
+        w.next = f->waiters;
+        f->waiters = &w;
+        if (q)
+            atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+        fut_unlock(f);
+
+        bool done;
+        if (q) {
+            desync_future_t *saved = tls_driving;
+            tls_driving = f;
+            done = dsy_queue_wait_node(q, f->node, &w.word, deadline);
+            tls_driving = saved;
+        } else {
+            done = dsy_wait_word(&w.word, deadline) == DSY_W_DONE;
+        }
+        if (!done) {
+            /* Timed out: leave the list; a token handed to us meanwhile
+             * must be passed on. */
+            fut_lock(f);
+            for (fwaiter **p = &f->waiters; *p; p = &(*p)->next)
+                if (*p == &w) {
+                    *p = w.next;
+                    break;
+                }
+            fut_unlock(f);
+            uint32_t word = atomic_load_explicit(&w.word, memory_order_acquire);
+            if (word == DSY_W_TOKEN)
+                dsy_token_place(q, true);
+            done = word == DSY_W_DONE;
+            if (!done && q) {
+                dsy_queue_unref(q);
+                return DESYNC_ETIMEDOUT;
+            }
+            if (!done)
+                return DESYNC_ETIMEDOUT;
+        }
+        if (q)
+            dsy_queue_unref(q);
+        /* fut_complete has removed us from the list and set DONE. */
+    }
+}
+
+int desync_future_wait(desync_future_t *f, void **value) { return desync_future_wait_for(f, UINT64_MAX, value); }
+
+int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *waker) {
+    if (!f)
+        return DESYNC_EINVAL;
+    for (;;) {
+        if (fut_is_done(f))
+            return result(f, value);
+        fut_lock(f);
+        if (fut_is_done(f)) {
+            fut_unlock(f);
+            return result(f, value);
+        }
+        if (f->parked_q) {
+            run_parked(f);
+            continue;
+        }
+        f->has_waker = waker != NULL;
+        if (waker)
+            f->waker = *waker;
+        fut_unlock(f);
+        return DESYNC_EAGAIN;
+    }
+}
+
+int desync_future_then(desync_future_t *f, void (*callback)(int status, void *value, void *arg),
+                       void *arg) {
+    if (!f || !callback)
+        return DESYNC_EINVAL;
+    fut_lock(f);
+    f->handle_gone = true;
+    f->detached = true; /* a future_sync job now runs on the queue */
+    desync_queue_t *parked = f->parked_q;
+    f->parked_q = NULL;
+    if (!fut_is_done(f)) {
+        f->then_cb = callback;
+        f->then_arg = arg;
+        fut_unlock(f);
+        if (parked)
+            dsy_token_place(parked, true);
+        return 0;
+    }
+    fut_unlock(f);
+    callback(f->status, f->value, arg);
+    fut_unref(f);
+    return 0;
+}
+
+int desync_future_fd(desync_future_t *f) {
+    if (!f)
+        return DESYNC_EINVAL;
+    fut_lock(f);
+    if (f->fd < 0) {
+#if defined(__linux__)
+        f->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+#else
+        int p[2];
+        if (pipe(p) == 0) {
+            f->fd = p[0];
+            f->fd_write = p[1];
+        }
+#endif
+        if (f->fd >= 0 && fut_is_done(f))
+            fd_signal(f->fd_write >= 0 ? f->fd_write : f->fd);
+    }
+    int fd = f->fd;
+    fut_unlock(f);
+    if (fd < 0)
+        return errno == ENOMEM ? DESYNC_ENOMEM : DESYNC_EAGAIN;
+    return fd;
+}
+
+static void fut_drop_handle(desync_future_t *f, bool detach) {
+    fut_lock(f);
+    f->handle_gone = true;
+    f->detached = detach;
+    f->has_waker = false;
+    desync_queue_t *parked = f->parked_q;
+    f->parked_q = NULL;
+    fut_unlock(f);
+    /* A future_sync job parked waiting for us: run it again so it cancels
+     * itself (free) or runs on the queue (detach). */
+    if (parked)
+        dsy_token_place(parked, true);
+    fut_unref(f);
+}
+
+void desync_future_detach(desync_future_t *f) {
+    if (f)
+        fut_drop_handle(f, true);
+}
+
+void desync_future_free(desync_future_t *f) {
+    if (f)
+        fut_drop_handle(f, false);
+}
