@@ -90,7 +90,7 @@ typedef struct fnode {
 
 /* The future the current thread is waiting on or polling: a K_SYNC node of
  * that future runs its job when this thread reaches it. */
-static _Thread_local desync_future_t *tls_driving;
+static DSY_TLS desync_future_t *tls_driving;
 
 /* ------------------------------------------------------------ spinlock */
 

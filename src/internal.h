@@ -29,6 +29,14 @@
 #define DSY_UNLIKELY(x) (x)
 #endif
 
+/* Thread-locals use the initial-exec model: one instruction to reach them,
+ * instead of a __tls_get_addr call in the shared library. */
+#if defined(__GNUC__)
+#define DSY_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define DSY_TLS _Thread_local
+#endif
+
 #define DSY_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* ------------------------------------------------------------------ os.c */

@@ -42,7 +42,7 @@ typedef struct {
     bool registered;
 } cache_t;
 
-static _Thread_local cache_t cache;
+static DSY_TLS cache_t cache;
 static pthread_key_t cache_key;
 static pthread_once_t cache_key_once = PTHREAD_ONCE_INIT;
 

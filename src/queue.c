@@ -47,7 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static _Thread_local dsy_frame *tls_frame;
+static DSY_TLS dsy_frame *tls_frame;
 
 dsy_frame *dsy_frame_current(void) { return tls_frame; }
 
@@ -359,21 +359,21 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
     if (DSY_UNLIKELY(!q || !fn))
         return DESYNC_EINVAL;
     sync_node sn;
-    sn.node.ops = &sync_ops;
-    sn.fn = fn;
-    sn.arg = arg;
-    sn.data = data;
-    sn.with_data = with_data;
-    sn.caller = tls_frame;
-    atomic_init(&sn.word, DSY_W_WAITING);
-    atomic_init(&sn.node.next, NULL);
+    atomic_store_explicit(&sn.node.next, NULL, memory_order_relaxed);
 
-    /* Idle queue: run on this thread with one CAS each way. */
+    /* Idle queue: run on this thread with one CAS each way. Nobody but us
+     * reads our node while we hold the token, so only `next` is needed. */
     dsy_node *expect = NULL;
     if (DSY_LIKELY(atomic_compare_exchange_strong_explicit(
             &q->tail, &expect, &sn.node, memory_order_acquire, memory_order_relaxed))) {
         q->head = &sn.node;
-        run_node(q, &sn.node);
+        dsy_frame f = {q, tls_frame, NULL};
+        tls_frame = &f;
+        if (with_data)
+            ((desync_job_fn)fn)(data, arg);
+        else
+            ((desync_queue_job_fn)fn)(arg);
+        tls_frame = f.parent;
         dsy_node *mine = &sn.node;
         if (DSY_LIKELY(atomic_compare_exchange_strong_explicit(
                 &q->tail, &mine, NULL, memory_order_release, memory_order_relaxed)))
@@ -387,6 +387,13 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
         return DESYNC_EDEADLK;
     if (try_only)
         return DESYNC_EBUSY;
+    sn.node.ops = &sync_ops;
+    sn.fn = fn;
+    sn.arg = arg;
+    sn.data = data;
+    sn.with_data = with_data;
+    sn.caller = tls_frame;
+    atomic_init(&sn.word, DSY_W_WAITING);
     if (dsy_queue_push(q, &sn.node)) {
         /* The queue went idle in between: our node is the head. */
         atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);

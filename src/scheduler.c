@@ -65,7 +65,7 @@ struct desync_scheduler {
     _Atomic uint32_t refs;
 };
 
-static _Thread_local worker *tls_worker;
+static DSY_TLS worker *tls_worker;
 
 /* ------------------------------------------------------------ run list */
 
@@ -143,21 +143,31 @@ static void unlink_all(desync_scheduler_t *s, worker *w) {
 static void wake_locked(worker *w) {
     w->idle = false;
     atomic_store_explicit(&w->wake, 1, memory_order_release);
-    dsy_unpark_one(&w->wake);
 }
 
-/* After the run list grew (lock held): make sure some thread will look. */
-static void kick_locked(desync_scheduler_t *s) {
+/* The futex wake is done after the lock is dropped, so the woken thread does
+ * not block on the lock at once. If it has exited meanwhile, waking an
+ * address nobody waits on is harmless. */
+static void unpark_worker(worker *w) {
+    if (w)
+        dsy_unpark_one(&w->wake);
+}
+
+/* After the run list grew (lock held): make sure some thread will look.
+ * Returns a worker to unpark once the lock is dropped, or NULL. */
+static worker *kick_locked(desync_scheduler_t *s) {
     if (atomic_load_explicit(&s->nspinning, memory_order_seq_cst))
-        return;
+        return NULL;
     if (s->idle) {
         worker *w = s->idle;
         s->idle = w->idle_next;
         s->nidle--;
         wake_locked(w);
-    } else if (!s->closed && atomic_load(&s->nthreads) < atomic_load(&s->max_threads)) {
-        spawn_locked(s); /* on failure the work waits for others or a sync */
+        return w;
     }
+    if (!s->closed && atomic_load(&s->nthreads) < atomic_load(&s->max_threads))
+        spawn_locked(s); /* on failure the work waits for others or a sync */
+    return NULL;
 }
 
 static void join_list(worker *z) {
@@ -200,10 +210,11 @@ void dsy_sched_submit(desync_scheduler_t *s, desync_queue_t *q) {
             }
         return;
     }
-    kick_locked(s);
+    worker *wake = kick_locked(s);
     worker *z = s->zombies;
     s->zombies = NULL;
     pthread_mutex_unlock(&s->lock);
+    unpark_worker(wake);
     join_list(z);
 }
 
@@ -379,9 +390,9 @@ static void *worker_main(void *arg) {
             }
         pthread_mutex_lock(&s->lock);
     }
-    if (s->len)
-        kick_locked(s);
+    worker *wake = s->len ? kick_locked(s) : NULL;
     pthread_mutex_unlock(&s->lock);
+    unpark_worker(wake);
     return NULL;
 }
 
@@ -391,7 +402,15 @@ static desync_scheduler_t *sched_create(size_t max_threads, bool immortal) {
     desync_scheduler_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    pthread_mutex_init(&s->lock, NULL);
+    /* Critical sections are a few instructions: spin a little before
+     * sleeping on contention (glibc's adaptive mutex), where available. */
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+    pthread_mutex_init(&s->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
     atomic_init(&s->max_threads, max_threads);
     atomic_init(&s->refs, 1);
     s->immortal = immortal;
@@ -443,6 +462,7 @@ static void stop_and_join(desync_scheduler_t *s, worker **victims, size_t n) {
                 }
             s->nidle--;
             wake_locked(v);
+            dsy_unpark_one(&v->wake); /* v is joined below, so it is alive */
         }
     }
     worker *z = s->zombies;
@@ -511,8 +531,10 @@ void desync_scheduler_set_max_threads(desync_scheduler_t *s, size_t n) {
     /* Waiting work may now get threads: one kick per waiting queue. */
     for (size_t i = 0; i < s->len; i++) {
         size_t before = atomic_load(&s->nthreads);
-        kick_locked(s);
-        if (atomic_load(&s->nthreads) == before && !s->idle)
+        worker *w = kick_locked(s);
+        if (w)
+            dsy_unpark_one(&w->wake); /* w cannot exit while we hold the lock */
+        else if (atomic_load(&s->nthreads) == before)
             break;
     }
     pthread_mutex_unlock(&s->lock);
