@@ -46,10 +46,11 @@ TIMEOUT_SCALE := $(if $(SAN),3,1)
 
 # ThreadSanitizer fails with "unexpected memory mapping" on kernels with high
 # ASLR entropy; running without address randomisation avoids it.
-SETARCH := $(shell command -v setarch 2>/dev/null)
+# (Only if setarch exists and is allowed to change the personality here.)
 ifneq ($(filter thread,$(subst $(comma), ,$(SAN))),)
-ifneq ($(SETARCH),)
-RUN_PREFIX ?= $(SETARCH) $(shell uname -m) -R
+NO_ASLR := setarch $(shell uname -m) -R
+ifeq ($(shell $(NO_ASLR) true 2>/dev/null && echo ok),ok)
+RUN_PREFIX ?= $(NO_ASLR)
 endif
 endif
 RUN_PREFIX ?=

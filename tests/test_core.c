@@ -1190,22 +1190,40 @@ TEST(core_release_from_own_job) {
     CHECK_EQ(s.release_returned_at_destroy, 1); /* destroy ran after the job */
     CHECK_EQ(s.t.jobs_at_destroy, 2);           /* and after the job queued behind it */
 
-    /* Same on a 0-thread scheduler: the sync that runs the queue also runs
-     * the destruction, after the releasing job. */
+    /* Same on a 0-thread scheduler: the job drops the last reference while
+     * nothing runs the queue; scheduler_free runs the backlog here, and the
+     * destruction comes after the releasing job and the job behind it. */
     desync_scheduler_t *s0 = desync_scheduler_new(0);
     CHECK(s0);
     static struct selfrel s2;
     memset(&s2, 0, sizeof s2);
     s2.d = desync_new_on(s0, &s2, selfrel_destroy);
     CHECK(s2.d);
-    CHECK(desync_retain(s2.d) == s2.d);
-    CHECK_EQ(desync_desync(s2.d, selfrel_job, NULL), 0); /* drops one of two */
+    CHECK_EQ(desync_desync(s2.d, selfrel_job, NULL), 0); /* owns our reference */
     CHECK_EQ(desync_desync(s2.d, tracked_job, NULL), 0);
-    desync_release(s2.d); /* the last: runs everything, then destroys */
+    test_sleep_ms(20);
+    CHECK_EQ(atomic_load(&s2.t.destroyed), 0); /* nothing ran yet */
+    desync_scheduler_free(s0);
     CHECK_EQ(atomic_load(&s2.t.destroyed), 1);
     CHECK_EQ(s2.t.jobs_at_destroy, 2);
     CHECK_EQ(s2.destroyed_seen_in_job, 0);
-    desync_scheduler_free(s0);
+    CHECK_EQ(s2.release_returned_at_destroy, 1);
+
+    /* Two references, released by the job and by us in either order: the
+     * destruction still comes after both jobs. */
+    static struct selfrel s3;
+    memset(&s3, 0, sizeof s3);
+    s3.d = desync_new(&s3, selfrel_destroy);
+    CHECK(s3.d);
+    CHECK(desync_retain(s3.d) == s3.d);
+    CHECK_EQ(desync_desync(s3.d, selfrel_job, NULL), 0);
+    CHECK_EQ(desync_desync(s3.d, tracked_job, NULL), 0);
+    desync_release(s3.d);
+    CHECK(wait_flag(&s3.t.destroyed, 5000));
+    test_sleep_ms(20);
+    CHECK_EQ(atomic_load(&s3.t.destroyed), 1);
+    CHECK_EQ(s3.t.jobs_at_destroy, 2);
+    CHECK_EQ(s3.destroyed_seen_in_job, 0);
     return 0;
 }
 

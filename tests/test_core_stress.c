@@ -6,6 +6,7 @@
 #include <desync.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -46,10 +47,21 @@ static void noop_job(void *data, void *arg) {
     (void)arg;
 }
 
+/* Threads wait at this gate until all exist, so they really overlap
+ * (a thread that finishes before the next starts tests nothing). */
+static atomic_int g_gate;
+
+static void gate_wait(void) {
+    while (!atomic_load(&g_gate))
+        sched_yield();
+}
+
 static int start_threads(pthread_t *th, int n, void *(*fn)(void *), void *args, size_t arg_size) {
+    atomic_store(&g_gate, 0);
     for (int i = 0; i < n; i++)
         if (pthread_create(&th[i], NULL, fn, (char *)args + (size_t)i * arg_size) != 0)
             return -1;
+    atomic_store(&g_gate, 1);
     return 0;
 }
 
@@ -120,6 +132,7 @@ struct mix_producer {
 
 static void *mix_producer_main(void *p) {
     struct mix_producer *pr = p;
+    gate_wait();
     uint32_t state = 0x9e3779b9u * (uint32_t)(pr->id + 1);
     for (int seq = 0; seq < pr->n; seq++) {
         int oi = (int)(rnd(&state) % MIX_OBJECTS);
@@ -165,7 +178,7 @@ static void *mix_producer_main(void *p) {
 }
 
 TEST(core_stress_mixed) {
-    const int n = scaled(20000);
+    const int n = scaled(200000);
     desync_scheduler_t *s = desync_scheduler_new(2);
     CHECK(s);
     static struct mix_obj objs[MIX_OBJECTS];
@@ -229,6 +242,7 @@ TEST(core_stress_mixed) {
         }
     CHECK(queued > 0);
     CHECK_EQ(atomic_load(&g_errors), 0);
+    fprintf(stderr, "mixed: %ld of %d jobs queued\n", queued, MIX_PRODUCERS * n);
 
     for (int p = 0; p < MIX_PRODUCERS; p++) {
         free(seen[p]);
@@ -272,6 +286,7 @@ struct syncer {
 
 static void *syncer_main(void *p) {
     struct syncer *s = p;
+    gate_wait();
     for (int i = 0; i < s->n; i++) {
         struct sync_arg a = {0};
         int rc = desync_sync(s->d, counter_inc, &a);
@@ -284,7 +299,7 @@ static void *syncer_main(void *p) {
 }
 
 TEST(core_stress_concurrent_sync) {
-    const int n = scaled(20000);
+    const int n = scaled(40000);
     enum { NT = 4 };
     desync_scheduler_t *s0 = desync_scheduler_new(0);
     CHECK(s0);
@@ -394,6 +409,7 @@ struct cr_worker {
 
 static void *cr_worker_main(void *p) {
     struct cr_worker *w = p;
+    gate_wait();
     uint32_t state = 0x85ebca6bu * (uint32_t)(w->id + 1);
     for (int it = 0; it < w->iterations; it++) {
         struct cr_handle *h = malloc(sizeof *h);
@@ -466,7 +482,7 @@ TEST(core_stress_create_release) {
     CHECK(s);
     struct cr_worker w[CR_THREADS];
     for (int i = 0; i < CR_THREADS; i++)
-        w[i] = (struct cr_worker){i, scaled(3000), s};
+        w[i] = (struct cr_worker){i, scaled(30000), s};
     pthread_t th[CR_THREADS];
     CHECK_EQ(start_threads(th, CR_THREADS, cr_worker_main, w, sizeof w[0]), 0);
     join_threads(th, CR_THREADS);
@@ -483,7 +499,7 @@ TEST(core_stress_create_release) {
         fprintf(stderr, "created %ld, destroyed %ld\n", atomic_load(&g_cr_created),
                 atomic_load(&g_cr_destroyed));
     CHECK(all);
-    CHECK_EQ(atomic_load(&g_cr_created), (long)CR_THREADS * scaled(3000));
+    CHECK_EQ(atomic_load(&g_cr_created), (long)CR_THREADS * scaled(30000));
     CHECK_EQ(atomic_load(&g_errors), 0);
     desync_scheduler_free(s);
     return 0;
@@ -516,15 +532,29 @@ static void churn_job(void *data, void *arg) {
     leave(&o->inside);
 }
 
+struct churner {
+    desync_scheduler_t *s;
+    atomic_int stop;
+    atomic_long ops;
+    long min_ops;
+};
+
 struct churn_producer {
     int id, n;
     struct churn_obj *objs;
+    struct churner *churner;
+    long produced;
 };
 
 static void *churn_producer_main(void *p) {
     struct churn_producer *pr = p;
+    gate_wait();
     uint32_t state = 0xc2b2ae35u * (uint32_t)(pr->id + 1);
-    for (int seq = 0; seq < pr->n; seq++) {
+    /* At least n jobs, and on until the churner has done enough (capped). */
+    int seq;
+    for (seq = 0; seq < pr->n || (atomic_load(&pr->churner->ops) < pr->churner->min_ops &&
+                                  seq < 40 * pr->n);
+         seq++) {
         int oi = (int)(rnd(&state) % CH_OBJECTS);
         atomic_fetch_add(&g_churn_queued[oi], 1);
         void *arg = (void *)(((uintptr_t)pr->id << SEQ_BITS) | (uintptr_t)seq);
@@ -535,14 +565,9 @@ static void *churn_producer_main(void *p) {
             FAILF("churn: rc %d\n", rc);
         }
     }
+    pr->produced = seq;
     return NULL;
 }
-
-struct churner {
-    desync_scheduler_t *s;
-    atomic_int stop;
-    long ops;
-};
 
 static void *churner_main(void *p) {
     struct churner *c = p;
@@ -566,14 +591,15 @@ static void *churner_main(void *p) {
                 FAILF("thread count runaway\n");
             break;
         }
-        c->ops++;
-        test_sleep_ms(rnd(&state) % 2);
+        atomic_fetch_add(&c->ops, 1);
+        if (rnd(&state) % 64 == 0)
+            test_sleep_ms(1); /* sometimes let threads settle and sleep */
     }
     return NULL;
 }
 
 TEST(core_stress_thread_churn) {
-    const int n = scaled(20000);
+    const int n = scaled(100000);
     desync_scheduler_t *s = desync_scheduler_new(2);
     CHECK(s);
     static struct churn_obj objs[CH_OBJECTS];
@@ -588,11 +614,12 @@ TEST(core_stress_thread_churn) {
     static struct churner ch;
     memset(&ch, 0, sizeof ch);
     ch.s = s;
+    ch.min_ops = scaled(5000);
     pthread_t cth;
     CHECK_EQ(pthread_create(&cth, NULL, churner_main, &ch), 0);
     struct churn_producer prods[CH_PRODUCERS];
     for (int p = 0; p < CH_PRODUCERS; p++)
-        prods[p] = (struct churn_producer){p, n, objs};
+        prods[p] = (struct churn_producer){p, n, objs, &ch, 0};
     pthread_t th[CH_PRODUCERS];
     CHECK_EQ(start_threads(th, CH_PRODUCERS, churn_producer_main, prods, sizeof prods[0]), 0);
     join_threads(th, CH_PRODUCERS);
@@ -608,8 +635,12 @@ TEST(core_stress_thread_churn) {
     long total = 0;
     for (int i = 0; i < CH_OBJECTS; i++)
         total += objs[i].ran;
-    CHECK_EQ(total, (long)CH_PRODUCERS * n);
-    CHECK(ch.ops > 0);
+    long produced = 0;
+    for (int p = 0; p < CH_PRODUCERS; p++)
+        produced += prods[p].produced;
+    CHECK_EQ(total, produced);
+    CHECK(total >= (long)CH_PRODUCERS * n);
+    fprintf(stderr, "churn: %ld jobs, %ld scheduler operations\n", total, atomic_load(&ch.ops));
     CHECK_EQ(atomic_load(&g_errors), 0);
     for (int i = 0; i < CH_OBJECTS; i++)
         desync_release(objs[i].d);
