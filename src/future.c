@@ -47,7 +47,7 @@ enum fkind { K_ASYNC, K_SYNC, K_AFTER, K_SUSPEND };
 enum fphase { P_START, P_WAIT, P_READY, P_SUSPENDED, P_DONE };
 
 struct desync_future {
-    _Atomic uint32_t lock; /* spinlock over everything below but `done` */
+    dsy_spinlock lock; /* over everything below but `done` */
     _Atomic uint32_t done; /* 1 once status/value are final (store-release) */
     _Atomic uint32_t refs;
     int status;
@@ -92,22 +92,8 @@ typedef struct fnode {
  * that future runs its job when this thread reaches it. */
 static DSY_TLS desync_future_t *tls_driving;
 
-/* ------------------------------------------------------------ spinlock */
-
-static void fut_lock(desync_future_t *f) {
-    for (unsigned i = 0;; i++) {
-        uint32_t z = 0;
-        if (atomic_compare_exchange_weak_explicit(&f->lock, &z, 1, memory_order_acquire,
-                                                  memory_order_relaxed))
-            return;
-        if (i < 64)
-            dsy_cpu_relax();
-        else
-            dsy_yield();
-    }
-}
-
-static void fut_unlock(desync_future_t *f) { atomic_store_explicit(&f->lock, 0, memory_order_release); }
+static void fut_lock(desync_future_t *f) { dsy_spin_lock(&f->lock); }
+static void fut_unlock(desync_future_t *f) { dsy_spin_unlock(&f->lock); }
 
 /* ------------------------------------------------------------ lifetime */
 

@@ -53,6 +53,25 @@ void dsy_cpu_relax(void);
 void dsy_yield(void);
 void dsy_sleep_ns(uint64_t ns);
 
+/* A test-and-test-and-set spinlock for critical sections of a few
+ * instructions that never block; yields to the OS if the holder was
+ * preempted. Acquire on lock pairs with the release store of unlock. */
+typedef _Atomic uint32_t dsy_spinlock;
+
+static inline void dsy_spin_lock(dsy_spinlock *l) {
+    for (unsigned i = 0;; i++) {
+        if (!atomic_load_explicit(l, memory_order_relaxed) &&
+            !atomic_exchange_explicit(l, 1, memory_order_acquire))
+            return;
+        if (i < 100)
+            dsy_cpu_relax();
+        else
+            dsy_yield();
+    }
+}
+
+static inline void dsy_spin_unlock(dsy_spinlock *l) { atomic_store_explicit(l, 0, memory_order_release); }
+
 /* ---------------------------------------------------------- job nodes */
 
 typedef struct dsy_node dsy_node;

@@ -21,7 +21,7 @@
  * ready to return, unless another worker is spinning: a spinning worker takes
  * over next-slot entries that have waited through its whole spin phase.
  *
- * Lock order: the scheduler mutex is a leaf; no job runs while it is held.
+ * Lock order: the scheduler lock is a leaf; no job runs while it is held.
  */
 #include "internal.h"
 
@@ -49,7 +49,7 @@ typedef struct worker {
 } worker;
 
 struct desync_scheduler {
-    pthread_mutex_t lock;
+    dsy_spinlock lock; /* short sections only; thread creation aside */
     desync_queue_t **ring; /* run list (lock) */
     size_t cap, head, len;
     _Atomic size_t ready; /* == len, readable without the lock */
@@ -99,9 +99,9 @@ static desync_queue_t *ring_pop(desync_scheduler_t *s) {
 }
 
 static desync_queue_t *pop_global(desync_scheduler_t *s) {
-    pthread_mutex_lock(&s->lock);
+    dsy_spin_lock(&s->lock);
     desync_queue_t *q = ring_pop(s);
-    pthread_mutex_unlock(&s->lock);
+    dsy_spin_unlock(&s->lock);
     return q;
 }
 
@@ -196,14 +196,14 @@ void dsy_sched_submit(desync_scheduler_t *s, desync_queue_t *q) {
             return;
         q = old; /* the older one goes to the run list */
     }
-    pthread_mutex_lock(&s->lock);
+    dsy_spin_lock(&s->lock);
     if (s->closed) {
-        pthread_mutex_unlock(&s->lock);
+        dsy_spin_unlock(&s->lock);
         submit_closed(q);
         return;
     }
     if (!ring_push(s, q)) {
-        pthread_mutex_unlock(&s->lock);
+        dsy_spin_unlock(&s->lock);
         /* No memory for the run list: run the queue here, nothing is lost. */
         if (dsy_queue_claim_entry(q))
             while (dsy_queue_run(q, 0)) {
@@ -213,7 +213,7 @@ void dsy_sched_submit(desync_scheduler_t *s, desync_queue_t *q) {
     worker *wake = kick_locked(s);
     worker *z = s->zombies;
     s->zombies = NULL;
-    pthread_mutex_unlock(&s->lock);
+    dsy_spin_unlock(&s->lock);
     unpark_worker(wake);
     join_list(z);
 }
@@ -226,13 +226,13 @@ static desync_queue_t *spin_for_work(worker *w) {
     worker *seen[MAXW];
     uint32_t seq[MAXW];
     unsigned nseen = 0;
-    pthread_mutex_lock(&s->lock);
+    dsy_spin_lock(&s->lock);
     for (worker *o = s->all; o && nseen < MAXW; o = o->all_next)
         if (o != w && atomic_load_explicit(&o->next_q, memory_order_relaxed)) {
             seen[nseen] = o;
             seq[nseen++] = atomic_load_explicit(&o->next_seq, memory_order_relaxed);
         }
-    pthread_mutex_unlock(&s->lock);
+    dsy_spin_unlock(&s->lock);
 
     atomic_fetch_add_explicit(&s->nspinning, 1, memory_order_seq_cst);
     desync_queue_t *q = NULL;
@@ -258,7 +258,7 @@ static desync_queue_t *spin_for_work(worker *w) {
         return q;
     /* Workers stay in the all-list until joined, and only the lock holder
      * joins them, so `seen` pointers are checked against the list again. */
-    pthread_mutex_lock(&s->lock);
+    dsy_spin_lock(&s->lock);
     for (unsigned i = 0; i < nseen && !q; i++) {
         bool live = false;
         for (worker *o = s->all; o; o = o->all_next)
@@ -269,7 +269,7 @@ static desync_queue_t *spin_for_work(worker *w) {
         if (q && !dsy_queue_claim_entry(q))
             q = NULL;
     }
-    pthread_mutex_unlock(&s->lock);
+    dsy_spin_unlock(&s->lock);
     return q;
 }
 
@@ -297,16 +297,16 @@ static desync_queue_t *find_work(worker *w) {
 
         /* Sleep. The run list is checked under the lock, and submitters kick
          * under the lock, so no wake-up is lost. */
-        pthread_mutex_lock(&s->lock);
+        dsy_spin_lock(&s->lock);
         if (s->len) {
             q = ring_pop(s);
-            pthread_mutex_unlock(&s->lock);
+            dsy_spin_unlock(&s->lock);
             if (dsy_queue_claim_entry(q))
                 return q;
             continue;
         }
         if (atomic_load_explicit(&w->stop, memory_order_relaxed)) {
-            pthread_mutex_unlock(&s->lock);
+            dsy_spin_unlock(&s->lock);
             return NULL;
         }
         atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
@@ -314,7 +314,7 @@ static desync_queue_t *find_work(worker *w) {
         w->idle_next = s->idle;
         s->idle = w;
         s->nidle++;
-        pthread_mutex_unlock(&s->lock);
+        dsy_spin_unlock(&s->lock);
 
         uint64_t start = dsy_now_ns();
         for (;;) {
@@ -323,7 +323,7 @@ static desync_queue_t *find_work(worker *w) {
                 break;
             if (dsy_now_ns() - start < RETIRE_NS)
                 continue;
-            pthread_mutex_lock(&s->lock);
+            dsy_spin_lock(&s->lock);
             if (w->idle) { /* nobody woke us: retire */
                 for (worker **p = &s->idle; *p; p = &(*p)->idle_next)
                     if (*p == w) {
@@ -335,10 +335,10 @@ static desync_queue_t *find_work(worker *w) {
                 unlink_all(s, w);
                 w->zombie_next = s->zombies;
                 s->zombies = w;
-                pthread_mutex_unlock(&s->lock);
+                dsy_spin_unlock(&s->lock);
                 return (desync_queue_t *)w; /* sentinel: retired, do not touch w */
             }
-            pthread_mutex_unlock(&s->lock);
+            dsy_spin_unlock(&s->lock);
             break;
         }
     }
@@ -379,19 +379,19 @@ static void *worker_main(void *arg) {
         run_work(w, q);
     }
     /* Stopped: the joiner (despawn or free) unlinks us; hand on our slot. */
-    pthread_mutex_lock(&s->lock);
+    dsy_spin_lock(&s->lock);
     desync_queue_t *q = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
     if (q && ring_push(s, q))
         q = NULL;
     if (q) {
-        pthread_mutex_unlock(&s->lock);
+        dsy_spin_unlock(&s->lock);
         if (dsy_queue_claim_entry(q))
             while (dsy_queue_run(q, 0)) {
             }
-        pthread_mutex_lock(&s->lock);
+        dsy_spin_lock(&s->lock);
     }
     worker *wake = s->len ? kick_locked(s) : NULL;
-    pthread_mutex_unlock(&s->lock);
+    dsy_spin_unlock(&s->lock);
     unpark_worker(wake);
     return NULL;
 }
@@ -402,15 +402,6 @@ static desync_scheduler_t *sched_create(size_t max_threads, bool immortal) {
     desync_scheduler_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    /* Critical sections are a few instructions: spin a little before
-     * sleeping on contention (glibc's adaptive mutex), where available. */
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
-#endif
-    pthread_mutex_init(&s->lock, &attr);
-    pthread_mutexattr_destroy(&attr);
     atomic_init(&s->max_threads, max_threads);
     atomic_init(&s->refs, 1);
     s->immortal = immortal;
@@ -427,7 +418,6 @@ void dsy_sched_release(desync_scheduler_t *s) {
         return;
     /* Only reachable after desync_scheduler_free: no threads remain, and no
      * queue is left to have entries in the run list. */
-    pthread_mutex_destroy(&s->lock);
     free(s->ring);
     free(s);
 }
@@ -467,13 +457,13 @@ static void stop_and_join(desync_scheduler_t *s, worker **victims, size_t n) {
     }
     worker *z = s->zombies;
     s->zombies = NULL;
-    pthread_mutex_unlock(&s->lock);
+    dsy_spin_unlock(&s->lock);
     join_list(z);
     for (size_t i = 0; i < n; i++) {
         pthread_join(victims[i]->thread, NULL);
-        pthread_mutex_lock(&s->lock);
+        dsy_spin_lock(&s->lock);
         unlink_all(s, victims[i]);
-        pthread_mutex_unlock(&s->lock);
+        dsy_spin_unlock(&s->lock);
         free(victims[i]);
     }
 }
@@ -483,12 +473,12 @@ void desync_scheduler_free(desync_scheduler_t *s) {
         return;
     /* Help run everything that is ready, until all threads are asleep. */
     for (;;) {
-        pthread_mutex_lock(&s->lock);
+        dsy_spin_lock(&s->lock);
         desync_queue_t *q = ring_pop(s);
         bool quiet = !q && s->nidle == atomic_load(&s->nthreads);
         for (worker *o = s->all; quiet && o; o = o->all_next)
             quiet = !atomic_load(&o->next_q);
-        pthread_mutex_unlock(&s->lock);
+        dsy_spin_unlock(&s->lock);
         if (q) {
             if (dsy_queue_claim_entry(q))
                 while (dsy_queue_run(q, 0)) {
@@ -499,7 +489,7 @@ void desync_scheduler_free(desync_scheduler_t *s) {
             break;
         dsy_sleep_ns(100000); /* workers are finishing their queues: look again */
     }
-    pthread_mutex_lock(&s->lock);
+    dsy_spin_lock(&s->lock);
     s->closed = true;
     atomic_store(&s->max_threads, 0);
     size_t n = 0;
@@ -507,9 +497,9 @@ void desync_scheduler_free(desync_scheduler_t *s) {
         n++;
     worker **victims = n ? malloc(n * sizeof *victims) : NULL;
     while (n && !victims) { /* tiny; retry rather than leak threads */
-        pthread_mutex_unlock(&s->lock);
+        dsy_spin_unlock(&s->lock);
         dsy_yield();
-        pthread_mutex_lock(&s->lock);
+        dsy_spin_lock(&s->lock);
         victims = malloc(n * sizeof *victims);
     }
     n = 0;
@@ -525,7 +515,7 @@ void desync_scheduler_free(desync_scheduler_t *s) {
 void desync_scheduler_set_max_threads(desync_scheduler_t *s, size_t n) {
     if (!s)
         return;
-    pthread_mutex_lock(&s->lock);
+    dsy_spin_lock(&s->lock);
     if (!s->closed)
         atomic_store(&s->max_threads, n);
     /* Waiting work may now get threads: one kick per waiting queue. */
@@ -537,7 +527,7 @@ void desync_scheduler_set_max_threads(desync_scheduler_t *s, size_t n) {
         else if (atomic_load(&s->nthreads) == before)
             break;
     }
-    pthread_mutex_unlock(&s->lock);
+    dsy_spin_unlock(&s->lock);
 }
 
 size_t desync_scheduler_max_threads(desync_scheduler_t *s) {
@@ -551,16 +541,16 @@ size_t desync_scheduler_thread_count(desync_scheduler_t *s) {
 int desync_scheduler_spawn_thread(desync_scheduler_t *s) {
     if (!s)
         return DESYNC_EINVAL;
-    pthread_mutex_lock(&s->lock);
+    dsy_spin_lock(&s->lock);
     int rc = s->closed ? DESYNC_EINVAL : spawn_locked(s);
-    pthread_mutex_unlock(&s->lock);
+    dsy_spin_unlock(&s->lock);
     return rc;
 }
 
 void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s) {
     if (!s)
         return;
-    pthread_mutex_lock(&s->lock);
+    dsy_spin_lock(&s->lock);
     size_t have = atomic_load(&s->nthreads), max = atomic_load(&s->max_threads);
     size_t excess = have > max ? have - max : 0;
     worker **victims = excess ? malloc(excess * sizeof *victims) : NULL;
