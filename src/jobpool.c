@@ -117,12 +117,12 @@ dsy_job *dsy_job_alloc(void) {
 }
 
 void dsy_job_free(dsy_job *j) {
+    if (DSY_UNLIKELY(!cache.registered))
+        cache_register(); /* so the cache is handed back when the thread exits */
     free_node *f = (free_node *)(void *)j;
     f->next = cache.list;
     cache.list = f;
     if (DSY_LIKELY(++cache.n < 2 * MAG))
         return;
-    if (!cache.registered)
-        cache_register();
     cache_spill();
 }

@@ -362,10 +362,11 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
     atomic_store_explicit(&sn.node.next, NULL, memory_order_relaxed);
 
     /* Idle queue: run on this thread with one CAS each way. Nobody but us
-     * reads our node while we hold the token, so only `next` is needed. */
+     * reads our node while we hold the token, so only `next` is needed. The
+     * CAS releases that store to producers that link behind our node. */
     dsy_node *expect = NULL;
     if (DSY_LIKELY(atomic_compare_exchange_strong_explicit(
-            &q->tail, &expect, &sn.node, memory_order_acquire, memory_order_relaxed))) {
+            &q->tail, &expect, &sn.node, memory_order_acq_rel, memory_order_relaxed))) {
         q->head = &sn.node;
         dsy_frame f = {q, tls_frame, NULL};
         tls_frame = &f;
