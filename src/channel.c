@@ -1,0 +1,324 @@
+/*
+ * Channels: a bounded multi-producer queue whose reading end is a stream.
+ *
+ * One mutex guards the state; every call holds it for a few instructions
+ * (no allocation on the send/take paths once the ring has grown) and calls
+ * wakers, completes promises and wakes blocked senders only after dropping
+ * it. State:
+ *   ring     accepted items, at most `cap` (grown by doubling up to cap);
+ *   waitq    sends not accepted yet, in arrival order: blocking sends (a node
+ *            on the sender's stack with a dsy_swaiter) and send futures (a
+ *            heap node with a promise). When the reader takes an item, the
+ *            first waiting send moves into the ring (cap > 0) or is handed
+ *            to the reader directly (cap 0), and is told it was accepted.
+ *   rslot    the reader's waker (set when its poll found nothing).
+ *
+ * Rendezvous (cap 0): send and send_future complete only once the reader has
+ * taken the item. try_send succeeds only while the reader is waiting, i.e.
+ * its last poll found the channel empty and left a waker (a blocked next, a
+ * pending next_future, or a pipe reading the channel): the item is then
+ * handed over in a one-item slot and the reader is woken; it is the item the
+ * reader's next poll returns.
+ *
+ * Handles: desync_channel_t is the channel itself; retain counts one more
+ * sending handle, close one less. The memory goes when every handle is
+ * closed and the receiver freed (`refs` counts both).
+ */
+#include "stream_internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+typedef struct snode {
+    struct snode *next;
+    void *item;
+    desync_promise_t *promise; /* send_future; NULL for a blocking send */
+    dsy_swaiter w;             /* blocking send waits here */
+    int status;                /* blocking send: 0 accepted, DESYNC_EPIPE */
+} snode;
+
+struct desync_channel {
+    desync_stream_t rx; /* the receiving stream; first member */
+    pthread_mutex_t mu;
+    size_t cap;
+    void **ring;
+    size_t rcap, rhead, rcount;
+    snode *wq_head, *wq_tail;
+    size_t senders;
+    bool reader_gone;
+    bool reader_waiting; /* last poll found nothing and left a waker */
+    _Atomic uint32_t refs;
+    dsy_wslot rslot;
+};
+
+static void chan_unref(desync_channel_t *c) {
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pthread_mutex_destroy(&c->mu);
+    free(c->ring);
+    free(c);
+}
+
+/* With the lock held and rcount < rcap. */
+static void ring_put(desync_channel_t *c, void *item) {
+    c->ring[(c->rhead + c->rcount) % c->rcap] = item;
+    c->rcount++;
+}
+
+static void *ring_take(desync_channel_t *c) {
+    void *item = c->ring[c->rhead];
+    c->rhead = (c->rhead + 1) % c->rcap;
+    c->rcount--;
+    return item;
+}
+
+/* Makes room for one more item (rcount < cap); false on ENOMEM. */
+static bool ring_room(desync_channel_t *c) {
+    if (c->rcount < c->rcap)
+        return true;
+    size_t n = c->rcap * 2;
+    if (n > c->cap || n < c->rcap)
+        n = c->cap;
+    void **r = malloc(n * sizeof *r);
+    if (!r)
+        return false;
+    for (size_t i = 0; i < c->rcount; i++)
+        r[i] = c->ring[(c->rhead + i) % c->rcap];
+    free(c->ring);
+    c->ring = r;
+    c->rcap = n;
+    c->rhead = 0;
+    return true;
+}
+
+static void wq_append(desync_channel_t *c, snode *n) {
+    n->next = NULL;
+    if (c->wq_tail)
+        c->wq_tail->next = n;
+    else
+        c->wq_head = n;
+    c->wq_tail = n;
+}
+
+static snode *wq_pop(desync_channel_t *c) {
+    snode *n = c->wq_head;
+    if (n && !(c->wq_head = n->next))
+        c->wq_tail = NULL;
+    return n;
+}
+
+/* Tells a waiting send its outcome (lock not held). The node may vanish as
+ * soon as a blocking sender sees the signal. */
+static void resolve(snode *n, int status) {
+    if (n->promise) {
+        desync_promise_t *p = n->promise;
+        free(n);
+        if (status == 0)
+            desync_promise_complete(p, NULL);
+        else
+            desync_promise_cancel(p);
+        return;
+    }
+    n->status = status;
+    dsy_swaiter_wake(&n->w);
+}
+
+/* ---------------------------------------------------------------- reader */
+
+static int chan_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
+    desync_channel_t *c = (desync_channel_t *)s;
+    snode *done = NULL;
+    int r = 0;
+    dsy_wslot_clear(&c->rslot); /* a new poll replaces the old waker */
+    pthread_mutex_lock(&c->mu);
+    c->reader_waiting = false;
+    if (c->rcount) {
+        *item = ring_take(c);
+        if (c->wq_head && c->rcount < c->cap) {
+            done = wq_pop(c);
+            ring_put(c, done->item); /* room: we just took one */
+        }
+    } else if (c->wq_head) {
+        done = wq_pop(c);
+        *item = done->item;
+    } else if (c->senders == 0) {
+        r = DESYNC_EOF;
+    } else {
+        r = DESYNC_EAGAIN;
+        if (w && w->wake) {
+            dsy_wslot_set(&c->rslot, w); /* under the lock: no send slips by */
+            c->reader_waiting = true;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (done)
+        resolve(done, 0);
+    return r;
+}
+
+static void chan_free(desync_stream_t *s) {
+    desync_channel_t *c = (desync_channel_t *)s;
+    pthread_mutex_lock(&c->mu);
+    c->reader_gone = true;
+    c->reader_waiting = false;
+    snode *wq = c->wq_head;
+    c->wq_head = c->wq_tail = NULL;
+    pthread_mutex_unlock(&c->mu);
+    dsy_wslot_quiesce(&c->rslot);
+    /* Senders see reader_gone and leave the ring alone from now on. */
+    while (c->rcount) {
+        void *item = ring_take(c);
+        if (s->item_free)
+            s->item_free(item);
+    }
+    while (wq) {
+        snode *n = wq;
+        wq = n->next;
+        resolve(n, DESYNC_EPIPE);
+    }
+    chan_unref(c);
+}
+
+static const dsy_stream_vt chan_vt = {chan_poll, chan_free, NULL, true};
+
+/* --------------------------------------------------------------- senders */
+
+desync_channel_t *desync_channel_new(size_t capacity, desync_stream_t **receiver) {
+    if (!receiver)
+        return NULL;
+    desync_channel_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->cap = capacity;
+    c->rcap = capacity == 0 ? 1 : capacity < 16 ? capacity : 16;
+    c->ring = malloc(c->rcap * sizeof *c->ring);
+    if (!c->ring || pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c->ring);
+        free(c);
+        return NULL;
+    }
+    dsy_stream_init(&c->rx, &chan_vt);
+    dsy_wslot_init(&c->rslot);
+    c->senders = 1;
+    atomic_init(&c->refs, 2); /* the handle and the receiver */
+    *receiver = &c->rx;
+    return c;
+}
+
+desync_channel_t *desync_channel_retain(desync_channel_t *c) {
+    if (!c)
+        return NULL;
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    pthread_mutex_lock(&c->mu);
+    c->senders++;
+    pthread_mutex_unlock(&c->mu);
+    return c;
+}
+
+void desync_channel_close(desync_channel_t *c) {
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    bool last = --c->senders == 0;
+    pthread_mutex_unlock(&c->mu);
+    if (last)
+        dsy_wslot_fire(&c->rslot); /* the reader may now see the end */
+    chan_unref(c);
+}
+
+/* Queues item if the channel has room (with the lock held): 1 queued,
+ * 0 full, DESYNC_ENOMEM. Rendezvous channels have room only for a waiting
+ * reader. */
+static int try_put(desync_channel_t *c, void *item) {
+    if (c->wq_head)
+        return 0;
+    if (c->cap == 0) {
+        if (!c->reader_waiting || c->rcount)
+            return 0;
+    } else if (c->rcount >= c->cap) {
+        return 0;
+    } else if (!ring_room(c)) {
+        return DESYNC_ENOMEM;
+    }
+    ring_put(c, item);
+    c->reader_waiting = false;
+    return 1;
+}
+
+int desync_channel_try_send(desync_channel_t *c, void *item) {
+    if (!c)
+        return DESYNC_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    int r = c->reader_gone ? DESYNC_EPIPE : try_put(c, item);
+    pthread_mutex_unlock(&c->mu);
+    if (r == 1) {
+        dsy_wslot_fire(&c->rslot);
+        return 0;
+    }
+    return r == 0 ? DESYNC_EAGAIN : r;
+}
+
+int desync_channel_send(desync_channel_t *c, void *item) {
+    if (!c)
+        return DESYNC_EINVAL;
+    snode n;
+    pthread_mutex_lock(&c->mu);
+    int r = c->reader_gone ? DESYNC_EPIPE : c->cap ? try_put(c, item) : 0;
+    if (r == 0) {
+        /* Full (or rendezvous): wait in line until the reader accepts it. */
+        n.item = item;
+        n.promise = NULL;
+        n.status = 0;
+        dsy_swaiter_reset(&n.w);
+        wq_append(c, &n);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (r < 0)
+        return r;
+    dsy_wslot_fire(&c->rslot);
+    if (r == 1)
+        return 0;
+    dsy_swaiter_wait(&n.w, 0);
+    return n.status;
+}
+
+desync_future_t *desync_channel_send_future(desync_channel_t *c, void *item) {
+    if (!c)
+        return NULL;
+    desync_future_t *f = NULL;
+    desync_promise_t *p = desync_promise_new(&f);
+    snode *n = malloc(sizeof *n);
+    if (!p || !n) {
+        free(n);
+        if (p) {
+            desync_promise_cancel(p);
+            desync_future_free(f);
+        }
+        return NULL;
+    }
+    pthread_mutex_lock(&c->mu);
+    int r = c->reader_gone ? DESYNC_EPIPE : c->cap ? try_put(c, item) : 0;
+    if (r == 0) {
+        n->item = item;
+        n->promise = p;
+        wq_append(c, n);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (r == DESYNC_ENOMEM) {
+        free(n);
+        desync_promise_cancel(p);
+        desync_future_free(f);
+        return NULL;
+    }
+    if (r == DESYNC_EPIPE) {
+        free(n);
+        desync_promise_cancel(p);
+        return f;
+    }
+    dsy_wslot_fire(&c->rslot);
+    if (r == 1) {
+        free(n);
+        desync_promise_complete(p, NULL);
+    }
+    return f;
+}

@@ -1,0 +1,550 @@
+/*
+ * Pipes: items of an input stream processed on a Desync object's queue.
+ *
+ * THE PUMP. No thread ever waits in a pipe. The pipe owns a "pump": the
+ * right to poll the input, held by at most one thread at a time (the RUN bit
+ * of `state`). Whoever has a reason to pump calls pump_kick: the input's
+ * waker, the reader taking an output item, a process job that finished, the
+ * output being freed. If another thread is pumping, the kick only sets AGAIN
+ * and that thread goes round once more; no one ever waits for the pump.
+ * Pumping polls the input (with the pipe's waker) while the backpressure
+ * budget allows, puts the items in `pending` (an SPSC FIFO: the pump
+ * produces, the object's jobs consume) and queues ONE job on the object's
+ * queue for the whole batch. The pump then stops, in one of three ways:
+ *   - the input said EAGAIN: its waker will kick us;
+ *   - the budget is used up and a job is in flight: that job's end kicks
+ *     (WANT_JOB; takes by the reader do not, so batches stay large);
+ *   - the budget is used up and no job is in flight: the reader's next take
+ *     kicks (WANT_TAKE).
+ * Both WANT bits are re-checked after they are published (the other side
+ * does "change the count, then read state", seq_cst on both sides), so a
+ * kick cannot be lost.
+ *
+ * ORDERING. An item is polled BEFORE the job that processes it is queued,
+ * and a job processes exactly the items polled before it was queued (it
+ * carries their count; jobs run in FIFO order, so each pops its own). Hence:
+ *   - a job the user queued on d before an item was sent is ahead of the
+ *     job processing that item (which is queued after the item was polled,
+ *     which is after it was sent): it runs first;
+ *   - when the input wakes us from inside send (channels and pipe outputs
+ *     do), the pump polls the item and queues its job before send returns,
+ *     so a job the user queues after send returned runs after the item is
+ *     processed. This holds whenever the pipe is not held back by
+ *     backpressure and no other thread is pumping it at that instant (then
+ *     that thread queues the item's job a moment later).
+ * A job must never poll the input itself and process what it finds: an item
+ * sent after the job was queued, but after the user also queued a job X,
+ * would then be processed before X although it was sent after X (the race
+ * the reference crate has). Batching only what was polled before queueing
+ * keeps batches free of that race.
+ *
+ * Backpressure: `held` (polled, not yet processed) + unread outputs may not
+ * exceed `depth`; pipe_in counts `held` only.
+ *
+ * Wakes of the input: internal streams (channels, pipe outputs, arrays) wake
+ * without their own locks held, so the waker pumps right there. A user
+ * stream may wake with its lock held: its wakes queue a job on d's queue
+ * that pumps (still polling before queueing the processing job).
+ *
+ * LIFETIME. `refs`: the input side (dropped once the input is freed), the
+ * output stream (pipes with outputs), each queued job, and each pump run.
+ * The pipe holds a weak reference to d (queue memory stays valid for its
+ * jobs); desync_pipe also holds a strong one, dropped by a job queued when
+ * the output is freed (so freeing never blocks). Every job checks, on d's
+ * queue, that the pipe is open and d alive (reliable there) before calling
+ * process; otherwise it frees its items with the input's item_free. A
+ * pipe_in whose object died notices at its next input event or job.
+ *
+ * Async forms: one async job per item (desync_queue_future_desync). The job
+ * calls process and returns a promise's future that completes once the
+ * user's future has completed and its value was put on the output, so the
+ * queue is held for exactly that long and outputs stay in order.
+ */
+#include "stream_internal.h"
+
+#include <stdlib.h>
+
+#define PS_RUN 1u
+#define PS_AGAIN 2u
+#define PS_WANT_TAKE 4u
+#define PS_WANT_JOB 8u
+
+#define DEFAULT_DEPTH 5
+#define MAX_BATCH 64 /* items per job, so one job cannot hog d for long */
+
+typedef struct dsy_pipe {
+    desync_stream_t out; /* the output stream (desync_pipe*); first member */
+    desync_t *d;
+    desync_queue_t *q;
+    void *(*fn)(void *data, void *item, void *arg);
+    void (*fn_in)(void *data, void *item, void *arg);
+    desync_future_t *(*fn_async)(void *data, void *item, void *arg);
+    void *arg;
+    bool has_output, is_async, inline_input;
+    /* Touched only by the pump holder. */
+    desync_stream_t *input;
+    bool input_done;
+    void (*in_item_free)(void *item);
+    desync_waker_t in_waker;
+    /* The async item in progress: one at a time, as it holds d's queue. */
+    desync_promise_t *async_pr;
+    _Atomic uint32_t refs;
+    _Atomic uint32_t state;  /* PS_* */
+    _Atomic uint32_t closed; /* output freed or object dead: stop */
+    _Atomic uint32_t ended;  /* output: nothing more will be pushed */
+    _Atomic uint32_t jobs;   /* process jobs queued or running */
+    _Atomic size_t held;     /* items polled and not yet processed */
+    _Atomic size_t depth;
+    dsy_wslot out_slot;
+    dsy_spsc pending;
+    dsy_spsc outq;
+} dsy_pipe;
+
+static void pump_kick(dsy_pipe *p);
+static const dsy_stream_vt pipe_out_vt;
+
+static void pipe_ref(dsy_pipe *p) { atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); }
+
+static void pipe_unref(dsy_pipe *p) {
+    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    dsy_spsc_destroy(&p->pending, p->in_item_free);
+    dsy_spsc_destroy(&p->outq, p->out.item_free);
+    desync_t *d = p->d;
+    free(p);
+    dsy_object_weak_release(d);
+}
+
+/* Queueing fails only on ENOMEM; like desync_release, wait for memory
+ * rather than lose an item. */
+static void queue_job(dsy_pipe *p, desync_queue_job_fn fn, const void *arg, size_t len) {
+    while (desync_queue_desync_copy(p->q, fn, arg, len) == DESYNC_ENOMEM)
+        dsy_stream_yield();
+}
+
+static void push_output(dsy_pipe *p, void *v) {
+    while (dsy_spsc_push(&p->outq, v) == DESYNC_ENOMEM)
+        dsy_stream_yield();
+    dsy_wslot_fire(&p->out_slot);
+}
+
+static bool budget_left(dsy_pipe *p) {
+    size_t used = atomic_load_explicit(&p->held, memory_order_seq_cst);
+    if (p->has_output)
+        used += dsy_spsc_count(&p->outq);
+    return used < atomic_load_explicit(&p->depth, memory_order_relaxed);
+}
+
+/* Is the job running on d's queue allowed to call process? */
+static bool job_live(dsy_pipe *p) {
+    return !atomic_load_explicit(&p->closed, memory_order_acquire) && dsy_object_alive(p->d);
+}
+
+/* A process job ended (n items done); stop is true when it found the pipe
+ * dead and the pump must free the input. */
+static void job_done(dsy_pipe *p, size_t n, bool stop) {
+    atomic_fetch_sub_explicit(&p->held, n, memory_order_seq_cst);
+    atomic_fetch_sub_explicit(&p->jobs, 1, memory_order_seq_cst);
+    if (stop || (atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_JOB))
+        pump_kick(p);
+    pipe_unref(p);
+}
+
+/* ------------------------------------------------------------------ jobs */
+
+typedef struct batch_arg {
+    dsy_pipe *p;
+    size_t n;
+} batch_arg;
+
+static void process_job(void *a) {
+    dsy_pipe *p = ((batch_arg *)a)->p;
+    size_t n = ((batch_arg *)a)->n;
+    /* Reliable for the whole job: d cannot be destroyed while it runs. */
+    bool live = job_live(p);
+    void *data = live ? desync_data(p->d) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        void *item = NULL;
+        dsy_spsc_pop(&p->pending, &item); /* queued before this job */
+        if (!live) {
+            if (p->in_item_free)
+                p->in_item_free(item);
+        } else if (p->has_output) {
+            push_output(p, p->fn(data, item, p->arg));
+        } else {
+            p->fn_in(data, item, p->arg);
+        }
+    }
+    if (!live)
+        atomic_store_explicit(&p->closed, 1, memory_order_release);
+    job_done(p, n, !live);
+}
+
+/* The input ended: mark the output ended after every job queued before. */
+static void end_job(void *a) {
+    dsy_pipe *p = *(dsy_pipe **)a;
+    atomic_store_explicit(&p->ended, 1, memory_order_seq_cst);
+    dsy_wslot_fire(&p->out_slot);
+    pipe_unref(p);
+}
+
+/* A user stream woke us: pump from d's queue. */
+static void pump_job(void *a) {
+    dsy_pipe *p = *(dsy_pipe **)a;
+    pump_kick(p);
+    pipe_unref(p);
+}
+
+static void release_job(void *data, void *arg) {
+    (void)data;
+    desync_release(arg); /* from d's own job: does not block */
+}
+
+/* The user's future of the item in progress completed. */
+static void async_done(int status, void *value, void *arg) {
+    dsy_pipe *p = arg;
+    desync_promise_t *pr = p->async_pr;
+    p->async_pr = NULL;
+    if (status == 0 && p->has_output)
+        push_output(p, value);
+    atomic_fetch_sub_explicit(&p->held, 1, memory_order_seq_cst);
+    atomic_fetch_sub_explicit(&p->jobs, 1, memory_order_seq_cst);
+    bool kick = atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_JOB;
+    desync_promise_complete(pr, NULL); /* lets d's queue go on */
+    if (kick)
+        pump_kick(p);
+    pipe_unref(p);
+}
+
+static desync_future_t *async_job(void *a) {
+    dsy_pipe *p = a;
+    void *item = NULL;
+    dsy_spsc_pop(&p->pending, &item);
+    if (!job_live(p)) {
+        if (p->in_item_free)
+            p->in_item_free(item);
+        atomic_store_explicit(&p->closed, 1, memory_order_release);
+        job_done(p, 1, true);
+        return NULL;
+    }
+    desync_future_t *f = p->fn_async(desync_data(p->d), item, p->arg);
+    desync_future_t *g = NULL;
+    desync_promise_t *pr = f ? desync_promise_new(&g) : NULL;
+    if (!pr) {
+        /* NULL future: done with value NULL. Out of memory for a promise:
+         * wait here (the queue is held either way). */
+        void *v = NULL;
+        int st = f ? desync_future_wait(f, &v) : 0;
+        desync_future_free(f);
+        if (st == 0 && p->has_output)
+            push_output(p, v);
+        job_done(p, 1, false);
+        return NULL;
+    }
+    p->async_pr = pr;
+    desync_future_then(f, async_done, p); /* may run async_done at once */
+    return g;
+}
+
+/* ------------------------------------------------------------------ pump */
+
+static void close_input(dsy_pipe *p, bool eof) {
+    desync_stream_t *in = p->input;
+    p->input = NULL;
+    p->input_done = true;
+    desync_stream_free(in); /* waits for its wakes on other threads */
+    if (eof && p->has_output) {
+        pipe_ref(p);
+        queue_job(p, end_job, &p, sizeof p);
+    }
+    pipe_unref(p); /* the input side's reference (the pump run holds one) */
+}
+
+static void queue_batch(dsy_pipe *p, size_t n) {
+    atomic_fetch_add_explicit(&p->held, n, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&p->jobs, 1, memory_order_seq_cst);
+    pipe_ref(p);
+    if (p->is_async) {
+        desync_future_t *f;
+        while (!(f = desync_queue_future_desync(p->q, async_job, p)))
+            dsy_stream_yield(); /* ENOMEM */
+        desync_future_detach(f);
+    } else {
+        batch_arg a = {p, n};
+        queue_job(p, process_job, &a, sizeof a);
+    }
+}
+
+/* One round of pumping; true if it stopped on the budget (not on the
+ * input's waker or the end). */
+static bool pump_step(dsy_pipe *p) {
+    if (p->input_done)
+        return false;
+    if (atomic_load_explicit(&p->closed, memory_order_acquire) ||
+        (!p->has_output && !dsy_object_alive(p->d))) {
+        close_input(p, false);
+        return false;
+    }
+    size_t used = atomic_load_explicit(&p->held, memory_order_seq_cst);
+    if (p->has_output)
+        used += dsy_spsc_count(&p->outq);
+    size_t depth = atomic_load_explicit(&p->depth, memory_order_relaxed);
+    if (used >= depth)
+        return true;
+    size_t budget = depth - used, n = 0;
+    int r = 0;
+    while (budget) {
+        void *item;
+        r = dsy_stream_poll(p->input, &item, &p->in_waker);
+        if (r != 0)
+            break;
+        while (dsy_spsc_push(&p->pending, item) == DESYNC_ENOMEM)
+            dsy_stream_yield();
+        budget--;
+        if (p->is_async) {
+            queue_batch(p, 1);
+        } else if (++n == MAX_BATCH) {
+            queue_batch(p, n);
+            n = 0;
+        }
+    }
+    if (n)
+        queue_batch(p, n);
+    if (r == 0)
+        return true;
+    if (r != DESYNC_EAGAIN)
+        close_input(p, true); /* EOF (or a user stream's error): the end */
+    return false;
+}
+
+static void pump_run(dsy_pipe *p) {
+    for (;;) {
+        uint32_t want = 0;
+        if (pump_step(p))
+            want = atomic_load_explicit(&p->jobs, memory_order_seq_cst) ? PS_WANT_JOB
+                                                                        : PS_WANT_TAKE;
+        uint32_t s = atomic_load_explicit(&p->state, memory_order_seq_cst);
+        bool again = false;
+        for (;;) {
+            if (s & PS_AGAIN) {
+                /* Kickers only add AGAIN while RUN is set. */
+                atomic_store_explicit(&p->state, PS_RUN, memory_order_relaxed);
+                again = true;
+                break;
+            }
+            if (atomic_compare_exchange_weak_explicit(&p->state, &s, want, memory_order_seq_cst,
+                                                      memory_order_relaxed))
+                break;
+        }
+        if (again)
+            continue;
+        if (!want)
+            return;
+        /* Re-check what we wait for, now that the others can see it. */
+        bool retry = want == PS_WANT_JOB
+                         ? atomic_load_explicit(&p->jobs, memory_order_seq_cst) == 0
+                         : budget_left(p) || atomic_load_explicit(&p->closed, memory_order_seq_cst);
+        uint32_t e = want;
+        if (!retry || !atomic_compare_exchange_strong_explicit(&p->state, &e, PS_RUN,
+                                                               memory_order_seq_cst,
+                                                               memory_order_relaxed))
+            return;
+    }
+}
+
+static void pump_kick(dsy_pipe *p) {
+    uint32_t s = atomic_load_explicit(&p->state, memory_order_seq_cst);
+    for (;;) {
+        if (s & PS_RUN) {
+            if ((s & PS_AGAIN) ||
+                atomic_compare_exchange_weak_explicit(&p->state, &s, s | PS_AGAIN,
+                                                      memory_order_seq_cst, memory_order_relaxed))
+                return;
+        } else if (atomic_compare_exchange_weak_explicit(&p->state, &s, PS_RUN, memory_order_seq_cst,
+                                                         memory_order_relaxed)) {
+            break;
+        }
+    }
+    pipe_ref(p);
+    pump_run(p);
+    pipe_unref(p);
+}
+
+/* The input's waker. */
+static void input_wake(void *ctx) {
+    dsy_pipe *p = ctx;
+    if (p->inline_input) {
+        pump_kick(p);
+        return;
+    }
+    pipe_ref(p);
+    queue_job(p, pump_job, &p, sizeof p);
+}
+
+/* ---------------------------------------------------------------- output */
+
+static void after_take(dsy_pipe *p) {
+    if (atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_TAKE)
+        pump_kick(p);
+}
+
+static int out_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
+    dsy_pipe *p = (dsy_pipe *)s;
+    dsy_wslot_clear(&p->out_slot);
+    if (dsy_spsc_pop(&p->outq, item)) {
+        after_take(p);
+        return 0;
+    }
+    if (atomic_load_explicit(&p->ended, memory_order_acquire)) {
+        /* Everything was pushed before `ended`: look once more. */
+        if (dsy_spsc_pop(&p->outq, item)) {
+            after_take(p);
+            return 0;
+        }
+        return DESYNC_EOF;
+    }
+    if (w && w->wake) {
+        dsy_wslot_set(&p->out_slot, w);
+        /* An item pushed just before the waker was visible would not fire
+         * it: fire it ourselves (we must not pop here, a waker may poll). */
+        if (dsy_spsc_count(&p->outq) || atomic_load_explicit(&p->ended, memory_order_seq_cst))
+            dsy_wslot_fire(&p->out_slot);
+    }
+    return DESYNC_EAGAIN;
+}
+
+static bool out_ready(desync_stream_t *s) {
+    dsy_pipe *p = (dsy_pipe *)s;
+    return dsy_spsc_count(&p->outq) || atomic_load_explicit(&p->ended, memory_order_acquire);
+}
+
+static void out_free(desync_stream_t *s) {
+    dsy_pipe *p = (dsy_pipe *)s;
+    atomic_store_explicit(&p->closed, 1, memory_order_seq_cst);
+    dsy_wslot_quiesce(&p->out_slot);
+    pump_kick(p); /* frees the input (here, or on the thread pumping) */
+    desync_t *d = p->d;
+    if (desync_desync(d, release_job, d) != 0)
+        desync_release(d);
+    pipe_unref(p);
+}
+
+static const dsy_stream_vt pipe_out_vt = {out_poll, out_free, out_ready, true};
+
+void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t depth) {
+    if (!pipe_output || pipe_output->vt != &pipe_out_vt)
+        return;
+    dsy_pipe *p = (dsy_pipe *)pipe_output;
+    atomic_store_explicit(&p->depth, depth ? depth : 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_TAKE)
+        pump_kick(p);
+}
+
+/* -------------------------------------------------------------- creating */
+
+static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, bool has_output) {
+    if (!d || !input) {
+        desync_stream_free(input);
+        return NULL;
+    }
+    dsy_pipe *p = calloc(1, sizeof *p);
+    if (!p || dsy_spsc_init(&p->pending) != 0) {
+        free(p);
+        desync_stream_free(input);
+        return NULL;
+    }
+    if (dsy_spsc_init(&p->outq) != 0) {
+        dsy_spsc_destroy(&p->pending, NULL);
+        free(p);
+        desync_stream_free(input);
+        return NULL;
+    }
+    dsy_stream_init(&p->out, &pipe_out_vt);
+    dsy_wslot_init(&p->out_slot);
+    p->d = d;
+    p->q = desync_get_queue(d);
+    p->has_output = has_output;
+    p->input = input;
+    p->in_item_free = input->item_free;
+    p->inline_input = input->vt->inline_wake;
+    p->in_waker.wake = input_wake;
+    p->in_waker.ctx = p;
+    atomic_init(&p->refs, has_output ? 2u : 1u);
+    atomic_init(&p->state, 0);
+    atomic_init(&p->closed, 0);
+    atomic_init(&p->ended, 0);
+    atomic_init(&p->jobs, 0);
+    atomic_init(&p->held, 0);
+    atomic_init(&p->depth, DEFAULT_DEPTH);
+    dsy_object_weak_retain(d);
+    if (has_output)
+        desync_retain(d);
+    return p;
+}
+
+int desync_pipe_in(desync_t *d, desync_stream_t *input,
+                   void (*process)(void *data, void *item, void *arg), void *arg) {
+    if (!process) {
+        desync_stream_free(input);
+        return DESYNC_EINVAL;
+    }
+    if (!d || !input) {
+        desync_stream_free(input);
+        return DESYNC_EINVAL;
+    }
+    dsy_pipe *p = pipe_new(d, input, false);
+    if (!p)
+        return DESYNC_ENOMEM;
+    p->fn_in = process;
+    p->arg = arg;
+    pump_kick(p);
+    return 0;
+}
+
+desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input,
+                             void *(*process)(void *data, void *item, void *arg), void *arg) {
+    if (!process) {
+        desync_stream_free(input);
+        return NULL;
+    }
+    dsy_pipe *p = pipe_new(d, input, true);
+    if (!p)
+        return NULL;
+    p->fn = process;
+    p->arg = arg;
+    pump_kick(p);
+    return &p->out;
+}
+
+int desync_pipe_in_async(desync_t *d, desync_stream_t *input,
+                         desync_future_t *(*process)(void *data, void *item, void *arg), void *arg) {
+    if (!process || !d || !input) {
+        desync_stream_free(input);
+        return DESYNC_EINVAL;
+    }
+    dsy_pipe *p = pipe_new(d, input, false);
+    if (!p)
+        return DESYNC_ENOMEM;
+    p->fn_async = process;
+    p->is_async = true;
+    p->arg = arg;
+    pump_kick(p);
+    return 0;
+}
+
+desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *input,
+                                   desync_future_t *(*process)(void *data, void *item, void *arg),
+                                   void *arg) {
+    if (!process) {
+        desync_stream_free(input);
+        return NULL;
+    }
+    dsy_pipe *p = pipe_new(d, input, true);
+    if (!p)
+        return NULL;
+    p->fn_async = process;
+    p->is_async = true;
+    p->arg = arg;
+    pump_kick(p);
+    return &p->out;
+}

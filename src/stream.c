@@ -1,0 +1,600 @@
+/*
+ * Streams: the reader calls shared by every kind of stream, user streams,
+ * array streams, and the building blocks of stream_internal.h.
+ *
+ * Every stream is a desync_stream_t header with an internal vtable whose one
+ * essential call is poll(s, &item, waker): 0 with an item, DESYNC_EOF, or
+ * DESYNC_EAGAIN after storing the waker. Every reader call is built on it:
+ *   try_next   poll without a waker.
+ *   next(_for) spin briefly on the stream's cheap `ready` hint when it has one
+ *              (pipe outputs: no waker traffic at all while the reader keeps
+ *              up), then poll with the stream's own dsy_swaiter as waker and
+ *              wait on it (spin, then futex). Never a busy loop: the sleep
+ *              ends only when the stream wakes us or the deadline passes.
+ *   next_future  a promise completed by a "step" (poll with a waker whose
+ *              ctx is the stream itself); the waker runs the next step. Steps
+ *              are serialised by a tiny run flag (a wake that arrives during
+ *              a step makes that step poll again). For user streams the wake
+ *              only queues the step as a job (their wakes may come with their
+ *              own locks held, so polling inline could deadlock).
+ * The blocking waiter and the next_future state live in the header, so a
+ * stream that calls an old waker late finds valid memory.
+ *
+ * Wake lifetimes: a stream stores its reader's waker in a dsy_wslot. Firing
+ * copies the waker, clears the slot and calls it outside any lock, counting
+ * the call in `inflight`. A stream's free quiesces its slot: later fires do
+ * nothing and free waits (yielding) until calls of other threads returned,
+ * so whoever gave the waker may free its ctx right after freeing the stream.
+ * A call on the freeing thread's own stack (a wake that frees the stream it
+ * came from) is not waited for: a thread-local list of fire frames says so.
+ */
+#include "stream_internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#include <pthread.h>
+#endif
+
+/* The EOF status of next_future needs a future completed with a status other
+ * than 0/ECANCELED, which the public promise API cannot do. future.c may
+ * provide this; without it the end is reported as DESYNC_ECANCELED. */
+extern int dsy_promise_complete_status(desync_promise_t *p, int status, void *value)
+    __attribute__((weak));
+
+/* ---------------------------------------------------------------- OS bits */
+
+uint64_t dsy_stream_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void dsy_stream_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+void dsy_stream_yield(void) { sched_yield(); }
+
+#if defined(__linux__)
+static void word_sleep(_Atomic uint32_t *w, uint32_t v, uint64_t rel_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (rel_ns) {
+        ts.tv_sec = (time_t)(rel_ns / 1000000000u);
+        ts.tv_nsec = (long)(rel_ns % 1000000000u);
+        tsp = &ts;
+    }
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, v, tsp, NULL, 0);
+}
+static void word_wake(_Atomic uint32_t *w) {
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+#else
+static pthread_mutex_t word_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t word_cv = PTHREAD_COND_INITIALIZER;
+static void word_sleep(_Atomic uint32_t *w, uint32_t v, uint64_t rel_ns) {
+    pthread_mutex_lock(&word_mu);
+    if (atomic_load(w) == v) {
+        if (rel_ns) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + rel_ns;
+            ts.tv_sec += (time_t)(ns / 1000000000u);
+            ts.tv_nsec = (long)(ns % 1000000000u);
+            pthread_cond_timedwait(&word_cv, &word_mu, &ts);
+        } else {
+            pthread_cond_wait(&word_cv, &word_mu);
+        }
+    }
+    pthread_mutex_unlock(&word_mu);
+}
+static void word_wake(_Atomic uint32_t *w) {
+    (void)w;
+    pthread_mutex_lock(&word_mu);
+    pthread_cond_broadcast(&word_cv);
+    pthread_mutex_unlock(&word_mu);
+}
+#endif
+
+/* How long a waiting thread spins before it sleeps: about the cost of one
+ * sleep/wake round trip on the machines we target. */
+#define SPIN_NS 8000u
+
+/* ---------------------------------------------------------------- waiter */
+
+void dsy_swaiter_reset(dsy_swaiter *w) { atomic_store_explicit(&w->st, DSY_SW_IDLE, memory_order_relaxed); }
+
+void dsy_swaiter_wake(void *ctx) {
+    dsy_swaiter *w = ctx;
+    /* After the exchange the waiter may return and its memory go: only the
+     * futex call (harmless on a stale address) may follow. */
+    if (atomic_exchange_explicit(&w->st, DSY_SW_SIGNALED, memory_order_acq_rel) == DSY_SW_SLEEPING)
+        word_wake(&w->st);
+}
+
+bool dsy_swaiter_wait(dsy_swaiter *w, uint64_t deadline) {
+    uint64_t spin_end = 0;
+    for (unsigned i = 0;; i++) {
+        if (atomic_load_explicit(&w->st, memory_order_acquire) == DSY_SW_SIGNALED)
+            return true;
+        if ((i & 15) == 15) {
+            uint64_t now = dsy_stream_now_ns();
+            if (!spin_end)
+                spin_end = now + SPIN_NS;
+            if (now >= spin_end || (deadline && now >= deadline))
+                break;
+        }
+        dsy_stream_relax();
+    }
+    for (;;) {
+        uint32_t v = DSY_SW_IDLE;
+        if (!atomic_compare_exchange_strong_explicit(&w->st, &v, DSY_SW_SLEEPING, memory_order_acq_rel,
+                                                     memory_order_acquire) &&
+            v == DSY_SW_SIGNALED)
+            return true;
+        uint64_t rel = 0;
+        if (deadline) {
+            uint64_t now = dsy_stream_now_ns();
+            if (now >= deadline)
+                return atomic_load_explicit(&w->st, memory_order_acquire) == DSY_SW_SIGNALED;
+            rel = deadline - now;
+        }
+        word_sleep(&w->st, DSY_SW_SLEEPING, rel);
+        if (atomic_load_explicit(&w->st, memory_order_acquire) == DSY_SW_SIGNALED)
+            return true;
+    }
+}
+
+/* ------------------------------------------------------------ waker slot */
+
+#define WS_SET 1u
+#define WS_LOCK 2u
+#define WS_DEAD 4u
+
+typedef struct fire_frame {
+    const dsy_wslot *slot;
+    struct fire_frame *up;
+} fire_frame;
+
+/* Wake calls this thread is inside of, innermost first. */
+static _Thread_local fire_frame *tls_fires;
+
+void dsy_wslot_init(dsy_wslot *s) {
+    atomic_init(&s->st, 0);
+    atomic_init(&s->inflight, 0);
+    s->w.wake = NULL;
+    s->w.ctx = NULL;
+}
+
+/* Takes the slot's little lock (held for a few instructions only); false if
+ * the slot is dead. */
+static bool ws_lock(dsy_wslot *s) {
+    for (unsigned i = 0;; i++) {
+        uint32_t st = atomic_load_explicit(&s->st, memory_order_relaxed);
+        if (st & WS_DEAD)
+            return false;
+        if (!(st & WS_LOCK) &&
+            atomic_compare_exchange_weak_explicit(&s->st, &st, WS_LOCK, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return true;
+        if (i < 64)
+            dsy_stream_relax();
+        else
+            dsy_stream_yield();
+    }
+}
+
+void dsy_wslot_set(dsy_wslot *s, const desync_waker_t *w) {
+    if (!ws_lock(s))
+        return;
+    bool set = w && w->wake;
+    if (set)
+        s->w = *w;
+    atomic_store_explicit(&s->st, set ? WS_SET : 0u, memory_order_seq_cst);
+}
+
+void dsy_wslot_clear(dsy_wslot *s) {
+    if (atomic_load_explicit(&s->st, memory_order_relaxed) & WS_SET)
+        dsy_wslot_set(s, NULL);
+}
+
+void dsy_wslot_fire(dsy_wslot *s) {
+    uint32_t st = atomic_load_explicit(&s->st, memory_order_seq_cst);
+    for (;;) {
+        /* Not set, or someone is setting/clearing/firing it: a setter checks
+         * its condition again after setting, a firer calls it. */
+        if (st != WS_SET)
+            return;
+        if (atomic_compare_exchange_weak_explicit(&s->st, &st, WS_LOCK, memory_order_acquire,
+                                                  memory_order_relaxed))
+            break;
+    }
+    desync_waker_t w = s->w;
+    atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
+    atomic_store_explicit(&s->st, 0u, memory_order_release);
+    fire_frame f = {s, tls_fires};
+    tls_fires = &f;
+    w.wake(w.ctx);
+    tls_fires = f.up;
+    atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_release);
+}
+
+void dsy_wslot_quiesce(dsy_wslot *s) {
+    for (unsigned i = 0;; i++) {
+        uint32_t st = atomic_load_explicit(&s->st, memory_order_relaxed);
+        if (st & WS_DEAD)
+            break;
+        if (!(st & WS_LOCK) &&
+            atomic_compare_exchange_weak_explicit(&s->st, &st, WS_LOCK | WS_DEAD,
+                                                  memory_order_acquire, memory_order_relaxed))
+            break;
+        if (i < 64)
+            dsy_stream_relax();
+        else
+            dsy_stream_yield();
+    }
+    uint32_t mine = 0;
+    for (fire_frame *f = tls_fires; f; f = f->up)
+        if (f->slot == s)
+            mine++;
+    /* Bounded by the wake calls already running on other threads. */
+    for (unsigned i = 0; atomic_load_explicit(&s->inflight, memory_order_acquire) > mine; i++) {
+        if (i < 64)
+            dsy_stream_relax();
+        else
+            dsy_stream_yield();
+    }
+}
+
+/* ------------------------------------------------------------ SPSC FIFO */
+
+int dsy_spsc_init(dsy_spsc *q) {
+    dsy_seg *s = malloc(sizeof *s);
+    if (!s)
+        return DESYNC_ENOMEM;
+    atomic_init(&s->next, NULL);
+    q->tail = q->head = s;
+    q->ti = q->hi = 0;
+    q->seen = 0;
+    atomic_init(&q->pushed, 0);
+    atomic_init(&q->popped, 0);
+    atomic_init(&q->spare, NULL);
+    return 0;
+}
+
+void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *)) {
+    void *v;
+    while (dsy_spsc_pop(q, &v))
+        if (item_free)
+            item_free(v);
+    dsy_seg *s = q->head;
+    while (s) {
+        dsy_seg *n = atomic_load_explicit(&s->next, memory_order_acquire);
+        free(s);
+        s = n;
+    }
+    free(atomic_load_explicit(&q->spare, memory_order_acquire));
+    q->head = q->tail = NULL;
+}
+
+int dsy_spsc_push(dsy_spsc *q, void *v) {
+    if (DSY_UNLIKELY(q->ti == DSY_SEG_N)) {
+        dsy_seg *n = atomic_exchange_explicit(&q->spare, NULL, memory_order_acquire);
+        if (!n && !(n = malloc(sizeof *n)))
+            return DESYNC_ENOMEM;
+        atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+        atomic_store_explicit(&q->tail->next, n, memory_order_release);
+        q->tail = n;
+        q->ti = 0;
+    }
+    q->tail->v[q->ti++] = v;
+    size_t c = atomic_load_explicit(&q->pushed, memory_order_relaxed);
+    atomic_store_explicit(&q->pushed, c + 1, memory_order_seq_cst);
+    return 0;
+}
+
+bool dsy_spsc_pop(dsy_spsc *q, void **v) {
+    size_t c = atomic_load_explicit(&q->popped, memory_order_relaxed);
+    if (q->seen == c) {
+        q->seen = atomic_load_explicit(&q->pushed, memory_order_acquire);
+        if (q->seen == c)
+            return false;
+    }
+    if (DSY_UNLIKELY(q->hi == DSY_SEG_N)) {
+        dsy_seg *old = q->head;
+        q->head = atomic_load_explicit(&old->next, memory_order_acquire);
+        q->hi = 0;
+        /* Keep one segment for the producer; free the surplus. */
+        free(atomic_exchange_explicit(&q->spare, old, memory_order_acq_rel));
+    }
+    *v = q->head->v[q->hi++];
+    atomic_store_explicit(&q->popped, c + 1, memory_order_seq_cst);
+    return true;
+}
+
+size_t dsy_spsc_count(dsy_spsc *q) {
+    size_t out = atomic_load_explicit(&q->popped, memory_order_seq_cst);
+    size_t in = atomic_load_explicit(&q->pushed, memory_order_seq_cst);
+    return in - out;
+}
+
+/* ---------------------------------------------------------------- header */
+
+void dsy_stream_init(desync_stream_t *s, const dsy_stream_vt *vt) {
+    s->vt = vt;
+    s->item_free = NULL;
+    atomic_init(&s->waiter.st, DSY_SW_IDLE);
+    atomic_init(&s->nf_run, 0);
+    atomic_init(&s->nf_promise, NULL);
+    s->nf_queue = NULL;
+    s->ops = NULL;
+    s->self = NULL;
+    atomic_init(&s->refs, 1);
+}
+
+/* ---------------------------------------------------------- user streams */
+
+static void user_unref(desync_stream_t *s) {
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (s->nf_queue)
+        desync_queue_release(s->nf_queue);
+    free(s);
+}
+
+static int user_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
+    return s->ops->poll_next(s->self, item, w);
+}
+
+static void user_free(desync_stream_t *s) {
+    if (s->ops->free)
+        s->ops->free(s->self);
+    user_unref(s);
+}
+
+static const dsy_stream_vt user_vt = {user_poll, user_free, NULL, false};
+
+desync_stream_t *desync_stream_new(const desync_stream_ops_t *ops, void *self) {
+    if (!ops || !ops->poll_next)
+        return NULL;
+    desync_stream_t *s = malloc(sizeof *s);
+    if (!s)
+        return NULL;
+    dsy_stream_init(s, &user_vt);
+    s->ops = ops;
+    s->self = self;
+    return s;
+}
+
+/* --------------------------------------------------------- array streams */
+
+typedef struct arr_stream {
+    desync_stream_t s;
+    size_t i, n;
+    void *items[];
+} arr_stream;
+
+static int arr_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
+    (void)w;
+    arr_stream *a = (arr_stream *)s;
+    if (a->i == a->n)
+        return DESYNC_EOF;
+    *item = a->items[a->i++];
+    return 0;
+}
+
+static bool arr_ready(desync_stream_t *s) {
+    (void)s;
+    return true;
+}
+
+static void arr_free(desync_stream_t *s) {
+    arr_stream *a = (arr_stream *)s;
+    if (s->item_free)
+        for (size_t i = a->i; i < a->n; i++)
+            s->item_free(a->items[i]);
+    free(a);
+}
+
+static const dsy_stream_vt arr_vt = {arr_poll, arr_free, arr_ready, true};
+
+desync_stream_t *desync_stream_from_array(void *const *items, size_t count) {
+    if (!items && count)
+        return NULL;
+    if (count > (SIZE_MAX - sizeof(arr_stream)) / sizeof(void *))
+        return NULL;
+    arr_stream *a = malloc(sizeof *a + count * sizeof(void *));
+    if (!a)
+        return NULL;
+    dsy_stream_init(&a->s, &arr_vt);
+    a->i = 0;
+    a->n = count;
+    if (count)
+        memcpy(a->items, items, count * sizeof(void *));
+    return &a->s;
+}
+
+/* --------------------------------------------------------------- reading */
+
+int desync_stream_poll_next(desync_stream_t *s, void **item, const desync_waker_t *waker) {
+    if (!s || !item)
+        return DESYNC_EINVAL;
+    return dsy_stream_poll(s, item, waker);
+}
+
+int desync_stream_try_next(desync_stream_t *s, void **item) {
+    if (!s || !item)
+        return DESYNC_EINVAL;
+    return dsy_stream_poll(s, item, NULL);
+}
+
+static int next_until(desync_stream_t *s, uint64_t deadline, void **item) {
+    if (!s || !item)
+        return DESYNC_EINVAL;
+    const desync_waker_t w = {dsy_swaiter_wake, &s->waiter};
+    bool (*ready)(desync_stream_t *) = s->vt->ready;
+    for (;;) {
+        int r;
+        if (ready) {
+            /* Fast path while the producer keeps up: poll, and spin on the
+             * cheap hint before falling back to a waker. */
+            r = dsy_stream_poll(s, item, NULL);
+            if (r != DESYNC_EAGAIN)
+                return r;
+            uint64_t end = 0;
+            for (unsigned i = 0; !ready(s); i++) {
+                if ((i & 15) == 15) {
+                    uint64_t now = dsy_stream_now_ns();
+                    if (!end)
+                        end = now + SPIN_NS;
+                    if (now >= end || (deadline && now >= deadline))
+                        break;
+                }
+                dsy_stream_relax();
+            }
+        }
+        dsy_swaiter_reset(&s->waiter);
+        r = dsy_stream_poll(s, item, &w);
+        if (r != DESYNC_EAGAIN)
+            return r;
+        if (!dsy_swaiter_wait(&s->waiter, deadline)) {
+            /* Last look, so an item that arrived at the deadline is not
+             * reported as a timeout. */
+            r = dsy_stream_poll(s, item, NULL);
+            return r == DESYNC_EAGAIN ? DESYNC_ETIMEDOUT : r;
+        }
+    }
+}
+
+int desync_stream_next(desync_stream_t *s, void **item) { return next_until(s, 0, item); }
+
+int desync_stream_next_for(desync_stream_t *s, uint64_t timeout_ns, void **item) {
+    uint64_t deadline = 0;
+    if (timeout_ns != UINT64_MAX) {
+        deadline = dsy_stream_now_ns() + timeout_ns;
+        if (deadline == 0)
+            deadline = 1;
+    }
+    return next_until(s, deadline, item);
+}
+
+/* ----------------------------------------------------------- next_future */
+
+static void nf_wake(void *ctx);
+
+static bool nf_enter(desync_stream_t *s) {
+    uint32_t st = atomic_load_explicit(&s->nf_run, memory_order_relaxed);
+    for (;;) {
+        if (st == 0) {
+            if (atomic_compare_exchange_weak_explicit(&s->nf_run, &st, 1, memory_order_acquire,
+                                                      memory_order_relaxed))
+                return true;
+        } else if (st == 3) {
+            return false;
+        } else if (atomic_compare_exchange_weak_explicit(&s->nf_run, &st, 3, memory_order_release,
+                                                         memory_order_relaxed)) {
+            return false;
+        }
+    }
+}
+
+/* True if a wake came during the step: run it again. */
+static bool nf_leave(desync_stream_t *s) {
+    uint32_t st = 1;
+    if (atomic_compare_exchange_strong_explicit(&s->nf_run, &st, 0, memory_order_release,
+                                                memory_order_acquire))
+        return false;
+    atomic_store_explicit(&s->nf_run, 1, memory_order_relaxed);
+    return true;
+}
+
+static void nf_complete(desync_promise_t *p, int r, void *item) {
+    if (r == 0)
+        desync_promise_complete(p, item);
+    else if (r == DESYNC_EOF && dsy_promise_complete_status)
+        dsy_promise_complete_status(p, DESYNC_EOF, NULL);
+    else
+        desync_promise_cancel(p);
+}
+
+static void nf_step(desync_stream_t *s) {
+    if (!nf_enter(s))
+        return;
+    const desync_waker_t w = {nf_wake, s};
+    for (;;) {
+        /* No promise: a late wake after completion (the stream may only be
+         * freed once the future completed, so s is still valid here). */
+        if (atomic_load_explicit(&s->nf_promise, memory_order_acquire)) {
+            void *item = NULL;
+            int r = dsy_stream_poll(s, &item, &w);
+            if (r != DESYNC_EAGAIN) {
+                desync_promise_t *p =
+                    atomic_exchange_explicit(&s->nf_promise, NULL, memory_order_acq_rel);
+                atomic_store_explicit(&s->nf_run, 0, memory_order_release);
+                /* The reader may free s as soon as p completes. */
+                nf_complete(p, r, item);
+                return;
+            }
+        }
+        if (!nf_leave(s))
+            return;
+    }
+}
+
+static void nf_job(void *arg) {
+    desync_stream_t *s = arg;
+    nf_step(s);
+    user_unref(s);
+}
+
+static void nf_wake(void *ctx) {
+    desync_stream_t *s = ctx;
+    if (s->vt->inline_wake) {
+        nf_step(s);
+        return;
+    }
+    /* A user stream may wake us with its own lock held: poll from a job. */
+    if (!atomic_load_explicit(&s->nf_promise, memory_order_acquire))
+        return;
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    while (desync_queue_desync(s->nf_queue, nf_job, s) == DESYNC_ENOMEM)
+        dsy_stream_yield();
+}
+
+desync_future_t *desync_stream_next_future(desync_stream_t *s) {
+    if (!s)
+        return NULL;
+    if (!s->vt->inline_wake && !s->nf_queue && !(s->nf_queue = desync_queue_new(NULL)))
+        return NULL;
+    desync_future_t *f = NULL;
+    desync_promise_t *p = desync_promise_new(&f);
+    if (!p)
+        return NULL;
+    atomic_store_explicit(&s->nf_promise, p, memory_order_release);
+    nf_step(s);
+    return f;
+}
+
+/* ------------------------------------------------------------ the rest */
+
+void desync_stream_set_item_free(desync_stream_t *s, void (*item_free)(void *item)) {
+    if (s)
+        s->item_free = item_free;
+}
+
+void desync_stream_free(desync_stream_t *s) {
+    if (s)
+        s->vt->free(s);
+}

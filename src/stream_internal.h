@@ -1,0 +1,136 @@
+/*
+ * Internals shared by stream.c, channel.c and pipe.c (nothing here is
+ * exported; every non-static name has the dsy_ prefix).
+ *
+ * Building blocks:
+ *   dsy_swaiter  one thread waits (spin briefly, then sleep on a futex), any
+ *                thread wakes it; usable directly as a waker.
+ *   dsy_wslot    holds the one waker a stream was last polled with. Firing it
+ *                is one load when nobody waits; quiesce (at free) waits until
+ *                no other thread is still inside a wake call from this slot,
+ *                so a waker's ctx may be freed once the stream is.
+ *   dsy_spsc     unbounded single-producer/single-consumer FIFO of pointers
+ *                in linked 32-slot segments (one spare kept: no malloc in
+ *                the steady state).
+ *   desync_stream_t  a small header with an internal vtable; channel
+ *                receivers and pipe outputs embed it.
+ */
+#ifndef DSY_STREAM_INTERNAL_H
+#define DSY_STREAM_INTERNAL_H
+
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------ waiter */
+
+typedef struct dsy_swaiter {
+    _Atomic uint32_t st; /* DSY_SW_* */
+} dsy_swaiter;
+
+#define DSY_SW_IDLE 0u
+#define DSY_SW_SIGNALED 1u
+#define DSY_SW_SLEEPING 2u
+
+void dsy_swaiter_reset(dsy_swaiter *w);
+/* A desync_waker_t function: ctx is the dsy_swaiter. */
+void dsy_swaiter_wake(void *ctx);
+/* Spins briefly, then sleeps until woken; deadline is absolute
+ * (dsy_stream_now_ns), 0 = none. False if the deadline passed first. */
+bool dsy_swaiter_wait(dsy_swaiter *w, uint64_t deadline);
+uint64_t dsy_stream_now_ns(void);
+void dsy_stream_relax(void);
+void dsy_stream_yield(void);
+
+/* ------------------------------------------------------------ waker slot */
+
+typedef struct dsy_wslot {
+    _Atomic uint32_t st;       /* DSY_WS_* bits */
+    _Atomic uint32_t inflight; /* wake calls running outside the slot */
+    desync_waker_t w;
+} dsy_wslot;
+
+void dsy_wslot_init(dsy_wslot *s);
+/* Stores w (NULL or w->wake NULL clears). seq_cst: a producer that publishes
+ * an item and then fires sees either this waker or nothing to wake. */
+void dsy_wslot_set(dsy_wslot *s, const desync_waker_t *w);
+void dsy_wslot_clear(dsy_wslot *s);
+/* Calls the stored waker once (and forgets it); nothing if none. */
+void dsy_wslot_fire(dsy_wslot *s);
+/* Forgets the waker for good and waits for wake calls of other threads to
+ * return (calls on this thread's stack are its own business). */
+void dsy_wslot_quiesce(dsy_wslot *s);
+
+/* ------------------------------------------------------------ SPSC FIFO */
+
+#define DSY_SEG_N 32
+
+typedef struct dsy_seg {
+    _Atomic(struct dsy_seg *) next;
+    void *v[DSY_SEG_N];
+} dsy_seg;
+
+typedef struct dsy_spsc {
+    /* producer side */
+    dsy_seg *tail;
+    size_t ti;
+    _Atomic size_t pushed;
+    char pad_[64];
+    /* consumer side */
+    dsy_seg *head;
+    size_t hi;
+    size_t seen; /* last value of pushed the consumer loaded */
+    _Atomic size_t popped;
+    _Atomic(dsy_seg *) spare;
+} dsy_spsc;
+
+int dsy_spsc_init(dsy_spsc *q);
+/* Frees the segments; items still queued go to item_free (if not NULL). */
+void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *));
+/* 0, or DESYNC_ENOMEM (item not queued). The count store is seq_cst. */
+int dsy_spsc_push(dsy_spsc *q, void *v);
+/* true with *v set, false when empty. The count store is seq_cst. */
+bool dsy_spsc_pop(dsy_spsc *q, void **v);
+/* Items queued, seen from any thread (never less than the true count). */
+size_t dsy_spsc_count(dsy_spsc *q);
+
+/* ------------------------------------------------------------ streams */
+
+typedef struct dsy_stream_vt {
+    int (*poll)(desync_stream_t *s, void **item, const desync_waker_t *w);
+    /* Frees the source (buffered items go to s->item_free) and s. */
+    void (*free)(desync_stream_t *s);
+    /* Optional cheap hint: a poll would not return EAGAIN now. Lets a
+     * blocking reader spin without registering a waker per item. */
+    bool (*ready)(desync_stream_t *s);
+    /* Its wakers are never called with a lock of the stream held, and its
+     * free waits for wake calls in flight: a waker may poll it again on the
+     * waking thread. False for user streams (their wakes are trampolined
+     * through a queue job). */
+    bool inline_wake;
+} dsy_stream_vt;
+
+struct desync_stream {
+    const dsy_stream_vt *vt;
+    void (*item_free)(void *item);
+    dsy_swaiter waiter; /* blocking next's waker (one reader at a time) */
+    /* desync_stream_next_future: at most one in flight per stream. */
+    _Atomic uint32_t nf_run; /* serialises nf steps: 0 idle, 1 running, 3 again */
+    _Atomic(desync_promise_t *) nf_promise;
+    desync_queue_t *nf_queue; /* user streams: trampoline for wakes */
+    /* User streams only: ops/self, and refs (handle + trampoline jobs). */
+    const desync_stream_ops_t *ops;
+    void *self;
+    _Atomic uint32_t refs;
+};
+
+void dsy_stream_init(desync_stream_t *s, const dsy_stream_vt *vt);
+
+static inline int dsy_stream_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
+    return s->vt->poll(s, item, w);
+}
+
+#endif
