@@ -33,6 +33,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sys/eventfd.h>
@@ -97,10 +98,14 @@ static void fut_unlock(desync_future_t *f) { dsy_spin_unlock(&f->lock); }
 
 /* ------------------------------------------------------------ lifetime */
 
+_Static_assert(sizeof(struct desync_future) <= 128, "futures come from the 128-byte pool");
+_Static_assert(sizeof(struct fnode) <= 64, "future nodes come from the 64-byte pool");
+
 static desync_future_t *fut_new(uint32_t refs) {
-    desync_future_t *f = calloc(1, sizeof *f);
+    desync_future_t *f = dsy_pool_alloc(DSY_POOL_128);
     if (!f)
         return NULL;
+    memset(f, 0, sizeof *f);
     atomic_init(&f->refs, refs);
     f->fd = f->fd_write = -1;
     return f;
@@ -113,7 +118,7 @@ static void fut_unref(desync_future_t *f) {
         close(f->fd);
     if (f->fd_write >= 0)
         close(f->fd_write);
-    free(f);
+    dsy_pool_free(f, DSY_POOL_128);
 }
 
 static bool fut_is_done(desync_future_t *f) {
@@ -293,7 +298,7 @@ static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q) {
 static void fnode_finish(dsy_node *n) {
     fnode *x = DSY_CONTAINER_OF(n, fnode, node);
     fut_unref(x->out);
-    free(x);
+    dsy_pool_free(x, DSY_POOL_64);
 }
 
 static int fnode_take_waiter(dsy_node *n) {
@@ -318,11 +323,13 @@ static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, void (*f
         return NULL;
     }
     desync_future_t *out = fut_new(2);
-    fnode *x = malloc(sizeof *x);
+    fnode *x = dsy_pool_alloc(DSY_POOL_64);
     desync_resumer_t *r = kind == K_SUSPEND ? malloc(sizeof *r) : NULL;
     if (!out || !x || (kind == K_SUSPEND && !r)) {
-        free(out);
-        free(x);
+        if (out)
+            dsy_pool_free(out, DSY_POOL_128);
+        if (x)
+            dsy_pool_free(x, DSY_POOL_64);
         free(r);
         if (after)
             desync_future_free(after);

@@ -115,6 +115,13 @@ typedef struct dsy_job {
 dsy_job *dsy_job_alloc(void);      /* NULL on ENOMEM */
 void dsy_job_free(dsy_job *j);
 
+/* The same pool for other small blocks: class DSY_POOL_64 or DSY_POOL_128
+ * (block sizes in bytes). A block must be freed with the class it came from. */
+#define DSY_POOL_64 0u
+#define DSY_POOL_128 1u
+void *dsy_pool_alloc(unsigned cls); /* NULL on ENOMEM */
+void dsy_pool_free(void *p, unsigned cls);
+
 /* --------------------------------------------------------------- queue */
 
 /*

@@ -1,17 +1,18 @@
 /*
- * Job node pool: per-thread caches of 64-byte job nodes, exchanged in whole
- * "magazines" through a global depot (Bonwick's magazine allocator, as in
- * Solaris' kmem and Linux' slab caches).
+ * Block pool for the library's small hot-path allocations (job nodes,
+ * future nodes, futures): per-thread caches of fixed-size blocks, exchanged
+ * in whole "magazines" through a global depot per size class (Bonwick's
+ * magazine allocator, as in Solaris' kmem and Linux' slab caches).
  *
- * A producer thread that queues jobs allocates nodes; a worker thread frees
+ * A producer thread that queues jobs allocates blocks; a worker thread frees
  * them after running them. With plain per-thread free lists the producer's
  * list would always be empty and the worker's always full, so full lists
- * (MAG nodes) move to the depot and empty caches take one back: one mutex
+ * (MAG blocks) move to the depot and empty caches take one back: one mutex
  * operation per MAG jobs instead of a malloc/free pair per job.
  *
- * Invariants: a thread's cache holds at most 2*MAG nodes; the depot holds at
- * most DEPOT_MAX magazines (beyond that, nodes go back to malloc). A thread's
- * cache is returned to the depot (or freed) when the thread exits.
+ * Invariants: a thread's cache holds fewer than 2*MAG blocks per class; a
+ * depot holds at most DEPOT_MAX magazines (beyond that, blocks go back to
+ * malloc). A thread's caches go to the depots (or malloc) when it exits.
  */
 #include "internal.h"
 
@@ -20,9 +21,12 @@
 
 #define MAG 64
 #define DEPOT_MAX 256
+#define NCLASS 2
 
-/* A free node reuses its own memory: `next` chains the nodes of a magazine,
- * `mag_next` (only in a magazine's first node) chains magazines in the depot. */
+static const size_t class_size[NCLASS] = {64, 128};
+
+/* A free block reuses its own memory: `next` chains the blocks of a
+ * magazine, `mag_next` (only in a magazine's first block) chains magazines. */
 typedef struct free_node {
     struct free_node *next;
     struct free_node *mag_next;
@@ -30,19 +34,19 @@ typedef struct free_node {
 
 _Static_assert(sizeof(dsy_job) == 64, "job nodes are one cache line");
 
-static struct {
+static struct depot {
     pthread_mutex_t lock;
-    free_node *mags; /* full magazines of exactly MAG nodes */
+    free_node *mags; /* full magazines of exactly MAG blocks */
     unsigned count;
-} depot = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+} depots[NCLASS] = {{PTHREAD_MUTEX_INITIALIZER, NULL, 0}, {PTHREAD_MUTEX_INITIALIZER, NULL, 0}};
 
 typedef struct {
     free_node *list;
     unsigned n;
-    bool registered;
 } cache_t;
 
-static DSY_TLS cache_t cache;
+static DSY_TLS cache_t caches[NCLASS];
+static DSY_TLS bool registered;
 static pthread_key_t cache_key;
 static pthread_once_t cache_key_once = PTHREAD_ONCE_INIT;
 
@@ -54,75 +58,86 @@ static void free_chain(free_node *f) {
     }
 }
 
-/* Moves the MAG most recently freed nodes of the cache out as one magazine:
+/* Moves the MAG most recently freed blocks of a cache out as one magazine:
  * into the depot, or back to malloc when the depot is full. */
-static void cache_spill(void) {
-    free_node *mag = cache.list, *last = mag;
+static void cache_spill(unsigned cls) {
+    cache_t *c = &caches[cls];
+    struct depot *d = &depots[cls];
+    free_node *mag = c->list, *last = mag;
     for (unsigned i = 1; i < MAG; i++)
         last = last->next;
-    cache.list = last->next;
-    cache.n -= MAG;
+    c->list = last->next;
+    c->n -= MAG;
     last->next = NULL;
-    pthread_mutex_lock(&depot.lock);
-    if (depot.count < DEPOT_MAX) {
-        mag->mag_next = depot.mags;
-        depot.mags = mag;
-        depot.count++;
+    pthread_mutex_lock(&d->lock);
+    if (d->count < DEPOT_MAX) {
+        mag->mag_next = d->mags;
+        d->mags = mag;
+        d->count++;
         mag = NULL;
     }
-    pthread_mutex_unlock(&depot.lock);
+    pthread_mutex_unlock(&d->lock);
     free_chain(mag);
 }
 
 /* Thread exit: whole magazines go to the depot, the rest back to malloc. */
 static void cache_destroy(void *unused) {
     (void)unused;
-    while (cache.n >= MAG)
-        cache_spill();
-    free_chain(cache.list);
-    cache.list = NULL;
-    cache.n = 0;
+    for (unsigned cls = 0; cls < NCLASS; cls++) {
+        while (caches[cls].n >= MAG)
+            cache_spill(cls);
+        free_chain(caches[cls].list);
+        caches[cls].list = NULL;
+        caches[cls].n = 0;
+    }
 }
 
 static void cache_key_init(void) { pthread_key_create(&cache_key, cache_destroy); }
 
 static void cache_register(void) {
     pthread_once(&cache_key_once, cache_key_init);
-    pthread_setspecific(cache_key, &cache);
-    cache.registered = true;
+    pthread_setspecific(cache_key, caches);
+    registered = true;
 }
 
-dsy_job *dsy_job_alloc(void) {
-    free_node *f = cache.list;
+void *dsy_pool_alloc(unsigned cls) {
+    cache_t *c = &caches[cls];
+    free_node *f = c->list;
     if (DSY_LIKELY(f != NULL)) {
-        cache.list = f->next;
-        cache.n--;
-        return (dsy_job *)(void *)f;
+        c->list = f->next;
+        c->n--;
+        return f;
     }
-    if (!cache.registered)
+    if (!registered)
         cache_register();
-    pthread_mutex_lock(&depot.lock);
-    f = depot.mags;
+    struct depot *d = &depots[cls];
+    pthread_mutex_lock(&d->lock);
+    f = d->mags;
     if (f) {
-        depot.mags = f->mag_next;
-        depot.count--;
+        d->mags = f->mag_next;
+        d->count--;
     }
-    pthread_mutex_unlock(&depot.lock);
+    pthread_mutex_unlock(&d->lock);
     if (f) {
-        cache.list = f->next;
-        cache.n = MAG - 1;
-        return (dsy_job *)(void *)f;
+        c->list = f->next;
+        c->n = MAG - 1;
+        return f;
     }
-    return malloc(sizeof(dsy_job));
+    return malloc(class_size[cls]);
 }
 
-void dsy_job_free(dsy_job *j) {
-    if (DSY_UNLIKELY(!cache.registered))
+void dsy_pool_free(void *p, unsigned cls) {
+    if (DSY_UNLIKELY(!registered))
         cache_register(); /* so the cache is handed back when the thread exits */
-    free_node *f = (free_node *)(void *)j;
-    f->next = cache.list;
-    cache.list = f;
-    if (DSY_LIKELY(++cache.n < 2 * MAG))
+    cache_t *c = &caches[cls];
+    free_node *f = p;
+    f->next = c->list;
+    c->list = f;
+    if (DSY_LIKELY(++c->n < 2 * MAG))
         return;
-    cache_spill();
+    cache_spill(cls);
 }
+
+dsy_job *dsy_job_alloc(void) { return dsy_pool_alloc(DSY_POOL_64); }
+
+void dsy_job_free(dsy_job *j) { dsy_pool_free(j, DSY_POOL_64); }

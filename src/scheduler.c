@@ -32,6 +32,11 @@
 
 #define BATCH 256
 #define SPIN_NS 20000u
+/* A spinning worker leaves a newly ready queue alone this long: the thread
+ * that made it ready often waits for it at once (sync, future wait) and then
+ * runs it itself, cheaper than handing it across cores. Still far below
+ * the cost of waking a sleeping thread. */
+#define GRACE_NS 1000u
 #define RETIRE_NS 5000000000ull
 
 typedef struct worker {
@@ -236,12 +241,18 @@ static desync_queue_t *spin_for_work(worker *w) {
 
     atomic_fetch_add_explicit(&s->nspinning, 1, memory_order_seq_cst);
     desync_queue_t *q = NULL;
-    uint64_t end = dsy_now_ns() + SPIN_NS;
+    uint64_t end = dsy_now_ns() + SPIN_NS, seen_at = 0;
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&w->next_q, memory_order_relaxed) ||
             atomic_load_explicit(&w->stop, memory_order_relaxed))
             break;
-        if (atomic_load_explicit(&s->ready, memory_order_relaxed)) {
+        if (!atomic_load_explicit(&s->ready, memory_order_relaxed)) {
+            seen_at = 0;
+        } else if (!seen_at) {
+            seen_at = dsy_now_ns();
+            end = seen_at + SPIN_NS; /* work keeps arriving: keep spinning */
+        } else if (dsy_now_ns() - seen_at >= GRACE_NS) {
+            seen_at = 0;
             q = pop_global(s);
             if (q) {
                 if (dsy_queue_claim_entry(q))
