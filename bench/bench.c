@@ -5,6 +5,8 @@
  *   bench [W1 ... W8]      no argument: all workloads
  *   BENCH_RUNS=n           measured runs per variant, after 1 warm-up (5)
  *   BENCH_SCALE=x          multiplies every iteration count (1.0)
+ *   BENCH_TIMEOUT=s        one run longer than this is reported as a hang
+ *                          (150, multiplied by BENCH_SCALE when above 1)
  *
  * A watchdog ends the program with a message naming the workload, variant
  * and run if one run exceeds its time limit; a crash names them too. W6 and
@@ -29,11 +31,10 @@
 
 #define MAX_RUNS 99
 #define SETTLE_MS 10     /* pause between runs: lets idle threads settle */
-#define RUN_LIMIT_S 150  /* one run longer than this (x scale) is a hang */
-#define CHILD_MARGIN_S 15 /* a child's own limit is this much shorter */
 
 int g_runs = 5;
 double g_scale = 1.0;
+static unsigned g_timeout_s = 150;
 _Atomic uint64_t g_progress;
 
 static int g_is_child;
@@ -105,9 +106,10 @@ long status_kib(const char *key) {
 
 /* ------------------------------------------------ watchdog and crashes */
 
+/* A child's limit is shorter, so that it reports before its parent does. */
 static unsigned run_limit_s(void) {
-    unsigned s = (unsigned)(RUN_LIMIT_S * (g_scale > 1.0 ? g_scale : 1.0));
-    return g_is_child ? s - CHILD_MARGIN_S : s;
+    unsigned s = (unsigned)(g_timeout_s * (g_scale > 1.0 ? g_scale : 1.0));
+    return g_is_child ? s - (s + 9) / 10 : s;
 }
 
 void phase_begin(uint64_t total, const char *fmt, ...) {
@@ -389,7 +391,8 @@ static void print_table(void) {
 
 static int usage(void) {
     fprintf(stderr, "usage: bench [W1 ... W8]\n"
-                    "env: BENCH_RUNS (default 5), BENCH_SCALE (default 1.0)\n");
+                    "env: BENCH_RUNS (default 5), BENCH_SCALE (default 1.0), BENCH_TIMEOUT "
+                    "(seconds per run, default 150)\n");
     return 2;
 }
 
@@ -413,6 +416,16 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench: BENCH_SCALE must be a number > 0\n");
             return 2;
         }
+    }
+    e = getenv("BENCH_TIMEOUT");
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end || v < 2 || v > 86400) {
+            fprintf(stderr, "bench: BENCH_TIMEOUT must be 2..86400 seconds\n");
+            return 2;
+        }
+        g_timeout_s = (unsigned)v;
     }
     if (argc >= 2 && strcmp(argv[1], "--child") == 0) {
         g_is_child = 1;

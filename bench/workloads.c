@@ -600,7 +600,7 @@ static sample_t w7_queue(uint64_t n) {
 
 void w7_future(row_t *row) {
     variant_t v[] = {{"libdesync", w7_desync, scaled(1000000), 0, 0},
-                     {"condvar future+worker", w7_queue, scaled(50000), 0, 0}};
+                     {"condvar future+worker", w7_queue, scaled(100000), 0, 0}};
     printf("  1 thread, desync_future_desync (job returns desync_future_ready(counter)), wait "
            "at once, free; ns per op.\n"
            "  The baseline (2 thread wake-ups per op) runs %" PRIu64 " ops, not %" PRIu64 "\n",
