@@ -51,6 +51,11 @@ struct desync_future {
     dsy_spinlock lock; /* over everything below but `done` */
     _Atomic uint32_t done; /* 1 once status/value are final (store-release) */
     _Atomic uint32_t refs;
+    /* 1 while fut_complete signals the fd and calls the waker outside the
+     * lock: poll and free wait for it, so that once they return, no old
+     * waker call or fd write is still under way (the waker's context and the
+     * fd number may be gone right after). */
+    _Atomic uint32_t waking;
     int status;
     void *value;
     fwaiter *waiters;
@@ -92,6 +97,8 @@ typedef struct fnode {
 /* The future the current thread is waiting on or polling: a K_SYNC node of
  * that future runs its job when this thread reaches it. */
 static DSY_TLS desync_future_t *tls_driving;
+/* The future whose waker this thread is calling (a waker may poll it). */
+static DSY_TLS desync_future_t *tls_waking;
 
 static void fut_lock(desync_future_t *f) { dsy_spin_lock(&f->lock); }
 static void fut_unlock(desync_future_t *f) { dsy_spin_unlock(&f->lock); }
@@ -138,6 +145,18 @@ static void fd_signal(int fd) {
     (void)r; /* a full counter/pipe is readable already */
 }
 
+/* Waits until a completion of f has finished calling its waker (see
+ * `waking`); not if this thread is that caller. */
+static void fut_quiesce(desync_future_t *f) {
+    for (unsigned i = 0; atomic_load_explicit(&f->waking, memory_order_acquire) && tls_waking != f;
+         i++) {
+        if (i < 100)
+            dsy_cpu_relax();
+        else
+            dsy_yield();
+    }
+}
+
 /* Completes f exactly once; false if it was already complete. Waiters,
  * waker, fd and then-callback are served after the lock is dropped. The
  * caller holds a reference across the call. */
@@ -149,25 +168,34 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
     }
     f->status = status;
     f->value = value;
-    atomic_store_explicit(&f->done, 1, memory_order_release);
     fwaiter *w = f->waiters;
     f->waiters = NULL;
     desync_waker_t waker = f->waker;
-    bool has_waker = f->has_waker;
+    bool has_waker = f->has_waker && waker.wake;
     f->has_waker = false;
     void (*cb)(int, void *, void *) = f->then_cb;
     void *cb_arg = f->then_arg;
     f->then_cb = NULL;
     int fd = f->fd_write >= 0 ? f->fd_write : f->fd;
+    /* `waking` before `done`: whoever sees done (acquire) also sees it. */
+    if (has_waker || fd >= 0)
+        atomic_store_explicit(&f->waking, 1, memory_order_relaxed);
+    atomic_store_explicit(&f->done, 1, memory_order_release);
     fut_unlock(f);
-    fd_signal(fd);
     while (w) {
         fwaiter *next = w->next; /* read before the waiter may return */
         dsy_waiter_signal(&w->word, DSY_W_DONE);
         w = next;
     }
-    if (has_waker && waker.wake)
-        waker.wake(waker.ctx);
+    if (has_waker || fd >= 0) {
+        fd_signal(fd);
+        desync_future_t *saved = tls_waking;
+        tls_waking = f;
+        if (has_waker)
+            waker.wake(waker.ctx);
+        tls_waking = saved;
+        atomic_store_explicit(&f->waking, 0, memory_order_release);
+    }
     if (cb) {
         cb(status, value, cb_arg);
         fut_unref(f); /* the reference then() consumed */
@@ -176,7 +204,9 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
 }
 
 /* Registers cb to run (once) on completion and consumes f; false (nothing
- * registered, f not consumed) if f is already complete. */
+ * registered, f not consumed) if f is already complete. Nobody can wait on
+ * or poll f any more, so a future_sync job behind it now runs on its queue
+ * (a token parked for a poller is placed again). */
 static bool fut_hook(desync_future_t *f, void (*cb)(int, void *, void *), void *arg) {
     fut_lock(f);
     if (fut_is_done(f)) {
@@ -185,7 +215,14 @@ static bool fut_hook(desync_future_t *f, void (*cb)(int, void *, void *), void *
     }
     f->then_cb = cb;
     f->then_arg = arg;
+    f->handle_gone = true;
+    f->detached = true;
+    f->has_waker = false;
+    desync_queue_t *parked = f->parked_q;
+    f->parked_q = NULL;
     fut_unlock(f);
+    if (parked)
+        dsy_token_place(parked, true);
     return true;
 }
 
@@ -431,6 +468,15 @@ int desync_promise_complete(desync_promise_t *p, void *value) {
     return 0;
 }
 
+int dsy_promise_complete_status(desync_promise_t *p, int status, void *value) {
+    if (!p)
+        return DESYNC_EINVAL;
+    desync_future_t *f = (desync_future_t *)(void *)p;
+    fut_complete(f, status, value);
+    fut_unref(f);
+    return 0;
+}
+
 void desync_promise_cancel(desync_promise_t *p) {
     if (!p)
         return;
@@ -536,11 +582,14 @@ int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *w
     if (!f)
         return DESYNC_EINVAL;
     for (;;) {
-        if (fut_is_done(f))
+        if (fut_is_done(f)) {
+            fut_quiesce(f);
             return result(f, value);
+        }
         fut_lock(f);
         if (fut_is_done(f)) {
             fut_unlock(f);
+            fut_quiesce(f);
             return result(f, value);
         }
         if (f->parked_q) {
@@ -559,20 +608,9 @@ int desync_future_then(desync_future_t *f, void (*callback)(int status, void *va
                        void *arg) {
     if (!f || !callback)
         return DESYNC_EINVAL;
-    fut_lock(f);
-    f->handle_gone = true;
-    f->detached = true; /* a future_sync job now runs on the queue */
-    desync_queue_t *parked = f->parked_q;
-    f->parked_q = NULL;
-    if (!fut_is_done(f)) {
-        f->then_cb = callback;
-        f->then_arg = arg;
-        fut_unlock(f);
-        if (parked)
-            dsy_token_place(parked, true);
+    if (fut_hook(f, callback, arg))
         return 0;
-    }
-    fut_unlock(f);
+    fut_quiesce(f);
     callback(f->status, f->value, arg);
     fut_unref(f);
     return 0;
@@ -614,6 +652,7 @@ static void fut_drop_handle(desync_future_t *f, bool detach) {
      * itself (free) or runs on the queue (detach). */
     if (parked)
         dsy_token_place(parked, true);
+    fut_quiesce(f);
     fut_unref(f);
 }
 

@@ -112,8 +112,11 @@ typedef struct dsy_job {
     _Alignas(16) unsigned char buf[DSY_INLINE_ARG];
 } dsy_job;
 
-dsy_job *dsy_job_alloc(void);      /* NULL on ENOMEM */
-void dsy_job_free(dsy_job *j);
+/* A job node: from the calling thread's job segment (*from_seg = true; see
+ * jobpool.c) or from the block pool. NULL on ENOMEM. */
+dsy_job *dsy_job_alloc(bool *from_seg);
+/* Frees a finished job node (from_seg as returned by dsy_job_alloc). */
+void dsy_job_release(dsy_job *j, bool from_seg);
 
 /* The same pool for other small blocks: class DSY_POOL_64 or DSY_POOL_128
  * (block sizes in bytes). A block must be freed with the class it came from. */
@@ -230,6 +233,12 @@ void dsy_sched_release(desync_scheduler_t *s);
 /* Claims the token of a queue whose entry was just taken from a run list:
  * clears LINKED, and READY if set; true if READY was set (token owned). */
 bool dsy_queue_claim_entry(desync_queue_t *q);
+
+/* -------------------------------------------------------------- futures */
+
+/* Completes a promise's future with any status (e.g. DESYNC_EOF for
+ * stream_next_future) and frees the promise. 0 or DESYNC_EINVAL. */
+int dsy_promise_complete_status(desync_promise_t *p, int status, void *value);
 
 /* -------------------------------------------------------------- objects */
 

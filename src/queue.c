@@ -110,22 +110,28 @@ static dsy_node *wait_next(dsy_node *n) {
     return next;
 }
 
-/* Unlinks the finished head node n. Returns false if that made the queue
- * idle (the token is gone: the caller must not touch q's list again). */
-static bool advance(desync_queue_t *q, dsy_node *n) {
+/* Unlinks the finished head node n and returns the next one, or NULL if
+ * that made the queue idle (the token is gone: the caller must not touch
+ * q's list again). The caller keeps the new head in a local variable and
+ * stores q->head only when it may hand the token on or a node may park:
+ * `head` shares a cache line with `tail`, which every producer exchanges. */
+static dsy_node *advance(desync_queue_t *q, dsy_node *n) {
     dsy_node *next = atomic_load_explicit(&n->next, memory_order_acquire);
     if (!next) {
         dsy_node *expect = n;
         if (atomic_compare_exchange_strong_explicit(&q->tail, &expect, NULL, memory_order_acq_rel,
                                                     memory_order_acquire))
-            return false;
+            return NULL;
         next = wait_next(n);
     }
-    q->head = next;
-    return true;
+    return next;
 }
 
+/* Runs the head node n. Nodes that can park (those with waiters) find
+ * themselves at q->head when they are run again. */
 static enum dsy_run_result run_node(desync_queue_t *q, dsy_node *n) {
+    if (n->ops->take_waiter)
+        q->head = n;
     dsy_frame f = {q, tls_frame, NULL};
     tls_frame = &f;
     enum dsy_run_result r = n->ops->run(n, q);
@@ -206,38 +212,62 @@ void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
 
 /* -------------------------------------------------------------- running */
 
+/* A worker that has run the last queued job waits a moment for the next one
+ * before letting the queue go idle: a producer that keeps desyncing would
+ * otherwise make the queue idle and busy again on every job, paying a trip
+ * through the scheduler each time. Not after a job that someone waits for
+ * (sync, futures): they expect an idle queue once it is done. */
+#define LINGER_SPINS 256
+static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n) {
+    if (!n->ops->take_waiter && !atomic_load_explicit(&n->next, memory_order_relaxed)) {
+        /* Only n->next is polled: reading `tail` here would pull the line
+         * that every producer's exchange needs. */
+        for (unsigned i = 0; i < LINGER_SPINS; i++) {
+            if (atomic_load_explicit(&n->next, memory_order_relaxed))
+                break;
+            dsy_cpu_relax();
+        }
+    }
+    return advance(q, n);
+}
+
 bool dsy_queue_run(desync_queue_t *q, unsigned limit) {
     unsigned ran = 0;
+    dsy_node *n = q->head;
     for (;;) {
-        dsy_node *n = q->head;
         if (run_node(q, n) == DSY_PARKED)
             return false;
-        bool more = advance(q, n);
+        dsy_node *next = advance_lingering(q, n);
         n->ops->finish(n);
-        if (!more) {
+        if (!next) {
             dsy_queue_unref(q);
             return false;
         }
-        if (limit && ++ran >= limit)
+        n = next;
+        if (limit && ++ran >= limit) {
+            q->head = n;
             return true;
+        }
     }
 }
 
 bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
+    dsy_node *h = q->head;
     for (;;) {
-        dsy_node *h = q->head;
         if (run_node(q, h) == DSY_PARKED)
             return false;
-        bool more = advance(q, h);
+        dsy_node *next = advance(q, h);
         h->ops->finish(h);
-        if (!more) {
+        if (!next) {
             dsy_queue_unref(q);
             return true; /* only possible once target (behind h) has finished */
         }
         if (h == target) {
+            q->head = next;
             dsy_token_place(q, true);
             return true;
         }
+        h = next;
     }
 }
 
@@ -420,29 +450,39 @@ static enum dsy_run_result job_run_obj(dsy_node *n, desync_queue_t *q) {
     return DSY_DONE;
 }
 
-static void job_finish(dsy_node *n) { dsy_job_free(DSY_CONTAINER_OF(n, dsy_job, node)); }
-
-/* Copies larger than the inline buffer live in their own allocation. */
+/* Four finishes: pool or segment node, inline or separately allocated copy. */
+static void job_finish(dsy_node *n) { dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), false); }
+static void job_finish_seg(dsy_node *n) {
+    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), true);
+}
 static void job_finish_big(dsy_node *n) {
     dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
     free(j->arg);
-    dsy_job_free(j);
+    dsy_job_release(j, false);
+}
+static void job_finish_big_seg(dsy_node *n) {
+    dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
+    free(j->arg);
+    dsy_job_release(j, true);
 }
 
-static const dsy_node_ops job_ops_q = {job_run_q, job_finish, NULL};
-static const dsy_node_ops job_ops_obj = {job_run_obj, job_finish, NULL};
-static const dsy_node_ops job_ops_q_big = {job_run_q, job_finish_big, NULL};
-static const dsy_node_ops job_ops_obj_big = {job_run_obj, job_finish_big, NULL};
+/* job_ops[with_data][big copy][from a segment] */
+static const dsy_node_ops job_ops[2][2][2] = {
+    {{{job_run_q, job_finish, NULL}, {job_run_q, job_finish_seg, NULL}},
+     {{job_run_q, job_finish_big, NULL}, {job_run_q, job_finish_big_seg, NULL}}},
+    {{{job_run_obj, job_finish, NULL}, {job_run_obj, job_finish_seg, NULL}},
+     {{job_run_obj, job_finish_big, NULL}, {job_run_obj, job_finish_big_seg, NULL}}},
+};
 
 int dsy_desync(desync_queue_t *q, void (*fn)(void), bool with_data, const void *arg, size_t len,
                bool copy) {
     if (DSY_UNLIKELY(!q || !fn || (copy && len && !arg)))
         return DESYNC_EINVAL;
-    dsy_job *j = dsy_job_alloc();
+    bool seg;
+    dsy_job *j = dsy_job_alloc(&seg);
     if (DSY_UNLIKELY(!j))
         return DESYNC_ENOMEM;
-    j->fn = fn;
-    j->node.ops = with_data ? &job_ops_obj : &job_ops_q;
+    bool big = false;
     if (!copy) {
         j->arg = (void *)(uintptr_t)arg;
     } else if (len <= DSY_INLINE_ARG) {
@@ -452,12 +492,14 @@ int dsy_desync(desync_queue_t *q, void (*fn)(void), bool with_data, const void *
     } else {
         j->arg = malloc(len);
         if (!j->arg) {
-            dsy_job_free(j);
+            dsy_job_release(j, seg);
             return DESYNC_ENOMEM;
         }
         memcpy(j->arg, arg, len);
-        j->node.ops = with_data ? &job_ops_obj_big : &job_ops_q_big;
+        big = true;
     }
+    j->node.ops = &job_ops[with_data][big][seg];
+    j->fn = fn;
     dsy_queue_push_schedule(q, &j->node);
     return 0;
 }
