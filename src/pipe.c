@@ -39,7 +39,7 @@
  * keeps batches free of that race.
  *
  * Backpressure: `held` (polled, not yet processed) + unread outputs may not
- * exceed `depth`; pipe_in counts `held` only.
+ * exceed `depth`; pipe_in counts `held` only (against PIPE_IN_DEPTH).
  *
  * Wakes of the input: internal streams (channels, pipe outputs, arrays) wake
  * without their own locks held, so the waker pumps right there. A user
@@ -70,7 +70,12 @@
 #define PS_WANT_JOB 8u
 
 #define DEFAULT_DEPTH 5
-#define MAX_BATCH 64 /* items per job, so one job cannot hog d for long */
+/* pipe_in has no output to set a depth on: it reads at most this many items
+ * ahead of processing. Larger than DEFAULT_DEPTH because, while it is not
+ * held back, a send that returned has its job queued already. */
+#define PIPE_IN_DEPTH 64
+#define MAX_BATCH 64
+#define PUMP_SPIN_NS 3000u /* items per job, so one job cannot hog d for long */
 
 typedef struct dsy_pipe {
     desync_stream_t out; /* the output stream (desync_pipe*); first member */
@@ -101,6 +106,7 @@ typedef struct dsy_pipe {
 } dsy_pipe;
 
 static void pump_kick(dsy_pipe *p);
+static void pump_kick_from(dsy_pipe *p, bool in_job);
 static const dsy_stream_vt pipe_out_vt;
 
 static void pipe_ref(dsy_pipe *p) { atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); }
@@ -123,7 +129,7 @@ static void queue_job(dsy_pipe *p, desync_queue_job_fn fn, const void *arg, size
 }
 
 static void push_output(dsy_pipe *p, void *v) {
-    while (dsy_spsc_push(&p->outq, v) == DESYNC_ENOMEM)
+    while (dsy_spsc_push(&p->outq, v, true) == DESYNC_ENOMEM)
         dsy_stream_yield();
     dsy_wslot_fire(&p->out_slot);
 }
@@ -146,7 +152,7 @@ static void job_done(dsy_pipe *p, size_t n, bool stop) {
     atomic_fetch_sub_explicit(&p->held, n, memory_order_seq_cst);
     atomic_fetch_sub_explicit(&p->jobs, 1, memory_order_seq_cst);
     if (stop || (atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_JOB))
-        pump_kick(p);
+        pump_kick_from(p, true);
     pipe_unref(p);
 }
 
@@ -178,6 +184,36 @@ static void process_job(void *a) {
     if (!live)
         atomic_store_explicit(&p->closed, 1, memory_order_release);
     job_done(p, n, !live);
+}
+
+/* A batch run by the blocked reader itself (try_sync on an idle queue, see
+ * pump_inline): the items come on its stack, and since the reader holds the
+ * pump and d's queue was idle, no other job of this pipe exists, so the
+ * shared counters need no update and no waker can be waiting on the output
+ * (its one reader is here). */
+typedef struct inline_arg {
+    dsy_pipe *p;
+    void **items;
+    size_t n;
+} inline_arg;
+
+static void inline_job(void *a) {
+    inline_arg *ia = a;
+    dsy_pipe *p = ia->p;
+    bool live = job_live(p);
+    void *data = live ? desync_data(p->d) : NULL;
+    for (size_t i = 0; i < ia->n; i++) {
+        if (!live) {
+            if (p->in_item_free)
+                p->in_item_free(ia->items[i]);
+            continue;
+        }
+        void *v = p->fn(data, ia->items[i], p->arg);
+        while (dsy_spsc_push(&p->outq, v, false) == DESYNC_ENOMEM)
+            dsy_stream_yield();
+    }
+    if (!live)
+        atomic_store_explicit(&p->closed, 1, memory_order_release);
 }
 
 /* The input ended: mark the output ended after every job queued before. */
@@ -275,6 +311,22 @@ static void queue_batch(dsy_pipe *p, size_t n) {
     }
 }
 
+/* Polls up to budget items into items[]; returns how many, *r the last
+ * poll's result (0 if the budget ran out first). */
+static size_t poll_some(dsy_pipe *p, void **items, size_t budget, int *r) {
+    size_t n = 0;
+    *r = 0;
+    while (n < budget) {
+        *r = dsy_stream_poll(p->input, &items[n], &p->in_waker);
+        if (*r != 0)
+            break;
+        n++;
+    }
+    return n;
+}
+
+#define INLINE_MAX 32
+
 /* One round of pumping; true if it stopped on the budget (not on the
  * input's waker or the end). */
 static bool pump_step(dsy_pipe *p) {
@@ -293,23 +345,40 @@ static bool pump_step(dsy_pipe *p) {
         return true;
     size_t budget = depth - used, n = 0;
     int r = 0;
-    while (budget) {
-        void *item;
-        r = dsy_stream_poll(p->input, &item, &p->in_waker);
-        if (r != 0)
-            break;
-        while (dsy_spsc_push(&p->pending, item) == DESYNC_ENOMEM)
-            dsy_stream_yield();
-        budget--;
-        if (p->is_async) {
-            queue_batch(p, 1);
-        } else if (++n == MAX_BATCH) {
-            queue_batch(p, n);
-            n = 0;
+    if (!p->is_async && dsy_tls_blocking_reader == &p->out && budget <= INLINE_MAX) {
+        /* Pumped for a reader blocked in next on our output: it would only
+         * wait for the batch, so run it right here if d is idle (handing it
+         * to another core costs more than the whole batch). */
+        void *items[INLINE_MAX];
+        n = poll_some(p, items, budget, &r);
+        if (n) {
+            inline_arg a = {p, items, n};
+            if (desync_queue_try_sync(p->q, inline_job, &a) != 0) {
+                for (size_t i = 0; i < n; i++)
+                    while (dsy_spsc_push(&p->pending, items[i], false) == DESYNC_ENOMEM)
+                        dsy_stream_yield();
+                queue_batch(p, n);
+            }
         }
+    } else {
+        while (budget) {
+            void *item;
+            r = dsy_stream_poll(p->input, &item, &p->in_waker);
+            if (r != 0)
+                break;
+            while (dsy_spsc_push(&p->pending, item, false) == DESYNC_ENOMEM)
+                dsy_stream_yield();
+            budget--;
+            if (p->is_async) {
+                queue_batch(p, 1);
+            } else if (++n == MAX_BATCH) {
+                queue_batch(p, n);
+                n = 0;
+            }
+        }
+        if (n)
+            queue_batch(p, n);
     }
-    if (n)
-        queue_batch(p, n);
     if (r == 0)
         return true;
     if (r != DESYNC_EAGAIN)
@@ -317,12 +386,35 @@ static bool pump_step(dsy_pipe *p) {
     return false;
 }
 
-static void pump_run(dsy_pipe *p) {
+/* Called at the end of a job (on d's queue) that found the output full and
+ * nothing else in flight: the reader is usually just behind, so wait for it
+ * a little instead of parking the pump (a parked pump costs the reader a
+ * kick and the next batch a trip through the scheduler). */
+static bool wait_for_take(dsy_pipe *p) {
+    uint64_t end = 0;
+    for (unsigned i = 0;; i++) {
+        if (budget_left(p) || atomic_load_explicit(&p->closed, memory_order_relaxed))
+            return true;
+        if ((i & 15) == 15) {
+            uint64_t now = dsy_stream_now_ns();
+            if (!end)
+                end = now + PUMP_SPIN_NS;
+            else if (now >= end)
+                return false;
+        }
+        dsy_stream_relax();
+    }
+}
+
+static void pump_run(dsy_pipe *p, bool in_job) {
     for (;;) {
         uint32_t want = 0;
-        if (pump_step(p))
+        if (pump_step(p)) {
             want = atomic_load_explicit(&p->jobs, memory_order_seq_cst) ? PS_WANT_JOB
                                                                         : PS_WANT_TAKE;
+            if (want == PS_WANT_TAKE && in_job && p->has_output && wait_for_take(p))
+                continue;
+        }
         uint32_t s = atomic_load_explicit(&p->state, memory_order_seq_cst);
         bool again = false;
         for (;;) {
@@ -352,7 +444,7 @@ static void pump_run(dsy_pipe *p) {
     }
 }
 
-static void pump_kick(dsy_pipe *p) {
+static void pump_kick_from(dsy_pipe *p, bool in_job) {
     uint32_t s = atomic_load_explicit(&p->state, memory_order_seq_cst);
     for (;;) {
         if (s & PS_RUN) {
@@ -365,10 +457,17 @@ static void pump_kick(dsy_pipe *p) {
             break;
         }
     }
-    pipe_ref(p);
-    pump_run(p);
-    pipe_unref(p);
+    /* The reader's output reference keeps p alive; others need their own,
+     * as pumping may drop the input's reference. */
+    bool reader = dsy_tls_blocking_reader == &p->out;
+    if (!reader)
+        pipe_ref(p);
+    pump_run(p, in_job);
+    if (!reader)
+        pipe_unref(p);
 }
+
+static void pump_kick(dsy_pipe *p) { pump_kick_from(p, false); }
 
 /* The input's waker. */
 static void input_wake(void *ctx) {
@@ -475,7 +574,7 @@ static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, bool has_output) 
     atomic_init(&p->ended, 0);
     atomic_init(&p->jobs, 0);
     atomic_init(&p->held, 0);
-    atomic_init(&p->depth, DEFAULT_DEPTH);
+    atomic_init(&p->depth, has_output ? DEFAULT_DEPTH : PIPE_IN_DEPTH);
     dsy_object_weak_retain(d);
     if (has_output)
         desync_retain(d);

@@ -44,12 +44,6 @@
 #include <pthread.h>
 #endif
 
-/* The EOF status of next_future needs a future completed with a status other
- * than 0/ECANCELED, which the public promise API cannot do. future.c may
- * provide this; without it the end is reported as DESYNC_ECANCELED. */
-extern int dsy_promise_complete_status(desync_promise_t *p, int status, void *value)
-    __attribute__((weak));
-
 /* ---------------------------------------------------------------- OS bits */
 
 uint64_t dsy_stream_now_ns(void) {
@@ -289,7 +283,7 @@ void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *)) {
     q->head = q->tail = NULL;
 }
 
-int dsy_spsc_push(dsy_spsc *q, void *v) {
+int dsy_spsc_push(dsy_spsc *q, void *v, bool sc) {
     if (DSY_UNLIKELY(q->ti == DSY_SEG_N)) {
         dsy_seg *n = atomic_exchange_explicit(&q->spare, NULL, memory_order_acquire);
         if (!n && !(n = malloc(sizeof *n)))
@@ -301,7 +295,7 @@ int dsy_spsc_push(dsy_spsc *q, void *v) {
     }
     q->tail->v[q->ti++] = v;
     size_t c = atomic_load_explicit(&q->pushed, memory_order_relaxed);
-    atomic_store_explicit(&q->pushed, c + 1, memory_order_seq_cst);
+    atomic_store_explicit(&q->pushed, c + 1, sc ? memory_order_seq_cst : memory_order_release);
     return 0;
 }
 
@@ -428,6 +422,16 @@ desync_stream_t *desync_stream_from_array(void *const *items, size_t count) {
 
 /* --------------------------------------------------------------- reading */
 
+_Thread_local desync_stream_t *dsy_tls_blocking_reader;
+
+static int blocking_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
+    desync_stream_t *saved = dsy_tls_blocking_reader;
+    dsy_tls_blocking_reader = s;
+    int r = dsy_stream_poll(s, item, w);
+    dsy_tls_blocking_reader = saved;
+    return r;
+}
+
 int desync_stream_poll_next(desync_stream_t *s, void **item, const desync_waker_t *waker) {
     if (!s || !item)
         return DESYNC_EINVAL;
@@ -450,7 +454,7 @@ static int next_until(desync_stream_t *s, uint64_t deadline, void **item) {
         if (ready) {
             /* Fast path while the producer keeps up: poll, and spin on the
              * cheap hint before falling back to a waker. */
-            r = dsy_stream_poll(s, item, NULL);
+            r = blocking_poll(s, item, NULL);
             if (r != DESYNC_EAGAIN)
                 return r;
             uint64_t end = 0;
@@ -466,7 +470,7 @@ static int next_until(desync_stream_t *s, uint64_t deadline, void **item) {
             }
         }
         dsy_swaiter_reset(&s->waiter);
-        r = dsy_stream_poll(s, item, &w);
+        r = blocking_poll(s, item, &w);
         if (r != DESYNC_EAGAIN)
             return r;
         if (!dsy_swaiter_wait(&s->waiter, deadline)) {
@@ -523,7 +527,7 @@ static bool nf_leave(desync_stream_t *s) {
 static void nf_complete(desync_promise_t *p, int r, void *item) {
     if (r == 0)
         desync_promise_complete(p, item);
-    else if (r == DESYNC_EOF && dsy_promise_complete_status)
+    else if (r == DESYNC_EOF)
         dsy_promise_complete_status(p, DESYNC_EOF, NULL);
     else
         desync_promise_cancel(p);

@@ -90,8 +90,10 @@ typedef struct dsy_spsc {
 int dsy_spsc_init(dsy_spsc *q);
 /* Frees the segments; items still queued go to item_free (if not NULL). */
 void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *));
-/* 0, or DESYNC_ENOMEM (item not queued). The count store is seq_cst. */
-int dsy_spsc_push(dsy_spsc *q, void *v);
+/* 0, or DESYNC_ENOMEM (item not queued). The count store is seq_cst when
+ * sc (a consumer may be setting a waker and then re-checking), else
+ * release. */
+int dsy_spsc_push(dsy_spsc *q, void *v, bool sc);
 /* true with *v set, false when empty. The count store is seq_cst. */
 bool dsy_spsc_pop(dsy_spsc *q, void **v);
 /* Items queued, seen from any thread (never less than the true count). */
@@ -128,6 +130,10 @@ struct desync_stream {
 };
 
 void dsy_stream_init(desync_stream_t *s, const dsy_stream_vt *vt);
+
+/* The stream this thread is blocked reading in desync_stream_next(_for)
+ * (NULL elsewhere): a pipe pumped for it may run its batch on this thread. */
+extern _Thread_local desync_stream_t *dsy_tls_blocking_reader;
 
 static inline int dsy_stream_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
     return s->vt->poll(s, item, w);
