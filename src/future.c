@@ -242,10 +242,11 @@ static void node_wake(int status, void *value, void *arg) {
 
 /* Parks on `awaited` if pending (consuming it); else takes its result. */
 static bool node_await(fnode *x, desync_future_t *awaited) {
-    if (awaited && fut_hook(awaited, node_wake, x)) {
-        x->phase = P_WAIT;
+    /* Once hooked, node_wake may run at once on another thread and hand the
+     * token on: the phase is set first, and x is not touched afterwards. */
+    x->phase = P_WAIT;
+    if (awaited && fut_hook(awaited, node_wake, x))
         return true;
-    }
     x->status = awaited ? awaited->status : 0;
     x->u.value = awaited ? awaited->value : NULL;
     x->phase = P_READY;
@@ -552,13 +553,19 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
         if (!done) {
             /* Timed out: leave the list; a token handed to us meanwhile
              * must be passed on. */
+            bool removed = false;
             fut_lock(f);
             for (fwaiter **p = &f->waiters; *p; p = &(*p)->next)
                 if (*p == &w) {
                     *p = w.next;
+                    removed = true;
                     break;
                 }
             fut_unlock(f);
+            /* Not in the list: a completion took it and is about to write
+             * DONE into `w`, which must outlive that write. */
+            if (!removed)
+                dsy_wait_word(&w.word, 0);
             uint32_t word = atomic_load_explicit(&w.word, memory_order_acquire);
             if (word == DSY_W_TOKEN)
                 dsy_token_place(q, true);
