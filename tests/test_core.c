@@ -856,6 +856,7 @@ static void chain_ok_b(void *data, void *arg) {
     (void)data;
     struct chain *ch = arg;
     ch->rc_bc = desync_sync(ch->c, chain_ok_c, NULL);
+    ch->rc_try_ba = desync_try_sync(ch->c, chain_ok_c, NULL); /* c is idle again */
 }
 
 static void chain_ok_a(void *data, void *arg) {
@@ -912,12 +913,14 @@ TEST(core_reentrant_chain_edeadlk) {
     ch4.b = b;
     ch4.c = c;
     CHECK_EQ(desync_desync(a, chain_ok_a, &ch4), 0);
+    /* (chain_ok_b also checks that try_sync from another queue's job works) */
     CHECK(wait_flag(&ch4.done, 5000));
     CHECK_EQ(ch4.rc_ab, 0);
     CHECK_EQ(ch4.rc_bc, 0);
+    CHECK_EQ(ch4.rc_try_ba, 0);
     int v = 0;
     CHECK_EQ(desync_sync(c, get_int, &v), 0);
-    CHECK_EQ(v, 1);
+    CHECK_EQ(v, 2);
 
     desync_release(a);
     desync_release(b);
@@ -1786,5 +1789,134 @@ TEST(core_exit_with_idle_threads) {
         CHECK(WIFEXITED(status));
         CHECK_EQ(WEXITSTATUS(status), 0);
     }
+    return 0;
+}
+
+/* ------------------------------------------------ non-blocking releases */
+
+TEST(core_release_not_last_does_not_block) {
+    /* The job waits for a flag that is set only after release returned: a
+     * release that waited for the job would leave it without the flag. */
+    int x = 0;
+    desync_t *d = desync_new(&x, NULL);
+    CHECK(d);
+    CHECK(desync_retain(d) == d);
+    static struct handshake h;
+    memset(&h, 0, sizeof h);
+    CHECK_EQ(desync_desync(d, handshake_job, &h), 0);
+    desync_release(d); /* not the last reference */
+    atomic_store(&h.go, 1);
+    CHECK_EQ(desync_sync(d, noop_job, NULL), 0);
+    CHECK_EQ(atomic_load(&h.saw_go), 1);
+    desync_release(d);
+
+    /* desync_queue_release never blocks, even for the last reference. */
+    desync_queue_t *q = desync_queue_new(NULL);
+    CHECK(q);
+    static struct handshake hq;
+    memset(&hq, 0, sizeof hq);
+    CHECK_EQ(desync_queue_desync(q, handshake_queue_job, &hq), 0);
+    desync_queue_release(q);
+    atomic_store(&hq.go, 1);
+    CHECK(wait_flag(&hq.done, 5000));
+    CHECK_EQ(atomic_load(&hq.saw_go), 1);
+    return 0;
+}
+
+TEST(core_release_runs_backlog_no_threads) {
+    /* With 0 threads, the last release runs the queued jobs itself. */
+    desync_scheduler_t *s0 = desync_scheduler_new(0);
+    CHECK(s0);
+    static struct tracked t;
+    memset(&t, 0, sizeof t);
+    desync_t *d = desync_new_on(s0, &t, tracked_destroy);
+    CHECK(d);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(desync_desync(d, tracked_job, NULL), 0);
+    desync_release(d);
+    CHECK_EQ(atomic_load(&t.destroyed), 1);
+    CHECK_EQ(t.jobs_at_destroy, 3);
+    desync_scheduler_free(s0);
+    return 0;
+}
+
+/* ------------------------------------- scheduler_free from its own job */
+
+struct free_self {
+    desync_scheduler_t *s;
+    atomic_int returned;
+};
+
+static void free_self_job(void *data, void *arg) {
+    (void)data;
+    struct free_self *f = arg;
+    desync_scheduler_free(f->s); /* not allowed here: must return, not free */
+    atomic_store(&f->returned, 1);
+}
+
+TEST(core_scheduler_free_from_own_job) {
+    desync_scheduler_t *s = desync_scheduler_new(2);
+    CHECK(s);
+    int x = 0;
+    desync_t *d = desync_new_on(s, &x, NULL);
+    CHECK(d);
+    static struct free_self f;
+    memset(&f, 0, sizeof f);
+    f.s = s;
+    CHECK_EQ(desync_desync(d, free_self_job, &f), 0);
+    CHECK(wait_flag(&f.returned, 5000));
+    /* The scheduler was not freed: it still runs background work. */
+    CHECK_EQ(desync_scheduler_max_threads(s), 2);
+    static struct handshake h;
+    memset(&h, 0, sizeof h);
+    CHECK_EQ(desync_desync(d, handshake_job, &h), 0);
+    atomic_store(&h.go, 1);
+    CHECK(wait_flag(&h.done, 5000));
+    CHECK_EQ(atomic_load(&h.saw_go), 1);
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
+
+/* ------------------------------------------- default threads go away */
+
+static int default_has_no_threads(void *unused) {
+    (void)unused;
+    return desync_scheduler_thread_count(desync_scheduler_default()) == 0;
+}
+
+TEST(core_default_threads_exit_when_idle) {
+    /* Start several default-scheduler threads, then leave them idle. */
+    enum { N = 6 };
+    static int counters[N];
+    desync_t *objs[N];
+    for (int i = 0; i < N; i++) {
+        objs[i] = desync_new(&counters[i], NULL);
+        CHECK(objs[i]);
+    }
+    for (int round = 0; round < 200; round++)
+        for (int i = 0; i < N; i++)
+            CHECK_EQ(desync_desync(objs[i], count_job, NULL), 0);
+    for (int i = 0; i < N; i++)
+        desync_release(objs[i]);
+    CHECK_EQ(counters[0], 200);
+    /* "exit after a few seconds without work": allow plenty. */
+    int gone = test_wait_until(default_has_no_threads, NULL, 20000);
+    if (!gone)
+        fprintf(stderr, "%zu default threads still alive after 20 s idle\n",
+                desync_scheduler_thread_count(desync_scheduler_default()));
+    CHECK(gone);
+
+    /* And it starts threads again on demand. */
+    int y = 0;
+    desync_t *d = desync_new(&y, NULL);
+    CHECK(d);
+    static struct handshake h;
+    memset(&h, 0, sizeof h);
+    CHECK_EQ(desync_desync(d, handshake_job, &h), 0);
+    atomic_store(&h.go, 1);
+    CHECK(wait_flag(&h.done, 5000));
+    CHECK_EQ(atomic_load(&h.saw_go), 1);
+    desync_release(d);
     return 0;
 }
