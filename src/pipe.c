@@ -41,6 +41,18 @@
  * Backpressure: `held` (polled, not yet processed) + unread outputs may not
  * exceed `depth`; pipe_in counts `held` only (against PIPE_IN_DEPTH).
  *
+ * SPEED. A hand-off between cores costs more than a whole batch of depth 5,
+ * so two shortcuts keep the work on one core when it can:
+ *   - a reader blocked in desync_stream_next(_for) on the output, whose take
+ *     kicks the pump, runs the batch itself with desync_queue_try_sync if d
+ *     is idle (it would only wait for that job otherwise; items are passed
+ *     on its stack and no counter is touched, as it holds the pump and no
+ *     other job of the pipe exists). try_sync never blocks: a busy d gets
+ *     the batch queued as usual.
+ *   - a job whose end finds the output full waits up to PUMP_SPIN_NS for a
+ *     take before parking the pump, so a reader that keeps up finds the
+ *     next batch already queued on the same worker.
+ *
  * Wakes of the input: internal streams (channels, pipe outputs, arrays) wake
  * without their own locks held, so the waker pumps right there. A user
  * stream may wake with its lock held: its wakes queue a job on d's queue
@@ -74,8 +86,8 @@
  * ahead of processing. Larger than DEFAULT_DEPTH because, while it is not
  * held back, a send that returned has its job queued already. */
 #define PIPE_IN_DEPTH 64
-#define MAX_BATCH 64
-#define PUMP_SPIN_NS 3000u /* items per job, so one job cannot hog d for long */
+#define MAX_BATCH 64 /* items per job, so one job cannot hog d for long */
+#define PUMP_SPIN_NS 3000u
 
 typedef struct dsy_pipe {
     desync_stream_t out; /* the output stream (desync_pipe*); first member */
