@@ -157,6 +157,18 @@ static void fut_quiesce(desync_future_t *f) {
     }
 }
 
+/* Signals fd (if >= 0) and calls waker (if not NULL) outside f's lock, with
+ * `waking` already set under it; clears `waking` when done. */
+static void fut_call_waker(desync_future_t *f, const desync_waker_t *waker, int fd) {
+    fd_signal(fd);
+    desync_future_t *saved = tls_waking;
+    tls_waking = f;
+    if (waker)
+        waker->wake(waker->ctx);
+    tls_waking = saved;
+    atomic_store_explicit(&f->waking, 0, memory_order_release);
+}
+
 /* Completes f exactly once; false if it was already complete. Waiters,
  * waker, fd and then-callback are served after the lock is dropped. The
  * caller holds a reference across the call. */
@@ -187,15 +199,8 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
         dsy_waiter_signal(&w->word, DSY_W_DONE);
         w = next;
     }
-    if (has_waker || fd >= 0) {
-        fd_signal(fd);
-        desync_future_t *saved = tls_waking;
-        tls_waking = f;
-        if (has_waker)
-            waker.wake(waker.ctx);
-        tls_waking = saved;
-        atomic_store_explicit(&f->waking, 0, memory_order_release);
-    }
+    if (has_waker || fd >= 0)
+        fut_call_waker(f, has_waker ? &waker : NULL, fd);
     if (cb) {
         cb(status, value, cb_arg);
         fut_unref(f); /* the reference then() consumed */
@@ -255,11 +260,24 @@ static bool node_await(fnode *x, desync_future_t *awaited) {
     return false;
 }
 
-/* K_SYNC reached by a thread that does not drive `out`: hand the token to a
- * waiter of out, or leave it in out for the next wait/poll. */
-static enum dsy_run_result sync_node_defer(fnode *x, desync_queue_t *q) {
+/* K_SYNC reached by a thread that does not drive `out`. Under out's lock,
+ * so that then/free/detach see either the token parked in out or a node
+ * that will see their flags: cancelled -> complete with ECANCELED; detached
+ * -> run here (returns -1); else hand the token to a waiter of out, or park
+ * it in out for the next wait/poll. */
+static int sync_node_defer(fnode *x, desync_queue_t *q) {
     desync_future_t *out = x->out;
     fut_lock(out);
+    if (out->handle_gone && !out->detached) {
+        fut_unlock(out);
+        fut_complete(out, DESYNC_ECANCELED, NULL);
+        x->phase = P_DONE;
+        return DSY_DONE;
+    }
+    if (out->detached) {
+        fut_unlock(out);
+        return -1;
+    }
     if (out->waiters) {
         dsy_waiter_signal(&out->waiters->word, DSY_W_TOKEN);
         fut_unlock(out);
@@ -267,11 +285,13 @@ static enum dsy_run_result sync_node_defer(fnode *x, desync_queue_t *q) {
     }
     out->parked_q = q;
     desync_waker_t waker = out->waker;
-    bool has_waker = out->has_waker;
+    bool has_waker = out->has_waker && waker.wake;
     out->has_waker = false;
+    if (has_waker)
+        atomic_store_explicit(&out->waking, 1, memory_order_relaxed);
     fut_unlock(out);
-    if (has_waker && waker.wake)
-        waker.wake(waker.ctx);
+    if (has_waker)
+        fut_call_waker(out, &waker, -1);
     return DSY_PARKED;
 }
 
@@ -292,18 +312,10 @@ static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q) {
                 return DSY_PARKED;
             goto ready;
         }
-        if (x->kind == K_SYNC) {
-            fut_lock(out);
-            bool cancelled = out->handle_gone && !out->detached;
-            bool here = tls_driving == out || out->detached;
-            fut_unlock(out);
-            if (cancelled) {
-                fut_complete(out, DESYNC_ECANCELED, NULL);
-                x->phase = P_DONE;
-                return DSY_DONE;
-            }
-            if (!here)
-                return sync_node_defer(x, q);
+        if (x->kind == K_SYNC && tls_driving != out) {
+            int r = sync_node_defer(x, q);
+            if (r >= 0)
+                return (enum dsy_run_result)r;
         }
         {
             desync_future_t *inner =
@@ -607,6 +619,7 @@ int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *w
         if (waker)
             f->waker = *waker;
         fut_unlock(f);
+        fut_quiesce(f); /* no call of a waker this poll replaced is under way */
         return DESYNC_EAGAIN;
     }
 }
