@@ -370,7 +370,8 @@ static void handle_future(struct op *op, desync_future_t *f) {
     case H_WAIT:
         rc = desync_future_wait_for(f, LONG_NS, &v);
         if (rc != 0 || v != op_expect(op))
-            FAILF("wait op %d (kind %d): rc %d value %d\n", op->id, op->kind, rc, VI(v));
+            FAILF("wait op %d (kind %d, variant %d): rc %d value %d\n", op->id, op->kind,
+                  op->variant, rc, VI(v));
         desync_future_free(f);
         break;
     case H_POLL: {
@@ -382,13 +383,15 @@ static void handle_future(struct op *op, desync_future_t *f) {
             while (atomic_load(&wakes) == seen && test_now_ns() < end)
                 sched_yield();
             if (atomic_load(&wakes) == seen) {
-                FAILF("poll op %d (kind %d): never woken\n", op->id, op->kind);
+                FAILF("poll op %d (kind %d, variant %d): never woken\n", op->id, op->kind,
+                      op->variant);
                 break;
             }
             seen = atomic_load(&wakes);
         }
         if (rc != 0 || v != op_expect(op))
-            FAILF("poll op %d (kind %d): rc %d value %d\n", op->id, op->kind, rc, VI(v));
+            FAILF("poll op %d (kind %d, variant %d): rc %d value %d\n", op->id, op->kind,
+                  op->variant, rc, VI(v));
         /* `wakes` is about to go away: the last waker was either called
          * or replaced by the successful poll. */
         desync_future_free(f);
@@ -765,5 +768,75 @@ TEST(future_stress_replaced_waker_race) {
         fprintf(stderr, "%d of %d wakers were called after a later poll/free returned\n", late,
                 rounds);
     CHECK_EQ(late, 0);
+    return 0;
+}
+
+/*
+ * A future_sync freed or detached just as its queue reaches it: the queue
+ * must neither stall (a token parked in a future nobody will poll) nor run a
+ * freed job. A job queued right before it stamps the moment the queue gets
+ * there, and the handle is dropped a random few hundred ns later.
+ */
+struct drop_race {
+    atomic_int reached;
+    atomic_int ran;
+};
+
+static void mark_reached(void *data, void *arg) {
+    (void)data;
+    atomic_store(&((struct drop_race *)arg)->reached, 1);
+}
+
+static desync_future_t *mark_ran(void *data, void *arg) {
+    (void)data;
+    atomic_fetch_add(&((struct drop_race *)arg)->ran, 1);
+    return NULL;
+}
+
+static desync_future_t *ready_null(void *data, void *arg) {
+    (void)data;
+    (void)arg;
+    return desync_future_ready(NULL);
+}
+
+TEST(future_stress_sync_drop_race) {
+    int rounds = SCALED(10000);
+    desync_t *d = desync_new(NULL, NULL);
+    CHECK(d);
+    uint32_t seed = 99;
+    int stalls = 0;
+    for (int r = 0; r < rounds && stalls == 0; r++) {
+        struct drop_race x;
+        atomic_init(&x.reached, 0);
+        atomic_init(&x.ran, 0);
+        CHECK_EQ(desync_desync(d, mark_reached, &x), 0);
+        desync_future_t *f = desync_future_sync(d, mark_ran, &x);
+        CHECK(f);
+        uint64_t end = test_now_ns() + LONG_NS;
+        while (!atomic_load(&x.reached) && test_now_ns() < end) {
+        }
+        spin_ns(rnd(&seed) % 1500);
+        int detach = r % 2;
+        if (detach)
+            desync_future_detach(f);
+        else
+            desync_future_free(f);
+        /* The queue goes on past it. */
+        desync_future_t *g = desync_future_desync(d, ready_null, NULL);
+        CHECK(g);
+        int rc = desync_future_wait_for(g, 5000000000ull, NULL);
+        desync_future_free(g);
+        if (rc != 0) {
+            fprintf(stderr, "round %d (%s): the queue stalled behind a dropped future_sync\n", r,
+                    detach ? "detach" : "free");
+            stalls++;
+            break;
+        }
+        /* Detached: runs on the queue. Freed: nobody drives it, so it was
+         * cancelled whenever the queue got there. */
+        CHECK_EQ(atomic_load(&x.ran), detach ? 1 : 0);
+    }
+    CHECK_EQ(stalls, 0);
+    desync_release(d);
     return 0;
 }

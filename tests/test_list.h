@@ -79,6 +79,7 @@ TEST_ENTRY(future_stress_promises, 60)
 TEST_ENTRY(future_stress_objects, 60)
 TEST_ENTRY(future_stress_wait_timeout_race, 60)
 TEST_ENTRY(future_stress_replaced_waker_race, 60)
+TEST_ENTRY(future_stress_sync_drop_race, 60)
 
 /* streams */
 TEST_ENTRY(stream_array_reads, 10)
