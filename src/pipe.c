@@ -137,12 +137,12 @@ static void pipe_unref(dsy_pipe *p) {
  * rather than lose an item. */
 static void queue_job(dsy_pipe *p, desync_queue_job_fn fn, const void *arg, size_t len) {
     while (desync_queue_desync_copy(p->q, fn, arg, len) == DESYNC_ENOMEM)
-        dsy_stream_yield();
+        dsy_yield();
 }
 
 static void push_output(dsy_pipe *p, void *v) {
     while (dsy_spsc_push(&p->outq, v, true) == DESYNC_ENOMEM)
-        dsy_stream_yield();
+        dsy_yield();
     dsy_wslot_fire(&p->out_slot);
 }
 
@@ -222,7 +222,7 @@ static void inline_job(void *a) {
         }
         void *v = p->fn(data, ia->items[i], p->arg);
         while (dsy_spsc_push(&p->outq, v, false) == DESYNC_ENOMEM)
-            dsy_stream_yield();
+            dsy_yield();
     }
     if (!live)
         atomic_store_explicit(&p->closed, 1, memory_order_release);
@@ -315,7 +315,7 @@ static void queue_batch(dsy_pipe *p, size_t n) {
     if (p->is_async) {
         desync_future_t *f;
         while (!(f = desync_queue_future_desync(p->q, async_job, p)))
-            dsy_stream_yield(); /* ENOMEM */
+            dsy_yield(); /* ENOMEM */
         desync_future_detach(f);
     } else {
         batch_arg a = {p, n};
@@ -368,7 +368,7 @@ static bool pump_step(dsy_pipe *p) {
             if (desync_queue_try_sync(p->q, inline_job, &a) != 0) {
                 for (size_t i = 0; i < n; i++)
                     while (dsy_spsc_push(&p->pending, items[i], false) == DESYNC_ENOMEM)
-                        dsy_stream_yield();
+                        dsy_yield();
                 queue_batch(p, n);
             }
         }
@@ -379,7 +379,7 @@ static bool pump_step(dsy_pipe *p) {
             if (r != 0)
                 break;
             while (dsy_spsc_push(&p->pending, item, false) == DESYNC_ENOMEM)
-                dsy_stream_yield();
+                dsy_yield();
             budget--;
             if (p->is_async) {
                 queue_batch(p, 1);
@@ -408,13 +408,13 @@ static bool wait_for_take(dsy_pipe *p) {
         if (budget_left(p) || atomic_load_explicit(&p->closed, memory_order_relaxed))
             return true;
         if ((i & 15) == 15) {
-            uint64_t now = dsy_stream_now_ns();
+            uint64_t now = dsy_now_ns();
             if (!end)
                 end = now + PUMP_SPIN_NS;
             else if (now >= end)
                 return false;
         }
-        dsy_stream_relax();
+        dsy_cpu_relax();
     }
 }
 

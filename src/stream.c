@@ -30,77 +30,8 @@
  */
 #include "stream_internal.h"
 
-#include <errno.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#if defined(__linux__)
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#else
-#include <pthread.h>
-#endif
-
-/* ---------------------------------------------------------------- OS bits */
-
-uint64_t dsy_stream_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-void dsy_stream_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-void dsy_stream_yield(void) { sched_yield(); }
-
-#if defined(__linux__)
-static void word_sleep(_Atomic uint32_t *w, uint32_t v, uint64_t rel_ns) {
-    struct timespec ts, *tsp = NULL;
-    if (rel_ns) {
-        ts.tv_sec = (time_t)(rel_ns / 1000000000u);
-        ts.tv_nsec = (long)(rel_ns % 1000000000u);
-        tsp = &ts;
-    }
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, v, tsp, NULL, 0);
-}
-static void word_wake(_Atomic uint32_t *w) {
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-}
-#else
-static pthread_mutex_t word_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t word_cv = PTHREAD_COND_INITIALIZER;
-static void word_sleep(_Atomic uint32_t *w, uint32_t v, uint64_t rel_ns) {
-    pthread_mutex_lock(&word_mu);
-    if (atomic_load(w) == v) {
-        if (rel_ns) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t ns = (uint64_t)ts.tv_nsec + rel_ns;
-            ts.tv_sec += (time_t)(ns / 1000000000u);
-            ts.tv_nsec = (long)(ns % 1000000000u);
-            pthread_cond_timedwait(&word_cv, &word_mu, &ts);
-        } else {
-            pthread_cond_wait(&word_cv, &word_mu);
-        }
-    }
-    pthread_mutex_unlock(&word_mu);
-}
-static void word_wake(_Atomic uint32_t *w) {
-    (void)w;
-    pthread_mutex_lock(&word_mu);
-    pthread_cond_broadcast(&word_cv);
-    pthread_mutex_unlock(&word_mu);
-}
-#endif
 
 /* How long a waiting thread spins before it sleeps: about the cost of one
  * sleep/wake round trip on the machines we target. */
@@ -115,7 +46,7 @@ void dsy_swaiter_wake(void *ctx) {
     /* After the exchange the waiter may return and its memory go: only the
      * futex call (harmless on a stale address) may follow. */
     if (atomic_exchange_explicit(&w->st, DSY_SW_SIGNALED, memory_order_acq_rel) == DSY_SW_SLEEPING)
-        word_wake(&w->st);
+        dsy_unpark_one(&w->st);
 }
 
 bool dsy_swaiter_wait(dsy_swaiter *w, uint64_t deadline) {
@@ -124,13 +55,13 @@ bool dsy_swaiter_wait(dsy_swaiter *w, uint64_t deadline) {
         if (atomic_load_explicit(&w->st, memory_order_acquire) == DSY_SW_SIGNALED)
             return true;
         if ((i & 15) == 15) {
-            uint64_t now = dsy_stream_now_ns();
+            uint64_t now = dsy_now_ns();
             if (!spin_end)
                 spin_end = now + SPIN_NS;
             if (now >= spin_end || (deadline && now >= deadline))
                 break;
         }
-        dsy_stream_relax();
+        dsy_cpu_relax();
     }
     for (;;) {
         uint32_t v = DSY_SW_IDLE;
@@ -140,12 +71,12 @@ bool dsy_swaiter_wait(dsy_swaiter *w, uint64_t deadline) {
             return true;
         uint64_t rel = 0;
         if (deadline) {
-            uint64_t now = dsy_stream_now_ns();
+            uint64_t now = dsy_now_ns();
             if (now >= deadline)
                 return atomic_load_explicit(&w->st, memory_order_acquire) == DSY_SW_SIGNALED;
             rel = deadline - now;
         }
-        word_sleep(&w->st, DSY_SW_SLEEPING, rel);
+        dsy_park(&w->st, DSY_SW_SLEEPING, rel);
         if (atomic_load_explicit(&w->st, memory_order_acquire) == DSY_SW_SIGNALED)
             return true;
     }
@@ -184,9 +115,9 @@ static bool ws_lock(dsy_wslot *s) {
                                                   memory_order_relaxed))
             return true;
         if (i < 64)
-            dsy_stream_relax();
+            dsy_cpu_relax();
         else
-            dsy_stream_yield();
+            dsy_yield();
     }
 }
 
@@ -235,9 +166,9 @@ void dsy_wslot_quiesce(dsy_wslot *s) {
                                                   memory_order_acquire, memory_order_relaxed))
             break;
         if (i < 64)
-            dsy_stream_relax();
+            dsy_cpu_relax();
         else
-            dsy_stream_yield();
+            dsy_yield();
     }
     uint32_t mine = 0;
     for (fire_frame *f = tls_fires; f; f = f->up)
@@ -246,9 +177,9 @@ void dsy_wslot_quiesce(dsy_wslot *s) {
     /* Bounded by the wake calls already running on other threads. */
     for (unsigned i = 0; atomic_load_explicit(&s->inflight, memory_order_acquire) > mine; i++) {
         if (i < 64)
-            dsy_stream_relax();
+            dsy_cpu_relax();
         else
-            dsy_stream_yield();
+            dsy_yield();
     }
 }
 
@@ -460,13 +391,13 @@ static int next_until(desync_stream_t *s, uint64_t deadline, void **item) {
             uint64_t end = 0;
             for (unsigned i = 0; !ready(s); i++) {
                 if ((i & 15) == 15) {
-                    uint64_t now = dsy_stream_now_ns();
+                    uint64_t now = dsy_now_ns();
                     if (!end)
                         end = now + SPIN_NS;
                     if (now >= end || (deadline && now >= deadline))
                         break;
                 }
-                dsy_stream_relax();
+                dsy_cpu_relax();
             }
         }
         dsy_swaiter_reset(&s->waiter);
@@ -487,7 +418,7 @@ int desync_stream_next(desync_stream_t *s, void **item) { return next_until(s, 0
 int desync_stream_next_for(desync_stream_t *s, uint64_t timeout_ns, void **item) {
     uint64_t deadline = 0;
     if (timeout_ns != UINT64_MAX) {
-        deadline = dsy_stream_now_ns() + timeout_ns;
+        deadline = dsy_now_ns() + timeout_ns;
         if (deadline == 0)
             deadline = 1;
     }
@@ -574,7 +505,7 @@ static void nf_wake(void *ctx) {
         return;
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
     while (desync_queue_desync(s->nf_queue, nf_job, s) == DESYNC_ENOMEM)
-        dsy_stream_yield();
+        dsy_yield();
 }
 
 desync_future_t *desync_stream_next_future(desync_stream_t *s) {

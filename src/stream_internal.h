@@ -39,11 +39,8 @@ void dsy_swaiter_reset(dsy_swaiter *w);
 /* A desync_waker_t function: ctx is the dsy_swaiter. */
 void dsy_swaiter_wake(void *ctx);
 /* Spins briefly, then sleeps until woken; deadline is absolute
- * (dsy_stream_now_ns), 0 = none. False if the deadline passed first. */
+ * (dsy_now_ns), 0 = none. False if the deadline passed first. */
 bool dsy_swaiter_wait(dsy_swaiter *w, uint64_t deadline);
-uint64_t dsy_stream_now_ns(void);
-void dsy_stream_relax(void);
-void dsy_stream_yield(void);
 
 /* ------------------------------------------------------------ waker slot */
 
