@@ -230,6 +230,9 @@ int dsy_desync(desync_queue_t *q, void (*fn)(void), bool with_data, const void *
 void dsy_sched_submit(desync_scheduler_t *s, desync_queue_t *q);
 void dsy_sched_retain(desync_scheduler_t *s);
 void dsy_sched_release(desync_scheduler_t *s);
+/* True if the calling thread is a worker with no other queue waiting for it
+ * (its next slot and its scheduler's run list are empty). */
+bool dsy_sched_nothing_else(void);
 /* Claims the token of a queue whose entry was just taken from a run list:
  * clears LINKED, and READY if set; true if READY was set (token owned). */
 bool dsy_queue_claim_entry(desync_queue_t *q);

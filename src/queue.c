@@ -217,9 +217,13 @@ void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
  * otherwise make the queue idle and busy again on every job, paying a trip
  * through the scheduler each time. Not after a job that someone waits for
  * (sync, futures): they expect an idle queue once it is done. */
-#define LINGER_SPINS 256
-static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n) {
-    if (!n->ops->take_waiter && !atomic_load_explicit(&n->next, memory_order_relaxed)) {
+#define LINGER_SPINS 64
+static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran) {
+    /* Only for a queue that is being fed (it ran more than one job in this
+     * turn) and a thread with nothing else to do: a job that desyncs onto
+     * another queue must not wait here for an answer that queue would give. */
+    if (ran && !n->ops->take_waiter && !atomic_load_explicit(&n->next, memory_order_relaxed) &&
+        dsy_sched_nothing_else()) {
         /* Only n->next is polled: reading `tail` here would pull the line
          * that every producer's exchange needs. */
         for (unsigned i = 0; i < LINGER_SPINS; i++) {
@@ -237,7 +241,7 @@ bool dsy_queue_run(desync_queue_t *q, unsigned limit) {
     for (;;) {
         if (run_node(q, n) == DSY_PARKED)
             return false;
-        dsy_node *next = advance_lingering(q, n);
+        dsy_node *next = advance_lingering(q, n, ran);
         n->ops->finish(n);
         if (!next) {
             dsy_queue_unref(q);

@@ -223,6 +223,12 @@ void dsy_sched_submit(desync_scheduler_t *s, desync_queue_t *q) {
     join_list(z);
 }
 
+bool dsy_sched_nothing_else(void) {
+    worker *w = tls_worker;
+    return w && !atomic_load_explicit(&w->next_q, memory_order_relaxed) &&
+           !atomic_load_explicit(&w->s->ready, memory_order_relaxed);
+}
+
 /* Spins for SPIN_NS looking for work, then takes over next-slot entries of
  * other workers that waited through the whole spin. Returns a claimed queue. */
 static desync_queue_t *spin_for_work(worker *w) {
