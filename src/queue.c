@@ -255,6 +255,8 @@ bool dsy_queue_run(desync_queue_t *q, unsigned limit) {
     }
 }
 
+static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n);
+
 bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
     dsy_node *h = q->head;
     for (;;) {
@@ -267,6 +269,10 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
             return true; /* only possible once target (behind h) has finished */
         }
         if (h == target) {
+            if (!(next = combine_sleepers(q, next))) {
+                dsy_queue_unref(q);
+                return true;
+            }
             q->head = next;
             dsy_token_place(q, true);
             return true;
@@ -276,11 +282,23 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
 }
 
 /* Spins briefly first (a wake-up costs microseconds here), then parks. */
+/* About one futex sleep/wake round trip: spinning longer costs more than it
+ * can save, and steals the CPU from the thread we wait for when threads
+ * outnumber cores. Time-based, as the cost of a pause differs by CPU. */
+#define WAIT_SPIN_NS 4000u
 uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline) {
     uint32_t w;
-    for (unsigned i = 0; i < 2000; i++) {
+    uint64_t spin_end = 0;
+    for (unsigned i = 1;; i++) {
         if ((w = atomic_load_explicit(word, memory_order_acquire)) != DSY_W_WAITING)
             return w;
+        if ((i & 31) == 0) {
+            uint64_t now = dsy_now_ns();
+            if (!spin_end)
+                spin_end = now + WAIT_SPIN_NS;
+            else if (now >= spin_end)
+                break;
+        }
         dsy_cpu_relax();
     }
     for (;;) {
@@ -388,6 +406,29 @@ static int sync_take_waiter(dsy_node *n) {
 
 static const dsy_node_ops sync_ops = {sync_run, sync_finish, sync_take_waiter};
 
+/* A syncer that has run its own job and would now hand the token to the
+ * next waiter runs that waiter's job itself if the waiter has gone to sleep
+ * (a few at most): a sleeping thread would need microseconds to wake up and
+ * take the queue on, and with more threads than cores every sync would wait
+ * for such a wake-up (a lock convoy). The sleeper is woken with its job
+ * done instead. Returns the new head, or NULL if the queue went idle. */
+#define COMBINE_MAX 8
+static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
+    for (unsigned i = 0; i < COMBINE_MAX && n->ops == &sync_ops; i++) {
+        sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
+        if (atomic_load_explicit(&s->word, memory_order_relaxed) != DSY_W_SLEEPING)
+            break;
+        run_node(q, n);
+        dsy_node *next = advance(q, n);
+        n->ops->finish(n);
+        if (!next)
+            return NULL;
+        n = next;
+    }
+    return n;
+}
+
+#define SYNC_SPINS 64
 int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, void *arg,
              bool try_only) {
     if (DSY_UNLIKELY(!q || !fn))
@@ -399,8 +440,22 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
      * reads our node while we hold the token, so only `next` is needed. The
      * CAS releases that store to producers that link behind our node. */
     dsy_node *expect = NULL;
-    if (DSY_LIKELY(atomic_compare_exchange_strong_explicit(
-            &q->tail, &expect, &sn.node, memory_order_acq_rel, memory_order_relaxed))) {
+    bool idle = atomic_compare_exchange_strong_explicit(&q->tail, &expect, &sn.node,
+                                                        memory_order_acq_rel, memory_order_relaxed);
+    if (DSY_UNLIKELY(!idle) && !try_only && !dsy_queue_in_chain(q)) {
+        /* Busy: watch for it to go idle for a moment before queueing. Our
+         * place is not fixed until we link a node, and a short job by another
+         * syncer is usually over sooner than a hand-off between threads. */
+        for (unsigned i = 0; i < SYNC_SPINS && !idle; i++) {
+            dsy_cpu_relax();
+            expect = NULL;
+            idle = !atomic_load_explicit(&q->tail, memory_order_relaxed) &&
+                   atomic_compare_exchange_strong_explicit(&q->tail, &expect, &sn.node,
+                                                           memory_order_acq_rel,
+                                                           memory_order_relaxed);
+        }
+    }
+    if (DSY_LIKELY(idle)) {
         q->head = &sn.node;
         dsy_frame f = {q, tls_frame, NULL};
         tls_frame = &f;
@@ -414,8 +469,11 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
                 &q->tail, &mine, NULL, memory_order_release, memory_order_relaxed)))
             return 0;
         /* Jobs were queued behind ours: hand them on. */
-        q->head = wait_next(&sn.node);
-        dsy_token_place(q, false);
+        dsy_node *next = combine_sleepers(q, wait_next(&sn.node));
+        if (next) {
+            q->head = next;
+            dsy_token_place(q, false);
+        }
         return 0;
     }
     if (dsy_queue_in_chain(q))
