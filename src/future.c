@@ -295,10 +295,9 @@ static int sync_node_defer(fnode *x, desync_queue_t *q) {
     return DSY_PARKED;
 }
 
-static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q) {
+static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data) {
     fnode *x = DSY_CONTAINER_OF(n, fnode, node);
     desync_future_t *out = x->out;
-    void *data = x->with_data ? ((desync_t *)q)->data : NULL;
     switch ((enum fphase)x->phase) {
     case P_START:
         if (x->kind == K_SUSPEND) {

@@ -83,8 +83,10 @@ enum dsy_run_result {
 };
 
 typedef struct dsy_node_ops {
-    /* Runs the node's job; q->head == n and the caller holds the run token. */
-    enum dsy_run_result (*run)(dsy_node *n, desync_queue_t *q);
+    /* Runs the node's job; the caller holds the run token. `data` is the
+     * object's data (NULL for a bare queue), read once per run of the queue:
+     * it shares a cache line with `tail`, which every producer exchanges. */
+    enum dsy_run_result (*run)(dsy_node *n, desync_queue_t *q, void *data);
     /* Called once n is unlinked (no longer reachable from the queue): frees
      * the node or signals its waiter. Must not touch the queue. */
     void (*finish)(dsy_node *n);
@@ -141,7 +143,8 @@ void dsy_pool_free(void *p, unsigned cls);
 #define DSY_Q_LINKED 1u
 #define DSY_Q_READY 2u
 #define DSY_Q_SUSPENDED 4u /* a suspend node holds the token (a resumer exists) */
-#define DSY_WAITER 8u
+#define DSY_Q_OBJECT 8u    /* the queue is part of a desync_t (set once) */
+#define DSY_WAITER 16u
 
 struct desync_queue {
     /* Last node; NULL exactly when the queue is idle (no job pending or

@@ -20,6 +20,7 @@ desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, void (*destro
     if (!d)
         return NULL;
     dsy_queue_init(&d->q, scheduler);
+    atomic_store_explicit(&d->q.state, DSY_Q_OBJECT, memory_order_relaxed);
     d->data = data;
     d->destroy = destroy;
     atomic_init(&d->strong, 1);

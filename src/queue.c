@@ -129,12 +129,18 @@ static dsy_node *advance(desync_queue_t *q, dsy_node *n) {
 
 /* Runs the head node n. Nodes that can park (those with waiters) find
  * themselves at q->head when they are run again. */
-static enum dsy_run_result run_node(desync_queue_t *q, dsy_node *n) {
+static void *queue_data(desync_queue_t *q) {
+    return (atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_OBJECT)
+               ? ((desync_t *)q)->data
+               : NULL;
+}
+
+static enum dsy_run_result run_node(desync_queue_t *q, dsy_node *n, void *data) {
     if (n->ops->take_waiter)
         q->head = n;
     dsy_frame f = {q, tls_frame, NULL};
     tls_frame = &f;
-    enum dsy_run_result r = n->ops->run(n, q);
+    enum dsy_run_result r = n->ops->run(n, q, data);
     tls_frame = f.parent;
     return r;
 }
@@ -217,20 +223,22 @@ void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
  * otherwise make the queue idle and busy again on every job, paying a trip
  * through the scheduler each time. Not after a job that someone waits for
  * (sync, futures): they expect an idle queue once it is done. */
-#define LINGER_SPINS 64
+#define LINGER_NS 2000u
 static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran) {
     /* Only for a queue that is being fed (it ran more than one job in this
      * turn) and a thread with nothing else to do: a job that desyncs onto
      * another queue must not wait here for an answer that queue would give. */
     if (ran && !n->ops->take_waiter && !atomic_load_explicit(&n->next, memory_order_relaxed) &&
         dsy_sched_nothing_else()) {
-        /* Only n->next is polled: reading `tail` here would pull the line
-         * that every producer's exchange needs. */
-        for (unsigned i = 0; i < LINGER_SPINS; i++) {
-            if (atomic_load_explicit(&n->next, memory_order_relaxed))
-                break;
-            dsy_cpu_relax();
-        }
+        /* Only n->next is polled, and not closely: reading `tail` would
+         * pull the line every producer's exchange needs, and polling `next`
+         * in a tight loop would pull each node away from its producer. */
+        uint64_t start = dsy_now_ns();
+        do {
+            for (unsigned j = 0; j < 16; j++)
+                dsy_cpu_relax();
+        } while (!atomic_load_explicit(&n->next, memory_order_relaxed) &&
+                 dsy_now_ns() - start < LINGER_NS);
     }
     return advance(q, n);
 }
@@ -238,8 +246,9 @@ static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran)
 bool dsy_queue_run(desync_queue_t *q, unsigned limit) {
     unsigned ran = 0;
     dsy_node *n = q->head;
+    void *data = queue_data(q);
     for (;;) {
-        if (run_node(q, n) == DSY_PARKED)
+        if (run_node(q, n, data) == DSY_PARKED)
             return false;
         dsy_node *next = advance_lingering(q, n, ran);
         n->ops->finish(n);
@@ -259,8 +268,9 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n);
 
 bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
     dsy_node *h = q->head;
+    void *data = queue_data(q);
     for (;;) {
-        if (run_node(q, h) == DSY_PARKED)
+        if (run_node(q, h, data) == DSY_PARKED)
             return false;
         dsy_node *next = advance(q, h);
         h->ops->finish(h);
@@ -379,8 +389,9 @@ typedef struct sync_node {
     _Atomic uint32_t word;
 } sync_node;
 
-static enum dsy_run_result sync_run(dsy_node *n, desync_queue_t *q) {
+static enum dsy_run_result sync_run(dsy_node *n, desync_queue_t *q, void *data) {
     (void)q;
+    (void)data;
     sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
     /* Run on behalf of the waiter: its chain counts for deadlock checks. */
     if (s->caller != tls_frame->parent)
@@ -418,7 +429,7 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
         sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
         if (atomic_load_explicit(&s->word, memory_order_relaxed) != DSY_W_SLEEPING)
             break;
-        run_node(q, n);
+        run_node(q, n, NULL); /* sync nodes carry their data */
         dsy_node *next = advance(q, n);
         n->ops->finish(n);
         if (!next)
@@ -442,10 +453,12 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
     dsy_node *expect = NULL;
     bool idle = atomic_compare_exchange_strong_explicit(&q->tail, &expect, &sn.node,
                                                         memory_order_acq_rel, memory_order_relaxed);
-    if (DSY_UNLIKELY(!idle) && !try_only && !dsy_queue_in_chain(q)) {
+    if (DSY_UNLIKELY(!idle) && !try_only && !dsy_queue_in_chain(q) &&
+        !(atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_READY)) {
         /* Busy: watch for it to go idle for a moment before queueing. Our
          * place is not fixed until we link a node, and a short job by another
-         * syncer is usually over sooner than a hand-off between threads. */
+         * syncer is usually over sooner than a hand-off between threads. (Not
+         * when no thread runs it: then we drain it ourselves at once.) */
         for (unsigned i = 0; i < SYNC_SPINS && !idle; i++) {
             dsy_cpu_relax();
             expect = NULL;
@@ -499,16 +512,18 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
 
 /* --------------------------------------------------------- desync jobs */
 
-static enum dsy_run_result job_run_q(dsy_node *n, desync_queue_t *q) {
+static enum dsy_run_result job_run_q(dsy_node *n, desync_queue_t *q, void *data) {
     (void)q;
+    (void)data;
     dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
     ((desync_queue_job_fn)j->fn)(j->arg);
     return DSY_DONE;
 }
 
-static enum dsy_run_result job_run_obj(dsy_node *n, desync_queue_t *q) {
+static enum dsy_run_result job_run_obj(dsy_node *n, desync_queue_t *q, void *data) {
+    (void)q;
     dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
-    ((desync_job_fn)j->fn)(((desync_t *)q)->data, j->arg);
+    ((desync_job_fn)j->fn)(data, j->arg);
     return DSY_DONE;
 }
 

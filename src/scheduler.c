@@ -252,12 +252,14 @@ static desync_queue_t *spin_for_work(worker *w) {
         if (atomic_load_explicit(&w->next_q, memory_order_relaxed) ||
             atomic_load_explicit(&w->stop, memory_order_relaxed))
             break;
-        if (!atomic_load_explicit(&s->ready, memory_order_relaxed)) {
+        size_t ready = atomic_load_explicit(&s->ready, memory_order_relaxed);
+        if (!ready) {
             seen_at = 0;
-        } else if (!seen_at) {
+        } else if (!seen_at && ready == 1) {
             seen_at = dsy_now_ns();
             end = seen_at + SPIN_NS; /* work keeps arriving: keep spinning */
-        } else if (dsy_now_ns() - seen_at >= GRACE_NS) {
+        } else if (ready > 1 || dsy_now_ns() - seen_at >= GRACE_NS) {
+            /* A backlog is not about to be run by whoever queued it. */
             seen_at = 0;
             q = pop_global(s);
             if (q) {
