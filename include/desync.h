@@ -78,12 +78,11 @@ DESYNC_API desync_scheduler_t *desync_scheduler_new(size_t max_threads);
 /*
  * Blocks until every queue that is ready to run on `s` has run (helping on the
  * calling thread, so this also completes with 0 threads), then stops and joins
- * its threads. Queues that still exist stay usable: their later jobs run on
- * the threads that sync or wait on them (as with max_threads 0), and a queue
- * that becomes ready again is run by the thread that makes it ready. The
- * memory is released with the last queue. Must not be called from one of the
- * scheduler's own jobs (it then returns without freeing). Ignores NULL and
- * the default scheduler.
+ * its threads. Queues that still exist stay usable, as on a scheduler with
+ * max_threads 0: their later jobs run on the threads that sync or wait on
+ * them. The memory is released with the last queue. Must not be called from
+ * one of the scheduler's own jobs (it then returns without freeing). Ignores
+ * NULL and the default scheduler.
  */
 DESYNC_API void desync_scheduler_free(desync_scheduler_t *s);
 

@@ -53,8 +53,13 @@ DESYNC_API desync_future_t *desync_future_desync(desync_t *d, desync_async_fn jo
 /*
  * Queues an async job on d that runs on the thread that waits on or polls the
  * returned future, once the queue reaches it (the queue is held there until
- * then). Freeing the future before the job started cancels it: the queue moves
- * on and the job never runs. NULL for NULL d or job, or on ENOMEM.
+ * then). So its fd (desync_future_fd) becomes readable only once some thread
+ * has waited or polled: an event loop polls the future when the fd of the
+ * previous step fires, or uses future_desync instead. After then() or
+ * detach, or when an async job or desync_after takes the future over, the
+ * job runs on the queue like a future_desync job. Freeing the future before
+ * the job started cancels it: the queue moves on and the job never runs.
+ * NULL for NULL d or job, or on ENOMEM.
  */
 DESYNC_API desync_future_t *desync_future_sync(desync_t *d, desync_async_fn job, void *arg);
 
@@ -113,7 +118,9 @@ DESYNC_API int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, v
  * the status (0 / DESYNC_ECANCELED, with *value set) when complete, else
  * DESYNC_EAGAIN after arranging that waker->wake(waker->ctx) is called exactly
  * once when f completes; a later poll replaces the waker (the old one is then
- * never called). waker may be NULL (no call). DESYNC_EINVAL for NULL f.
+ * never called). waker may be NULL (no call). Once poll or free has returned,
+ * no call of a waker it replaced or dropped is still under way, so the
+ * waker's ctx may be freed. DESYNC_EINVAL for NULL f.
  */
 DESYNC_API int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *waker);
 
@@ -139,7 +146,9 @@ DESYNC_API void desync_future_detach(desync_future_t *f);
 
 /*
  * Drops the handle. A future_sync job that has not started is cancelled;
- * other jobs still run. Any fd of f is closed. Ignores NULL.
+ * other jobs still run. Any fd of f is closed (a poll(2) that still watches
+ * it then reports POLLNVAL, or, if the number was reused, another file:
+ * stop watching the fd first). Ignores NULL.
  */
 DESYNC_API void desync_future_free(desync_future_t *f);
 
