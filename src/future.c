@@ -212,6 +212,19 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
  * registered, f not consumed) if f is already complete. Nobody can wait on
  * or poll f any more, so a future_sync job behind it now runs on its queue
  * (a token parked for a poller is placed again). */
+/* The user's handle is gone (f locked): no more waker; a future_sync job
+ * is cancelled, or (detach) runs on its queue. Returns a queue whose token
+ * was parked in f, for the caller to place once f is unlocked: the node then
+ * runs again and sees the new flags. */
+static desync_queue_t *fut_handle_gone_locked(desync_future_t *f, bool detach) {
+    f->handle_gone = true;
+    f->detached = detach;
+    f->has_waker = false;
+    desync_queue_t *parked = f->parked_q;
+    f->parked_q = NULL;
+    return parked;
+}
+
 static bool fut_hook(desync_future_t *f, void (*cb)(int, void *, void *), void *arg) {
     fut_lock(f);
     if (fut_is_done(f)) {
@@ -220,11 +233,7 @@ static bool fut_hook(desync_future_t *f, void (*cb)(int, void *, void *), void *
     }
     f->then_cb = cb;
     f->then_arg = arg;
-    f->handle_gone = true;
-    f->detached = true;
-    f->has_waker = false;
-    desync_queue_t *parked = f->parked_q;
-    f->parked_q = NULL;
+    desync_queue_t *parked = fut_handle_gone_locked(f, true);
     fut_unlock(f);
     if (parked)
         dsy_token_place(parked, true);
@@ -661,14 +670,8 @@ int desync_future_fd(desync_future_t *f) {
 
 static void fut_drop_handle(desync_future_t *f, bool detach) {
     fut_lock(f);
-    f->handle_gone = true;
-    f->detached = detach;
-    f->has_waker = false;
-    desync_queue_t *parked = f->parked_q;
-    f->parked_q = NULL;
+    desync_queue_t *parked = fut_handle_gone_locked(f, detach);
     fut_unlock(f);
-    /* A future_sync job parked waiting for us: run it again so it cancels
-     * itself (free) or runs on the queue (detach). */
     if (parked)
         dsy_token_place(parked, true);
     fut_quiesce(f);
