@@ -32,10 +32,10 @@
 
 #define BATCH 256
 #define SPIN_NS 20000u
-/* A spinning worker leaves a newly ready queue alone this long: the thread
- * that made it ready often waits for it at once (sync, future wait) and then
- * runs it itself, cheaper than handing it across cores. Still far below
- * the cost of waking a sleeping thread. */
+/* A spinning worker leaves a lone newly ready queue alone this long: the
+ * thread that made it ready often waits for it at once (sync, future wait)
+ * and then runs it itself, cheaper than moving it across cores. A backlog
+ * of ready queues is taken at once. Far below the cost of a wake-up. */
 #define GRACE_NS 1000u
 #define RETIRE_NS 5000000000ull
 
