@@ -27,14 +27,27 @@
  * a token in transit. A LINKED run-list entry keeps the reference of the
  * token it was created for; a thread that steals the token takes its own.
  *
- * WAITING. A syncer whose queue is busy links a node on its stack, counts
- * itself in `state` (DSY_WAITER units), and then either steals the token if
- * it is READY or sleeps on its node's word. The token holder that gives the
- * token up while waiters are counted hands it to the first waiting node in the
- * list, so a waiter never sleeps while its queue has work and no runner. Its
- * word then says TOKEN, and the waiter runs the queue itself up to and
- * including its own job. Holders that meet a sync node run it for the waiter
- * (combining) and then set its word to DONE.
+ * WAITING. A syncer whose queue is busy first watches it for a moment (a
+ * short job of another syncer ends sooner than a hand-off), then links a node
+ * on its stack, counts itself in `state` (DSY_WAITER units), and either
+ * steals the token if it is READY or sleeps on its node's word. The token
+ * holder that gives the token up while waiters are counted hands it to the
+ * first waiting node in the list, so a waiter never sleeps while its queue
+ * has work and no runner. Its word then says TOKEN, and the waiter runs the
+ * queue itself up to and including its own job. Holders that meet a sync node
+ * run it for the waiter (combining) and then set its word to DONE; a syncer
+ * about to hand the token to a waiter that has gone to sleep does the same
+ * for a few, rather than stall the queue on a wake-up.
+ *
+ * DEADLOCKS. Each thread keeps a chain of frames for the jobs it is running
+ * (tls_frame); a job run for a blocked syncer also links that syncer's chain.
+ * A sync on a queue in the chain can never complete: DESYNC_EDEADLK.
+ *
+ * RUNNING. A worker that has run a fed queue's last job polls for the next
+ * one for up to LINGER_NS before the queue goes idle, so a steady producer
+ * does not send the queue through the scheduler on every job. Runners keep
+ * `head` and the object's data in registers: both live on the cache line of
+ * `tail`, which every producer exchanges.
  *
  * Memory ordering: tail exchange/CAS are acq_rel (they order a busy period
  * after the previous one's idle CAS), `next` is store-release/load-acquire,
