@@ -3,7 +3,7 @@
  *
  * A queue whose run token is placed with the scheduler (queue.c) becomes an
  * entry in one of two places:
- *   - the run list, a FIFO ring under the scheduler's mutex;
+ *   - the run list, a FIFO ring under the scheduler's spinlock;
  *   - a worker's `next_q` slot, when the token is placed from inside a job
  *     that worker is running: the queue runs on the same thread right after
  *     the current queue, with no lock and no wake-up (a job that desyncs onto
@@ -13,9 +13,12 @@
  *
  * Workers: run a queue for at most BATCH jobs, then give it up if anything
  * else is waiting (fairness), else keep going. Without work a worker spins
- * for SPIN_NS, then sleeps on its own futex word; after RETIRE_NS asleep it
- * exits. A worker is woken, or a new one started (up to max_threads), when a
- * queue enters the run list and no worker is spinning.
+ * for SPIN_NS (longer while work keeps arriving), then sleeps on its own
+ * futex word; after RETIRE_NS asleep it exits. While spinning it leaves a
+ * lone new entry alone for GRACE_NS, as the thread that made the queue ready
+ * often runs it itself right after (sync or future wait). A worker is woken,
+ * or a new one started (up to max_threads), when a queue enters the run list
+ * and no worker is spinning.
  *
  * Known limit: a queue in a worker's next slot waits for the job that made it
  * ready to return, unless another worker is spinning: a spinning worker takes
