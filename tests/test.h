@@ -11,6 +11,8 @@
 #ifndef DESYNC_TEST_H
 #define DESYNC_TEST_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +60,59 @@ static inline int test_wait_until(int (*pred)(void *ctx), void *ctx, unsigned ti
         test_sleep_ms(1);
     }
     return 1;
+}
+
+/* Loop counts shrink tenfold in sanitizer builds (the Makefile defines
+ * DESYNC_TEST_SANITIZED there), never below 1. */
+#ifdef DESYNC_TEST_SANITIZED
+#define TEST_SCALED(n) ((n) / 10 > 0 ? (n) / 10 : 1)
+#else
+#define TEST_SCALED(n) (n)
+#endif
+
+static inline int test_flag_is_set(void *p) { return atomic_load((atomic_int *)p) != 0; }
+
+/* 1 once *f is non-zero, 0 after timeout_ms. */
+static inline int test_wait_flag(atomic_int *f, unsigned timeout_ms) {
+    return test_wait_until(test_flag_is_set, f, timeout_ms);
+}
+
+struct test_count_goal {
+    atomic_int *counter;
+    int goal;
+};
+
+static inline int test_count_reached(void *p) {
+    struct test_count_goal *g = p;
+    return atomic_load(g->counter) >= g->goal;
+}
+
+/* 1 once *counter >= goal, 0 after timeout_ms. */
+static inline int test_wait_count(atomic_int *counter, int goal, unsigned timeout_ms) {
+    struct test_count_goal g = {counter, goal};
+    return test_wait_until(test_count_reached, &g, timeout_ms);
+}
+
+/* xorshift32: cheap, per thread, reproducible. */
+static inline uint32_t test_rnd(uint32_t *state) {
+    uint32_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return *state = x;
+}
+
+/* Busy-waits ns nanoseconds (to widen race windows; never to wait for
+ * another thread). */
+static inline void test_spin_ns(uint64_t ns) {
+    uint64_t end = test_now_ns() + ns;
+    while (test_now_ns() < end) {
+    }
+}
+
+static inline void test_join_threads(pthread_t *th, int n) {
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
 }
 
 #endif

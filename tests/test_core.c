@@ -20,28 +20,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static int flag_is_set(void *p) { return atomic_load((atomic_int *)p) != 0; }
-
-/* 1 once *f is non-zero, 0 after timeout_ms. */
-static int wait_flag(atomic_int *f, unsigned timeout_ms) {
-    return test_wait_until(flag_is_set, f, timeout_ms);
-}
-
-struct count_goal {
-    atomic_int *counter;
-    int goal;
-};
-
-static int count_reached(void *p) {
-    struct count_goal *g = p;
-    return atomic_load(g->counter) >= g->goal;
-}
-
-static int wait_count(atomic_int *counter, int goal, unsigned timeout_ms) {
-    struct count_goal g = {counter, goal};
-    return test_wait_until(count_reached, &g, timeout_ms);
-}
-
 static void noop_job(void *data, void *arg) {
     (void)data;
     (void)arg;
@@ -82,7 +60,7 @@ static void blocker_job(void *data, void *arg) {
     (void)data;
     struct blocker *b = arg;
     atomic_store(&b->started, 1);
-    wait_flag(&b->go, 10000);
+    test_wait_flag(&b->go, 10000);
     atomic_store(&b->finished, 1);
 }
 
@@ -364,7 +342,7 @@ TEST(core_try_sync) {
     static struct blocker b;
     memset(&b, 0, sizeof b);
     CHECK_EQ(desync_desync(d, blocker_job, &b), 0);
-    CHECK(wait_flag(&b.started, 5000));
+    CHECK(test_wait_flag(&b.started, 5000));
     struct try_probe p3 = {0};
     int rc = desync_try_sync(d, try_probe_job, &p3);
     CHECK_EQ(desync_desync(d, tracked_job, NULL), 0); /* a pending job as well */
@@ -414,7 +392,7 @@ struct handshake {
 static void handshake_job(void *data, void *arg) {
     (void)data;
     struct handshake *h = arg;
-    atomic_store(&h->saw_go, wait_flag(&h->go, 3000));
+    atomic_store(&h->saw_go, test_wait_flag(&h->go, 3000));
     atomic_store(&h->done, 1);
 }
 
@@ -594,7 +572,7 @@ TEST(core_despawn_extra_threads) {
     struct handshake h = {0};
     CHECK_EQ(desync_desync(d, handshake_job, &h), 0);
     atomic_store(&h.go, 1);
-    CHECK(wait_flag(&h.done, 5000));
+    CHECK(test_wait_flag(&h.done, 5000));
     CHECK_EQ(atomic_load(&h.saw_go), 1);
     desync_release(d);
 
@@ -633,7 +611,7 @@ TEST(core_despawn_from_job) {
     memset(&c, 0, sizeof c);
     c.s = s;
     CHECK_EQ(desync_desync(d, despawn_job, &c), 0);
-    CHECK(wait_flag(&c.done, 5000));
+    CHECK(test_wait_flag(&c.done, 5000));
     CHECK_EQ(c.spawn_rc[0], 0);
     CHECK_EQ(c.spawn_rc[1], 0);
     CHECK(c.before >= 3);
@@ -665,14 +643,14 @@ TEST(core_set_max_threads_raise) {
     /* Raising the limit starts threads for the work already waiting. */
     desync_scheduler_set_max_threads(s, 2);
     CHECK_EQ(desync_scheduler_max_threads(s), 2);
-    CHECK(wait_flag(&flag, 5000));
+    CHECK(test_wait_flag(&flag, 5000));
     CHECK(desync_scheduler_thread_count(s) <= 2);
 
     /* And for later work as well. */
     static atomic_int flag2;
     atomic_store(&flag2, 0);
     CHECK_EQ(desync_desync(d, set_flag_job, &flag2), 0);
-    CHECK(wait_flag(&flag2, 5000));
+    CHECK(test_wait_flag(&flag2, 5000));
     desync_release(d);
     desync_scheduler_free(s);
     return 0;
@@ -779,7 +757,7 @@ TEST(core_reentrant_edeadlk) {
     memset(&r2, 0, sizeof r2);
     r2.d = d;
     CHECK_EQ(desync_desync(d, reent_job, &r2), 0);
-    CHECK(wait_flag(&r2.done, 5000));
+    CHECK(test_wait_flag(&r2.done, 5000));
     CHECK_EQ(desync_sync(d, noop_job, NULL), 0);
     if (check_reent(&r2))
         return 1;
@@ -799,7 +777,7 @@ TEST(core_reentrant_edeadlk) {
     CHECK_EQ(qr1.sync_rc, DESYNC_EDEADLK);
     CHECK_EQ(qr1.try_rc, DESYNC_EDEADLK);
     CHECK_EQ(desync_queue_desync(q, qreent_job, &qr2), 0);
-    CHECK(wait_flag(&qr2.done, 5000));
+    CHECK(test_wait_flag(&qr2.done, 5000));
     CHECK_EQ(qr2.sync_rc, DESYNC_EDEADLK);
     CHECK_EQ(qr2.try_rc, DESYNC_EDEADLK);
     desync_queue_release(q);
@@ -889,7 +867,7 @@ TEST(core_reentrant_chain_edeadlk) {
     ch2.b = b;
     ch2.c = c;
     CHECK_EQ(desync_desync(a, chain_a_job, &ch2), 0);
-    CHECK(wait_flag(&ch2.done, 5000));
+    CHECK(test_wait_flag(&ch2.done, 5000));
     CHECK_EQ(ch2.rc_ab, 0);
     CHECK_EQ(ch2.rc_ba, DESYNC_EDEADLK);
     CHECK_EQ(ch2.rc_try_ba, DESYNC_EDEADLK);
@@ -901,7 +879,7 @@ TEST(core_reentrant_chain_edeadlk) {
     ch3.b = b;
     ch3.c = c;
     CHECK_EQ(desync_desync(a, chain3_a, &ch3), 0);
-    CHECK(wait_flag(&ch3.done, 5000));
+    CHECK(test_wait_flag(&ch3.done, 5000));
     CHECK_EQ(ch3.rc_ab, 0);
     CHECK_EQ(ch3.rc_bc, 0);
     CHECK_EQ(ch3.rc_ca, DESYNC_EDEADLK);
@@ -914,7 +892,7 @@ TEST(core_reentrant_chain_edeadlk) {
     ch4.c = c;
     CHECK_EQ(desync_desync(a, chain_ok_a, &ch4), 0);
     /* (chain_ok_b also checks that try_sync from another queue's job works) */
-    CHECK(wait_flag(&ch4.done, 5000));
+    CHECK(test_wait_flag(&ch4.done, 5000));
     CHECK_EQ(ch4.rc_ab, 0);
     CHECK_EQ(ch4.rc_bc, 0);
     CHECK_EQ(ch4.rc_try_ba, 0);
@@ -962,12 +940,12 @@ TEST(core_reentrant_chain_cross_thread) {
     x.b = desync_new(&xb, NULL);
     CHECK(x.a && x.b);
     CHECK_EQ(desync_desync(x.b, blocker_job, &x.blk), 0);
-    CHECK(wait_flag(&x.blk.started, 5000));
+    CHECK(test_wait_flag(&x.blk.started, 5000));
     CHECK_EQ(desync_desync(x.a, xchain_a, &x), 0);
-    CHECK(wait_flag(&x.a_started, 5000));
+    CHECK(test_wait_flag(&x.a_started, 5000));
     test_sleep_ms(20); /* let a's job reach its sync on b (either order is valid) */
     atomic_store(&x.blk.go, 1);
-    int finished = wait_flag(&x.a_done, 8000);
+    int finished = test_wait_flag(&x.a_done, 8000);
     if (!finished)
         fprintf(stderr, "deadlock: b's job syncing a (in a's sync chain) never returned\n");
     CHECK(finished);
@@ -1186,7 +1164,7 @@ TEST(core_release_from_own_job) {
     CHECK_EQ(desync_desync(s.d, selfrel_job, NULL), 0); /* owns our reference now */
     CHECK_EQ(desync_desync(s.d, tracked_job, NULL), 0);
     atomic_store(&b.go, 1);
-    CHECK(wait_flag(&s.t.destroyed, 5000));
+    CHECK(test_wait_flag(&s.t.destroyed, 5000));
     test_sleep_ms(20);
     CHECK_EQ(atomic_load(&s.t.destroyed), 1);
     CHECK_EQ(s.destroyed_seen_in_job, 0);       /* not destroyed inside the job */
@@ -1222,7 +1200,7 @@ TEST(core_release_from_own_job) {
     CHECK_EQ(desync_desync(s3.d, selfrel_job, NULL), 0);
     CHECK_EQ(desync_desync(s3.d, tracked_job, NULL), 0);
     desync_release(s3.d);
-    CHECK(wait_flag(&s3.t.destroyed, 5000));
+    CHECK(test_wait_flag(&s3.t.destroyed, 5000));
     test_sleep_ms(20);
     CHECK_EQ(atomic_load(&s3.t.destroyed), 1);
     CHECK_EQ(s3.t.jobs_at_destroy, 2);
@@ -1237,7 +1215,7 @@ TEST(core_release_inside_sync_job) {
     CHECK(s.d);
     /* The sync job drops the last reference; the sync must still return. */
     CHECK_EQ(desync_sync(s.d, selfrel_job, NULL), 0);
-    CHECK(wait_flag(&s.t.destroyed, 5000));
+    CHECK(test_wait_flag(&s.t.destroyed, 5000));
     CHECK_EQ(s.destroyed_seen_in_job, 0);
     CHECK_EQ(s.release_returned_at_destroy, 1);
     test_sleep_ms(20);
@@ -1321,7 +1299,7 @@ TEST(core_queue_api) {
     static struct blocker b;
     memset(&b, 0, sizeof b);
     CHECK_EQ(desync_queue_desync(q, blocker_queue_job, &b), 0);
-    CHECK(wait_flag(&b.started, 5000));
+    CHECK(test_wait_flag(&b.started, 5000));
     struct try_probe p2 = {0};
     int rc = desync_queue_try_sync(q, try_probe_queue_job, &p2);
     atomic_store(&b.go, 1);
@@ -1352,7 +1330,7 @@ TEST(core_queue_api) {
         CHECK_EQ(desync_queue_desync(q, qlog_slow_job, &args2[i]), 0);
     }
     desync_queue_release(q);
-    CHECK(wait_count(&l2.ran, 5, 5000));
+    CHECK(test_wait_count(&l2.ran, 5, 5000));
     for (int i = 0; i < 5; i++)
         CHECK_EQ(l2.order[i], i);
 
@@ -1555,11 +1533,11 @@ TEST(core_fairness) {
     CHECK_EQ(desync_queue_desync(f.a, fair_a_job, &f), 0);
     CHECK(test_wait_until(fair_a_moved, &f, 5000)); /* A is going */
     CHECK_EQ(desync_queue_desync(b, fair_b_job, &f), 0);
-    int b_ran = wait_flag(&f.b_ran, 5000);
+    int b_ran = test_wait_flag(&f.b_ran, 5000);
     /* ...and A is still going afterwards. */
     int a_moved = b_ran && test_wait_until(fair_a_moved, &f, 5000);
     atomic_store(&f.stop, 1);
-    int a_stopped = wait_flag(&f.a_done, 5000);
+    int a_stopped = test_wait_flag(&f.a_done, 5000);
     if (!b_ran)
         fprintf(stderr, "queue B starved by a self-requeuing queue A (%d runs of A)\n",
                 atomic_load(&f.a_runs));
@@ -1818,7 +1796,7 @@ TEST(core_release_not_last_does_not_block) {
     CHECK_EQ(desync_queue_desync(q, handshake_queue_job, &hq), 0);
     desync_queue_release(q);
     atomic_store(&hq.go, 1);
-    CHECK(wait_flag(&hq.done, 5000));
+    CHECK(test_wait_flag(&hq.done, 5000));
     CHECK_EQ(atomic_load(&hq.saw_go), 1);
     return 0;
 }
@@ -1864,14 +1842,14 @@ TEST(core_scheduler_free_from_own_job) {
     memset(&f, 0, sizeof f);
     f.s = s;
     CHECK_EQ(desync_desync(d, free_self_job, &f), 0);
-    CHECK(wait_flag(&f.returned, 5000));
+    CHECK(test_wait_flag(&f.returned, 5000));
     /* The scheduler was not freed: it still runs background work. */
     CHECK_EQ(desync_scheduler_max_threads(s), 2);
     static struct handshake h;
     memset(&h, 0, sizeof h);
     CHECK_EQ(desync_desync(d, handshake_job, &h), 0);
     atomic_store(&h.go, 1);
-    CHECK(wait_flag(&h.done, 5000));
+    CHECK(test_wait_flag(&h.done, 5000));
     CHECK_EQ(atomic_load(&h.saw_go), 1);
     desync_release(d);
     desync_scheduler_free(s);
@@ -1915,7 +1893,7 @@ TEST(core_default_threads_exit_when_idle) {
     memset(&h, 0, sizeof h);
     CHECK_EQ(desync_desync(d, handshake_job, &h), 0);
     atomic_store(&h.go, 1);
-    CHECK(wait_flag(&h.done, 5000));
+    CHECK(test_wait_flag(&h.done, 5000));
     CHECK_EQ(atomic_load(&h.saw_go), 1);
     desync_release(d);
     return 0;

@@ -33,15 +33,6 @@ static atomic_int g_errors;
             fprintf(stderr, __VA_ARGS__);                                                 \
     } while (0)
 
-static uint32_t rnd(uint32_t *state) {
-    /* xorshift32: cheap, per thread, reproducible */
-    uint32_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return *state = x;
-}
-
 static void noop_job(void *data, void *arg) {
     (void)data;
     (void)arg;
@@ -63,11 +54,6 @@ static int start_threads(pthread_t *th, int n, void *(*fn)(void *), void *args, 
             return -1;
     atomic_store(&g_gate, 1);
     return 0;
-}
-
-static void join_threads(pthread_t *th, int n) {
-    for (int i = 0; i < n; i++)
-        pthread_join(th[i], NULL);
 }
 
 /* Marks a job as running on its object; two at once is a serial-order bug. */
@@ -135,10 +121,10 @@ static void *mix_producer_main(void *p) {
     gate_wait();
     uint32_t state = 0x9e3779b9u * (uint32_t)(pr->id + 1);
     for (int seq = 0; seq < pr->n; seq++) {
-        int oi = (int)(rnd(&state) % MIX_OBJECTS);
+        int oi = (int)(test_rnd(&state) % MIX_OBJECTS);
         desync_t *d = pr->objs[oi].d;
         struct mix_arg a = {(uint32_t)pr->id, (uint32_t)seq, pthread_self(), 0, 0};
-        int op = (int)(rnd(&state) % 8);
+        int op = (int)(test_rnd(&state) % 8);
         int rc;
         pr->expect[seq] = (signed char)oi;
         switch (op) {
@@ -198,7 +184,7 @@ TEST(core_stress_mixed) {
     }
     pthread_t th[MIX_PRODUCERS];
     CHECK_EQ(start_threads(th, MIX_PRODUCERS, mix_producer_main, prods, sizeof prods[0]), 0);
-    join_threads(th, MIX_PRODUCERS);
+    test_join_threads(th, MIX_PRODUCERS);
     for (int i = 0; i < MIX_OBJECTS; i++)
         CHECK_EQ(desync_sync(objs[i].d, noop_job, NULL), 0); /* drain */
 
@@ -321,7 +307,7 @@ TEST(core_stress_concurrent_sync) {
             args[i] = (struct syncer){d, n / 2, i % 2};
         pthread_t th[NT];
         CHECK_EQ(start_threads(th, NT, syncer_main, args, sizeof args[0]), 0);
-        join_threads(th, NT);
+        test_join_threads(th, NT);
         long v = -1;
         CHECK_EQ(desync_sync(d, get_long, &v), 0);
         long expected = 0;
@@ -430,7 +416,7 @@ static void *cr_worker_main(void *p) {
         atomic_init(&c->inside, 0);
         c->magic = 0xC0FFEEu;
         h->data = c;
-        h->d = (rnd(&state) % 2) ? desync_new_on(w->s, c, cr_destroy) : desync_new(c, cr_destroy);
+        h->d = (test_rnd(&state) % 2) ? desync_new_on(w->s, c, cr_destroy) : desync_new(c, cr_destroy);
         if (!h->d) {
             FAILF("desync_new failed\n");
             free(h);
@@ -439,9 +425,9 @@ static void *cr_worker_main(void *p) {
         }
         atomic_fetch_add(&g_cr_created, 1);
 
-        int jobs = (int)(rnd(&state) % 5);
+        int jobs = (int)(test_rnd(&state) % 5);
         for (int j = 0; j < jobs; j++)
-            cr_queue(h, rnd(&state));
+            cr_queue(h, test_rnd(&state));
 
         /* Swap a second reference into a shared slot; whatever was there
          * (another thread's object, maybe still busy) gets a job and is
@@ -453,16 +439,16 @@ static void *cr_worker_main(void *p) {
             desync_release(h->d);
         } else {
             *h2 = *h;
-            struct cr_handle *old = atomic_exchange(&g_cr_slots[rnd(&state) % CR_SLOTS], h2);
+            struct cr_handle *old = atomic_exchange(&g_cr_slots[test_rnd(&state) % CR_SLOTS], h2);
             if (old) {
-                cr_queue(old, rnd(&state));
+                cr_queue(old, test_rnd(&state));
                 desync_release(old->d);
                 free(old);
             }
         }
 
         /* Drop our own reference: directly, or from inside a job. */
-        if (rnd(&state) % 4 == 0) {
+        if (test_rnd(&state) % 4 == 0) {
             atomic_fetch_add(&c->queued, 1);
             if (desync_desync(h->d, cr_release_job, h->d) != 0) {
                 atomic_fetch_sub(&c->queued, 1);
@@ -490,7 +476,7 @@ TEST(core_stress_create_release) {
         w[i] = (struct cr_worker){i, scaled(30000), s};
     pthread_t th[CR_THREADS];
     CHECK_EQ(start_threads(th, CR_THREADS, cr_worker_main, w, sizeof w[0]), 0);
-    join_threads(th, CR_THREADS);
+    test_join_threads(th, CR_THREADS);
     for (int i = 0; i < CR_SLOTS; i++) {
         struct cr_handle *h = atomic_exchange(&g_cr_slots[i], NULL);
         if (h) {
@@ -560,7 +546,7 @@ static void *churn_producer_main(void *p) {
     for (seq = 0; seq < pr->n || (atomic_load(&pr->churner->ops) < pr->churner->min_ops &&
                                   seq < 40 * pr->n);
          seq++) {
-        int oi = (int)(rnd(&state) % CH_OBJECTS);
+        int oi = (int)(test_rnd(&state) % CH_OBJECTS);
         atomic_fetch_add(&g_churn_queued[oi], 1);
         void *arg = (void *)(((uintptr_t)pr->id << SEQ_BITS) | (uintptr_t)seq);
         int rc = (seq % 256 == 255) ? desync_sync(pr->objs[oi].d, churn_job, arg)
@@ -578,7 +564,7 @@ static void *churner_main(void *p) {
     struct churner *c = p;
     uint32_t state = 12345;
     while (!atomic_load(&c->stop)) {
-        switch (rnd(&state) % 4) {
+        switch (test_rnd(&state) % 4) {
         case 0: {
             int rc = desync_scheduler_spawn_thread(c->s);
             if (rc != 0 && rc != DESYNC_EAGAIN)
@@ -586,7 +572,7 @@ static void *churner_main(void *p) {
             break;
         }
         case 1:
-            desync_scheduler_set_max_threads(c->s, rnd(&state) % 4);
+            desync_scheduler_set_max_threads(c->s, test_rnd(&state) % 4);
             break;
         case 2:
             desync_scheduler_despawn_threads_if_overloaded(c->s);
@@ -597,7 +583,7 @@ static void *churner_main(void *p) {
             break;
         }
         atomic_fetch_add(&c->ops, 1);
-        if (rnd(&state) % 64 == 0)
+        if (test_rnd(&state) % 64 == 0)
             test_sleep_ms(1); /* sometimes let threads settle and sleep */
     }
     return NULL;
@@ -627,7 +613,7 @@ TEST(core_stress_thread_churn) {
         prods[p] = (struct churn_producer){p, n, objs, &ch, 0};
     pthread_t th[CH_PRODUCERS];
     CHECK_EQ(start_threads(th, CH_PRODUCERS, churn_producer_main, prods, sizeof prods[0]), 0);
-    join_threads(th, CH_PRODUCERS);
+    test_join_threads(th, CH_PRODUCERS);
     atomic_store(&ch.stop, 1);
     pthread_join(cth, NULL);
 

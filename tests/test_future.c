@@ -24,12 +24,6 @@
 
 #include "test.h"
 
-#ifdef DESYNC_TEST_SANITIZED
-#define SCALED(n) ((n) / 10 > 0 ? (n) / 10 : 1)
-#else
-#define SCALED(n) (n)
-#endif
-
 /* A bound for waits that must succeed (a hang becomes a failed check). */
 #define LONG_NS (20ull * 1000000000ull)
 #define LONG_MS 20000u
@@ -40,27 +34,6 @@
 #define VI(p) ((int)(intptr_t)(p))
 
 /* ------------------------------------------------------------ helpers */
-
-static int flag_is_set(void *p) { return atomic_load((atomic_int *)p) != 0; }
-
-static int wait_flag(atomic_int *f, unsigned timeout_ms) {
-    return test_wait_until(flag_is_set, f, timeout_ms);
-}
-
-struct count_goal {
-    atomic_int *counter;
-    int goal;
-};
-
-static int count_reached(void *p) {
-    struct count_goal *g = p;
-    return atomic_load(g->counter) >= g->goal;
-}
-
-static int wait_count(atomic_int *counter, int goal, unsigned timeout_ms) {
-    struct count_goal g = {counter, goal};
-    return test_wait_until(count_reached, &g, timeout_ms);
-}
 
 static void noop_job(void *data, void *arg) {
     (void)data;
@@ -118,7 +91,7 @@ static void blocker_job(void *data, void *arg) {
     (void)data;
     struct blocker *b = arg;
     atomic_store(&b->started, 1);
-    wait_flag(&b->go, LONG_MS);
+    test_wait_flag(&b->go, LONG_MS);
     atomic_store(&b->finished, 1);
 }
 
@@ -265,7 +238,7 @@ TEST(future_update_data_with_future) {
 }
 
 TEST(future_update_data_with_future_1000) {
-    int n = SCALED(1000);
+    int n = TEST_SCALED(1000);
     for (int i = 0; i < n; i++) {
         int val = 0;
         desync_t *d = desync_new(&val, NULL);
@@ -315,7 +288,7 @@ TEST(future_update_data_with_future_sync) {
 }
 
 TEST(future_update_data_with_future_sync_1000) {
-    int n = SCALED(1000);
+    int n = TEST_SCALED(1000);
     for (int i = 0; i < n; i++) {
         int val = 0;
         desync_t *d = desync_new(&val, NULL);
@@ -395,7 +368,7 @@ static int wait_for_future_case(int mode) {
     struct completer c;
     if (mode == 0) {
         /* '1' arrives, then the queue is held by the after-node. */
-        CHECK(wait_count(&s.progress, 1, LONG_MS));
+        CHECK(test_wait_count(&s.progress, 1, LONG_MS));
         test_sleep_ms(SHORT_MS);
         CHECK_EQ(atomic_load(&s.progress), 1);
         CHECK(completer_start(&c, p, IV(2), 20, 0));
@@ -498,7 +471,7 @@ static desync_future_t *core_job(void *data, void *arg) {
 static desync_future_t *initiator_job(void *data, void *arg) {
     struct initiator *in = arg;
     if (in->gate_in)
-        wait_flag(in->gate_in, LONG_MS);
+        test_wait_flag(in->gate_in, LONG_MS);
     desync_future_t *f = desync_future_desync(in->core, core_job, in);
     atomic_store(&in->gate_out, 1);
     return await_into(f, data, in->arrival, &in->arrived);
@@ -587,7 +560,7 @@ static void record_pos1(void *arg) {
 }
 
 TEST(future_suspend_queue_1000) {
-    int n = SCALED(1000);
+    int n = TEST_SCALED(1000);
     for (int i = 0; i < n; i++) {
         struct susp s;
         atomic_init(&s.pos, 0);
@@ -674,7 +647,7 @@ static int release_suspended_queue_case(int mode) {
     void *v = NULL;
     CHECK_EQ(desync_future_wait_for(sf, LONG_NS, &v), 0);
     CHECK(v);
-    CHECK(wait_count(&count, 1, LONG_MS));
+    CHECK(test_wait_count(&count, 1, LONG_MS));
     test_sleep_ms(SHORT_MS);
     CHECK_EQ(atomic_load(&count), 1);
     if (mode != 2)
@@ -682,11 +655,11 @@ static int release_suspended_queue_case(int mode) {
     if (mode == 0) {
         struct resumer_thread rt;
         CHECK(resumer_start(&rt, v, 20, NULL));
-        CHECK(wait_count(&count, 2, LONG_MS));
+        CHECK(test_wait_count(&count, 2, LONG_MS));
         pthread_join(rt.th, NULL);
     } else {
         desync_resumer_resume(v);
-        CHECK(wait_count(&count, 2, LONG_MS));
+        CHECK(test_wait_count(&count, 2, LONG_MS));
     }
     desync_future_free(sf);
     /* Let the queue go idle before `count` leaves scope. */
@@ -747,7 +720,7 @@ static int release_suspended_object_case(int mode) {
         CHECK_EQ(atomic_load(&t.destroyed), 0);
         desync_resumer_resume(v);
     }
-    CHECK(wait_count(&t.destroyed, 1, LONG_MS));
+    CHECK(test_wait_count(&t.destroyed, 1, LONG_MS));
     CHECK_EQ(atomic_load(&t.jobs_at_destroy), 2); /* the waiting job ran first */
     if (mode == 0)
         pthread_join(rt.th, NULL);
@@ -814,7 +787,7 @@ TEST(future_poll_waker) {
     desync_waker_t wq = {count_wake, &q};
     CHECK_EQ(desync_future_poll(fq, &v, &wq), DESYNC_EAGAIN);
     atomic_store(&bl.go, 1);
-    CHECK(wait_count(&q.n, 1, LONG_MS));
+    CHECK(test_wait_count(&q.n, 1, LONG_MS));
     CHECK_EQ(desync_future_poll(fq, &v, NULL), 0);
     CHECK_EQ(VI(v), 5);
     test_sleep_ms(SHORT_MS);
@@ -849,7 +822,7 @@ TEST(future_wait_for_timeout) {
     CHECK_EQ(desync_desync(d, blocker_job, &bl), 0);
     /* On a worker: a waiter that found the queue unclaimed would run the
      * blocker itself. */
-    CHECK(wait_flag(&bl.started, LONG_MS));
+    CHECK(test_wait_flag(&bl.started, LONG_MS));
     desync_future_t *fq = desync_future_desync(d, ready_int, NULL);
     CHECK(fq);
     CHECK_EQ(desync_future_wait_for(fq, 20 * 1000000ull, &v), DESYNC_ETIMEDOUT);
@@ -862,13 +835,13 @@ TEST(future_wait_for_timeout) {
      * job (the next wait runs it here). */
     struct blocker bl2 = {0};
     CHECK_EQ(desync_desync(d, blocker_job, &bl2), 0);
-    CHECK(wait_flag(&bl2.started, LONG_MS));
+    CHECK(test_wait_flag(&bl2.started, LONG_MS));
     struct sync_probe pr = {0};
     desync_future_t *fs = desync_future_sync(d, probe_ready_int, &pr);
     CHECK(fs);
     CHECK_EQ(desync_future_wait_for(fs, 20 * 1000000ull, &v), DESYNC_ETIMEDOUT);
     atomic_store(&bl2.go, 1);
-    CHECK(wait_flag(&bl2.finished, LONG_MS));
+    CHECK(test_wait_flag(&bl2.finished, LONG_MS));
     test_sleep_ms(SHORT_MS);
     CHECK_EQ(atomic_load(&pr.ran), 0); /* nobody waits: it does not run */
     CHECK_EQ(desync_future_wait_for(fs, LONG_NS, &v), 0);
@@ -1011,7 +984,7 @@ TEST(future_then) {
     f = desync_future_desync(d, ready_int, NULL);
     CHECK(f);
     CHECK_EQ(desync_future_then(f, then_record, &r4), 0);
-    CHECK(wait_count(&r4.calls, 1, LONG_MS));
+    CHECK(test_wait_count(&r4.calls, 1, LONG_MS));
     CHECK_EQ(VI(r4.value), 8);
 
     /* A future_sync future: nobody waits on it any more, so its job runs
@@ -1021,7 +994,7 @@ TEST(future_then) {
     f = desync_future_sync(d, probe_ready_int, &pr);
     CHECK(f);
     CHECK_EQ(desync_future_then(f, then_record, &r5), 0);
-    CHECK(wait_count(&r5.calls, 1, LONG_MS));
+    CHECK(test_wait_count(&r5.calls, 1, LONG_MS));
     CHECK_EQ(VI(r5.value), 8);
     CHECK_EQ(atomic_load(&pr.ran), 1);
 
@@ -1125,7 +1098,7 @@ TEST(future_sync_freed_before_start) {
     desync_future_free(f);
     CHECK_EQ(desync_desync(d, set_flag_job, &later), 0);
     atomic_store(&bl.go, 1);
-    CHECK(wait_flag(&later, LONG_MS));
+    CHECK(test_wait_flag(&later, LONG_MS));
     CHECK_EQ(desync_sync(d, noop_job, NULL), 0);
     CHECK_EQ(atomic_load(&ran), 0);
 
@@ -1137,7 +1110,7 @@ TEST(future_sync_freed_before_start) {
     CHECK_EQ(atomic_load(&ran2), 0); /* nobody waits: not run */
     CHECK_EQ(desync_desync(d, set_flag_job, &later2), 0);
     desync_future_free(f);
-    CHECK(wait_flag(&later2, LONG_MS));
+    CHECK(test_wait_flag(&later2, LONG_MS));
     CHECK_EQ(atomic_load(&ran2), 0);
 
     /* On a 0-thread scheduler, a sync behind it still completes. */
@@ -1186,7 +1159,7 @@ TEST(future_sync_runs_on_waiting_thread) {
         struct blocker bl = {0};
         if (i == 1) { /* the queue busy on a worker thread first */
             CHECK_EQ(desync_desync(d, blocker_job, &bl), 0);
-            CHECK(wait_flag(&bl.started, LONG_MS));
+            CHECK(test_wait_flag(&bl.started, LONG_MS));
         }
         struct sync_probe pr = {0};
         desync_future_t *f = desync_future_sync(d, probe_ready_int, &pr);
@@ -1255,7 +1228,7 @@ TEST(future_sync_polled) {
         CHECK_EQ(desync_future_poll(f, &v, &wk), DESYNC_EAGAIN);
         atomic_store(&bl.go, 1);
         /* The queue reaches the job: the waker says "poll again". */
-        CHECK(wait_count(&w.n, 1, LONG_MS));
+        CHECK(test_wait_count(&w.n, 1, LONG_MS));
         CHECK_EQ(atomic_load(&pp.ran), 0);
         struct wake_count w2 = {0};
         desync_waker_t wk2 = {count_wake, &w2};
@@ -1272,7 +1245,7 @@ TEST(future_sync_polled) {
             CHECK_EQ(rc, DESYNC_EAGAIN);
             CHECK(pp.p);
             CHECK_EQ(desync_promise_complete(pp.p, IV(13)), 0);
-            CHECK(wait_count(&w2.n, 1, LONG_MS));
+            CHECK(test_wait_count(&w2.n, 1, LONG_MS));
             CHECK_EQ(desync_future_poll(f, &v, NULL), 0);
             CHECK_EQ(VI(v), 13);
         }
@@ -1299,14 +1272,14 @@ TEST(future_detach) {
     CHECK(f);
     desync_future_detach(f);
     atomic_store(&bl.go, 1);
-    CHECK(wait_flag(&ran1, LONG_MS));
-    CHECK(wait_flag(&ran2, LONG_MS));
+    CHECK(test_wait_flag(&ran1, LONG_MS));
+    CHECK(test_wait_flag(&ran2, LONG_MS));
     /* future_sync, detached after the queue has reached it. */
     f = desync_future_sync(d, set_flag_async, &ran3);
     CHECK(f);
     test_sleep_ms(SHORT_MS);
     desync_future_detach(f);
-    CHECK(wait_flag(&ran3, LONG_MS));
+    CHECK(test_wait_flag(&ran3, LONG_MS));
     /* A detached future_desync whose job awaits a promise. */
     desync_future_t *pf = NULL;
     desync_promise_t *p = desync_promise_new(&pf);
@@ -1442,14 +1415,14 @@ TEST(future_no_thread_blocked) {
         CHECK_EQ(desync_desync(objs[i], set_int, IV(i + 1)), 0);
     }
     for (int i = 0; i < N; i++)
-        CHECK(wait_flag(&pends[i].made, LONG_MS));
+        CHECK(test_wait_flag(&pends[i].made, LONG_MS));
     /* 100 queues are waiting on futures; the one thread is still free. */
     int other_val = 0;
     desync_t *other = desync_new_on(s, &other_val, NULL);
     CHECK(other);
     atomic_int ran = 0;
     CHECK_EQ(desync_desync(other, set_flag_job, &ran), 0);
-    CHECK(wait_flag(&ran, LONG_MS));
+    CHECK(test_wait_flag(&ran, LONG_MS));
     CHECK(desync_scheduler_thread_count(s) <= 1);
     for (int i = 0; i < N; i++)
         CHECK_EQ(desync_future_poll(futs[i], NULL, NULL), DESYNC_EAGAIN);
@@ -1500,7 +1473,7 @@ TEST(future_order_desync_after_future_desync) {
         desync_future_t *f = desync_future_desync(d, pending_async, &pd);
         CHECK(f);
         CHECK_EQ(desync_desync(d, later_job, &o), 0);
-        CHECK(wait_flag(&pd.made, LONG_MS));
+        CHECK(test_wait_flag(&pd.made, LONG_MS));
         if (round == 0)
             test_sleep_ms(SHORT_MS);
         else
@@ -1514,7 +1487,7 @@ TEST(future_order_desync_after_future_desync) {
             CHECK(completer_start(&c, pd.p, IV(round), 0, 0));
             completer_join(&c);
         }
-        CHECK(wait_flag(&o.later_ran, LONG_MS));
+        CHECK(test_wait_flag(&o.later_ran, LONG_MS));
         CHECK_EQ(atomic_load(&o.later_saw_completed), 1);
         void *v = NULL;
         CHECK_EQ(desync_future_poll(f, &v, NULL), 0); /* complete before later_job ran */
@@ -1566,7 +1539,7 @@ TEST(future_wait_own_queue_edeadlk) {
             CHECK_EQ(desync_sync(d, wait_own_queue_job, &x), 0);
         } else {
             CHECK_EQ(desync_desync(d, wait_own_queue_job, &x), 0);
-            CHECK(wait_flag(&x.done, LONG_MS));
+            CHECK(test_wait_flag(&x.done, LONG_MS));
         }
         CHECK_EQ(x.rc_desync, DESYNC_EDEADLK);
         CHECK_EQ(x.rc_sync, DESYNC_EDEADLK);

@@ -18,12 +18,6 @@
 
 #include "test.h"
 
-#ifdef DESYNC_TEST_SANITIZED
-#define SCALED(n) ((n) / 10 > 0 ? (n) / 10 : 1)
-#else
-#define SCALED(n) (n)
-#endif
-
 #define LONG_NS (20ull * 1000000000ull)
 #define LONG_MS 20000u
 
@@ -39,31 +33,12 @@ static atomic_int g_errors;
             fprintf(stderr, __VA_ARGS__);                                                 \
     } while (0)
 
-static uint32_t rnd(uint32_t *state) {
-    uint32_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return *state = x;
-}
-
 /* All threads of a test start together, so they really overlap. */
 static atomic_int g_gate;
 
 static void gate_wait(void) {
     while (!atomic_load(&g_gate))
         sched_yield();
-}
-
-static void join_threads(pthread_t *th, int n) {
-    for (int i = 0; i < n; i++)
-        pthread_join(th[i], NULL);
-}
-
-static void spin_ns(uint64_t ns) {
-    uint64_t end = test_now_ns() + ns;
-    while (test_now_ns() < end) {
-    }
 }
 
 /* ===================================================== promises, readers */
@@ -110,12 +85,12 @@ static void *producer_main(void *arg) {
         uint64_t end = test_now_ns() + 20000;
         while (!atomic_load(&s->started) && test_now_ns() < end) {
         }
-        spin_ns(rnd(&t->seed) % 3000);
+        test_spin_ns(test_rnd(&t->seed) % 3000);
         if (s->cancel)
             desync_promise_cancel(s->p);
         else if (desync_promise_complete(s->p, IV(2 * i + 1)) != 0)
             FAILF("complete %d failed\n", i);
-        if (rnd(&t->seed) % 8 == 0)
+        if (test_rnd(&t->seed) % 8 == 0)
             sched_yield();
     }
     return NULL;
@@ -192,7 +167,7 @@ static void *consumer_main(void *arg) {
         case 6: {
             /* Short timed waits until it completes. */
             uint64_t end = test_now_ns() + LONG_NS;
-            while ((rc = desync_future_wait_for(s->f, rnd(&t->seed) % 20000, &v)) ==
+            while ((rc = desync_future_wait_for(s->f, test_rnd(&t->seed) % 20000, &v)) ==
                    DESYNC_ETIMEDOUT) {
                 if (test_now_ns() > end)
                     break;
@@ -209,7 +184,7 @@ static void *consumer_main(void *arg) {
 }
 
 TEST(future_stress_promises) {
-    g_nslots = SCALED(20000);
+    g_nslots = TEST_SCALED(20000);
     g_slots = calloc((size_t)g_nslots, sizeof *g_slots);
     CHECK(g_slots);
     atomic_store(&g_errors, 0);
@@ -231,7 +206,7 @@ TEST(future_stress_promises) {
         CHECK(pthread_create(&th[i], NULL, i < P_PRODUCERS ? producer_main : consumer_main,
                              &args[i]) == 0);
     atomic_store(&g_gate, 1);
-    join_threads(th, P_PRODUCERS + P_CONSUMERS);
+    test_join_threads(th, P_PRODUCERS + P_CONSUMERS);
     CHECK_EQ(atomic_load(&g_errors), 0);
     for (int i = 0; i < g_nslots; i++) {
         struct pslot *s = &g_slots[i];
@@ -420,7 +395,7 @@ static void *obj_thread_main(void *arg) {
     gate_wait();
     for (int s = 0; s < g_ops_per_thread; s++) {
         struct op *op = &g_ops[th->t * g_ops_per_thread + s];
-        desync_t *d = g_objs[rnd(&th->seed) % O_OBJS];
+        desync_t *d = g_objs[test_rnd(&th->seed) % O_OBJS];
         switch (op->kind) {
         case OK_DESYNC:
             if (desync_desync(d, op_job, op) != 0)
@@ -471,7 +446,7 @@ static void no_destroy(void *data) { (void)data; }
 
 TEST(future_stress_objects) {
     atomic_store(&g_errors, 0);
-    g_ops_per_thread = SCALED(10000);
+    g_ops_per_thread = TEST_SCALED(10000);
     int total = g_ops_per_thread * O_THREADS;
     g_ops = calloc((size_t)total, sizeof *g_ops);
     CHECK(g_ops);
@@ -496,9 +471,9 @@ TEST(future_stress_objects) {
             op->thread = t;
             op->seq = s;
             op->id = t * g_ops_per_thread + s + 1;
-            op->kind = (int)(rnd(&seed) % OK_KINDS);
-            op->handling = (int)(rnd(&seed) % H_KINDS);
-            op->variant = (int)(rnd(&seed) % 3);
+            op->kind = (int)(test_rnd(&seed) % OK_KINDS);
+            op->handling = (int)(test_rnd(&seed) % H_KINDS);
+            op->variant = (int)(test_rnd(&seed) % 3);
         }
     }
     atomic_store(&g_gate, 0);
@@ -509,7 +484,7 @@ TEST(future_stress_objects) {
     }
     /* The issuers were stored before the gate opens (no op ran yet). */
     atomic_store(&g_gate, 1);
-    join_threads(th, O_THREADS);
+    test_join_threads(th, O_THREADS);
 
     /* Everything queued has run once the objects are released. */
     long runs = 0;
@@ -578,7 +553,7 @@ static void *race_completer(void *arg) {
             sched_yield();
         }
         r = atomic_load(&g_race.round);
-        spin_ns(g_race.delay_ns[0]);
+        test_spin_ns(g_race.delay_ns[0]);
         desync_promise_complete(g_race.p, IV(r));
         atomic_store(&g_race.completed, r);
     }
@@ -613,7 +588,7 @@ __attribute__((noinline)) static int timed_wait(desync_future_t *f, uint64_t ns,
 }
 
 TEST(future_stress_wait_timeout_race) {
-    int rounds = SCALED(20000);
+    int rounds = TEST_SCALED(20000);
     memset(&g_race, 0, sizeof g_race);
     /* How long does a wait_for that times out at once take? */
     desync_future_t *f = NULL;
@@ -644,7 +619,7 @@ TEST(future_stress_wait_timeout_race) {
          * and signalling the waiters. */
         if (r % 2)
             CHECK(desync_future_fd(g_race.f) >= 0);
-        g_race.delay_ns[0] = rnd(&seed) % (2 * per + 1);
+        g_race.delay_ns[0] = test_rnd(&seed) % (2 * per + 1);
         atomic_store(&g_race.round, r);
         void *v = NULL;
         int rc = timed_wait(g_race.f, 1, &v);
@@ -718,14 +693,14 @@ static void *wrace_completer(void *arg) {
             sched_yield();
         }
         r = atomic_load(&g_wrace.round);
-        spin_ns(g_wrace.delay_ns);
+        test_spin_ns(g_wrace.delay_ns);
         desync_promise_complete(g_wrace.p, IV(r));
         atomic_store(&g_wrace.completed, r);
     }
 }
 
 TEST(future_stress_replaced_waker_race) {
-    int rounds = SCALED(20000);
+    int rounds = TEST_SCALED(20000);
     memset(&g_wrace, 0, sizeof g_wrace);
     pthread_t th;
     CHECK(pthread_create(&th, NULL, wrace_completer, NULL) == 0);
@@ -744,7 +719,7 @@ TEST(future_stress_replaced_waker_race) {
         atomic_store(&w->calls, 0);
         atomic_store(&w->late, 0);
         desync_waker_t wk = {wctx_wake, w};
-        g_wrace.delay_ns = rnd(&seed) % 4000;
+        g_wrace.delay_ns = test_rnd(&seed) % 4000;
         CHECK_EQ(desync_future_poll(f, NULL, &wk), DESYNC_EAGAIN);
         atomic_store(&g_wrace.round, r);
         void *v = NULL;
@@ -759,7 +734,7 @@ TEST(future_stress_replaced_waker_race) {
             atomic_store(&w->dead, 1);
         } else {
             /* Drop the future while it may be completing. */
-            spin_ns(rnd(&seed) % 4000);
+            test_spin_ns(test_rnd(&seed) % 4000);
             desync_future_free(f);
             f = NULL;
             atomic_store(&w->dead, 1);
@@ -811,7 +786,7 @@ static desync_future_t *ready_null(void *data, void *arg) {
 }
 
 TEST(future_stress_sync_drop_race) {
-    int rounds = SCALED(10000);
+    int rounds = TEST_SCALED(10000);
     desync_t *d = desync_new(NULL, NULL);
     CHECK(d);
     uint32_t seed = 99;
@@ -827,7 +802,7 @@ TEST(future_stress_sync_drop_race) {
         uint64_t end = test_now_ns() + LONG_NS;
         while (!atomic_load(&x.reached) && test_now_ns() < end) {
         }
-        spin_ns(rnd(&seed) % 1500);
+        test_spin_ns(test_rnd(&seed) % 1500);
         int detach = r % 2;
         if (detach)
             desync_future_detach(f);
