@@ -319,7 +319,7 @@ uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline) {
             uint64_t now = dsy_now_ns();
             if (!spin_end)
                 spin_end = now + WAIT_SPIN_NS;
-            else if (now >= spin_end)
+            else if (now >= spin_end || (deadline && now >= deadline))
                 break;
         }
         dsy_cpu_relax();

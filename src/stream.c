@@ -33,54 +33,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* How long a waiting thread spins before it sleeps: about the cost of one
- * sleep/wake round trip on the machines we target. */
+/* How long a blocked reader spins on a pipe output's `ready` hint before it
+ * polls with a waker: about the cost of one sleep/wake round trip. */
 #define SPIN_NS 8000u
-
-/* ---------------------------------------------------------------- waiter */
-
-void dsy_swaiter_reset(dsy_swaiter *w) { atomic_store_explicit(&w->st, DSY_SW_IDLE, memory_order_relaxed); }
-
-void dsy_swaiter_wake(void *ctx) {
-    dsy_swaiter *w = ctx;
-    /* After the exchange the waiter may return and its memory go: only the
-     * futex call (harmless on a stale address) may follow. */
-    if (atomic_exchange_explicit(&w->st, DSY_SW_SIGNALED, memory_order_acq_rel) == DSY_SW_SLEEPING)
-        dsy_unpark_one(&w->st);
-}
-
-bool dsy_swaiter_wait(dsy_swaiter *w, uint64_t deadline) {
-    uint64_t spin_end = 0;
-    for (unsigned i = 0;; i++) {
-        if (atomic_load_explicit(&w->st, memory_order_acquire) == DSY_SW_SIGNALED)
-            return true;
-        if ((i & 15) == 15) {
-            uint64_t now = dsy_now_ns();
-            if (!spin_end)
-                spin_end = now + SPIN_NS;
-            if (now >= spin_end || (deadline && now >= deadline))
-                break;
-        }
-        dsy_cpu_relax();
-    }
-    for (;;) {
-        uint32_t v = DSY_SW_IDLE;
-        if (!atomic_compare_exchange_strong_explicit(&w->st, &v, DSY_SW_SLEEPING, memory_order_acq_rel,
-                                                     memory_order_acquire) &&
-            v == DSY_SW_SIGNALED)
-            return true;
-        uint64_t rel = 0;
-        if (deadline) {
-            uint64_t now = dsy_now_ns();
-            if (now >= deadline)
-                return atomic_load_explicit(&w->st, memory_order_acquire) == DSY_SW_SIGNALED;
-            rel = deadline - now;
-        }
-        dsy_park(&w->st, DSY_SW_SLEEPING, rel);
-        if (atomic_load_explicit(&w->st, memory_order_acquire) == DSY_SW_SIGNALED)
-            return true;
-    }
-}
 
 /* ------------------------------------------------------------ waker slot */
 

@@ -27,20 +27,28 @@
 
 /* ------------------------------------------------------------ waiter */
 
+/* One waiting thread, woken by anyone: the queue's waiter word protocol
+ * (dsy_wait_word / dsy_waiter_signal in queue.c) with DONE as "signalled". */
 typedef struct dsy_swaiter {
-    _Atomic uint32_t st; /* DSY_SW_* */
+    _Atomic uint32_t st; /* DSY_W_WAITING, DSY_W_DONE or DSY_W_SLEEPING */
 } dsy_swaiter;
 
-#define DSY_SW_IDLE 0u
-#define DSY_SW_SIGNALED 1u
-#define DSY_SW_SLEEPING 2u
+#define DSY_SW_IDLE DSY_W_WAITING
 
-void dsy_swaiter_reset(dsy_swaiter *w);
+static inline void dsy_swaiter_reset(dsy_swaiter *w) {
+    atomic_store_explicit(&w->st, DSY_W_WAITING, memory_order_relaxed);
+}
+
 /* A desync_waker_t function: ctx is the dsy_swaiter. */
-void dsy_swaiter_wake(void *ctx);
+static inline void dsy_swaiter_wake(void *ctx) {
+    dsy_waiter_signal(&((dsy_swaiter *)ctx)->st, DSY_W_DONE);
+}
+
 /* Spins briefly, then sleeps until woken; deadline is absolute
  * (dsy_now_ns), 0 = none. False if the deadline passed first. */
-bool dsy_swaiter_wait(dsy_swaiter *w, uint64_t deadline);
+static inline bool dsy_swaiter_wait(dsy_swaiter *w, uint64_t deadline) {
+    return dsy_wait_word(&w->st, deadline) == DSY_W_DONE;
+}
 
 /* ------------------------------------------------------------ waker slot */
 
