@@ -63,7 +63,6 @@ struct desync_future {
     bool has_waker;
     bool handle_gone; /* freed or detached by the user */
     bool detached;
-    uint8_t kind;
     void (*then_cb)(int status, void *value, void *arg);
     void *then_arg;
     int fd, fd_write; /* -1 until desync_future_fd; fd_write is the pipe's other end */
@@ -407,7 +406,6 @@ static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, void (*f
         r->node = x;
         x->u.resumer = r;
     }
-    out->kind = (uint8_t)kind;
     out->q = q;
     out->node = &x->node;
     dsy_queue_push_schedule(q, &x->node);

@@ -44,9 +44,8 @@
 /* Sleeps while *word == expected (or until woken / timeout_ns passes; 0 = no
  * timeout). Spurious returns are allowed: callers re-check their condition. */
 void dsy_park(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns);
-/* Wakes one / all threads parked on word. */
+/* Wakes a thread parked on word. */
 void dsy_unpark_one(_Atomic uint32_t *word);
-void dsy_unpark_all(_Atomic uint32_t *word);
 uint64_t dsy_now_ns(void);
 unsigned dsy_cpu_count(void);
 void dsy_cpu_relax(void);
@@ -177,7 +176,6 @@ typedef struct dsy_frame {
     struct dsy_frame *behalf; /* the chain of the blocked thread this job runs for */
 } dsy_frame;
 
-dsy_frame *dsy_frame_current(void);
 /* True if q is running in the current thread's frame chain (a sync on q from
  * here could never complete). */
 bool dsy_queue_in_chain(desync_queue_t *q);
@@ -212,7 +210,6 @@ uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline);
 /* Sets a waiter word to DONE or TOKEN, waking its thread if it sleeps. */
 void dsy_waiter_signal(_Atomic uint32_t *word, uint32_t value);
 void dsy_queue_unref(desync_queue_t *q);
-void dsy_queue_free_mem(desync_queue_t *q);
 /* The job calls behind the public functions (fn is cast back to
  * desync_job_fn when with_data, else to desync_queue_job_fn). */
 int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, void *arg,
@@ -228,8 +225,8 @@ int dsy_desync(desync_queue_t *q, void (*fn)(void), bool with_data, const void *
 
 /* ----------------------------------------------------------- scheduler */
 
-/* Puts a queue whose state has just gained READY (and LINKED if `link`) on a
- * run list; may wake or start a thread. */
+/* Puts a queue whose state has just gained READY|LINKED on a run list (or
+ * the calling worker's next slot); may wake or start a thread. */
 void dsy_sched_submit(desync_scheduler_t *s, desync_queue_t *q);
 void dsy_sched_retain(desync_scheduler_t *s);
 void dsy_sched_release(desync_scheduler_t *s);

@@ -36,10 +36,6 @@ void dsy_unpark_one(_Atomic uint32_t *word) {
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-void dsy_unpark_all(_Atomic uint32_t *word) {
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
-}
-
 #else /* portable fallback: a small table of mutex/condvar pairs hashed by address */
 #include <pthread.h>
 
@@ -78,9 +74,9 @@ void dsy_park(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns) {
     pthread_mutex_unlock(&park_table[i].m);
 }
 
-void dsy_unpark_one(_Atomic uint32_t *word) { dsy_unpark_all(word); }
-
-void dsy_unpark_all(_Atomic uint32_t *word) {
+/* Slots are shared by several words: wake every waiter of the slot; each
+ * re-checks its own word. */
+void dsy_unpark_one(_Atomic uint32_t *word) {
     pthread_once(&park_once, park_init);
     unsigned i = park_slot(word);
     pthread_mutex_lock(&park_table[i].m);

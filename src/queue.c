@@ -62,8 +62,6 @@
 
 static DSY_TLS dsy_frame *tls_frame;
 
-dsy_frame *dsy_frame_current(void) { return tls_frame; }
-
 /* Frames of threads blocked in sync stay valid while we run their jobs, so
  * the chain may cross threads through `behalf`. Depth-limited for safety. */
 static bool chain_has(const dsy_frame *f, const desync_queue_t *q, int depth) {
@@ -87,7 +85,7 @@ void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s) {
     dsy_sched_retain(s);
 }
 
-void dsy_queue_free_mem(desync_queue_t *q) {
+static void dsy_queue_free_mem(desync_queue_t *q) {
     dsy_sched_release(q->sched);
     free(q);
 }
