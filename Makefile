@@ -7,6 +7,8 @@
 #   make test CC=clang        same with clang, in build-clang/
 #   make test SAN=thread      ThreadSanitizer build in build-thread/
 #   make test SAN=address,undefined
+#   make test DEBUG=1         invariant checks (DSY_ASSERT) on, in build-debug/
+#   make test OS=posix        the portable OS layer instead of Linux's, in build-posix/
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -16,13 +18,20 @@ CC := gcc
 endif
 
 SAN ?=
+DEBUG ?=
 comma := ,
+
+# The OS layer (src/os/): sets OS and OS_SRCS.
+include src/os/os.mk
+
+# Sanitizer builds always check the library's invariants.
+DEBUG_ON := $(if $(or $(SAN),$(filter-out 0,$(DEBUG))),1)
 
 # One build directory per compiler and sanitizer set, so builds never mix.
 CC_NAME := $(notdir $(firstword $(CC)))
 CC_TAG := $(if $(filter gcc cc,$(CC_NAME)),,-$(CC_NAME))
 SAN_DIRNAME := $(subst $(comma),-,$(SAN))
-BUILD ?= build$(CC_TAG)$(if $(SAN),-$(SAN_DIRNAME))
+BUILD ?= build$(CC_TAG)$(if $(SAN),-$(SAN_DIRNAME),$(if $(DEBUG_ON),-debug))$(if $(filter posix,$(OS)),-posix)
 
 OPT := -O2
 SANFLAGS :=
@@ -33,7 +42,8 @@ endif
 
 # CFLAGS/LDFLAGS given by the user are appended, never replace ours.
 BASE_CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE \
-               -fPIC -fvisibility=hidden -Iinclude -Isrc $(SANFLAGS)
+               -fPIC -fvisibility=hidden -Iinclude -Isrc $(SANFLAGS) \
+               $(if $(DEBUG_ON),-DDESYNC_DEBUG)
 ALL_CFLAGS := $(BASE_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pthread $(SANFLAGS) $(LDFLAGS)
 LDLIBS := -lm
@@ -55,7 +65,7 @@ endif
 endif
 RUN_PREFIX ?=
 
-LIB_SRCS := $(wildcard src/*.c)
+LIB_SRCS := $(wildcard src/*.c) $(OS_SRCS)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS := tests/runner.c $(wildcard tests/test_*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
@@ -128,4 +138,4 @@ bench: $(BUILD)/bench
 clean:
 	rm -rf build build-*
 
--include $(wildcard $(BUILD)/*/*.d)
+-include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)

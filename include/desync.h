@@ -57,6 +57,8 @@ typedef struct desync_object desync_t;
 /* Job signatures. `data` is the object's data pointer; `arg` is the caller's. */
 typedef void (*desync_job_fn)(void *data, void *arg);
 typedef void (*desync_queue_job_fn)(void *arg);
+/* Frees an object's data after its last job (desync_new). */
+typedef void (*desync_destroy_fn)(void *data);
 
 /* ----------------------------------------------------------- scheduler */
 
@@ -169,9 +171,9 @@ DESYNC_API int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job,
  * with one reference owned by the caller. `destroy` (may be NULL) is called
  * with `data` once, after the last job. NULL on ENOMEM (destroy not called).
  */
-DESYNC_API desync_t *desync_new(void *data, void (*destroy)(void *data));
+DESYNC_API desync_t *desync_new(void *data, desync_destroy_fn destroy);
 DESYNC_API desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data,
-                                   void (*destroy)(void *data));
+                                   desync_destroy_fn destroy);
 
 /* Adds a reference; returns d (NULL for NULL). */
 DESYNC_API desync_t *desync_retain(desync_t *d);

@@ -24,6 +24,7 @@
  * sending handle, close one less. The memory goes when every handle is
  * closed and the receiver freed (`refs` counts both).
  */
+#include "ring.h"
 #include "stream_internal.h"
 
 #include <pthread.h>
@@ -41,54 +42,30 @@ struct desync_channel {
     desync_stream_t rx; /* the receiving stream; first member */
     pthread_mutex_t mu;
     size_t cap;
-    void **ring;
-    size_t rcap, rhead, rcount;
+    dsy_ring ring; /* accepted items */
     snode *wq_head, *wq_tail;
     size_t senders;
     bool reader_gone;
     bool reader_waiting; /* last poll found nothing and left a waker */
-    _Atomic uint32_t refs;
+    dsy_refcount refs;
     dsy_wslot rslot;
 };
 
 static void chan_unref(desync_channel_t *c) {
-    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+    if (!dsy_ref_dec(&c->refs))
         return;
     pthread_mutex_destroy(&c->mu);
-    free(c->ring);
+    dsy_ring_destroy(&c->ring);
     free(c);
 }
 
-/* With the lock held and rcount < rcap. */
-static void ring_put(desync_channel_t *c, void *item) {
-    c->ring[(c->rhead + c->rcount) % c->rcap] = item;
-    c->rcount++;
-}
+/* The ring's first size; it doubles up to the capacity (a rendezvous
+ * channel hands items over in a one-item ring). */
+#define RING_FIRST 16u
 
-static void *ring_take(desync_channel_t *c) {
-    void *item = c->ring[c->rhead];
-    c->rhead = (c->rhead + 1) % c->rcap;
-    c->rcount--;
-    return item;
-}
-
-/* Makes room for one more item (rcount < cap); false on ENOMEM. */
+/* Makes room for one more item (len < cap); false on ENOMEM. Lock held. */
 static bool ring_room(desync_channel_t *c) {
-    if (c->rcount < c->rcap)
-        return true;
-    size_t n = c->rcap * 2;
-    if (n > c->cap || n < c->rcap)
-        n = c->cap;
-    void **r = malloc(n * sizeof *r);
-    if (!r)
-        return false;
-    for (size_t i = 0; i < c->rcount; i++)
-        r[i] = c->ring[(c->rhead + i) % c->rcap];
-    free(c->ring);
-    c->ring = r;
-    c->rcap = n;
-    c->rhead = 0;
-    return true;
+    return dsy_ring_reserve(&c->ring, RING_FIRST, c->cap ? c->cap : 1);
 }
 
 static void wq_append(desync_channel_t *c, snode *n) {
@@ -132,11 +109,11 @@ static int chan_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
     dsy_wslot_clear(&c->rslot); /* a new poll replaces the old waker */
     pthread_mutex_lock(&c->mu);
     c->reader_waiting = false;
-    if (c->rcount) {
-        *item = ring_take(c);
-        if (c->wq_head && c->rcount < c->cap) {
+    if (c->ring.len) {
+        *item = dsy_ring_take(&c->ring);
+        if (c->wq_head && c->ring.len < c->cap) {
             done = wq_pop(c);
-            ring_put(c, done->item); /* room: we just took one */
+            dsy_ring_put(&c->ring, done->item); /* room: we just took one */
         }
     } else if (c->wq_head) {
         done = wq_pop(c);
@@ -166,8 +143,8 @@ static void chan_free(desync_stream_t *s) {
     pthread_mutex_unlock(&c->mu);
     dsy_wslot_quiesce(&c->rslot);
     /* Senders see reader_gone and leave the ring alone from now on. */
-    while (c->rcount) {
-        void *item = ring_take(c);
+    while (c->ring.len) {
+        void *item = dsy_ring_take(&c->ring);
         if (s->item_free)
             s->item_free(item);
     }
@@ -190,17 +167,16 @@ desync_channel_t *desync_channel_new(size_t capacity, desync_stream_t **receiver
     if (!c)
         return NULL;
     c->cap = capacity;
-    c->rcap = capacity == 0 ? 1 : capacity < 16 ? capacity : 16;
-    c->ring = malloc(c->rcap * sizeof *c->ring);
-    if (!c->ring || pthread_mutex_init(&c->mu, NULL) != 0) {
-        free(c->ring);
+    dsy_ring_init(&c->ring);
+    if (!ring_room(c) || pthread_mutex_init(&c->mu, NULL) != 0) {
+        dsy_ring_destroy(&c->ring);
         free(c);
         return NULL;
     }
     dsy_stream_init(&c->rx, &chan_vt);
     dsy_wslot_init(&c->rslot);
     c->senders = 1;
-    atomic_init(&c->refs, 2); /* the handle and the receiver */
+    dsy_ref_init(&c->refs, 2); /* the handle and the receiver */
     *receiver = &c->rx;
     return c;
 }
@@ -208,7 +184,7 @@ desync_channel_t *desync_channel_new(size_t capacity, desync_stream_t **receiver
 desync_channel_t *desync_channel_retain(desync_channel_t *c) {
     if (!c)
         return NULL;
-    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    dsy_ref_inc(&c->refs);
     pthread_mutex_lock(&c->mu);
     c->senders++;
     pthread_mutex_unlock(&c->mu);
@@ -233,14 +209,14 @@ static int try_put(desync_channel_t *c, void *item) {
     if (c->wq_head)
         return 0;
     if (c->cap == 0) {
-        if (!c->reader_waiting || c->rcount)
+        if (!c->reader_waiting || c->ring.len)
             return 0;
-    } else if (c->rcount >= c->cap) {
+    } else if (c->ring.len >= c->cap) {
         return 0;
     } else if (!ring_room(c)) {
         return DESYNC_ENOMEM;
     }
-    ring_put(c, item);
+    dsy_ring_put(&c->ring, item);
     c->reader_waiting = false;
     return 1;
 }

@@ -1,5 +1,8 @@
-/* Error descriptions. */
-#include "desync.h"
+/* Error descriptions, and the report of a failed assertion (debug builds). */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
 
 const char *desync_strerror(int err) {
     switch (err) {
@@ -16,3 +19,11 @@ const char *desync_strerror(int err) {
     default: return "unknown error";
     }
 }
+
+#ifdef DESYNC_DEBUG
+void dsy_assert_fail(const char *file, int line, const char *cond) {
+    fprintf(stderr, "libdesync: %s:%d: assertion failed: %s\n", file, line, cond);
+    fflush(stderr);
+    abort();
+}
+#endif

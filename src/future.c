@@ -31,13 +31,9 @@
  */
 #include "internal.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#if defined(__linux__)
-#include <sys/eventfd.h>
-#endif
 
 typedef struct fwaiter {
     _Atomic uint32_t word;
@@ -50,7 +46,7 @@ enum fphase { P_START, P_WAIT, P_READY, P_SUSPENDED, P_DONE };
 struct desync_future {
     dsy_spinlock lock; /* over everything below but `done` */
     _Atomic uint32_t done; /* 1 once status/value are final (store-release) */
-    _Atomic uint32_t refs;
+    dsy_refcount refs;
     /* 1 while fut_complete signals the fd and calls the waker outside the
      * lock: poll and free wait for it, so that once they return, no old
      * waker call or fd write is still under way (the waker's context and the
@@ -63,7 +59,7 @@ struct desync_future {
     bool has_waker;
     bool handle_gone; /* freed or detached by the user */
     bool detached;
-    void (*then_cb)(int status, void *value, void *arg);
+    desync_then_fn then_cb;
     void *then_arg;
     int fd, fd_write; /* -1 until desync_future_fd; fd_write is the pipe's other end */
     /* Queue-bound futures: the queue and node that complete this future.
@@ -83,7 +79,7 @@ typedef struct fnode {
     uint8_t kind, phase;
     bool with_data;
     int status;        /* of the awaited future, once READY */
-    void (*fn)(void);  /* the user's job */
+    dsy_fn fn;         /* the user's job */
     void *arg;
     desync_future_t *out; /* the future this node completes (holds a reference) */
     union {
@@ -112,13 +108,13 @@ static desync_future_t *fut_new(uint32_t refs) {
     if (!f)
         return NULL;
     memset(f, 0, sizeof *f);
-    atomic_init(&f->refs, refs);
+    dsy_ref_init(&f->refs, refs);
     f->fd = f->fd_write = -1;
     return f;
 }
 
 static void fut_unref(desync_future_t *f) {
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+    if (!dsy_ref_dec(&f->refs))
         return;
     if (f->fd >= 0)
         close(f->fd);
@@ -132,28 +128,15 @@ static bool fut_is_done(desync_future_t *f) {
 }
 
 static void fd_signal(int fd) {
-    if (fd < 0)
-        return;
-#if defined(__linux__)
-    uint64_t one = 1;
-    ssize_t r = write(fd, &one, sizeof one);
-#else
-    char one = 1;
-    ssize_t r = write(fd, &one, 1);
-#endif
-    (void)r; /* a full counter/pipe is readable already */
+    if (fd >= 0)
+        dsy_event_fd_signal(fd);
 }
 
 /* Waits until a completion of f has finished calling its waker (see
  * `waking`); not if this thread is that caller. */
 static void fut_quiesce(desync_future_t *f) {
-    for (unsigned i = 0; atomic_load_explicit(&f->waking, memory_order_acquire) && tls_waking != f;
-         i++) {
-        if (i < 100)
-            dsy_cpu_relax();
-        else
-            dsy_yield();
-    }
+    for (unsigned b = 0; atomic_load_explicit(&f->waking, memory_order_acquire) && tls_waking != f;)
+        dsy_backoff(&b);
 }
 
 /* Signals fd (if >= 0) and calls waker (if not NULL) outside f's lock, with
@@ -184,7 +167,7 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
     desync_waker_t waker = f->waker;
     bool has_waker = f->has_waker && waker.wake;
     f->has_waker = false;
-    void (*cb)(int, void *, void *) = f->then_cb;
+    desync_then_fn cb = f->then_cb;
     void *cb_arg = f->then_arg;
     f->then_cb = NULL;
     int fd = f->fd_write >= 0 ? f->fd_write : f->fd;
@@ -207,10 +190,6 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
     return true;
 }
 
-/* Registers cb to run (once) on completion and consumes f; false (nothing
- * registered, f not consumed) if f is already complete. Nobody can wait on
- * or poll f any more, so a future_sync job behind it now runs on its queue
- * (a token parked for a poller is placed again). */
 /* The user's handle is gone (f locked): no more waker; a future_sync job
  * is cancelled, or (detach) runs on its queue. Returns a queue whose token
  * was parked in f, for the caller to place once f is unlocked: the node then
@@ -224,7 +203,11 @@ static desync_queue_t *fut_handle_gone_locked(desync_future_t *f, bool detach) {
     return parked;
 }
 
-static bool fut_hook(desync_future_t *f, void (*cb)(int, void *, void *), void *arg) {
+/* Registers cb to run (once) on completion and consumes f; false (nothing
+ * registered, f not consumed) if f is already complete. Nobody can wait on
+ * or poll f any more, so a future_sync job behind it now runs on its queue
+ * (a token parked for a poller is placed again). */
+static bool fut_hook(desync_future_t *f, desync_then_fn cb, void *arg) {
     fut_lock(f);
     if (fut_is_done(f)) {
         fut_unlock(f);
@@ -268,28 +251,34 @@ static bool node_await(fnode *x, desync_future_t *awaited) {
     return false;
 }
 
-/* K_SYNC reached by a thread that does not drive `out`. Under out's lock,
- * so that then/free/detach see either the token parked in out or a node
- * that will see their flags: cancelled -> complete with ECANCELED; detached
- * -> run here (returns -1); else hand the token to a waiter of out, or park
- * it in out for the next wait/poll. */
-static int sync_node_defer(fnode *x, desync_queue_t *q) {
+/* What a K_SYNC node reached by a thread that does not drive `out` does. */
+typedef enum defer_result {
+    DEFER_DONE,     /* cancelled: completed with ECANCELED */
+    DEFER_PARKED,   /* the token went to a waiter of out, or waits in out */
+    DEFER_RUN_HERE, /* detached: nobody will drive it, run the job here */
+} defer_result;
+
+/* Under out's lock, so that then/free/detach see either the token parked in
+ * out or a node that will see their flags: cancelled -> complete with
+ * ECANCELED; detached -> run here; else hand the token to a waiter of out,
+ * or park it in out for the next wait/poll. */
+static defer_result sync_node_defer(fnode *x, desync_queue_t *q) {
     desync_future_t *out = x->out;
     fut_lock(out);
     if (out->handle_gone && !out->detached) {
         fut_unlock(out);
         fut_complete(out, DESYNC_ECANCELED, NULL);
         x->phase = P_DONE;
-        return DSY_DONE;
+        return DEFER_DONE;
     }
     if (out->detached) {
         fut_unlock(out);
-        return -1;
+        return DEFER_RUN_HERE;
     }
     if (out->waiters) {
         dsy_waiter_signal(&out->waiters->word, DSY_W_TOKEN);
         fut_unlock(out);
-        return DSY_PARKED;
+        return DEFER_PARKED;
     }
     out->parked_q = q;
     desync_waker_t waker = out->waker;
@@ -300,7 +289,7 @@ static int sync_node_defer(fnode *x, desync_queue_t *q) {
     fut_unlock(out);
     if (has_waker)
         fut_call_waker(out, &waker, -1);
-    return DSY_PARKED;
+    return DEFER_PARKED;
 }
 
 static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data) {
@@ -310,7 +299,7 @@ static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data)
     case P_START:
         if (x->kind == K_SUSPEND) {
             x->phase = P_SUSPENDED;
-            atomic_fetch_or_explicit(&q->state, DSY_Q_SUSPENDED, memory_order_relaxed);
+            dsy_queue_mark_suspended(q);
             fut_complete(out, 0, x->u.resumer);
             return DSY_PARKED;
         }
@@ -320,9 +309,11 @@ static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data)
             goto ready;
         }
         if (x->kind == K_SYNC && tls_driving != out) {
-            int r = sync_node_defer(x, q);
-            if (r >= 0)
-                return (enum dsy_run_result)r;
+            defer_result r = sync_node_defer(x, q);
+            if (r == DEFER_DONE)
+                return DSY_DONE;
+            if (r == DEFER_PARKED)
+                return DSY_PARKED;
         }
         {
             desync_future_t *inner =
@@ -344,9 +335,11 @@ static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data)
         }
         x->phase = P_DONE;
         return DSY_DONE;
+    case P_DONE: /* resumed (desync_resumer_resume) */
+        break;
     case P_WAIT: /* not reachable: the token returns only with READY */
-    case P_SUSPENDED:
-    case P_DONE:
+    case P_SUSPENDED: /* ... or, once resumed, with DONE */
+        DSY_ASSERT(!"a future node runs again in START, READY or DONE only");
         break;
     }
     return DSY_DONE;
@@ -372,7 +365,7 @@ static const dsy_node_ops fnode_ops = {fnode_run, fnode_finish, fnode_take_waite
 
 /* Queues a future node; returns its future (the node holds the producer
  * reference) or NULL. */
-static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, void (*fn)(void), bool with_data,
+static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, dsy_fn fn, unsigned flags,
                                     void *arg, desync_future_t *after) {
     if (!q || (kind != K_SUSPEND && !fn) || (kind == K_AFTER && !after)) {
         if (after)
@@ -395,7 +388,7 @@ static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, void (*f
     x->node.ops = &fnode_ops;
     x->kind = (uint8_t)kind;
     x->phase = P_START;
-    x->with_data = with_data;
+    x->with_data = flags & DSY_JOB_DATA;
     x->status = 0;
     x->fn = fn;
     x->arg = arg;
@@ -415,11 +408,11 @@ static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, void (*f
 /* ------------------------------------------------------------ creating */
 
 desync_future_t *desync_future_desync(desync_t *d, desync_async_fn job, void *arg) {
-    return d ? queue_fnode(&d->q, K_ASYNC, (void (*)(void))job, true, arg, NULL) : NULL;
+    return d ? queue_fnode(&d->q, K_ASYNC, (dsy_fn)job, DSY_JOB_DATA, arg, NULL) : NULL;
 }
 
 desync_future_t *desync_future_sync(desync_t *d, desync_async_fn job, void *arg) {
-    return d ? queue_fnode(&d->q, K_SYNC, (void (*)(void))job, true, arg, NULL) : NULL;
+    return d ? queue_fnode(&d->q, K_SYNC, (dsy_fn)job, DSY_JOB_DATA, arg, NULL) : NULL;
 }
 
 desync_future_t *desync_after(desync_t *d, desync_future_t *after, desync_after_fn job, void *arg) {
@@ -427,24 +420,24 @@ desync_future_t *desync_after(desync_t *d, desync_future_t *after, desync_after_
         desync_future_free(after);
         return NULL;
     }
-    return queue_fnode(&d->q, K_AFTER, (void (*)(void))job, true, arg, after);
+    return queue_fnode(&d->q, K_AFTER, (dsy_fn)job, DSY_JOB_DATA, arg, after);
 }
 
 desync_future_t *desync_queue_future_desync(desync_queue_t *q, desync_queue_async_fn job, void *arg) {
-    return queue_fnode(q, K_ASYNC, (void (*)(void))job, false, arg, NULL);
+    return queue_fnode(q, K_ASYNC, (dsy_fn)job, 0, arg, NULL);
 }
 
 desync_future_t *desync_queue_future_sync(desync_queue_t *q, desync_queue_async_fn job, void *arg) {
-    return queue_fnode(q, K_SYNC, (void (*)(void))job, false, arg, NULL);
+    return queue_fnode(q, K_SYNC, (dsy_fn)job, 0, arg, NULL);
 }
 
 desync_future_t *desync_queue_after(desync_queue_t *q, desync_future_t *after,
                                     desync_queue_after_fn job, void *arg) {
-    return queue_fnode(q, K_AFTER, (void (*)(void))job, false, arg, after);
+    return queue_fnode(q, K_AFTER, (dsy_fn)job, 0, arg, after);
 }
 
 desync_future_t *desync_queue_suspend(desync_queue_t *q) {
-    return queue_fnode(q, K_SUSPEND, NULL, false, NULL, NULL);
+    return queue_fnode(q, K_SUSPEND, NULL, 0, NULL, NULL);
 }
 
 void desync_resumer_resume(desync_resumer_t *r) {
@@ -453,8 +446,7 @@ void desync_resumer_resume(desync_resumer_t *r) {
     desync_queue_t *q = r->q;
     r->node->phase = P_DONE;
     free(r);
-    atomic_fetch_and_explicit(&q->state, ~DSY_Q_SUSPENDED, memory_order_relaxed);
-    dsy_token_place(q, true);
+    dsy_queue_resume(q);
 }
 
 desync_future_t *desync_future_ready(void *value) {
@@ -528,12 +520,7 @@ static void run_parked(desync_future_t *f) {
 int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value) {
     if (!f)
         return DESYNC_EINVAL;
-    uint64_t deadline = 0;
-    if (timeout_ns != UINT64_MAX) {
-        deadline = dsy_now_ns() + timeout_ns;
-        if (deadline == 0)
-            deadline = 1;
-    }
+    uint64_t deadline = dsy_deadline_after(timeout_ns);
     for (;;) {
         if (fut_is_done(f))
             return result(f, value);
@@ -556,7 +543,7 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
         w.next = f->waiters;
         f->waiters = &w;
         if (q)
-            atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+            dsy_queue_ref(q);
         fut_unlock(f);
 
         bool done;
@@ -630,8 +617,7 @@ int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *w
     }
 }
 
-int desync_future_then(desync_future_t *f, void (*callback)(int status, void *value, void *arg),
-                       void *arg) {
+int desync_future_then(desync_future_t *f, desync_then_fn callback, void *arg) {
     if (!f || !callback)
         return DESYNC_EINVAL;
     if (fut_hook(f, callback, arg))
@@ -646,24 +632,20 @@ int desync_future_fd(desync_future_t *f) {
     if (!f)
         return DESYNC_EINVAL;
     fut_lock(f);
+    int rc = 0;
     if (f->fd < 0) {
-#if defined(__linux__)
-        f->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-#else
-        int p[2];
-        if (pipe(p) == 0) {
-            f->fd = p[0];
-            f->fd_write = p[1];
+        int rfd, wfd;
+        rc = dsy_event_fd_open(&rfd, &wfd);
+        if (rc == 0) {
+            f->fd = rfd;
+            f->fd_write = wfd;
+            if (fut_is_done(f))
+                fd_signal(wfd >= 0 ? wfd : rfd);
         }
-#endif
-        if (f->fd >= 0 && fut_is_done(f))
-            fd_signal(f->fd_write >= 0 ? f->fd_write : f->fd);
     }
     int fd = f->fd;
     fut_unlock(f);
-    if (fd < 0)
-        return errno == ENOMEM ? DESYNC_ENOMEM : DESYNC_EAGAIN;
-    return fd;
+    return rc ? rc : fd;
 }
 
 static void fut_drop_handle(desync_future_t *f, bool detach) {

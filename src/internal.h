@@ -4,7 +4,10 @@
  * (the library is built with -fvisibility=hidden).
  *
  * Map of the sources:
- *   os.c        futex-style parking, clocks, CPU count (the only OS-specific file)
+ *   base.h      the idioms written once: assertions, backoff, bounded spins,
+ *               deadlines, reference counts, the spinlock
+ *   tuning.h    every tuning constant, with what it trades
+ *   os/         the OS layer: parking, clocks, threads, event fds (os.h)
  *   jobpool.c   per-thread magazines of job nodes (no malloc per desync)
  *   queue.c     the serial queue: job list, run token, sync and the waiting path
  *   scheduler.c the thread pool that runs ready queues
@@ -15,61 +18,8 @@
 #ifndef DSY_INTERNAL_H
 #define DSY_INTERNAL_H
 
+#include "base.h"
 #include "desync.h"
-
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdint.h>
-
-#if defined(__GNUC__)
-#define DSY_LIKELY(x) __builtin_expect(!!(x), 1)
-#define DSY_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#else
-#define DSY_LIKELY(x) (x)
-#define DSY_UNLIKELY(x) (x)
-#endif
-
-/* Thread-locals use the initial-exec model: one instruction to reach them,
- * instead of a __tls_get_addr call in the shared library. */
-#if defined(__GNUC__)
-#define DSY_TLS _Thread_local __attribute__((tls_model("initial-exec")))
-#else
-#define DSY_TLS _Thread_local
-#endif
-
-#define DSY_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-
-/* ------------------------------------------------------------------ os.c */
-
-/* Sleeps while *word == expected (or until woken / timeout_ns passes; 0 = no
- * timeout). Spurious returns are allowed: callers re-check their condition. */
-void dsy_park(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns);
-/* Wakes a thread parked on word. */
-void dsy_unpark_one(_Atomic uint32_t *word);
-uint64_t dsy_now_ns(void);
-unsigned dsy_cpu_count(void);
-void dsy_cpu_relax(void);
-void dsy_yield(void);
-void dsy_sleep_ns(uint64_t ns);
-
-/* A test-and-test-and-set spinlock for critical sections of a few
- * instructions that never block; yields to the OS if the holder was
- * preempted. Acquire on lock pairs with the release store of unlock. */
-typedef _Atomic uint32_t dsy_spinlock;
-
-static inline void dsy_spin_lock(dsy_spinlock *l) {
-    for (unsigned i = 0;; i++) {
-        if (!atomic_load_explicit(l, memory_order_relaxed) &&
-            !atomic_exchange_explicit(l, 1, memory_order_acquire))
-            return;
-        if (i < 100)
-            dsy_cpu_relax();
-        else
-            dsy_yield();
-    }
-}
-
-static inline void dsy_spin_unlock(dsy_spinlock *l) { atomic_store_explicit(l, 0, memory_order_release); }
 
 /* ---------------------------------------------------------- job nodes */
 
@@ -108,7 +58,7 @@ struct dsy_node {
 #define DSY_INLINE_ARG 32
 typedef struct dsy_job {
     dsy_node node;
-    void (*fn)(void);
+    void (*fn)(void); /* a dsy_fn (declared below) */
     void *arg;
     _Alignas(16) unsigned char buf[DSY_INLINE_ARG];
 } dsy_job;
@@ -128,23 +78,8 @@ void dsy_pool_free(void *p, unsigned cls);
 
 /* --------------------------------------------------------------- queue */
 
-/*
- * Queue state word (see queue.c for the whole state machine):
- *   LINKED   an entry for this queue sits in a scheduler run list or a worker's
- *            next slot (it may be stale: its claim fails once READY is gone)
- *   READY    the run token is with the scheduler; whoever clears READY with a
- *            CAS (a worker popping the entry, or a waiting syncer) owns it
- *   waiter count (units of DSY_WAITER): threads blocked until a node of this
- *            queue completes; a token holder that gives the token up while
- *            waiters exist hands it to the first of them instead of the
- *            scheduler, so a waiter never sleeps next to an unclaimed token
- */
-#define DSY_Q_LINKED 1u
-#define DSY_Q_READY 2u
-#define DSY_Q_SUSPENDED 4u /* a suspend node holds the token (a resumer exists) */
-#define DSY_Q_OBJECT 8u    /* the queue is part of a desync_t (set once) */
-#define DSY_WAITER 16u
-
+/* The serial queue. Its fields belong to queue.c alone (the state word's
+ * bits are defined there); other files go through the dsy_queue_* calls. */
 struct desync_queue {
     /* Last node; NULL exactly when the queue is idle (no job pending or
      * running). Producers link with one exchange; the exchange that finds
@@ -152,9 +87,9 @@ struct desync_queue {
     _Atomic(dsy_node *) tail;
     /* First unfinished node. Read and written only by the token holder. */
     dsy_node *head;
-    _Atomic uint32_t state;
+    _Atomic uint32_t state; /* DSY_Q_* bits and waiter count: see queue.c */
     /* References: users, the owning desync_t, a run token in transit. */
-    _Atomic uint32_t refs;
+    dsy_refcount refs;
     desync_scheduler_t *sched;
 };
 
@@ -162,11 +97,11 @@ struct desync_queue {
 struct desync_object {
     struct desync_queue q;
     void *data;
-    void (*destroy)(void *data);
+    desync_destroy_fn destroy;
     /* Strong references; the last one queues destruction. The object holds
      * one queue reference while strong references or weak ones remain. */
-    _Atomic uint32_t strong;
-    _Atomic uint32_t weak; /* weak refs + 1 while strong > 0 */
+    dsy_refcount strong;
+    dsy_refcount weak; /* weak refs + 1 while strong > 0 */
 };
 
 /* Kinds of thread-local frames: one per job being run by this thread. */
@@ -176,11 +111,37 @@ typedef struct dsy_frame {
     struct dsy_frame *behalf; /* the chain of the blocked thread this job runs for */
 } dsy_frame;
 
+/* The generic job function: cast back to desync_job_fn (DSY_JOB_DATA) or
+ * desync_queue_job_fn before the call. */
+typedef void (*dsy_fn)(void);
+
+/* Flags of dsy_sync / dsy_desync. */
+enum dsy_job_flags {
+    DSY_JOB_DATA = 1u, /* fn takes the object's data: a desync_job_fn */
+    DSY_JOB_COPY = 2u, /* desync: run fn on a copy of len bytes at arg */
+    DSY_JOB_TRY = 4u,  /* sync: DESYNC_EBUSY rather than wait for a busy queue */
+};
+
+/* Flags of dsy_queue_init. */
+#define DSY_QUEUE_OF_OBJECT 1u /* the queue is the first member of a desync_t */
+
 /* True if q is running in the current thread's frame chain (a sync on q from
  * here could never complete). */
 bool dsy_queue_in_chain(desync_queue_t *q);
 
-void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s);
+/* A new queue with one reference, attached to s (which it keeps alive). */
+void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags);
+/* One more queue reference; the caller already holds one (or the token). */
+void dsy_queue_ref(desync_queue_t *q);
+/* Drops a queue reference; the last one frees the queue. */
+void dsy_queue_unref(desync_queue_t *q);
+/* Suspension marks, set and cleared by the suspend node that holds the run
+ * token (future.c): while set, a job of the queue's owner that would wait
+ * for the queue (release) queues its work instead. */
+void dsy_queue_mark_suspended(desync_queue_t *q);
+bool dsy_queue_is_suspended(desync_queue_t *q);
+/* Clears the mark and places the token the suspend node held. */
+void dsy_queue_resume(desync_queue_t *q);
 /* Links n at the tail; returns 0, or 1 if this push created the run token
  * (the queue was idle) and the caller must place it (dsy_token_place). */
 int dsy_queue_push(desync_queue_t *q, dsy_node *n);
@@ -190,10 +151,6 @@ void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n);
 /* The token holder gives the token away (to a waiter or the scheduler).
  * `has_ref`: the token already carries a queue reference. */
 void dsy_token_place(desync_queue_t *q, bool has_ref);
-/* Runs the queue with the token held, until it is idle, parked, or (when
- * limit > 0) `limit` jobs ran; returns true if the caller still holds the
- * token (only possible when the limit was hit). The token carries a ref. */
-bool dsy_queue_run(desync_queue_t *q, unsigned limit);
 /* Waits until *word becomes DSY_W_DONE for node n (already linked by a push
  * that returned 0), counting itself a waiter meanwhile, and running the queue
  * on this thread whenever the token is free or handed to it (DSY_W_TOKEN).
@@ -209,33 +166,56 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target);
 uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline);
 /* Sets a waiter word to DONE or TOKEN, waking its thread if it sleeps. */
 void dsy_waiter_signal(_Atomic uint32_t *word, uint32_t value);
-void dsy_queue_unref(desync_queue_t *q);
-/* The job calls behind the public functions (fn is cast back to
- * desync_job_fn when with_data, else to desync_queue_job_fn). */
-int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, void *arg,
-             bool try_only);
-int dsy_desync(desync_queue_t *q, void (*fn)(void), bool with_data, const void *arg, size_t len,
-               bool copy);
+/* The job calls behind the public functions (enum dsy_job_flags). `data` is
+ * passed to DSY_JOB_DATA jobs. */
+int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags);
+int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags);
 
 /* Waiter word values (per waiting node). */
 #define DSY_W_WAITING 0u
-#define DSY_W_TOKEN 1u /* the waiter now holds the run token */
-#define DSY_W_DONE 2u  /* the node is finished */
+#define DSY_W_TOKEN 1u    /* the waiter now holds the run token */
+#define DSY_W_DONE 2u     /* the node is finished */
 #define DSY_W_SLEEPING 3u /* internal to dsy_wait_word: the waiter is parked */
 
-/* ----------------------------------------------------------- scheduler */
+/* ----------------------------------------------------------- scheduler
+ *
+ * The scheduler runs *runnables*: entries that it keeps on a run list or in
+ * a worker's next slot, and knows nothing else about. The layering is
+ * one-way: owners of runnables (queue.c) call the scheduler; the scheduler
+ * calls back only through the runnable callback table below. Every runnable
+ * of one scheduler shares one table, bound when its owner attaches, so an
+ * entry costs no pointer of its own; a run of an entry is one indirect call
+ * (not one per job). */
+typedef struct dsy_runnable dsy_runnable; /* opaque to the scheduler */
 
-/* Puts a queue whose state has just gained READY|LINKED on a run list (or
- * the calling worker's next slot); may wake or start a thread. */
-void dsy_sched_submit(desync_scheduler_t *s, desync_queue_t *q);
-void dsy_sched_retain(desync_scheduler_t *s);
-void dsy_sched_release(desync_scheduler_t *s);
-/* True if the calling thread is a worker with no other queue waiting for it
+typedef enum dsy_run_status {
+    DSY_RUN_RELEASED, /* the entry is no longer the worker's business */
+    DSY_RUN_MORE,     /* `limit` jobs ran; the worker still owns the entry */
+} dsy_run_status;
+
+typedef struct dsy_runnable_ops {
+    /* A worker took r off a run list or a next slot: claim it (a stale entry
+     * is dropped: RELEASED) and run at most `limit` jobs (0: no limit, never
+     * MORE). After MORE the worker owns r and calls run again with `owned`
+     * (no claim), or requeue. */
+    dsy_run_status (*run)(dsy_runnable *r, unsigned limit, bool owned);
+    /* Gives back an entry the worker owns (after MORE). */
+    void (*requeue)(dsy_runnable *r);
+    /* The scheduler is closed and drops r without running it: its owner
+     * keeps the work runnable for whoever waits for it. */
+    void (*orphan)(dsy_runnable *r);
+} dsy_runnable_ops;
+
+/* Attaches an owner of runnables to s, which it keeps alive until detach.
+ * All owners of a scheduler pass the same table. */
+void dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops);
+void dsy_sched_detach(desync_scheduler_t *s);
+/* Takes a runnable entry (from an attached owner) to run: the run list, or
+ * the calling worker's next slot; may wake or start a thread. */
+void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r);
+/* True if the calling thread is a worker with no other entry waiting for it
  * (its next slot and its scheduler's run list are empty). */
 bool dsy_sched_nothing_else(void);
-/* Claims the token of a queue whose entry was just taken from a run list:
- * clears LINKED, and READY if set; true if READY was set (token owned). */
-bool dsy_queue_claim_entry(desync_queue_t *q);
 
 /* -------------------------------------------------------------- futures */
 

@@ -19,8 +19,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#define MAG 64
-#define DEPOT_MAX 256
+#define MAG DSY_POOL_MAG
+#define DEPOT_MAX DSY_POOL_DEPOT_MAX
 #define NCLASS 2
 
 static const size_t class_size[NCLASS] = {64, 128};
@@ -155,13 +155,13 @@ void dsy_pool_free(void *p, unsigned cls) {
  * life, so there is no ABA. Threads start with the block pool and switch to
  * segments after SEG_AFTER jobs, so light users do not hold 64 KiB each.
  */
-#define SEG_BYTES 65536u
+#define SEG_BYTES DSY_SEG_BYTES
 #define SEG_SLOTS (SEG_BYTES / sizeof(dsy_job) - 1)
-#define SEG_AFTER 1024u
-#define SEG_CACHE 16 /* free segments kept for reuse */
+#define SEG_AFTER DSY_SEG_AFTER
+#define SEG_CACHE DSY_SEG_CACHE
 
 typedef struct segment {
-    _Atomic uint32_t live; /* unfinished jobs + 1 while the owner allocates */
+    dsy_refcount live; /* unfinished jobs + 1 while the owner allocates */
     _Alignas(64) dsy_job slots[SEG_SLOTS];
 } segment;
 
@@ -184,12 +184,12 @@ static segment *seg_new(void) {
     if (!g)
         g = aligned_alloc(SEG_BYTES, SEG_BYTES);
     if (g)
-        atomic_init(&g->live, (uint32_t)SEG_SLOTS + 1);
+        dsy_ref_init(&g->live, (uint32_t)SEG_SLOTS + 1);
     return g;
 }
 
 static void seg_put(segment *g, uint32_t n) {
-    if (atomic_fetch_sub_explicit(&g->live, n, memory_order_acq_rel) != n)
+    if (!dsy_ref_sub(&g->live, n))
         return;
     pthread_mutex_lock(&seg_cache.lock);
     if (seg_cache.n < SEG_CACHE) {

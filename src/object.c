@@ -13,35 +13,34 @@
 
 #include <stdlib.h>
 
-desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, void (*destroy)(void *data)) {
+desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, desync_destroy_fn destroy) {
     if (!scheduler && !(scheduler = desync_scheduler_default()))
         return NULL;
     desync_t *d = malloc(sizeof *d);
     if (!d)
         return NULL;
-    dsy_queue_init(&d->q, scheduler);
-    atomic_store_explicit(&d->q.state, DSY_Q_OBJECT, memory_order_relaxed);
+    dsy_queue_init(&d->q, scheduler, DSY_QUEUE_OF_OBJECT);
     d->data = data;
     d->destroy = destroy;
-    atomic_init(&d->strong, 1);
-    atomic_init(&d->weak, 1);
+    dsy_ref_init(&d->strong, 1);
+    dsy_ref_init(&d->weak, 1);
     return d;
 }
 
-desync_t *desync_new(void *data, void (*destroy)(void *data)) {
+desync_t *desync_new(void *data, desync_destroy_fn destroy) {
     return desync_new_on(NULL, data, destroy);
 }
 
 desync_t *desync_retain(desync_t *d) {
     if (d)
-        atomic_fetch_add_explicit(&d->strong, 1, memory_order_relaxed);
+        dsy_ref_inc(&d->strong);
     return d;
 }
 
-void dsy_object_weak_retain(desync_t *d) { atomic_fetch_add_explicit(&d->weak, 1, memory_order_relaxed); }
+void dsy_object_weak_retain(desync_t *d) { dsy_ref_inc(&d->weak); }
 
 void dsy_object_weak_release(desync_t *d) {
-    if (atomic_fetch_sub_explicit(&d->weak, 1, memory_order_acq_rel) == 1)
+    if (dsy_ref_dec(&d->weak))
         dsy_queue_unref(&d->q);
 }
 
@@ -61,35 +60,36 @@ static void destroy_data_and_release(void *data, void *arg) {
 }
 
 void desync_release(desync_t *d) {
-    if (!d || atomic_fetch_sub_explicit(&d->strong, 1, memory_order_acq_rel) != 1)
+    if (!d || !dsy_ref_dec(&d->strong))
         return;
-    if (dsy_queue_in_chain(&d->q) ||
-        (atomic_load_explicit(&d->q.state, memory_order_relaxed) & DSY_Q_SUSPENDED)) {
+    if (dsy_queue_in_chain(&d->q) || dsy_queue_is_suspended(&d->q)) {
         /* A sync would deadlock (or wait for a resume that this thread may
          * hold): destruction runs after the current job / the resume. */
-        while (dsy_desync(&d->q, (void (*)(void))destroy_data_and_release, true, d, 0, false) ==
+        while (dsy_desync(&d->q, (dsy_fn)destroy_data_and_release, d, 0, DSY_JOB_DATA) ==
                DESYNC_ENOMEM)
-            dsy_sleep_ns(1000000);
+            dsy_oom_wait();
         return;
     }
-    dsy_sync(&d->q, (void (*)(void))destroy_data, d->data, true, d, false);
+    dsy_sync(&d->q, (dsy_fn)destroy_data, d->data, d, DSY_JOB_DATA);
     dsy_object_weak_release(d);
 }
 
 int desync_desync(desync_t *d, desync_job_fn job, void *arg) {
-    return d ? dsy_desync(&d->q, (void (*)(void))job, true, arg, 0, false) : DESYNC_EINVAL;
+    return d ? dsy_desync(&d->q, (dsy_fn)job, arg, 0, DSY_JOB_DATA) : DESYNC_EINVAL;
 }
 
 int desync_desync_copy(desync_t *d, desync_job_fn job, const void *arg, size_t len) {
-    return d ? dsy_desync(&d->q, (void (*)(void))job, true, arg, len, true) : DESYNC_EINVAL;
+    return d ? dsy_desync(&d->q, (dsy_fn)job, arg, len, DSY_JOB_DATA | DSY_JOB_COPY)
+             : DESYNC_EINVAL;
 }
 
 int desync_sync(desync_t *d, desync_job_fn job, void *arg) {
-    return d ? dsy_sync(&d->q, (void (*)(void))job, d->data, true, arg, false) : DESYNC_EINVAL;
+    return d ? dsy_sync(&d->q, (dsy_fn)job, d->data, arg, DSY_JOB_DATA) : DESYNC_EINVAL;
 }
 
 int desync_try_sync(desync_t *d, desync_job_fn job, void *arg) {
-    return d ? dsy_sync(&d->q, (void (*)(void))job, d->data, true, arg, true) : DESYNC_EINVAL;
+    return d ? dsy_sync(&d->q, (dsy_fn)job, d->data, arg, DSY_JOB_DATA | DSY_JOB_TRY)
+             : DESYNC_EINVAL;
 }
 
 desync_queue_t *desync_get_queue(desync_t *d) { return d ? &d->q : NULL; }

@@ -39,7 +39,7 @@
  * keeps batches free of that race.
  *
  * Backpressure: `held` (polled, not yet processed) + unread outputs may not
- * exceed `depth`; pipe_in counts `held` only (against PIPE_IN_DEPTH).
+ * exceed `depth`; pipe_in counts `held` only (against DSY_PIPE_IN_DEPTH).
  *
  * SPEED. A hand-off between cores costs more than a whole batch of depth 5,
  * so two shortcuts keep the work on one core when it can:
@@ -49,7 +49,7 @@
  *     on its stack and no counter is touched, as it holds the pump and no
  *     other job of the pipe exists). try_sync never blocks: a busy d gets
  *     the batch queued as usual.
- *   - a job whose end finds the output full waits up to PUMP_SPIN_NS for a
+ *   - a job whose end finds the output full waits up to DSY_PUMP_SPIN_NS for a
  *     take before parking the pump, so a reader that keeps up finds the
  *     next batch already queued on the same worker.
  *
@@ -81,21 +81,21 @@
 #define PS_WANT_TAKE 4u
 #define PS_WANT_JOB 8u
 
-#define DEFAULT_DEPTH 5
-/* pipe_in has no output to set a depth on: it reads at most this many items
- * ahead of processing. Larger than DEFAULT_DEPTH because, while it is not
- * held back, a send that returned has its job queued already. */
-#define PIPE_IN_DEPTH 64
-#define MAX_BATCH 64 /* items per job, so one job cannot hog d for long */
-#define PUMP_SPIN_NS 3000u
+/* The four kinds of pipe (one constructor). */
+typedef enum pipe_kind {
+    PIPE_IN,        /* desync_pipe_in */
+    PIPE_OUT,       /* desync_pipe */
+    PIPE_IN_ASYNC,  /* desync_pipe_in_async */
+    PIPE_OUT_ASYNC, /* desync_pipe_async */
+} pipe_kind;
 
 typedef struct dsy_pipe {
     desync_stream_t out; /* the output stream (desync_pipe*); first member */
     desync_t *d;
     desync_queue_t *q;
-    void *(*fn)(void *data, void *item, void *arg);
-    void (*fn_in)(void *data, void *item, void *arg);
-    desync_future_t *(*fn_async)(void *data, void *item, void *arg);
+    desync_pipe_fn fn;
+    desync_pipe_in_fn fn_in;
+    desync_pipe_async_fn fn_async;
     void *arg;
     bool has_output, is_async, inline_input;
     /* Touched only by the pump holder. */
@@ -105,7 +105,7 @@ typedef struct dsy_pipe {
     desync_waker_t in_waker;
     /* The async item in progress: one at a time, as it holds d's queue. */
     desync_promise_t *async_pr;
-    _Atomic uint32_t refs;
+    dsy_refcount refs;
     _Atomic uint32_t state;  /* PS_* */
     _Atomic uint32_t closed; /* output freed or object dead: stop */
     _Atomic uint32_t ended;  /* output: nothing more will be pushed */
@@ -121,10 +121,10 @@ static void pump_kick(dsy_pipe *p);
 static void pump_kick_from(dsy_pipe *p, bool in_job);
 static const dsy_stream_vt pipe_out_vt;
 
-static void pipe_ref(dsy_pipe *p) { atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); }
+static void pipe_ref(dsy_pipe *p) { dsy_ref_inc(&p->refs); }
 
 static void pipe_unref(dsy_pipe *p) {
-    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
+    if (!dsy_ref_dec(&p->refs))
         return;
     dsy_spsc_destroy(&p->pending, p->in_item_free);
     dsy_spsc_destroy(&p->outq, p->out.item_free);
@@ -137,12 +137,18 @@ static void pipe_unref(dsy_pipe *p) {
  * rather than lose an item. */
 static void queue_job(dsy_pipe *p, desync_queue_job_fn fn, const void *arg, size_t len) {
     while (desync_queue_desync_copy(p->q, fn, arg, len) == DESYNC_ENOMEM)
-        dsy_yield();
+        dsy_oom_wait();
+}
+
+/* Queueing an item fails only on ENOMEM: wait for memory, never lose it.
+ * sc: see dsy_spsc_push. */
+static void spsc_push_item(dsy_spsc *q, void *v, bool sc) {
+    while (dsy_spsc_push(q, v, sc) == DESYNC_ENOMEM)
+        dsy_oom_wait();
 }
 
 static void push_output(dsy_pipe *p, void *v) {
-    while (dsy_spsc_push(&p->outq, v, true) == DESYNC_ENOMEM)
-        dsy_yield();
+    spsc_push_item(&p->outq, v, true);
     dsy_wslot_fire(&p->out_slot);
 }
 
@@ -220,9 +226,7 @@ static void inline_job(void *a) {
                 p->in_item_free(ia->items[i]);
             continue;
         }
-        void *v = p->fn(data, ia->items[i], p->arg);
-        while (dsy_spsc_push(&p->outq, v, false) == DESYNC_ENOMEM)
-            dsy_yield();
+        spsc_push_item(&p->outq, p->fn(data, ia->items[i], p->arg), false);
     }
     if (!live)
         atomic_store_explicit(&p->closed, 1, memory_order_release);
@@ -315,7 +319,7 @@ static void queue_batch(dsy_pipe *p, size_t n) {
     if (p->is_async) {
         desync_future_t *f;
         while (!(f = desync_queue_future_desync(p->q, async_job, p)))
-            dsy_yield(); /* ENOMEM */
+            dsy_oom_wait();
         desync_future_detach(f);
     } else {
         batch_arg a = {p, n};
@@ -337,8 +341,6 @@ static size_t poll_some(dsy_pipe *p, void **items, size_t budget, int *r) {
     return n;
 }
 
-#define INLINE_MAX 32
-
 /* One round of pumping; true if it stopped on the budget (not on the
  * input's waker or the end). */
 static bool pump_step(dsy_pipe *p) {
@@ -357,18 +359,17 @@ static bool pump_step(dsy_pipe *p) {
         return true;
     size_t budget = depth - used, n = 0;
     int r = 0;
-    if (!p->is_async && dsy_tls_blocking_reader == &p->out && budget <= INLINE_MAX) {
+    if (!p->is_async && dsy_tls_blocking_reader == &p->out && budget <= DSY_PIPE_INLINE_MAX) {
         /* Pumped for a reader blocked in next on our output: it would only
          * wait for the batch, so run it right here if d is idle (handing it
          * to another core costs more than the whole batch). */
-        void *items[INLINE_MAX];
+        void *items[DSY_PIPE_INLINE_MAX];
         n = poll_some(p, items, budget, &r);
         if (n) {
             inline_arg a = {p, items, n};
             if (desync_queue_try_sync(p->q, inline_job, &a) != 0) {
                 for (size_t i = 0; i < n; i++)
-                    while (dsy_spsc_push(&p->pending, items[i], false) == DESYNC_ENOMEM)
-                        dsy_yield();
+                    spsc_push_item(&p->pending, items[i], false);
                 queue_batch(p, n);
             }
         }
@@ -378,12 +379,11 @@ static bool pump_step(dsy_pipe *p) {
             r = dsy_stream_poll(p->input, &item, &p->in_waker);
             if (r != 0)
                 break;
-            while (dsy_spsc_push(&p->pending, item, false) == DESYNC_ENOMEM)
-                dsy_yield();
+            spsc_push_item(&p->pending, item, false);
             budget--;
             if (p->is_async) {
                 queue_batch(p, 1);
-            } else if (++n == MAX_BATCH) {
+            } else if (++n == DSY_PIPE_MAX_BATCH) {
                 queue_batch(p, n);
                 n = 0;
             }
@@ -403,19 +403,12 @@ static bool pump_step(dsy_pipe *p) {
  * a little instead of parking the pump (a parked pump costs the reader a
  * kick and the next batch a trip through the scheduler). */
 static bool wait_for_take(dsy_pipe *p) {
-    uint64_t end = 0;
-    for (unsigned i = 0;; i++) {
+    dsy_spin sp = dsy_spin_for(DSY_PUMP_SPIN_NS, 0);
+    do {
         if (budget_left(p) || atomic_load_explicit(&p->closed, memory_order_relaxed))
             return true;
-        if ((i & 15) == 15) {
-            uint64_t now = dsy_now_ns();
-            if (!end)
-                end = now + PUMP_SPIN_NS;
-            else if (now >= end)
-                return false;
-        }
-        dsy_cpu_relax();
-    }
+    } while (dsy_spin_round(&sp));
+    return false;
 }
 
 static void pump_run(dsy_pipe *p, bool in_job) {
@@ -553,109 +546,87 @@ void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t dep
 
 /* -------------------------------------------------------------- creating */
 
-static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, bool has_output) {
-    if (!d || !input) {
-        desync_stream_free(input);
-        return NULL;
+/* The one constructor: takes ownership of input (freed on every error) and
+ * starts pumping. process is the kind's function type. NULL on EINVAL (NULL
+ * arguments) or ENOMEM: *err says which. */
+static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind, void (*process)(void),
+                          void *arg, int *err) {
+    *err = DESYNC_EINVAL;
+    dsy_pipe *p = NULL;
+    if (d && input && process) {
+        *err = DESYNC_ENOMEM;
+        p = calloc(1, sizeof *p);
     }
-    dsy_pipe *p = calloc(1, sizeof *p);
-    if (!p || dsy_spsc_init(&p->pending) != 0) {
+    if (p && dsy_spsc_init(&p->pending) != 0) {
         free(p);
-        desync_stream_free(input);
-        return NULL;
+        p = NULL;
     }
-    if (dsy_spsc_init(&p->outq) != 0) {
+    if (p && dsy_spsc_init(&p->outq) != 0) {
         dsy_spsc_destroy(&p->pending, NULL);
         free(p);
+        p = NULL;
+    }
+    if (!p) {
         desync_stream_free(input);
         return NULL;
     }
+    bool has_output = kind == PIPE_OUT || kind == PIPE_OUT_ASYNC;
     dsy_stream_init(&p->out, &pipe_out_vt);
     dsy_wslot_init(&p->out_slot);
     p->d = d;
     p->q = desync_get_queue(d);
     p->has_output = has_output;
+    p->is_async = kind == PIPE_IN_ASYNC || kind == PIPE_OUT_ASYNC;
+    if (p->is_async)
+        p->fn_async = (desync_pipe_async_fn)process;
+    else if (has_output)
+        p->fn = (desync_pipe_fn)process;
+    else
+        p->fn_in = (desync_pipe_in_fn)process;
+    p->arg = arg;
     p->input = input;
     p->in_item_free = input->item_free;
     p->inline_input = input->vt->inline_wake;
     p->in_waker.wake = input_wake;
     p->in_waker.ctx = p;
-    atomic_init(&p->refs, has_output ? 2u : 1u);
+    dsy_ref_init(&p->refs, has_output ? 2u : 1u);
     atomic_init(&p->state, 0);
     atomic_init(&p->closed, 0);
     atomic_init(&p->ended, 0);
     atomic_init(&p->jobs, 0);
     atomic_init(&p->held, 0);
-    atomic_init(&p->depth, has_output ? DEFAULT_DEPTH : PIPE_IN_DEPTH);
+    atomic_init(&p->depth, has_output ? DSY_PIPE_DEPTH : DSY_PIPE_IN_DEPTH);
     dsy_object_weak_retain(d);
     if (has_output)
         desync_retain(d);
+    *err = 0;
+    pump_kick(p);
     return p;
 }
 
-int desync_pipe_in(desync_t *d, desync_stream_t *input,
-                   void (*process)(void *data, void *item, void *arg), void *arg) {
-    if (!process) {
-        desync_stream_free(input);
-        return DESYNC_EINVAL;
-    }
-    if (!d || !input) {
-        desync_stream_free(input);
-        return DESYNC_EINVAL;
-    }
-    dsy_pipe *p = pipe_new(d, input, false);
-    if (!p)
-        return DESYNC_ENOMEM;
-    p->fn_in = process;
-    p->arg = arg;
-    pump_kick(p);
-    return 0;
+int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_in_fn process, void *arg) {
+    int err;
+    pipe_new(d, input, PIPE_IN, (void (*)(void))process, arg, &err);
+    return err;
 }
 
-desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input,
-                             void *(*process)(void *data, void *item, void *arg), void *arg) {
-    if (!process) {
-        desync_stream_free(input);
-        return NULL;
-    }
-    dsy_pipe *p = pipe_new(d, input, true);
-    if (!p)
-        return NULL;
-    p->fn = process;
-    p->arg = arg;
-    pump_kick(p);
-    return &p->out;
+desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input, desync_pipe_fn process,
+                             void *arg) {
+    int err;
+    dsy_pipe *p = pipe_new(d, input, PIPE_OUT, (void (*)(void))process, arg, &err);
+    return p ? &p->out : NULL;
 }
 
-int desync_pipe_in_async(desync_t *d, desync_stream_t *input,
-                         desync_future_t *(*process)(void *data, void *item, void *arg), void *arg) {
-    if (!process || !d || !input) {
-        desync_stream_free(input);
-        return DESYNC_EINVAL;
-    }
-    dsy_pipe *p = pipe_new(d, input, false);
-    if (!p)
-        return DESYNC_ENOMEM;
-    p->fn_async = process;
-    p->is_async = true;
-    p->arg = arg;
-    pump_kick(p);
-    return 0;
+int desync_pipe_in_async(desync_t *d, desync_stream_t *input, desync_pipe_async_fn process,
+                         void *arg) {
+    int err;
+    pipe_new(d, input, PIPE_IN_ASYNC, (void (*)(void))process, arg, &err);
+    return err;
 }
 
 desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *input,
-                                   desync_future_t *(*process)(void *data, void *item, void *arg),
-                                   void *arg) {
-    if (!process) {
-        desync_stream_free(input);
-        return NULL;
-    }
-    dsy_pipe *p = pipe_new(d, input, true);
-    if (!p)
-        return NULL;
-    p->fn_async = process;
-    p->is_async = true;
-    p->arg = arg;
-    pump_kick(p);
-    return &p->out;
+                                   desync_pipe_async_fn process, void *arg) {
+    int err;
+    dsy_pipe *p = pipe_new(d, input, PIPE_OUT_ASYNC, (void (*)(void))process, arg, &err);
+    return p ? &p->out : NULL;
 }

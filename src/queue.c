@@ -60,6 +60,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * Queue state word:
+ *   LINKED   an entry for this queue sits in a scheduler run list or a worker's
+ *            next slot (it may be stale: its claim fails once READY is gone)
+ *   READY    the run token is with the scheduler; whoever clears READY with a
+ *            CAS (a worker claiming the entry, or a waiting syncer) owns it
+ *   SUSPENDED a suspend node holds the token (a resumer exists)
+ *   OBJECT   the queue is part of a desync_t (set once, at init)
+ *   waiter count (units of DSY_WAITER): threads blocked until a node of this
+ *            queue completes; a token holder that gives the token up while
+ *            waiters exist hands it to the first of them instead of the
+ *            scheduler, so a waiter never sleeps next to an unclaimed token
+ */
+#define DSY_Q_LINKED 1u
+#define DSY_Q_READY 2u
+#define DSY_Q_SUSPENDED 4u
+#define DSY_Q_OBJECT 8u
+#define DSY_WAITER 16u
+
 static DSY_TLS dsy_frame *tls_frame;
 
 /* Frames of threads blocked in sync stay valid while we run their jobs, so
@@ -76,23 +95,43 @@ static bool chain_has(const dsy_frame *f, const desync_queue_t *q, int depth) {
 
 bool dsy_queue_in_chain(desync_queue_t *q) { return chain_has(tls_frame, q, 0); }
 
-void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s) {
+static const dsy_runnable_ops queue_runnable_ops;
+
+void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
     atomic_init(&q->tail, NULL);
     q->head = NULL;
-    atomic_init(&q->state, 0);
-    atomic_init(&q->refs, 1);
+    atomic_init(&q->state, (flags & DSY_QUEUE_OF_OBJECT) ? DSY_Q_OBJECT : 0u);
+    dsy_ref_init(&q->refs, 1);
     q->sched = s;
-    dsy_sched_retain(s);
+    dsy_sched_attach(s, &queue_runnable_ops);
 }
 
-static void dsy_queue_free_mem(desync_queue_t *q) {
-    dsy_sched_release(q->sched);
+void dsy_queue_ref(desync_queue_t *q) { dsy_ref_inc(&q->refs); }
+
+void dsy_queue_unref(desync_queue_t *q) {
+    if (!dsy_ref_dec(&q->refs))
+        return;
+    /* The last reference: no token, no entry and no node can remain. */
+    DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) == NULL);
+    DSY_ASSERT(!(atomic_load_explicit(&q->state, memory_order_relaxed) &
+                 (DSY_Q_LINKED | DSY_Q_READY)));
+    dsy_sched_detach(q->sched);
     free(q);
 }
 
-void dsy_queue_unref(desync_queue_t *q) {
-    if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) == 1)
-        dsy_queue_free_mem(q);
+void dsy_queue_mark_suspended(desync_queue_t *q) {
+    atomic_fetch_or_explicit(&q->state, DSY_Q_SUSPENDED, memory_order_relaxed);
+}
+
+bool dsy_queue_is_suspended(desync_queue_t *q) {
+    return atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_SUSPENDED;
+}
+
+void dsy_queue_resume(desync_queue_t *q) {
+    uint32_t old = atomic_fetch_and_explicit(&q->state, ~DSY_Q_SUSPENDED, memory_order_relaxed);
+    DSY_ASSERT(old & DSY_Q_SUSPENDED);
+    (void)old;
+    dsy_token_place(q, true);
 }
 
 /* ------------------------------------------------------------ the list */
@@ -112,12 +151,8 @@ int dsy_queue_push(desync_queue_t *q, dsy_node *n) {
  * between two instructions, so this wait is short (yield if preempted). */
 static dsy_node *wait_next(dsy_node *n) {
     dsy_node *next;
-    for (unsigned i = 0; !(next = atomic_load_explicit(&n->next, memory_order_acquire)); i++) {
-        if (i < 64)
-            dsy_cpu_relax();
-        else
-            dsy_yield();
-    }
+    for (unsigned b = 0; !(next = atomic_load_explicit(&n->next, memory_order_acquire));)
+        dsy_backoff(&b);
     return next;
 }
 
@@ -138,14 +173,15 @@ static dsy_node *advance(desync_queue_t *q, dsy_node *n) {
     return next;
 }
 
-/* Runs the head node n. Nodes that can park (those with waiters) find
- * themselves at q->head when they are run again. */
+/* The object's data, for jobs that take it (NULL for a bare queue). */
 static void *queue_data(desync_queue_t *q) {
     return (atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_OBJECT)
                ? ((desync_t *)q)->data
                : NULL;
 }
 
+/* Runs the head node n. Nodes that can park (those with waiters) find
+ * themselves at q->head when they are run again. */
 static enum dsy_run_result run_node(desync_queue_t *q, dsy_node *n, void *data) {
     if (n->ops->take_waiter)
         q->head = n;
@@ -178,7 +214,7 @@ static dsy_node *give_first_waiter(desync_queue_t *q) {
 
 void dsy_token_place(desync_queue_t *q, bool has_ref) {
     if (!has_ref)
-        atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+        dsy_queue_ref(q);
     uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
     for (;;) {
         if (s >= DSY_WAITER) {
@@ -195,15 +231,19 @@ void dsy_token_place(desync_queue_t *q, bool has_ref) {
     if (s & DSY_Q_LINKED)
         dsy_queue_unref(q); /* the stale entry already holds a reference */
     else
-        dsy_sched_submit(q->sched, q);
+        dsy_sched_submit(q->sched, (dsy_runnable *)q);
 }
 
-bool dsy_queue_claim_entry(desync_queue_t *q) {
+/* Claims the token of a queue whose entry a worker took: clears LINKED, and
+ * READY if set; true if READY was set (the token, with the entry's
+ * reference, is now the caller's). A stale entry drops its reference. */
+static bool claim_entry(desync_queue_t *q) {
     uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&q->state, &s,
                                                   s & ~(DSY_Q_LINKED | DSY_Q_READY),
                                                   memory_order_acq_rel, memory_order_relaxed)) {
     }
+    DSY_ASSERT(s & DSY_Q_LINKED);
     if (s & DSY_Q_READY)
         return true; /* the entry's reference now belongs to the token */
     dsy_queue_unref(q);
@@ -218,7 +258,7 @@ static bool steal(desync_queue_t *q, uint32_t *s) {
                                                memory_order_acq_rel, memory_order_acquire))
         return false;
     if (*s & DSY_Q_LINKED)
-        atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+        dsy_queue_ref(q);
     return true;
 }
 
@@ -234,7 +274,6 @@ void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
  * otherwise make the queue idle and busy again on every job, paying a trip
  * through the scheduler each time. Not after a job that someone waits for
  * (sync, futures): they expect an idle queue once it is done. */
-#define LINGER_NS 2000u
 static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran) {
     /* Only for a queue that is being fed (it ran more than one job in this
      * turn) and a thread with nothing else to do: a job that desyncs onto
@@ -244,17 +283,18 @@ static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran)
         /* Only n->next is polled, and not closely: reading `tail` would
          * pull the line every producer's exchange needs, and polling `next`
          * in a tight loop would pull each node away from its producer. */
-        uint64_t start = dsy_now_ns();
-        do {
-            for (unsigned j = 0; j < 16; j++)
-                dsy_cpu_relax();
-        } while (!atomic_load_explicit(&n->next, memory_order_relaxed) &&
-                 dsy_now_ns() - start < LINGER_NS);
+        dsy_spin sp = dsy_spin_for(DSY_LINGER_NS, 0);
+        for (unsigned j = 1; dsy_spin_round(&sp); j++)
+            if (j % DSY_LINGER_POLL_PAUSES == 0 && atomic_load_explicit(&n->next, memory_order_relaxed))
+                break;
     }
     return advance(q, n);
 }
 
-bool dsy_queue_run(desync_queue_t *q, unsigned limit) {
+/* Runs the queue with the token held, until it is idle, parked, or (when
+ * limit > 0) `limit` jobs ran; returns true if the caller still holds the
+ * token (only possible when the limit was hit). The token carries a ref. */
+static bool queue_run(desync_queue_t *q, unsigned limit) {
     unsigned ran = 0;
     dsy_node *n = q->head;
     void *data = queue_data(q);
@@ -302,26 +342,15 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
     }
 }
 
-/* Spins briefly first (a wake-up costs microseconds here), then parks. */
-/* About one futex sleep/wake round trip: spinning longer costs more than it
- * can save, and steals the CPU from the thread we wait for when threads
- * outnumber cores. Time-based, as the cost of a pause differs by CPU. */
-#define WAIT_SPIN_NS 4000u
+/* Spins briefly first (a wake-up costs microseconds here: DSY_WAIT_SPIN_NS),
+ * then parks. */
 uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline) {
     uint32_t w;
-    uint64_t spin_end = 0;
-    for (unsigned i = 1;; i++) {
+    dsy_spin sp = dsy_spin_for(DSY_WAIT_SPIN_NS, deadline);
+    do {
         if ((w = atomic_load_explicit(word, memory_order_acquire)) != DSY_W_WAITING)
             return w;
-        if ((i & 31) == 0) {
-            uint64_t now = dsy_now_ns();
-            if (!spin_end)
-                spin_end = now + WAIT_SPIN_NS;
-            else if (now >= spin_end || (deadline && now >= deadline))
-                break;
-        }
-        dsy_cpu_relax();
-    }
+    } while (dsy_spin_round(&sp));
     for (;;) {
         w = DSY_W_WAITING;
         if (!atomic_compare_exchange_strong_explicit(word, &w, DSY_W_SLEEPING,
@@ -384,15 +413,26 @@ bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
         }
         s = atomic_load_explicit(&q->state, memory_order_acquire);
     }
-    atomic_fetch_sub_explicit(&q->state, DSY_WAITER, memory_order_release);
+    uint32_t old = atomic_fetch_sub_explicit(&q->state, DSY_WAITER, memory_order_release);
+    DSY_ASSERT(old >= DSY_WAITER);
+    (void)old;
     return done;
 }
 
 /* ---------------------------------------------------------- sync nodes */
 
+/* Runs fn on q's data (DSY_JOB_DATA) or arg alone, as the call's job. */
+static inline void call_job(dsy_fn fn, bool with_data, void *data, void *arg) {
+    if (with_data)
+        ((desync_job_fn)fn)(data, arg);
+    else
+        ((desync_queue_job_fn)fn)(arg);
+}
+
+
 typedef struct sync_node {
     dsy_node node;
-    void (*fn)(void);
+    dsy_fn fn;
     void *arg;
     void *data;
     bool with_data;
@@ -407,10 +447,7 @@ static enum dsy_run_result sync_run(dsy_node *n, desync_queue_t *q, void *data) 
     /* Run on behalf of the waiter: its chain counts for deadlock checks. */
     if (s->caller != tls_frame->parent)
         tls_frame->behalf = s->caller;
-    if (s->with_data)
-        ((desync_job_fn)s->fn)(s->data, s->arg);
-    else
-        ((desync_queue_job_fn)s->fn)(s->arg);
+    call_job(s->fn, s->with_data, s->data, s->arg);
     return DSY_DONE;
 }
 
@@ -434,9 +471,8 @@ static const dsy_node_ops sync_ops = {sync_run, sync_finish, sync_take_waiter};
  * take the queue on, and with more threads than cores every sync would wait
  * for such a wake-up (a lock convoy). The sleeper is woken with its job
  * done instead. Returns the new head, or NULL if the queue went idle. */
-#define COMBINE_MAX 8
 static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
-    for (unsigned i = 0; i < COMBINE_MAX && n->ops == &sync_ops; i++) {
+    for (unsigned i = 0; i < DSY_COMBINE_MAX && n->ops == &sync_ops; i++) {
         sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
         if (atomic_load_explicit(&s->word, memory_order_relaxed) != DSY_W_SLEEPING)
             break;
@@ -450,11 +486,10 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
     return n;
 }
 
-#define SYNC_SPINS 64
-int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, void *arg,
-             bool try_only) {
+int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags) {
     if (DSY_UNLIKELY(!q || !fn))
         return DESYNC_EINVAL;
+    bool with_data = flags & DSY_JOB_DATA, try_only = flags & DSY_JOB_TRY;
     sync_node sn;
     atomic_store_explicit(&sn.node.next, NULL, memory_order_relaxed);
 
@@ -470,7 +505,7 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
          * place is not fixed until we link a node, and a short job by another
          * syncer is usually over sooner than a hand-off between threads. (Not
          * when no thread runs it: then we drain it ourselves at once.) */
-        for (unsigned i = 0; i < SYNC_SPINS && !idle; i++) {
+        for (unsigned i = 0; i < DSY_SYNC_PRESPIN_ROUNDS && !idle; i++) {
             dsy_cpu_relax();
             expect = NULL;
             idle = !atomic_load_explicit(&q->tail, memory_order_relaxed) &&
@@ -483,10 +518,7 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
         q->head = &sn.node;
         dsy_frame f = {q, tls_frame, NULL};
         tls_frame = &f;
-        if (with_data)
-            ((desync_job_fn)fn)(data, arg);
-        else
-            ((desync_queue_job_fn)fn)(arg);
+        call_job(fn, with_data, data, arg);
         tls_frame = f.parent;
         dsy_node *mine = &sn.node;
         if (DSY_LIKELY(atomic_compare_exchange_strong_explicit(
@@ -513,7 +545,7 @@ int dsy_sync(desync_queue_t *q, void (*fn)(void), void *data, bool with_data, vo
     atomic_init(&sn.word, DSY_W_WAITING);
     if (dsy_queue_push(q, &sn.node)) {
         /* The queue went idle in between: our node is the head. */
-        atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+        dsy_queue_ref(q);
         dsy_queue_drain_until(q, &sn.node);
         return 0;
     }
@@ -562,8 +594,8 @@ static const dsy_node_ops job_ops[2][2][2] = {
      {{job_run_obj, job_finish_big, NULL}, {job_run_obj, job_finish_big_seg, NULL}}},
 };
 
-int dsy_desync(desync_queue_t *q, void (*fn)(void), bool with_data, const void *arg, size_t len,
-               bool copy) {
+int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags) {
+    bool with_data = flags & DSY_JOB_DATA, copy = flags & DSY_JOB_COPY;
     if (DSY_UNLIKELY(!q || !fn || (copy && len && !arg)))
         return DESYNC_EINVAL;
     bool seg;
@@ -600,13 +632,13 @@ desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler) {
     desync_queue_t *q = malloc(sizeof *q);
     if (!q)
         return NULL;
-    dsy_queue_init(q, scheduler);
+    dsy_queue_init(q, scheduler, 0);
     return q;
 }
 
 desync_queue_t *desync_queue_retain(desync_queue_t *q) {
     if (q)
-        atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+        dsy_queue_ref(q);
     return q;
 }
 
@@ -616,18 +648,45 @@ void desync_queue_release(desync_queue_t *q) {
 }
 
 int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
-    return dsy_desync(q, (void (*)(void))job, false, arg, 0, false);
+    return dsy_desync(q, (dsy_fn)job, arg, 0, 0);
 }
 
 int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn job, const void *arg,
                              size_t len) {
-    return dsy_desync(q, (void (*)(void))job, false, arg, len, true);
+    return dsy_desync(q, (dsy_fn)job, arg, len, DSY_JOB_COPY);
 }
 
 int desync_queue_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
-    return dsy_sync(q, (void (*)(void))job, NULL, false, arg, false);
+    return dsy_sync(q, (dsy_fn)job, NULL, arg, 0);
 }
 
 int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
-    return dsy_sync(q, (void (*)(void))job, NULL, false, arg, true);
+    return dsy_sync(q, (dsy_fn)job, NULL, arg, DSY_JOB_TRY);
 }
+
+/* ------------------------------------------------- the queue as a runnable */
+
+/* A worker took q's entry: claim it (unless it holds the token already),
+ * then run. */
+static dsy_run_status queue_runnable_run(dsy_runnable *r, unsigned limit, bool owned) {
+    desync_queue_t *q = (desync_queue_t *)r;
+    if (!owned && !claim_entry(q))
+        return DSY_RUN_RELEASED;
+    return queue_run(q, limit) ? DSY_RUN_MORE : DSY_RUN_RELEASED;
+}
+
+/* The worker gives back the token it still holds (fairness). */
+static void queue_runnable_requeue(dsy_runnable *r) { dsy_token_place((desync_queue_t *)r, true); }
+
+/* A closed scheduler has no run list: the token stays READY with no entry,
+ * for a syncer or waiter to steal, and the entry's reference goes with it. */
+static void queue_runnable_orphan(dsy_runnable *r) {
+    desync_queue_t *q = (desync_queue_t *)r;
+    uint32_t old = atomic_fetch_and_explicit(&q->state, ~DSY_Q_LINKED, memory_order_acq_rel);
+    DSY_ASSERT(old & DSY_Q_LINKED);
+    if (!(old & DSY_Q_READY))
+        dsy_queue_unref(q); /* already stolen, with a reference of its own */
+}
+
+static const dsy_runnable_ops queue_runnable_ops = {queue_runnable_run, queue_runnable_requeue,
+                                                    queue_runnable_orphan};

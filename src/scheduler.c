@@ -1,24 +1,28 @@
 /*
- * The scheduler: a bounded pool of threads that run ready queues.
+ * The scheduler: a bounded pool of threads that run ready entries.
  *
- * A queue whose run token is placed with the scheduler (queue.c) becomes an
- * entry in one of two places:
+ * The scheduler knows nothing of queues. It runs *runnables* (internal.h):
+ * opaque entries that an owner (queue.c: a queue whose run token was placed
+ * with the scheduler) submits, and that it runs through the callback table
+ * the owner attached. A submitted entry waits in one of two places:
  *   - the run list, a FIFO ring under the scheduler's spinlock;
- *   - a worker's `next_q` slot, when the token is placed from inside a job
- *     that worker is running: the queue runs on the same thread right after
- *     the current queue, with no lock and no wake-up (a job that desyncs onto
- *     an idle queue is the common case; compare libdispatch's W5 in ANCHORS).
- * An entry may be stale (a waiting syncer stole the token); claiming it then
- * fails and the entry is dropped (dsy_queue_claim_entry).
+ *   - a worker's `next` slot, when the entry is submitted from inside a job
+ *     that worker is running: it runs on the same thread right after the
+ *     current entry, with no lock and no wake-up (a job that desyncs onto an
+ *     idle queue is the common case: ping-pong between two queues, W5, then
+ *     stays on one thread).
+ * An entry may be stale (a waiting syncer took the queue's token meanwhile);
+ * the run callback then only drops it.
  *
- * Workers: run a queue for at most BATCH jobs, then give it up if anything
- * else is waiting (fairness), else keep going. Without work a worker spins
- * for SPIN_NS (longer while work keeps arriving), then sleeps on its own
- * futex word; after RETIRE_NS asleep it exits. While spinning it leaves a
- * lone new entry alone for GRACE_NS, as the thread that made the queue ready
- * often runs it itself right after (sync or future wait). A worker is woken,
- * or a new one started (up to max_threads), when a queue enters the run list
- * and no worker is spinning.
+ * Workers: run an entry for at most DSY_SCHED_BATCH jobs, then give it up
+ * if anything else is waiting (fairness), else keep going. Without work a
+ * worker spins for DSY_WORKER_SPIN_NS (longer while work keeps arriving),
+ * then sleeps on its own futex word; after DSY_WORKER_RETIRE_NS asleep it
+ * exits. While spinning it leaves a lone new entry alone for
+ * DSY_WORKER_GRACE_NS, as the thread that made the queue ready often runs it
+ * itself right after (sync or future wait). A worker is woken, or a new one
+ * started (up to max_threads), when an entry enters the run list and no
+ * worker is spinning.
  *
  * Known limit: a queue in a worker's next slot waits for the job that made it
  * ready to return, unless another worker is spinning: a spinning worker takes
@@ -27,25 +31,15 @@
  * Lock order: the scheduler lock is a leaf; no job runs while it is held.
  */
 #include "internal.h"
+#include "ring.h"
 
-#include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
-
-#define BATCH 256
-#define SPIN_NS 20000u
-/* A spinning worker leaves a lone newly ready queue alone this long: the
- * thread that made it ready often waits for it at once (sync, future wait)
- * and then runs it itself, cheaper than moving it across cores. A backlog
- * of ready queues is taken at once. Far below the cost of a wake-up. */
-#define GRACE_NS 1000u
-#define RETIRE_NS 5000000000ull
 
 typedef struct worker {
     desync_scheduler_t *s;
     pthread_t thread;
-    _Atomic(desync_queue_t *) next_q; /* an entry (LINKED queue) or NULL */
+    _Atomic(dsy_runnable *) next_q; /* an entry or NULL */
     _Atomic uint32_t next_seq;        /* bumped whenever next_q is filled */
     _Atomic uint32_t wake;            /* futex word: 1 once woken */
     _Atomic bool stop;                /* set under the lock: exit when possible */
@@ -58,9 +52,12 @@ typedef struct worker {
 
 struct desync_scheduler {
     dsy_spinlock lock; /* short sections only; thread creation aside */
-    desync_queue_t **ring; /* run list (lock) */
-    size_t cap, head, len;
-    _Atomic size_t ready; /* == len, readable without the lock */
+    dsy_ring run;      /* the run list of entries (lock) */
+    _Atomic size_t ready; /* == run.len, readable without the lock */
+    /* The callback table of every runnable attached (one kind of owner, so
+     * entries carry no pointer of their own). Written by each attach with
+     * the same value; read by workers after taking an entry. */
+    _Atomic(const dsy_runnable_ops *) rops;
     _Atomic size_t max_threads;
     _Atomic size_t nthreads; /* written under the lock */
     _Atomic unsigned nspinning;
@@ -70,47 +67,53 @@ struct desync_scheduler {
     worker *zombies;
     bool closed;   /* freed by the user: no threads any more */
     bool immortal; /* the default scheduler */
-    _Atomic uint32_t refs;
+    dsy_refcount refs;
 };
+
+/* What find_work found. */
+typedef enum work_kind {
+    WORK_ENTRY,   /* an entry to run */
+    WORK_STOP,    /* this worker was told to stop */
+    WORK_RETIRED, /* idle too long: the worker has unlinked itself (do not touch it) */
+} work_kind;
 
 static DSY_TLS worker *tls_worker;
 
 /* ------------------------------------------------------------ run list */
 
-static bool ring_push(desync_scheduler_t *s, desync_queue_t *q) {
-    if (s->len == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 64;
-        desync_queue_t **r = malloc(cap * sizeof *r);
-        if (!r)
-            return false;
-        for (size_t i = 0; i < s->len; i++)
-            r[i] = s->ring[(s->head + i) % s->cap];
-        free(s->ring);
-        s->ring = r;
-        s->cap = cap;
-        s->head = 0;
-    }
-    s->ring[(s->head + s->len) % s->cap] = q;
-    s->len++;
-    atomic_store_explicit(&s->ready, s->len, memory_order_relaxed);
+/* Lock held. False on ENOMEM (the run list could not grow). */
+static bool runlist_push(desync_scheduler_t *s, dsy_runnable *r) {
+    if (!dsy_ring_reserve(&s->run, DSY_RUNLIST_INITIAL, SIZE_MAX / sizeof(void *)))
+        return false;
+    dsy_ring_put(&s->run, r);
+    atomic_store_explicit(&s->ready, s->run.len, memory_order_relaxed);
     return true;
 }
 
-static desync_queue_t *ring_pop(desync_scheduler_t *s) {
-    if (!s->len)
+/* Lock held. NULL if empty. */
+static dsy_runnable *runlist_pop(desync_scheduler_t *s) {
+    if (!s->run.len)
         return NULL;
-    desync_queue_t *q = s->ring[s->head];
-    s->head = (s->head + 1) % s->cap;
-    s->len--;
-    atomic_store_explicit(&s->ready, s->len, memory_order_relaxed);
-    return q;
+    dsy_runnable *r = dsy_ring_take(&s->run);
+    atomic_store_explicit(&s->ready, s->run.len, memory_order_relaxed);
+    return r;
 }
 
-static desync_queue_t *pop_global(desync_scheduler_t *s) {
+static dsy_runnable *pop_global(desync_scheduler_t *s) {
     dsy_spin_lock(&s->lock);
-    desync_queue_t *q = ring_pop(s);
+    dsy_runnable *r = runlist_pop(s);
     dsy_spin_unlock(&s->lock);
-    return q;
+    return r;
+}
+
+static const dsy_runnable_ops *rops(desync_scheduler_t *s) {
+    return atomic_load_explicit(&s->rops, memory_order_relaxed);
+}
+
+/* Runs r to the end on this thread (no fairness limit): for entries that no
+ * worker will take (a full run list, a stopping worker, a freeing thread). */
+static void run_here(desync_scheduler_t *s, dsy_runnable *r) {
+    rops(s)->run(r, 0, false);
 }
 
 /* ------------------------------------------------------------- threads */
@@ -123,15 +126,10 @@ static int spawn_locked(desync_scheduler_t *s) {
     if (!w)
         return DESYNC_ENOMEM;
     w->s = s;
-    /* Workers take no signals: they belong to the application's threads. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&w->thread, NULL, worker_main, w);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = dsy_thread_start(&w->thread, worker_main, w);
     if (rc != 0) {
         free(w);
-        return rc == ENOMEM ? DESYNC_ENOMEM : DESYNC_EAGAIN;
+        return rc;
     }
     w->all_next = s->all;
     s->all = w;
@@ -187,35 +185,25 @@ static void join_list(worker *z) {
     }
 }
 
-/* A closed scheduler has no run list: the token stays READY with no entry,
- * for a syncer or waiter to steal, and the entry's reference goes with it. */
-static void submit_closed(desync_queue_t *q) {
-    uint32_t old = atomic_fetch_and_explicit(&q->state, ~DSY_Q_LINKED, memory_order_acq_rel);
-    if (!(old & DSY_Q_READY))
-        dsy_queue_unref(q); /* already stolen, with a reference of its own */
-}
-
-void dsy_sched_submit(desync_scheduler_t *s, desync_queue_t *q) {
+void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) {
     worker *w = tls_worker;
     if (w && w->s == s && w->in_job) {
-        desync_queue_t *old = atomic_exchange_explicit(&w->next_q, q, memory_order_acq_rel);
+        dsy_runnable *old = atomic_exchange_explicit(&w->next_q, r, memory_order_acq_rel);
         atomic_fetch_add_explicit(&w->next_seq, 1, memory_order_relaxed);
         if (!old)
             return;
-        q = old; /* the older one goes to the run list */
+        r = old; /* the older one goes to the run list */
     }
     dsy_spin_lock(&s->lock);
     if (s->closed) {
         dsy_spin_unlock(&s->lock);
-        submit_closed(q);
+        rops(s)->orphan(r);
         return;
     }
-    if (!ring_push(s, q)) {
+    if (!runlist_push(s, r)) {
         dsy_spin_unlock(&s->lock);
-        /* No memory for the run list: run the queue here, nothing is lost. */
-        if (dsy_queue_claim_entry(q))
-            while (dsy_queue_run(q, 0)) {
-            }
+        /* No memory for the run list: run the entry here, nothing is lost. */
+        run_here(s, r);
         return;
     }
     worker *wake = kick_locked(s);
@@ -232,26 +220,30 @@ bool dsy_sched_nothing_else(void) {
            !atomic_load_explicit(&w->s->ready, memory_order_relaxed);
 }
 
-/* Spins for SPIN_NS looking for work, then takes over next-slot entries of
- * other workers that waited through the whole spin. Returns a claimed queue. */
-static desync_queue_t *spin_for_work(worker *w) {
+/* Spins for DSY_WORKER_SPIN_NS looking for work, then takes over next-slot
+ * entries of other workers that waited through the whole spin. Returns an
+ * entry, or NULL. */
+static dsy_runnable *spin_for_work(worker *w) {
     desync_scheduler_t *s = w->s;
-    enum { MAXW = 64 };
-    worker *seen[MAXW];
-    uint32_t seq[MAXW];
+    worker *seen[DSY_WORKER_TAKEOVER_MAX];
+    uint32_t seq[DSY_WORKER_TAKEOVER_MAX];
     unsigned nseen = 0;
     dsy_spin_lock(&s->lock);
-    for (worker *o = s->all; o && nseen < MAXW; o = o->all_next)
+    for (worker *o = s->all; o && nseen < DSY_WORKER_TAKEOVER_MAX; o = o->all_next)
         if (o != w && atomic_load_explicit(&o->next_q, memory_order_relaxed)) {
             seen[nseen] = o;
             seq[nseen++] = atomic_load_explicit(&o->next_seq, memory_order_relaxed);
         }
     dsy_spin_unlock(&s->lock);
 
+    /* seq_cst, paired with the seq_cst load in kick_locked: a submitter that
+     * pushed an entry and then sees no spinner wakes a sleeper; a spinner
+     * that counted itself before that load sees the entry (Dekker). */
     atomic_fetch_add_explicit(&s->nspinning, 1, memory_order_seq_cst);
-    desync_queue_t *q = NULL;
-    uint64_t end = dsy_now_ns() + SPIN_NS, seen_at = 0;
-    for (unsigned i = 1;; i++) {
+    dsy_runnable *r = NULL;
+    uint64_t seen_at = 0;
+    dsy_spin sp = dsy_spin_for(DSY_WORKER_SPIN_NS, 0);
+    do {
         if (atomic_load_explicit(&w->next_q, memory_order_relaxed) ||
             atomic_load_explicit(&w->stop, memory_order_relaxed))
             break;
@@ -260,76 +252,61 @@ static desync_queue_t *spin_for_work(worker *w) {
             seen_at = 0;
         } else if (!seen_at && ready == 1) {
             seen_at = dsy_now_ns();
-            end = seen_at + SPIN_NS; /* work keeps arriving: keep spinning */
-        } else if (ready > 1 || dsy_now_ns() - seen_at >= GRACE_NS) {
+            dsy_spin_extend(&sp); /* work keeps arriving: keep spinning */
+        } else if (ready > 1 || dsy_now_ns() - seen_at >= DSY_WORKER_GRACE_NS) {
             /* A backlog is not about to be run by whoever queued it. */
             seen_at = 0;
-            q = pop_global(s);
-            if (q) {
-                if (dsy_queue_claim_entry(q))
-                    break;
-                q = NULL;
-            }
+            if ((r = pop_global(s)))
+                break;
         }
-        if ((i & 63) == 0 && dsy_now_ns() > end)
-            break;
-        dsy_cpu_relax();
-    }
+    } while (dsy_spin_round(&sp));
     atomic_fetch_sub_explicit(&s->nspinning, 1, memory_order_seq_cst);
-    if (q || !nseen)
-        return q;
+    if (r || !nseen)
+        return r;
     /* Workers stay in the all-list until joined, and only the lock holder
      * joins them, so `seen` pointers are checked against the list again. */
     dsy_spin_lock(&s->lock);
-    for (unsigned i = 0; i < nseen && !q; i++) {
+    for (unsigned i = 0; i < nseen && !r; i++) {
         bool live = false;
         for (worker *o = s->all; o; o = o->all_next)
             live |= o == seen[i];
         if (!live || atomic_load_explicit(&seen[i]->next_seq, memory_order_relaxed) != seq[i])
             continue;
-        q = atomic_exchange_explicit(&seen[i]->next_q, NULL, memory_order_acq_rel);
-        if (q && !dsy_queue_claim_entry(q))
-            q = NULL;
+        r = atomic_exchange_explicit(&seen[i]->next_q, NULL, memory_order_acq_rel);
     }
     dsy_spin_unlock(&s->lock);
-    return q;
+    return r;
 }
 
-/* Next queue to run (token claimed), or NULL when this worker must exit. */
-static desync_queue_t *find_work(worker *w) {
+/* The next entry to run (*out), or why there is none. */
+static work_kind find_work(worker *w, dsy_runnable **out) {
     desync_scheduler_t *s = w->s;
     for (;;) {
-        desync_queue_t *q = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
-        if (q) {
-            if (dsy_queue_claim_entry(q))
-                return q;
-            continue;
+        dsy_runnable *r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
+        if (!r && atomic_load_explicit(&w->stop, memory_order_relaxed))
+            return WORK_STOP;
+        if (!r && atomic_load_explicit(&s->ready, memory_order_relaxed))
+            r = pop_global(s);
+        if (!r)
+            r = spin_for_work(w);
+        if (r) {
+            *out = r;
+            return WORK_ENTRY;
         }
-        if (atomic_load_explicit(&w->stop, memory_order_relaxed))
-            return NULL;
-        if (atomic_load_explicit(&s->ready, memory_order_relaxed) && (q = pop_global(s))) {
-            if (dsy_queue_claim_entry(q))
-                return q;
-            continue;
-        }
-        if ((q = spin_for_work(w)))
-            return q;
         if (atomic_load_explicit(&w->next_q, memory_order_relaxed))
             continue;
 
         /* Sleep. The run list is checked under the lock, and submitters kick
          * under the lock, so no wake-up is lost. */
         dsy_spin_lock(&s->lock);
-        if (s->len) {
-            q = ring_pop(s);
+        if ((r = runlist_pop(s))) {
             dsy_spin_unlock(&s->lock);
-            if (dsy_queue_claim_entry(q))
-                return q;
-            continue;
+            *out = r;
+            return WORK_ENTRY;
         }
         if (atomic_load_explicit(&w->stop, memory_order_relaxed)) {
             dsy_spin_unlock(&s->lock);
-            return NULL;
+            return WORK_STOP;
         }
         atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
         w->idle = true;
@@ -340,10 +317,10 @@ static desync_queue_t *find_work(worker *w) {
 
         uint64_t start = dsy_now_ns();
         for (;;) {
-            dsy_park(&w->wake, 0, RETIRE_NS);
+            dsy_park(&w->wake, 0, DSY_WORKER_RETIRE_NS);
             if (atomic_load_explicit(&w->wake, memory_order_acquire))
                 break;
-            if (dsy_now_ns() - start < RETIRE_NS)
+            if (dsy_now_ns() - start < DSY_WORKER_RETIRE_NS)
                 continue;
             dsy_spin_lock(&s->lock);
             if (w->idle) { /* nobody woke us: retire */
@@ -358,7 +335,7 @@ static desync_queue_t *find_work(worker *w) {
                 w->zombie_next = s->zombies;
                 s->zombies = w;
                 dsy_spin_unlock(&s->lock);
-                return (desync_queue_t *)w; /* sentinel: retired, do not touch w */
+                return WORK_RETIRED;
             }
             dsy_spin_unlock(&s->lock);
             break;
@@ -366,24 +343,29 @@ static desync_queue_t *find_work(worker *w) {
     }
 }
 
-static void run_work(worker *w, desync_queue_t *q) {
+/* Runs r, then whatever it put in this worker's next slot. */
+static void run_work(worker *w, dsy_runnable *r) {
     desync_scheduler_t *s = w->s;
+    const dsy_runnable_ops *ops = rops(s);
+    bool owned = false; /* r returned MORE: the token is still ours */
     for (;;) {
         w->in_job = true;
-        bool held = dsy_queue_run(q, BATCH);
+        dsy_run_status st = ops->run(r, DSY_SCHED_BATCH, owned);
         w->in_job = false;
-        if (held) {
-            /* Fairness: give the queue up only if something else waits. */
+        owned = false;
+        if (st == DSY_RUN_MORE) {
+            /* Fairness: give the entry up only if something else waits. */
             if (!atomic_load_explicit(&w->stop, memory_order_relaxed) &&
                 !atomic_load_explicit(&s->ready, memory_order_relaxed) &&
-                !atomic_load_explicit(&w->next_q, memory_order_relaxed))
+                !atomic_load_explicit(&w->next_q, memory_order_relaxed)) {
+                owned = true;
                 continue;
-            dsy_token_place(q, true);
+            }
+            ops->requeue(r);
         }
         if (atomic_load_explicit(&w->stop, memory_order_relaxed))
             return;
-        q = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
-        if (!q || !dsy_queue_claim_entry(q))
+        if (!(r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel)))
             return;
     }
 }
@@ -393,26 +375,25 @@ static void *worker_main(void *arg) {
     desync_scheduler_t *s = w->s;
     tls_worker = w;
     for (;;) {
-        desync_queue_t *q = find_work(w);
-        if (q == (desync_queue_t *)w)
-            return NULL; /* retired; joined later by whoever finds it */
-        if (!q)
+        dsy_runnable *r = NULL;
+        work_kind k = find_work(w, &r);
+        if (k == WORK_RETIRED)
+            return NULL; /* joined later by whoever finds it */
+        if (k == WORK_STOP)
             break;
-        run_work(w, q);
+        run_work(w, r);
     }
     /* Stopped: the joiner (despawn or free) unlinks us; hand on our slot. */
     dsy_spin_lock(&s->lock);
-    desync_queue_t *q = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
-    if (q && ring_push(s, q))
-        q = NULL;
-    if (q) {
+    dsy_runnable *r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
+    if (r && runlist_push(s, r))
+        r = NULL;
+    if (r) {
         dsy_spin_unlock(&s->lock);
-        if (dsy_queue_claim_entry(q))
-            while (dsy_queue_run(q, 0)) {
-            }
+        run_here(s, r);
         dsy_spin_lock(&s->lock);
     }
-    worker *wake = s->len ? kick_locked(s) : NULL;
+    worker *wake = s->run.len ? kick_locked(s) : NULL;
     dsy_spin_unlock(&s->lock);
     unpark_worker(wake);
     return NULL;
@@ -424,32 +405,37 @@ static desync_scheduler_t *sched_create(size_t max_threads, bool immortal) {
     desync_scheduler_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
+    dsy_ring_init(&s->run);
     atomic_init(&s->max_threads, max_threads);
-    atomic_init(&s->refs, 1);
+    dsy_ref_init(&s->refs, 1);
     s->immortal = immortal;
     return s;
 }
 
-void dsy_sched_retain(desync_scheduler_t *s) {
-    if (!s->immortal)
-        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-}
-
-void dsy_sched_release(desync_scheduler_t *s) {
-    if (s->immortal || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+static void sched_release(desync_scheduler_t *s) {
+    if (s->immortal || !dsy_ref_dec(&s->refs))
         return;
     /* Only reachable after desync_scheduler_free: no threads remain, and no
-     * queue is left to have entries in the run list. */
-    free(s->ring);
+     * runnable is left to have entries in the run list. */
+    DSY_ASSERT(s->closed && !s->all && !s->run.len);
+    dsy_ring_destroy(&s->run);
     free(s);
 }
+
+void dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops) {
+    atomic_store_explicit(&s->rops, ops, memory_order_relaxed);
+    if (!s->immortal)
+        dsy_ref_inc(&s->refs);
+}
+
+void dsy_sched_detach(desync_scheduler_t *s) { sched_release(s); }
 
 static desync_scheduler_t *default_sched;
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
 static void default_init(void) {
-    unsigned n = 2 * dsy_cpu_count();
-    default_sched = sched_create(n > 8 ? n : 8, true);
+    unsigned n = DSY_DEFAULT_THREADS_PER_CPU * dsy_cpu_count();
+    default_sched = sched_create(n > DSY_DEFAULT_THREADS_MIN ? n : DSY_DEFAULT_THREADS_MIN, true);
 }
 
 desync_scheduler_t *desync_scheduler_default(void) {
@@ -496,20 +482,18 @@ void desync_scheduler_free(desync_scheduler_t *s) {
     /* Help run everything that is ready, until all threads are asleep. */
     for (;;) {
         dsy_spin_lock(&s->lock);
-        desync_queue_t *q = ring_pop(s);
-        bool quiet = !q && s->nidle == atomic_load(&s->nthreads);
+        dsy_runnable *r = runlist_pop(s);
+        bool quiet = !r && s->nidle == atomic_load(&s->nthreads);
         for (worker *o = s->all; quiet && o; o = o->all_next)
             quiet = !atomic_load(&o->next_q);
         dsy_spin_unlock(&s->lock);
-        if (q) {
-            if (dsy_queue_claim_entry(q))
-                while (dsy_queue_run(q, 0)) {
-                }
+        if (r) {
+            run_here(s, r);
             continue;
         }
         if (quiet)
             break;
-        dsy_sleep_ns(100000); /* workers are finishing their queues: look again */
+        dsy_sleep_ns(DSY_SCHED_FREE_POLL_NS); /* workers are finishing: look again */
     }
     dsy_spin_lock(&s->lock);
     s->closed = true;
@@ -520,7 +504,7 @@ void desync_scheduler_free(desync_scheduler_t *s) {
     worker **victims = n ? malloc(n * sizeof *victims) : NULL;
     while (n && !victims) { /* tiny; retry rather than leak threads */
         dsy_spin_unlock(&s->lock);
-        dsy_yield();
+        dsy_oom_wait();
         dsy_spin_lock(&s->lock);
         victims = malloc(n * sizeof *victims);
     }
@@ -531,7 +515,7 @@ void desync_scheduler_free(desync_scheduler_t *s) {
     }
     stop_and_join(s, victims, n);
     free(victims);
-    dsy_sched_release(s);
+    sched_release(s);
 }
 
 void desync_scheduler_set_max_threads(desync_scheduler_t *s, size_t n) {
@@ -541,7 +525,7 @@ void desync_scheduler_set_max_threads(desync_scheduler_t *s, size_t n) {
     if (!s->closed)
         atomic_store(&s->max_threads, n);
     /* Waiting work may now get threads: one kick per waiting queue. */
-    for (size_t i = 0; i < s->len; i++) {
+    for (size_t i = 0; i < s->run.len; i++) {
         size_t before = atomic_load(&s->nthreads);
         worker *w = kick_locked(s);
         if (w)

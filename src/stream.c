@@ -33,10 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* How long a blocked reader spins on a pipe output's `ready` hint before it
- * polls with a waker: about the cost of one sleep/wake round trip. */
-#define SPIN_NS 8000u
-
 /* ------------------------------------------------------------ waker slot */
 
 #define WS_SET 1u
@@ -49,7 +45,7 @@ typedef struct fire_frame {
 } fire_frame;
 
 /* Wake calls this thread is inside of, innermost first. */
-static _Thread_local fire_frame *tls_fires;
+static DSY_TLS fire_frame *tls_fires;
 
 void dsy_wslot_init(dsy_wslot *s) {
     atomic_init(&s->st, 0);
@@ -61,7 +57,7 @@ void dsy_wslot_init(dsy_wslot *s) {
 /* Takes the slot's little lock (held for a few instructions only); false if
  * the slot is dead. */
 static bool ws_lock(dsy_wslot *s) {
-    for (unsigned i = 0;; i++) {
+    for (unsigned b = 0;; dsy_backoff(&b)) {
         uint32_t st = atomic_load_explicit(&s->st, memory_order_relaxed);
         if (st & WS_DEAD)
             return false;
@@ -69,10 +65,6 @@ static bool ws_lock(dsy_wslot *s) {
             atomic_compare_exchange_weak_explicit(&s->st, &st, WS_LOCK, memory_order_acquire,
                                                   memory_order_relaxed))
             return true;
-        if (i < 64)
-            dsy_cpu_relax();
-        else
-            dsy_yield();
     }
 }
 
@@ -112,7 +104,7 @@ void dsy_wslot_fire(dsy_wslot *s) {
 }
 
 void dsy_wslot_quiesce(dsy_wslot *s) {
-    for (unsigned i = 0;; i++) {
+    for (unsigned b = 0;; dsy_backoff(&b)) {
         uint32_t st = atomic_load_explicit(&s->st, memory_order_relaxed);
         if (st & WS_DEAD)
             break;
@@ -120,22 +112,14 @@ void dsy_wslot_quiesce(dsy_wslot *s) {
             atomic_compare_exchange_weak_explicit(&s->st, &st, WS_LOCK | WS_DEAD,
                                                   memory_order_acquire, memory_order_relaxed))
             break;
-        if (i < 64)
-            dsy_cpu_relax();
-        else
-            dsy_yield();
     }
     uint32_t mine = 0;
     for (fire_frame *f = tls_fires; f; f = f->up)
         if (f->slot == s)
             mine++;
     /* Bounded by the wake calls already running on other threads. */
-    for (unsigned i = 0; atomic_load_explicit(&s->inflight, memory_order_acquire) > mine; i++) {
-        if (i < 64)
-            dsy_cpu_relax();
-        else
-            dsy_yield();
-    }
+    for (unsigned b = 0; atomic_load_explicit(&s->inflight, memory_order_acquire) > mine;)
+        dsy_backoff(&b);
 }
 
 /* ------------------------------------------------------------ SPSC FIFO */
@@ -221,13 +205,13 @@ void dsy_stream_init(desync_stream_t *s, const dsy_stream_vt *vt) {
     s->nf_queue = NULL;
     s->ops = NULL;
     s->self = NULL;
-    atomic_init(&s->refs, 1);
+    dsy_ref_init(&s->refs, 1);
 }
 
 /* ---------------------------------------------------------- user streams */
 
 static void user_unref(desync_stream_t *s) {
-    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+    if (!dsy_ref_dec(&s->refs))
         return;
     if (s->nf_queue)
         desync_queue_release(s->nf_queue);
@@ -308,7 +292,7 @@ desync_stream_t *desync_stream_from_array(void *const *items, size_t count) {
 
 /* --------------------------------------------------------------- reading */
 
-_Thread_local desync_stream_t *dsy_tls_blocking_reader;
+DSY_TLS desync_stream_t *dsy_tls_blocking_reader;
 
 static int blocking_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
     desync_stream_t *saved = dsy_tls_blocking_reader;
@@ -343,16 +327,8 @@ static int next_until(desync_stream_t *s, uint64_t deadline, void **item) {
             r = blocking_poll(s, item, NULL);
             if (r != DESYNC_EAGAIN)
                 return r;
-            uint64_t end = 0;
-            for (unsigned i = 0; !ready(s); i++) {
-                if ((i & 15) == 15) {
-                    uint64_t now = dsy_now_ns();
-                    if (!end)
-                        end = now + SPIN_NS;
-                    if (now >= end || (deadline && now >= deadline))
-                        break;
-                }
-                dsy_cpu_relax();
+            dsy_spin sp = dsy_spin_for(DSY_READER_SPIN_NS, deadline);
+            while (!ready(s) && dsy_spin_round(&sp)) {
             }
         }
         dsy_swaiter_reset(&s->waiter);
@@ -371,13 +347,7 @@ static int next_until(desync_stream_t *s, uint64_t deadline, void **item) {
 int desync_stream_next(desync_stream_t *s, void **item) { return next_until(s, 0, item); }
 
 int desync_stream_next_for(desync_stream_t *s, uint64_t timeout_ns, void **item) {
-    uint64_t deadline = 0;
-    if (timeout_ns != UINT64_MAX) {
-        deadline = dsy_now_ns() + timeout_ns;
-        if (deadline == 0)
-            deadline = 1;
-    }
-    return next_until(s, deadline, item);
+    return next_until(s, dsy_deadline_after(timeout_ns), item);
 }
 
 /* ----------------------------------------------------------- next_future */
@@ -458,9 +428,9 @@ static void nf_wake(void *ctx) {
     /* A user stream may wake us with its own lock held: poll from a job. */
     if (!atomic_load_explicit(&s->nf_promise, memory_order_acquire))
         return;
-    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    dsy_ref_inc(&s->refs);
     while (desync_queue_desync(s->nf_queue, nf_job, s) == DESYNC_ENOMEM)
-        dsy_yield();
+        dsy_oom_wait();
 }
 
 desync_future_t *desync_stream_next_future(desync_stream_t *s) {

@@ -131,14 +131,14 @@ struct desync_stream {
     /* User streams only: ops/self, and refs (handle + trampoline jobs). */
     const desync_stream_ops_t *ops;
     void *self;
-    _Atomic uint32_t refs;
+    dsy_refcount refs;
 };
 
 void dsy_stream_init(desync_stream_t *s, const dsy_stream_vt *vt);
 
 /* The stream this thread is blocked reading in desync_stream_next(_for)
  * (NULL elsewhere): a pipe pumped for it may run its batch on this thread. */
-extern _Thread_local desync_stream_t *dsy_tls_blocking_reader;
+extern DSY_TLS desync_stream_t *dsy_tls_blocking_reader;
 
 static inline int dsy_stream_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
     return s->vt->poll(s, item, w);

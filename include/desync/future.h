@@ -2,8 +2,11 @@
  * libdesync futures: results that may not exist yet, async jobs, promises,
  * and queue suspend/resume. Included by <desync.h>; do not include directly.
  *
- * A future has a status (0, or DESYNC_ECANCELED) and a void * value. It
- * completes exactly once. Each wait/poll/then that asks for the value gets it;
+ * A future has a status and a void * value. It completes exactly once. The
+ * status is 0 or a negative DESYNC_E* code: DESYNC_ECANCELED from
+ * desync_promise_cancel, from a freed future_sync future and from an async
+ * job or `after` whose awaited future was cancelled; DESYNC_EOF from
+ * desync_stream_next_future at the end of its stream; 0 otherwise. Each wait/poll/then that asks for the value gets it;
  * the future does not own the value (free it yourself if it is heap memory).
  *
  * An async job returns a future; the queue it runs on is held until that
@@ -39,6 +42,8 @@ typedef desync_future_t *(*desync_async_fn)(void *data, void *arg);
 typedef desync_future_t *(*desync_queue_async_fn)(void *arg);
 typedef void *(*desync_after_fn)(void *data, int status, void *value, void *arg);
 typedef void *(*desync_queue_after_fn)(int status, void *value, void *arg);
+/* desync_future_then's callback: the future's status and value, and arg. */
+typedef void (*desync_then_fn)(int status, void *value, void *arg);
 
 /* ------------------------------------------------------------ creating */
 
@@ -101,7 +106,7 @@ DESYNC_API void desync_promise_cancel(desync_promise_t *p);
 
 /*
  * Blocks until f is complete; stores its value in *value (value may be NULL)
- * and returns its status: 0 or DESYNC_ECANCELED. If f belongs to a queue that
+ * and returns its status (0 or a negative DESYNC_E* code, see above). If f belongs to a queue that
  * no thread is running, the caller runs that queue's work itself (as sync
  * does), so waiting works on a scheduler with 0 threads. DESYNC_EINVAL for
  * NULL f. DESYNC_EDEADLK if f waits for a job queued behind the queue the
@@ -115,7 +120,7 @@ DESYNC_API int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, v
 
 /*
  * Never blocks (a future_sync job that is due runs inside this call). Returns
- * the status (0 / DESYNC_ECANCELED, with *value set) when complete, else
+ * the status (with *value set) when complete, else
  * DESYNC_EAGAIN after arranging that waker->wake(waker->ctx) is called exactly
  * once when f completes; a later poll replaces the waker (the old one is then
  * never called). waker may be NULL (no call). Once poll or free has returned,
@@ -130,8 +135,7 @@ DESYNC_API int desync_future_poll(desync_future_t *f, void **value, const desync
  * complete). 0, or DESYNC_EINVAL for NULL f or callback (f is then not
  * consumed).
  */
-DESYNC_API int desync_future_then(desync_future_t *f,
-                                  void (*callback)(int status, void *value, void *arg), void *arg);
+DESYNC_API int desync_future_then(desync_future_t *f, desync_then_fn callback, void *arg);
 
 /*
  * A file descriptor that becomes readable when f is complete (eventfd on

@@ -102,6 +102,13 @@ DESYNC_API void desync_stream_free(desync_stream_t *s);
 
 /* ----------------------------------------------------------------- pipes */
 
+/* Process functions: run on the object's queue with its data, for each item
+ * in order. desync_pipe_fn returns the output item; desync_pipe_async_fn
+ * returns a future of it (NULL: done, with value NULL). */
+typedef void (*desync_pipe_in_fn)(void *data, void *item, void *arg);
+typedef void *(*desync_pipe_fn)(void *data, void *item, void *arg);
+typedef desync_future_t *(*desync_pipe_async_fn)(void *data, void *item, void *arg);
+
 /*
  * Takes ownership of `input`. Each item it yields is processed as
  * process(data, item, arg) on d's queue, in order with every other job of d.
@@ -110,8 +117,8 @@ DESYNC_API void desync_stream_free(desync_stream_t *s);
  * while it waits for items. DESYNC_EINVAL for NULL arguments (input is freed),
  * DESYNC_ENOMEM (input is freed).
  */
-DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input,
-                              void (*process)(void *data, void *item, void *arg), void *arg);
+DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_in_fn process,
+                              void *arg);
 
 /*
  * As pipe_in, but each process() return value is put, in order, on the
@@ -122,19 +129,15 @@ DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input,
  * NULL for NULL arguments or on ENOMEM (input is freed either way).
  */
 DESYNC_API desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input,
-                                        void *(*process)(void *data, void *item, void *arg),
-                                        void *arg);
+                                        desync_pipe_fn process, void *arg);
 
 /* Async forms: process returns a future and d's queue is held until it
  * completes (blocking no thread). For desync_pipe_async the future's value is
  * the output item; a cancelled future produces no output item. */
 DESYNC_API int desync_pipe_in_async(desync_t *d, desync_stream_t *input,
-                                    desync_future_t *(*process)(void *data, void *item, void *arg),
-                                    void *arg);
+                                    desync_pipe_async_fn process, void *arg);
 DESYNC_API desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *input,
-                                              desync_future_t *(*process)(void *data, void *item,
-                                                                          void *arg),
-                                              void *arg);
+                                              desync_pipe_async_fn process, void *arg);
 
 /* Sets how many unread output items make a pipe stop reading its input
  * (at least 1; 0 is taken as 1). Ignores streams that are not pipe outputs. */

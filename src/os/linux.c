@@ -1,0 +1,46 @@
+/*
+ * The OS layer on Linux: parking on a futex, and eventfd for future fds.
+ * See os.h for the contract; os.mk chooses this file for Linux builds.
+ */
+#if !defined(__linux__)
+#error "src/os/linux.c is for Linux; build with OS=posix elsewhere (see src/os/os.mk)"
+#endif
+
+#include "os.h"
+
+#include "desync.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+void dsy_park(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns) {
+        ts.tv_sec = (time_t)(timeout_ns / 1000000000u);
+        ts.tv_nsec = (long)(timeout_ns % 1000000000u);
+        tsp = &ts;
+    }
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, tsp, NULL, 0);
+}
+
+void dsy_unpark_one(_Atomic uint32_t *word) {
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+int dsy_event_fd_open(int *read_fd, int *write_fd) {
+    *write_fd = -1;
+    *read_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (*read_fd >= 0)
+        return 0;
+    return errno == ENOMEM ? DESYNC_ENOMEM : DESYNC_EAGAIN;
+}
+
+void dsy_event_fd_signal(int fd) {
+    uint64_t one = 1;
+    ssize_t r = write(fd, &one, sizeof one);
+    (void)r; /* a full counter is readable already */
+}

@@ -1,0 +1,70 @@
+/*
+ * A FIFO ring of pointers that grows by doubling (up to a limit), for
+ * structures guarded by their owner's lock: the scheduler's run list and a
+ * channel's accepted items. Not thread-safe by itself.
+ *
+ * Invariant: len <= cap, and the items are slots[(head + i) % cap] for
+ * i < len, oldest first.
+ */
+#ifndef DSY_RING_H
+#define DSY_RING_H
+
+#include "base.h"
+
+#include <stdlib.h>
+
+typedef struct dsy_ring {
+    void **slots;
+    size_t cap, head, len;
+} dsy_ring;
+
+/* An empty ring with no memory yet (all zero is the same). */
+static inline void dsy_ring_init(dsy_ring *r) {
+    r->slots = NULL;
+    r->cap = r->head = r->len = 0;
+}
+
+static inline void dsy_ring_destroy(dsy_ring *r) {
+    free(r->slots);
+    dsy_ring_init(r);
+}
+
+/* Makes room for one more item, growing to at most max items (the first
+ * allocation takes `first`, at most max); false on ENOMEM or at max. */
+static inline bool dsy_ring_reserve(dsy_ring *r, size_t first, size_t max) {
+    if (r->len < r->cap)
+        return true;
+    size_t n = r->cap ? r->cap * 2 : first;
+    if (n > max || n < r->cap)
+        n = max;
+    if (n <= r->cap)
+        return false;
+    void **s = malloc(n * sizeof *s);
+    if (!s)
+        return false;
+    for (size_t i = 0; i < r->len; i++)
+        s[i] = r->slots[(r->head + i) % r->cap];
+    free(r->slots);
+    r->slots = s;
+    r->cap = n;
+    r->head = 0;
+    return true;
+}
+
+/* Appends v; there must be room (dsy_ring_reserve). */
+static inline void dsy_ring_put(dsy_ring *r, void *v) {
+    DSY_ASSERT(r->len < r->cap);
+    r->slots[(r->head + r->len) % r->cap] = v;
+    r->len++;
+}
+
+/* Removes and returns the oldest item; the ring must not be empty. */
+static inline void *dsy_ring_take(dsy_ring *r) {
+    DSY_ASSERT(r->len > 0);
+    void *v = r->slots[r->head];
+    r->head = (r->head + 1) % r->cap;
+    r->len--;
+    return v;
+}
+
+#endif

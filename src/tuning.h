@@ -1,0 +1,134 @@
+/*
+ * Every tuning constant of the library, in one place. Each says what it
+ * trades and which benchmark workload (bench/README.md) moves when it
+ * changes. Sizes that define a data layout stay with their structure; the
+ * numbers here only change how long something waits or how much it batches.
+ */
+#ifndef DSY_TUNING_H
+#define DSY_TUNING_H
+
+/* ------------------------------------------------------------ spinning */
+
+/* Short waits for another thread that is between two instructions or in a
+ * critical section of a few (a producer linking `next`, a spinlock holder):
+ * pause this many rounds, then yield in case that thread was preempted.
+ * Larger burns more CPU when the holder was preempted; smaller yields (a
+ * syscall) when a few more pauses would have done. Moves W3/W3b slightly. */
+#define DSY_BACKOFF_SPINS 64u
+
+/* Time-bounded spins read the clock once every this many rounds: a clock
+ * read costs about as much as 16 pauses. */
+#define DSY_SPIN_CLOCK_EVERY 16u
+
+/* ---------------------------------------------------------------- queue */
+
+/* A syncer (or future waiter) spins this long on its word before it sleeps:
+ * about one futex sleep/wake round trip. Longer steals the CPU from the
+ * thread it waits for when threads outnumber cores (W3b); shorter makes more
+ * waits pay for a wake-up (W3, W7). */
+#define DSY_WAIT_SPIN_NS 4000u
+
+/* A sync on a busy queue watches it this many rounds for it to go idle
+ * before it queues (a short job of another syncer ends sooner than a
+ * hand-off). W3. */
+#define DSY_SYNC_PRESPIN_ROUNDS 64u
+
+/* A worker that ran a fed queue's last job polls for the next one this long
+ * before letting the queue go idle: a steady producer then never sends the
+ * queue through the scheduler. Longer holds a worker on a queue whose
+ * producer has stopped. W2, W4. */
+#define DSY_LINGER_NS 2000u
+/* ... polling `next` only once per this many pauses, so the poll does not
+ * pull each new node away from its producer. */
+#define DSY_LINGER_POLL_PAUSES 16u
+
+/* A syncer that would hand the token to sleeping waiters runs at most this
+ * many of their jobs itself first (combining; avoids a lock convoy when
+ * threads outnumber cores). Larger delays the combiner's own return. W3b. */
+#define DSY_COMBINE_MAX 8u
+
+/* ------------------------------------------------------------ scheduler */
+
+/* Jobs a worker runs from one queue before it lets other ready queues go
+ * first (fairness). Larger amortises scheduling (W2, W4), smaller shortens
+ * the wait of other queues (fairness tests). */
+#define DSY_SCHED_BATCH 256u
+
+/* An idle worker spins this long looking for work before it sleeps (longer
+ * while work keeps arriving). Every W with desync jobs moves with it; the
+ * CPU an idle process burns grows with it. */
+#define DSY_WORKER_SPIN_NS 20000u
+
+/* A spinning worker leaves a lone newly ready queue alone this long: the
+ * thread that made it ready often waits for it at once (sync, future wait)
+ * and then runs it itself, cheaper than moving it across cores. Far below
+ * the cost of a wake-up. W7. */
+#define DSY_WORKER_GRACE_NS 1000u
+
+/* An idle worker exits after sleeping this long without work. Shorter gives
+ * memory and threads back sooner; longer saves thread starts for bursty
+ * programs. */
+#define DSY_WORKER_RETIRE_NS 5000000000ull
+
+/* A spinning worker takes over next-slot entries of at most this many other
+ * workers that waited through its whole spin phase. */
+#define DSY_WORKER_TAKEOVER_MAX 64u
+
+/* desync_scheduler_free looks again this often while workers finish. */
+#define DSY_SCHED_FREE_POLL_NS 100000u
+
+/* The default scheduler's threads: this many per CPU, at least the minimum
+ * (jobs that block a while must not starve the others on small machines). */
+#define DSY_DEFAULT_THREADS_PER_CPU 2u
+#define DSY_DEFAULT_THREADS_MIN 8u
+
+/* First size of a scheduler's run list (it doubles as needed). */
+#define DSY_RUNLIST_INITIAL 64u
+
+/* ------------------------------------------------------------- job pool */
+
+/* Blocks per magazine: one depot lock operation per this many jobs that
+ * move between a producer and a worker. Larger holds more memory per
+ * thread. W2, W4, W6. */
+#define DSY_POOL_MAG 64u
+/* Full magazines kept in a depot per size class; beyond, blocks go back to
+ * malloc. Bounds what the pools keep after a burst. */
+#define DSY_POOL_DEPOT_MAX 256u
+
+/* Job segments: a thread that queues many jobs takes their nodes from
+ * 64 KiB segments in address order (see jobpool.c). */
+#define DSY_SEG_BYTES 65536u
+/* ... after this many jobs from the block pool (light users do not hold a
+ * segment each). W2, W4. */
+#define DSY_SEG_AFTER 1024u
+/* ... and keeps this many free segments for reuse. */
+#define DSY_SEG_CACHE 16u
+
+/* -------------------------------------------------------------- streams */
+
+/* A blocked reader spins on a pipe output's `ready` hint this long before
+ * it polls with a waker: about one sleep/wake round trip. W8. */
+#define DSY_READER_SPIN_NS 8000u
+
+/* Backpressure: a pipe's default depth (items polled but not processed plus
+ * unread outputs). Deeper batches more per job (W8) but holds more items. */
+#define DSY_PIPE_DEPTH 5u
+/* pipe_in has no output to set a depth on: it reads at most this many
+ * items ahead of processing. Larger than DSY_PIPE_DEPTH because, while it is
+ * not held back, a send that returned has its job queued already. */
+#define DSY_PIPE_IN_DEPTH 64u
+/* Items per process job, so one job cannot hold the object for long. */
+#define DSY_PIPE_MAX_BATCH 64u
+/* A process job whose end finds the output full waits this long for the
+ * reader to take an item before it parks the pump. W8. */
+#define DSY_PUMP_SPIN_NS 3000u
+/* A blocked reader runs a batch of at most this many items itself. W8. */
+#define DSY_PIPE_INLINE_MAX 32u
+
+/* --------------------------------------------------------------- memory */
+
+/* How long a path that must not fail waits before it asks for memory
+ * again (see dsy_oom_wait). */
+#define DSY_OOM_RETRY_NS 1000000u
+
+#endif
