@@ -7,7 +7,7 @@
  *   - a worker's `next_q` slot, when the token is placed from inside a job
  *     that worker is running: the queue runs on the same thread right after
  *     the current queue, with no lock and no wake-up (a job that desyncs onto
- *     an idle queue is the common case; compare libdispatch's W5 in ANCHORS).
+ *     an idle queue is the common case, as in the W5 ping-pong benchmark).
  * An entry may be stale (a waiting syncer stole the token); claiming it then
  * fails and the entry is dropped (dsy_queue_claim_entry).
  *
