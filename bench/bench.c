@@ -1,6 +1,6 @@
 /*
- * libdesync benchmarks: workloads W1..W8 of WORKLOADS.md (shared/), each run
- * beside its hand-written baseline in the same process and the same run.
+ * libdesync benchmarks: workloads W1..W8 (defined in bench/README.md), each
+ * run beside its hand-written baseline in the same process and the same run.
  *
  *   bench [W1 ... W8]      no argument: all workloads
  *   BENCH_RUNS=n           measured runs per variant, after 1 warm-up (5)
@@ -342,14 +342,14 @@ static int child_main(const char *what, const char *nstr) {
 /* ------------------------------------------------------------- report */
 
 static row_t g_rows[] = {
-    {.id = "W1", .name = "sync-idle", .unit = "op", .rust = 17.7, .dispatch = 15.2},
-    {.id = "W2", .name = "desync-stream", .unit = "job", .rust = 114, .dispatch = 144},
-    {.id = "W3", .name = "contended-sync", .unit = "op", .rust = 58, .dispatch = 504},
-    {.id = "W4", .name = "mixed", .unit = "job", .rust = 186, .dispatch = 299},
-    {.id = "W5", .name = "ping-pong", .unit = "round trip", .rust = 3470, .dispatch = 1724},
-    {.id = "W6", .name = "many-objects", .unit = "object", .rust = 3399, .dispatch = 872},
-    {.id = "W7", .name = "future", .unit = "op", .rust = 3298, .dispatch = 16703},
-    {.id = "W8", .name = "pipe", .unit = "item", .rust = 27, .dispatch = NAN},
+    {.id = "W1", .name = "sync-idle", .unit = "op"},
+    {.id = "W2", .name = "desync-stream", .unit = "job"},
+    {.id = "W3", .name = "contended-sync", .unit = "op"},
+    {.id = "W4", .name = "mixed", .unit = "job"},
+    {.id = "W5", .name = "ping-pong", .unit = "round trip"},
+    {.id = "W6", .name = "many-objects", .unit = "object"},
+    {.id = "W7", .name = "future", .unit = "op"},
+    {.id = "W8", .name = "pipe", .unit = "item"},
 };
 
 static void (*const g_workloads[])(row_t *) = {
@@ -367,25 +367,21 @@ static void fmt_num(char *buf, size_t len, double v) {
 }
 
 static void print_table(void) {
-    printf("\n%-20s %-11s %12s %12s %7s %12s %12s  %s\n", "workload", "per", "libdesync ns",
-           "baseline ns", "ratio", "Rust desync", "libdispatch", "baseline / extra");
+    printf("\n%-20s %-11s %12s %12s %7s  %s\n", "workload", "per", "libdesync ns", "baseline ns",
+           "ratio", "baseline / extra");
     for (int i = 0; i < NW; i++) {
         row_t *r = &g_rows[i];
         if (!r->ran)
             continue;
-        char wl[32], lib[16], base[16], ratio[16], rust[16], disp[16];
+        char wl[32], lib[16], base[16], ratio[16];
         snprintf(wl, sizeof wl, "%s %s", r->id, r->name);
         fmt_num(lib, sizeof lib, r->lib_ns);
         fmt_num(base, sizeof base, r->base_ns);
         snprintf(ratio, sizeof ratio, "%.2f", r->base_ns / r->lib_ns);
-        fmt_num(rust, sizeof rust, r->rust);
-        fmt_num(disp, sizeof disp, r->dispatch);
-        printf("%-20s %-11s %12s %12s %7s %12s %12s  %s\n", wl, r->unit, lib, base, ratio, rust,
-               disp, r->extra);
+        printf("%-20s %-11s %12s %12s %7s  %s\n", wl, r->unit, lib, base, ratio, r->extra);
     }
-    printf("\nratio = baseline ns / libdesync ns (above 1: libdesync is faster). Rust desync and\n"
-           "libdispatch: ANCHORS.md reference figures, hard-coded (another run on this kind of\n"
-           "machine: compare ratios, not absolute times). Medians of %d runs after 1 warm-up.\n",
+    printf("\nratio = baseline ns / libdesync ns (above 1: libdesync is faster).\n"
+           "Medians of %d runs after 1 warm-up.\n",
            g_runs);
 }
 
@@ -445,8 +441,9 @@ int main(int argc, char **argv) {
             return usage();
     }
     start_guards();
-    printf("libdesync benchmarks (WORKLOADS.md): %d measured runs per variant after 1 warm-up,\n"
-           "variants interleaved, BENCH_SCALE %.3g, %ld online cores. Times in ns per op.\n",
+    printf("libdesync benchmarks (workloads: bench/README.md): %d measured runs per variant\n"
+           "after 1 warm-up, variants interleaved, BENCH_SCALE %.3g, %ld online cores.\n"
+           "Times in ns per op.\n",
            g_runs, g_scale, sysconf(_SC_NPROCESSORS_ONLN));
     uint64_t t0 = now_ns();
     for (int i = 0; i < NW; i++) {

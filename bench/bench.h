@@ -2,7 +2,7 @@
  * Shared declarations of the libdesync benchmark (the bench/ sources link into one
  * binary, build/bench). bench.c: harness, watchdog, child processes, table.
  * baseline.c: the hand-written mutex/condvar primitives the baselines use.
- * workloads.c: W1..W8 of WORKLOADS.md, libdesync and baseline variants.
+ * workloads.c: W1..W8 (bench/README.md), libdesync and baseline variants.
  */
 #ifndef DESYNC_BENCH_H
 #define DESYNC_BENCH_H
@@ -33,10 +33,9 @@ typedef struct {
     double med_ns, med_bytes;
 } variant_t;
 
-/* One line of the final table. The reference figures are ANCHORS.md's. */
+/* One line of the final table: what this run measured. */
 typedef struct {
     const char *id, *name, *unit;
-    double rust, dispatch; /* NaN: no figure */
     int ran;
     double lib_ns, base_ns;
     char extra[512];

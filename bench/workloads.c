@@ -1,5 +1,5 @@
 /*
- * W1..W8 of WORKLOADS.md. Each workload has one function per variant
+ * W1..W8 of bench/README.md. Each workload has one function per variant
  * (libdesync and each baseline) returning ns per op for one run, and one
  * driver (w1_sync_idle, ...) that measures them side by side and fills its
  * table row. Every run checks its results and aborts the program on a
@@ -114,8 +114,7 @@ void w1_sync_idle(row_t *row) {
     printf("  1 thread, %" PRIu64 " syncs (counter++) on one idle object; ns per sync\n", v[0].n);
     measure("W1", v, 2);
     set_row(row, &v[0], &v[1]);
-    snprintf(row->extra, sizeof row->extra,
-             "pthread mutex lock+inc+unlock (ANCHORS mutex: 4.4 to 5.8)");
+    snprintf(row->extra, sizeof row->extra, "pthread mutex lock+inc+unlock");
 }
 
 /* --------------------------------------------------- W2 desync-stream */
@@ -161,8 +160,7 @@ void w2_desync_stream(row_t *row) {
            v[0].n);
     measure("W2", v, 2);
     set_row(row, &v[0], &v[1]);
-    snprintf(row->extra, sizeof row->extra,
-             "mutex+condvar job queue, 1 worker thread (ANCHORS queue: 78)");
+    snprintf(row->extra, sizeof row->extra, "mutex+condvar job queue, 1 worker thread");
 }
 
 /* -------------------------------------------------- W3 contended-sync */
@@ -245,7 +243,7 @@ void w3_contended_sync(row_t *row) {
            v[0].n);
     measure("W3", v, 2);
     set_row(row, &v[0], &v[1]);
-    snprintf(row->extra, sizeof row->extra, "pthread mutex, contended (ANCHORS: 8 to 23)");
+    snprintf(row->extra, sizeof row->extra, "pthread mutex, contended");
 }
 
 /* ----------------------------------------------------------- W4 mixed */
@@ -391,14 +389,13 @@ void w5_ping_pong(row_t *row) {
     variant_t v[] = {{"libdesync", w5_desync, scaled(1000000), 0, 0},
                      {"mutex+condvar queues", w5_queue, scaled(50000), 0, 0}};
     printf("  A -> B -> A round trips, main waits for the last one; ns per round trip.\n"
-           "  The queue baseline (1 thread per object, ~41 us per round trip) runs %" PRIu64
+           "  The queue baseline (1 thread per object, a thread wake-up per hop) runs %" PRIu64
            " round trips, not %" PRIu64 "\n",
            v[1].n, v[0].n);
     measure("W5", v, 2);
     set_row(row, &v[0], &v[1]);
     snprintf(row->extra, sizeof row->extra,
-             "mutex+condvar queue, 1 thread per object, run with %" PRIu64
-             " round trips (ANCHORS: 41109)",
+             "mutex+condvar queue, 1 thread per object, run with %" PRIu64 " round trips",
              v[1].n);
 }
 
@@ -532,9 +529,7 @@ void w6_many_objects(row_t *row) {
            n);
     measure("W6", v, 2);
     set_row(row, &v[0], &v[1]);
-    snprintf(row->extra, sizeof row->extra,
-             "bytes/object: libdesync %.0f, mutex %.0f (ANCHORS: Rust 242, libdispatch 216, "
-             "mutex 40 B and 37 ns)",
+    snprintf(row->extra, sizeof row->extra, "bytes/object: libdesync %.0f, mutex %.0f",
              v[0].med_bytes, v[1].med_bytes);
 }
 
@@ -779,7 +774,7 @@ void w8_pipe(row_t *row) {
            "  default backpressure depth 5), consumer reads all and checks each; ns per item.\n"
            "  Baseline: producer thread -> bounded queue (5) -> worker thread -> bounded queue "
            "(5) -> main;\n"
-           "  it wakes threads per item (~10 us each) and runs %" PRIu64 " items, not %" PRIu64 "\n",
+           "  it wakes threads per item and runs %" PRIu64 " items, not %" PRIu64 "\n",
            v[0].n, v[1].n, v[0].n);
     g_w8_ahead = 0;
     measure("W8", v, 2);
