@@ -182,12 +182,12 @@ desync_channel_t *desync_channel_new(size_t capacity, desync_stream_t **receiver
 }
 
 desync_channel_t *desync_channel_retain(desync_channel_t *c) {
-    if (!c)
-        return NULL;
-    dsy_ref_inc(&c->refs);
-    pthread_mutex_lock(&c->mu);
-    c->senders++;
-    pthread_mutex_unlock(&c->mu);
+    if (c) {
+        dsy_ref_inc(&c->refs);
+        pthread_mutex_lock(&c->mu);
+        c->senders++;
+        pthread_mutex_unlock(&c->mu);
+    }
     return c;
 }
 

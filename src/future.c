@@ -127,6 +127,17 @@ static bool fut_is_done(desync_future_t *f) {
     return atomic_load_explicit(&f->done, memory_order_acquire) != 0;
 }
 
+/* Locks f if it is still pending (true); false, unlocked, once complete. */
+static bool fut_lock_pending(desync_future_t *f) {
+    if (fut_is_done(f))
+        return false;
+    fut_lock(f);
+    if (!fut_is_done(f))
+        return true;
+    fut_unlock(f);
+    return false;
+}
+
 static void fd_signal(int fd) {
     if (fd >= 0)
         dsy_event_fd_signal(fd);
@@ -155,11 +166,8 @@ static void fut_call_waker(desync_future_t *f, const desync_waker_t *waker, int 
  * waker, fd and then-callback are served after the lock is dropped. The
  * caller holds a reference across the call. */
 static bool fut_complete(desync_future_t *f, int status, void *value) {
-    fut_lock(f);
-    if (fut_is_done(f)) {
-        fut_unlock(f);
+    if (!fut_lock_pending(f))
         return false;
-    }
     f->status = status;
     f->value = value;
     fwaiter *w = f->waiters;
@@ -208,11 +216,8 @@ static desync_queue_t *fut_handle_gone_locked(desync_future_t *f, bool detach) {
  * or poll f any more, so a future_sync job behind it now runs on its queue
  * (a token parked for a poller is placed again). */
 static bool fut_hook(desync_future_t *f, desync_then_fn cb, void *arg) {
-    fut_lock(f);
-    if (fut_is_done(f)) {
-        fut_unlock(f);
+    if (!fut_lock_pending(f))
         return false;
-    }
     f->then_cb = cb;
     f->then_arg = arg;
     desync_queue_t *parked = fut_handle_gone_locked(f, true);
@@ -522,13 +527,8 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
         return DESYNC_EINVAL;
     uint64_t deadline = dsy_deadline_after(timeout_ns);
     for (;;) {
-        if (fut_is_done(f))
+        if (!fut_lock_pending(f))
             return result(f, value);
-        fut_lock(f);
-        if (fut_is_done(f)) {
-            fut_unlock(f);
-            return result(f, value);
-        }
         if (f->parked_q) {
             run_parked(f);
             continue;
@@ -594,13 +594,7 @@ int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *w
     if (!f)
         return DESYNC_EINVAL;
     for (;;) {
-        if (fut_is_done(f)) {
-            fut_quiesce(f);
-            return result(f, value);
-        }
-        fut_lock(f);
-        if (fut_is_done(f)) {
-            fut_unlock(f);
+        if (!fut_lock_pending(f)) {
             fut_quiesce(f);
             return result(f, value);
         }

@@ -62,6 +62,7 @@ static void free_chain(free_node *f) {
  * into the depot, or back to malloc when the depot is full. */
 static void cache_spill(unsigned cls) {
     cache_t *c = &caches[cls];
+    DSY_ASSERT(c->n >= MAG);
     struct depot *d = &depots[cls];
     free_node *mag = c->list, *last = mag;
     for (unsigned i = 1; i < MAG; i++)
@@ -118,6 +119,7 @@ void *dsy_pool_alloc(unsigned cls) {
     pthread_mutex_lock(&d->lock);
     f = d->mags;
     if (f) {
+        DSY_ASSERT(d->count > 0);
         d->mags = f->mag_next;
         d->count--;
     }
@@ -137,6 +139,7 @@ void dsy_pool_free(void *p, unsigned cls) {
     free_node *f = p;
     f->next = c->list;
     c->list = f;
+    DSY_ASSERT(c->n < 2 * MAG); /* the bound: a cache holds fewer than 2*MAG */
     if (DSY_LIKELY(++c->n < 2 * MAG))
         return;
     cache_spill(cls);

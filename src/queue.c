@@ -213,6 +213,8 @@ static dsy_node *give_first_waiter(desync_queue_t *q) {
 }
 
 void dsy_token_place(desync_queue_t *q, bool has_ref) {
+    /* A token exists only while the queue is busy. */
+    DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL);
     if (!has_ref)
         dsy_queue_ref(q);
     uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
@@ -295,6 +297,7 @@ static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran)
  * limit > 0) `limit` jobs ran; returns true if the caller still holds the
  * token (only possible when the limit was hit). The token carries a ref. */
 static bool queue_run(desync_queue_t *q, unsigned limit) {
+    DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL && q->head);
     unsigned ran = 0;
     dsy_node *n = q->head;
     void *data = queue_data(q);
@@ -318,6 +321,7 @@ static bool queue_run(desync_queue_t *q, unsigned limit) {
 static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n);
 
 bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
+    DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL && q->head);
     dsy_node *h = q->head;
     void *data = queue_data(q);
     for (;;) {
@@ -489,6 +493,7 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
 int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags) {
     if (DSY_UNLIKELY(!q || !fn))
         return DESYNC_EINVAL;
+    DSY_ASSERT(!(flags & DSY_JOB_COPY));
     bool with_data = flags & DSY_JOB_DATA, try_only = flags & DSY_JOB_TRY;
     sync_node sn;
     atomic_store_explicit(&sn.node.next, NULL, memory_order_relaxed);

@@ -162,10 +162,12 @@ static void unpark_worker(worker *w) {
 /* After the run list grew (lock held): make sure some thread will look.
  * Returns a worker to unpark once the lock is dropped, or NULL. */
 static worker *kick_locked(desync_scheduler_t *s) {
+    /* seq_cst: pairs with the spinners' count (spin_for_work). */
     if (atomic_load_explicit(&s->nspinning, memory_order_seq_cst))
         return NULL;
     if (s->idle) {
         worker *w = s->idle;
+        DSY_ASSERT(w->idle && s->nidle > 0);
         s->idle = w->idle_next;
         s->nidle--;
         wake_locked(w);
@@ -236,9 +238,12 @@ static dsy_runnable *spin_for_work(worker *w) {
         }
     dsy_spin_unlock(&s->lock);
 
-    /* seq_cst, paired with the seq_cst load in kick_locked: a submitter that
-     * pushed an entry and then sees no spinner wakes a sleeper; a spinner
-     * that counted itself before that load sees the entry (Dekker). */
+    /* seq_cst, paired with the seq_cst load of nspinning in kick_locked: a
+     * submitter that sees no spinner wakes or starts a worker; one that sees
+     * this spinner counts on it to look at `ready`. This is only about who
+     * runs the entry soonest: a spinner that gives up still checks the run
+     * list under the lock before it sleeps (find_work), so nothing is lost
+     * either way. */
     atomic_fetch_add_explicit(&s->nspinning, 1, memory_order_seq_cst);
     dsy_runnable *r = NULL;
     uint64_t seen_at = 0;
@@ -260,7 +265,9 @@ static dsy_runnable *spin_for_work(worker *w) {
                 break;
         }
     } while (dsy_spin_round(&sp));
-    atomic_fetch_sub_explicit(&s->nspinning, 1, memory_order_seq_cst);
+    unsigned spinners = atomic_fetch_sub_explicit(&s->nspinning, 1, memory_order_seq_cst);
+    DSY_ASSERT(spinners > 0);
+    (void)spinners;
     if (r || !nseen)
         return r;
     /* Workers stay in the all-list until joined, and only the lock holder
@@ -545,11 +552,13 @@ size_t desync_scheduler_thread_count(desync_scheduler_t *s) {
 }
 
 int desync_scheduler_spawn_thread(desync_scheduler_t *s) {
-    if (!s)
-        return DESYNC_EINVAL;
-    dsy_spin_lock(&s->lock);
-    int rc = s->closed ? DESYNC_EINVAL : spawn_locked(s);
-    dsy_spin_unlock(&s->lock);
+    int rc = DESYNC_EINVAL;
+    if (s) {
+        dsy_spin_lock(&s->lock);
+        if (!s->closed)
+            rc = spawn_locked(s);
+        dsy_spin_unlock(&s->lock);
+    }
     return rc;
 }
 
