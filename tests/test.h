@@ -6,6 +6,11 @@
  * tests/test_list.h. The runner (tests/runner.c) forks one child per test, so
  * a crash or a hang (killed at the timeout) fails that test only.
  * CHECK* macros print where they failed and make the test return 1.
+ * TEST_SKIP("why") skips a test that cannot run here: it hands the reason to
+ * the runner and returns TEST_SKIP_CODE (77); the runner then prints
+ * "SKIP name (why)" (or "ok N - name # SKIP why" with --tap) and counts it
+ * apart from passes and failures, without failing the run. Like CHECK, it
+ * returns from the function it is in, so use it in the test function itself.
  * Every wait inside a test must be bounded (use test_wait_until or timeouts).
  */
 #ifndef DESYNC_TEST_H
@@ -36,6 +41,18 @@
                     __FILE__, __LINE__, #a, #b, check_a_, check_b_);                      \
             return 1;                                                                     \
         }                                                                                 \
+    } while (0)
+
+/* Exit code of a skipped test (the Automake convention). */
+#define TEST_SKIP_CODE 77
+
+/* Defined in runner.c: records why the running test skips. */
+void test_skip_reason(const char *why);
+
+#define TEST_SKIP(why)                                                                    \
+    do {                                                                                  \
+        test_skip_reason(why);                                                            \
+        return TEST_SKIP_CODE;                                                            \
     } while (0)
 
 static inline uint64_t test_now_ns(void) {
