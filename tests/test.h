@@ -17,6 +17,7 @@
 #define DESYNC_TEST_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -130,6 +131,110 @@ static inline void test_spin_ns(uint64_t ns) {
 static inline void test_join_threads(pthread_t *th, int n) {
     for (int i = 0; i < n; i++)
         pthread_join(th[i], NULL);
+}
+
+/*
+ * Helpers shared by several test files. Globals are static (one per test
+ * file) and every test runs in a fresh process, so tests never share them.
+ */
+
+#define TEST_UNUSED __attribute__((unused))
+
+/* Small integers carried in a void * (an argument, a value or an item). */
+#define IV(x) ((void *)(intptr_t)(x))
+#define VI(p) ((int)(intptr_t)(p))
+#define P(x) ((void *)(uintptr_t)(x))
+#define U(x) ((uintptr_t)(x))
+
+/* One second, for the calls that take a timeout in nanoseconds. */
+#define SEC 1000000000ull
+
+/* A bound for waits that must succeed (a hang becomes a failed check). */
+#define LONG_NS (20ull * 1000000000ull)
+#define LONG_MS 20000u
+
+/* Errors found on other threads (they cannot use CHECK): FAILF counts them
+ * in g_errors, which the test then checks, and prints the first 20. */
+static atomic_int g_errors TEST_UNUSED;
+
+#define FAILF(...)                                                                        \
+    do {                                                                                  \
+        if (atomic_fetch_add(&g_errors, 1) < 20)                                          \
+            fprintf(stderr, __VA_ARGS__);                                                 \
+    } while (0)
+
+/* Threads wait at this gate until the test opens it, so they really overlap
+ * (a thread that finishes before the next starts tests nothing). */
+static atomic_int g_gate TEST_UNUSED;
+
+static inline void gate_wait(void) {
+    while (!atomic_load(&g_gate))
+        sched_yield();
+}
+
+/* Heap items, so the AddressSanitizer build reports any item we lose;
+ * g_freed counts the items released by heap_free. */
+static atomic_int g_freed TEST_UNUSED;
+
+static inline void *heap_item(int v) {
+    int *p = malloc(sizeof *p);
+    *p = v;
+    return p;
+}
+
+static inline void heap_free(void *item) {
+    atomic_fetch_add(&g_freed, 1);
+    free(item);
+}
+
+/* Jobs for desync_t objects (data, arg) and bare queues (arg). */
+static inline void noop_job(void *data, void *arg) {
+    (void)data;
+    (void)arg;
+}
+
+static inline void noop_queue_job(void *arg) { (void)arg; }
+
+static inline void get_int(void *data, void *out) { *(int *)out = *(int *)data; }
+
+static inline void set_int(void *data, void *arg) { *(int *)data = VI(arg); }
+
+static inline void set_flag_job(void *data, void *arg) {
+    (void)data;
+    atomic_store((atomic_int *)arg, 1);
+}
+
+/* A job that waits (bounded) until `go` is set, so its queue stays busy. */
+struct blocker {
+    atomic_int started;
+    atomic_int go;
+    atomic_int finished;
+};
+
+static inline void blocker_job(void *data, void *arg) {
+    (void)data;
+    struct blocker *b = arg;
+    atomic_store(&b->started, 1);
+    test_wait_flag(&b->go, LONG_MS);
+    atomic_store(&b->finished, 1);
+}
+
+/* Counts destroy calls made on a data block whose first member is this. */
+struct tracked {
+    atomic_int destroyed;
+    atomic_int jobs_at_destroy;
+    int jobs; /* only touched from jobs */
+};
+
+static inline void tracked_destroy(void *data) {
+    struct tracked *t = data;
+    atomic_store(&t->jobs_at_destroy, t->jobs);
+    atomic_fetch_add(&t->destroyed, 1);
+}
+
+static inline void tracked_job(void *data, void *arg) {
+    (void)arg;
+    ((struct tracked *)data)->jobs++;
 }
 
 #endif

@@ -20,50 +20,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static void noop_job(void *data, void *arg) {
-    (void)data;
-    (void)arg;
-}
-
-static void noop_queue_job(void *arg) { (void)arg; }
-
-static void get_int(void *data, void *out) { *(int *)out = *(int *)data; }
-
-static void set_int(void *data, void *arg) { *(int *)data = (int)(intptr_t)arg; }
-
-/* Counts destroy calls made on a data block whose first member is this. */
-struct tracked {
-    atomic_int destroyed;
-    int jobs_at_destroy;
-    int jobs; /* only touched from jobs */
-};
-
-static void tracked_destroy(void *data) {
-    struct tracked *t = data;
-    t->jobs_at_destroy = t->jobs;
-    atomic_fetch_add(&t->destroyed, 1);
-}
-
-static void tracked_job(void *data, void *arg) {
-    (void)arg;
-    ((struct tracked *)data)->jobs++;
-}
-
-/* A job that waits (bounded) until *arg is set, so its queue stays busy. */
-struct blocker {
-    atomic_int started;
-    atomic_int go;
-    atomic_int finished;
-};
-
-static void blocker_job(void *data, void *arg) {
-    (void)data;
-    struct blocker *b = arg;
-    atomic_store(&b->started, 1);
-    test_wait_flag(&b->go, 10000);
-    atomic_store(&b->finished, 1);
-}
-
 static void blocker_queue_job(void *arg) { blocker_job(NULL, arg); }
 
 /* ------------------------------------------------------- basic access */
@@ -621,11 +577,6 @@ TEST(core_despawn_from_job) {
     desync_release(d);
     desync_scheduler_free(s);
     return 0;
-}
-
-static void set_flag_job(void *data, void *arg) {
-    (void)data;
-    atomic_store((atomic_int *)arg, 1);
 }
 
 TEST(core_set_max_threads_raise) {

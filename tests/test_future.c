@@ -24,27 +24,10 @@
 
 #include "test.h"
 
-/* A bound for waits that must succeed (a hang becomes a failed check). */
-#define LONG_NS (20ull * 1000000000ull)
-#define LONG_MS 20000u
 /* A pause before checking that something has not happened. */
 #define SHORT_MS 30u
 
-#define IV(x) ((void *)(intptr_t)(x))
-#define VI(p) ((int)(intptr_t)(p))
-
 /* ------------------------------------------------------------ helpers */
-
-static void noop_job(void *data, void *arg) {
-    (void)data;
-    (void)arg;
-}
-
-static void noop_queue_job(void *arg) { (void)arg; }
-
-static void get_int(void *data, void *out) { *(int *)out = *(int *)data; }
-
-static void set_int(void *data, void *arg) { *(int *)data = VI(arg); }
 
 static void inc_atomic_queue_job(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
 
@@ -74,26 +57,6 @@ static desync_future_t *set_flag_async(void *data, void *arg) {
 }
 
 static desync_future_t *set_flag_queue_async(void *arg) { return set_flag_async(NULL, arg); }
-
-static void set_flag_job(void *data, void *arg) {
-    (void)data;
-    atomic_store((atomic_int *)arg, 1);
-}
-
-/* A job that waits (bounded) until `go` is set, so its queue stays busy. */
-struct blocker {
-    atomic_int started;
-    atomic_int go;
-    atomic_int finished;
-};
-
-static void blocker_job(void *data, void *arg) {
-    (void)data;
-    struct blocker *b = arg;
-    atomic_store(&b->started, 1);
-    test_wait_flag(&b->go, LONG_MS);
-    atomic_store(&b->finished, 1);
-}
 
 /* Completes (or cancels) a promise from another thread after a delay. */
 struct completer {
@@ -675,23 +638,6 @@ TEST(future_release_suspended_queue) {
         }
     }
     return 0;
-}
-
-struct tracked {
-    atomic_int destroyed;
-    atomic_int jobs_at_destroy;
-    int jobs; /* only touched from jobs */
-};
-
-static void tracked_destroy(void *data) {
-    struct tracked *t = data;
-    atomic_store(&t->jobs_at_destroy, t->jobs);
-    atomic_fetch_add(&t->destroyed, 1);
-}
-
-static void tracked_job(void *data, void *arg) {
-    (void)arg;
-    ((struct tracked *)data)->jobs++;
 }
 
 /* mode 0: resume from another thread; mode 1: from this thread. */

@@ -18,29 +18,6 @@
 
 #include "test.h"
 
-#define LONG_NS (20ull * 1000000000ull)
-#define LONG_MS 20000u
-
-#define IV(x) ((void *)(intptr_t)(x))
-#define VI(p) ((int)(intptr_t)(p))
-
-/* Errors found on other threads (they cannot use CHECK). */
-static atomic_int g_errors;
-
-#define FAILF(...)                                                                        \
-    do {                                                                                  \
-        if (atomic_fetch_add(&g_errors, 1) < 20)                                          \
-            fprintf(stderr, __VA_ARGS__);                                                 \
-    } while (0)
-
-/* All threads of a test start together, so they really overlap. */
-static atomic_int g_gate;
-
-static void gate_wait(void) {
-    while (!atomic_load(&g_gate))
-        sched_yield();
-}
-
 /* ===================================================== promises, readers */
 
 enum { P_PRODUCERS = 2, P_CONSUMERS = 3, P_MODES = 7 };

@@ -13,32 +13,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define P(x) ((void *)(uintptr_t)(x))
-#define U(x) ((uintptr_t)(x))
-
-#ifdef DESYNC_TEST_SANITIZED
-#define SCALE(n) ((n) / 10)
-#else
-#define SCALE(n) (n)
-#endif
-
-#define SEC 1000000000ull
-
 /* --------------------------------------------------------------- helpers */
 
-static atomic_int g_freed;     /* heap items released by item_free */
 static atomic_int g_destroyed; /* objects destroyed */
-
-static void *heap_item(int v) {
-    int *p = malloc(sizeof *p);
-    *p = v;
-    return p;
-}
-
-static void heap_free(void *item) {
-    atomic_fetch_add(&g_freed, 1);
-    free(item);
-}
 
 typedef struct {
     uintptr_t v[4096];
@@ -78,11 +55,6 @@ static int vec_len(desync_t *d) {
     int n = -1;
     desync_sync(d, read_n, &n);
     return n;
-}
-
-static void nop_job(void *data, void *arg) {
-    (void)data;
-    (void)arg;
 }
 
 static int destroyed_6(void *ctx) {
@@ -180,7 +152,7 @@ static int pipe_through_once(size_t cap) {
     CHECK_EQ(desync_channel_send(c, P(42)), 0);
     CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
     CHECK_EQ(U(v), 43);
-    desync_sync(d, nop_job, NULL);
+    desync_sync(d, noop_job, NULL);
     desync_desync(d, set_state, P(2));
     CHECK_EQ(desync_channel_send(c, P(44)), 0);
     CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
@@ -199,7 +171,7 @@ TEST(pipe_through) {
 }
 
 TEST(pipe_through_1000_times) {
-    for (int i = 0; i < SCALE(1000); i++)
+    for (int i = 0; i < TEST_SCALED(1000); i++)
         CHECK_EQ(pipe_through_once((size_t)(i % 3)), 0);
     return 0;
 }
@@ -249,7 +221,7 @@ TEST(pipe_backpressure) {
     /* 3 go into the pipe, the 4th waits in the channel. */
     for (int i = 1; i <= 4; i++)
         CHECK_EQ(desync_channel_send(c, P(i)), 0);
-    desync_sync(d, nop_job, NULL);
+    desync_sync(d, noop_job, NULL);
     CHECK_EQ(desync_channel_try_send(c, P(5)), DESYNC_EAGAIN);
     test_sleep_ms(20);
     CHECK_EQ(desync_channel_try_send(c, P(5)), DESYNC_EAGAIN);
@@ -277,7 +249,7 @@ TEST(pipe_backpressure_depth_change) {
     counter_src src = {.next = 1, .n = 100};
     desync_stream_t *out = desync_pipe(d, desync_stream_new(&cs_ops, &src), identity, NULL);
     desync_pipe_set_backpressure_depth(out, 2);
-    desync_sync(d, nop_job, NULL);
+    desync_sync(d, noop_job, NULL);
     test_sleep_ms(10);
     CHECK_EQ(atomic_load(&src.polled), 5); /* read at creation, default depth */
     void *v;
@@ -285,14 +257,14 @@ TEST(pipe_backpressure_depth_change) {
         CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
         CHECK_EQ(U(v), i);
     }
-    desync_sync(d, nop_job, NULL);
+    desync_sync(d, noop_job, NULL);
     test_sleep_ms(10);
     /* Depth 2 now: at most 2 items ahead of the reader. */
     CHECK(atomic_load(&src.polled) <= 7);
     desync_pipe_set_backpressure_depth(out, 10);
-    desync_sync(d, nop_job, NULL);
+    desync_sync(d, noop_job, NULL);
     test_sleep_ms(10);
-    desync_sync(d, nop_job, NULL);
+    desync_sync(d, noop_job, NULL);
     CHECK_EQ(atomic_load(&src.polled), 15);
     desync_pipe_set_backpressure_depth(out, 0); /* taken as 1 */
     for (int i = 6; i <= 100; i++) {
@@ -310,7 +282,7 @@ TEST(pipe_backpressure_depth_change) {
 /* An always-ready input is read only as fast as the output is consumed. */
 TEST(pipe_backpressure_bounds_ready_input) {
     desync_t *d = desync_new(vec_new(), vec_destroy);
-    uintptr_t n = (uintptr_t)SCALE(200000);
+    uintptr_t n = (uintptr_t)TEST_SCALED(200000);
     counter_src src = {.next = 1, .n = n};
     desync_stream_t *out = desync_pipe(d, desync_stream_new(&cs_ops, &src), identity, NULL);
     void *v;
@@ -355,7 +327,7 @@ static void *relay(void *a) {
 }
 
 TEST(pipe_blockage) {
-    int n = SCALE(100000);
+    int n = TEST_SCALED(100000);
     desync_t *d = desync_new(vec_new(), vec_destroy);
     desync_stream_t *in_rx, *back_rx;
     desync_channel_t *in = desync_channel_new(0, &in_rx);
@@ -415,7 +387,7 @@ static void slow_job(void *data, void *arg) {
  * job queued, before that); only channel inputs wake the pipe inside send,
  * so only they guarantee it. */
 static int check_olog(desync_t *d, int rounds, bool strict) {
-    desync_sync(d, nop_job, NULL);
+    desync_sync(d, noop_job, NULL);
     olog *o = desync_data(d);
     CHECK_EQ(o->n, 2 * rounds);
     for (int i = 0; i < o->n; i++) {
@@ -442,7 +414,7 @@ TEST(pipe_in_ordered_with_jobs) {
         desync_desync(d, olog_set, P(r + 1));
         CHECK_EQ(desync_channel_send(c, P(2 * r + 1)), 0);
         if (r % 5 == 4)
-            desync_sync(d, nop_job, NULL); /* stay clear of backpressure */
+            desync_sync(d, noop_job, NULL); /* stay clear of backpressure */
     }
     CHECK_EQ(check_olog(d, rounds, true), 0);
     desync_channel_close(c);
@@ -721,7 +693,7 @@ TEST(pipe_output_freed_early) {
     CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
     CHECK_EQ(*(int *)v, 0);
     free(v);
-    desync_sync(d, nop_job, NULL);
+    desync_sync(d, noop_job, NULL);
     desync_stream_free(out);
     desync_release(d);
     /* The pipe's own reference goes in a job: destruction follows soon. */
@@ -854,7 +826,7 @@ TEST(pipe_chain) {
     desync_t *a = desync_new(vec_new(), vec_destroy);
     desync_t *b = desync_new(vec_new(), vec_destroy);
     desync_t *s = desync_new(vec_new(), vec_destroy);
-    uintptr_t n = (uintptr_t)SCALE(20000);
+    uintptr_t n = (uintptr_t)TEST_SCALED(20000);
     counter_src src = {.next = 1, .n = n};
     desync_stream_t *o1 = desync_pipe(a, desync_stream_new(&cs_ops, &src), plus_one, NULL);
     desync_stream_t *o2 = desync_pipe(b, o1, times_two, NULL);
@@ -937,11 +909,6 @@ TEST(pipe_bad_input) {
 
 /* No thread is parked in a pipe: 1 scheduler thread, 100 idle pipes, and
  * another object on the same scheduler is still served. */
-static void set_flag(void *data, void *arg) {
-    (void)data;
-    atomic_store((atomic_int *)arg, 1);
-}
-
 static int flag_set(void *ctx) { return atomic_load((atomic_int *)ctx); }
 
 TEST(pipe_idle_pipes_one_thread) {
@@ -962,7 +929,7 @@ TEST(pipe_idle_pipes_one_thread) {
     }
     desync_t *other = desync_new_on(s, NULL, NULL);
     atomic_int flag = 0;
-    desync_desync(other, set_flag, &flag);
+    desync_desync(other, set_flag_job, &flag);
     CHECK(test_wait_until(flag_set, &flag, 5000));
     CHECK(desync_scheduler_thread_count(s) <= 1);
     /* And the pipes still work on that one thread. */
@@ -975,7 +942,7 @@ TEST(pipe_idle_pipes_one_thread) {
         CHECK_EQ(vec_len(objs[i]), 1);
     }
     atomic_store(&flag, 0);
-    desync_desync(other, set_flag, &flag);
+    desync_desync(other, set_flag_job, &flag);
     CHECK(test_wait_until(flag_set, &flag, 5000));
     for (int i = 0; i < N; i++) {
         desync_channel_close(chans[i]);
