@@ -237,4 +237,67 @@ static inline void tracked_job(void *data, void *arg) {
     ((struct tracked *)data)->jobs++;
 }
 
+/* Increments the object's int. */
+static inline void count_job(void *data, void *arg) {
+    (void)arg;
+    (*(int *)data)++;
+}
+
+/* Stores the thread that runs the job in *(pthread_t *)arg. */
+static inline void record_thread(void *data, void *arg) {
+    (void)data;
+    *(pthread_t *)arg = pthread_self();
+}
+
+/* The object's data: each job's argument (an int) and thread, in the order
+ * the jobs ran. */
+struct thread_log {
+    int order[64];
+    pthread_t threads[64];
+    int n;
+    atomic_int ran;
+};
+
+static inline void thread_log_job(void *data, void *arg) {
+    struct thread_log *l = data;
+    if (l->n < 64) {
+        l->order[l->n] = (int)(intptr_t)arg;
+        l->threads[l->n] = pthread_self();
+    }
+    l->n++;
+    atomic_fetch_add(&l->ran, 1);
+}
+
+/* Whether, and on which thread, the job (arg) ran. */
+struct try_probe {
+    atomic_int ran;
+    pthread_t thread;
+};
+
+static inline void try_probe_job(void *data, void *arg) {
+    (void)data;
+    struct try_probe *p = arg;
+    p->thread = pthread_self();
+    atomic_fetch_add(&p->ran, 1);
+}
+
+static inline void try_probe_queue_job(void *arg) { try_probe_job(NULL, arg); }
+
+/* The job waits for a flag that the caller only sets after desync returned:
+ * a desync that ran its job inline would see the flag still clear. */
+struct handshake {
+    atomic_int go;
+    atomic_int saw_go;
+    atomic_int done;
+};
+
+static inline void handshake_job(void *data, void *arg) {
+    (void)data;
+    struct handshake *h = arg;
+    atomic_store(&h->saw_go, test_wait_flag(&h->go, 3000));
+    atomic_store(&h->done, 1);
+}
+
+static inline void handshake_queue_job(void *arg) { handshake_job(NULL, arg); }
+
 #endif
