@@ -1,5 +1,7 @@
 /*
- * Minimal test harness shared by every test file.
+ * Minimal test harness shared by every test file, followed by the helpers
+ * that more than one test file uses (test_future.h and test_pipe.h add those
+ * shared by the future and the pipe tests).
  *
  * A test is `TEST(name) { ... return 0; }` in any tests/test_*.c file and is
  * registered, with its timeout in seconds, as `TEST_ENTRY(name, seconds)` in
