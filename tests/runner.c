@@ -2,11 +2,22 @@
  * Test runner: runs every test registered in test_list.h (or only those named
  * on the command line), each in its own forked child, one after the other.
  *
- *   run_tests [-l|--list] [name...]
+ *   run_tests [-l|--list] [--tap] [name...]
  *
- * A child's exit code is the test's return value; a signal or the timeout
+ * A child's exit code is the test's return value: 0 passes, TEST_SKIP_CODE
+ * (77, as in Automake) skips, anything else fails; a signal or the timeout
  * (seconds from the table times $DESYNC_TEST_TIMEOUT_SCALE) fails the test.
- * Ends with the line "N passed, N failed" and exits 1 if anything failed.
+ * Each test gets one line: "PASS name (12 ms)", "FAIL name (why)", or
+ * "SKIP name (reason)" where the reason is the one given to TEST_SKIP (a test
+ * that just exits with 77 prints "SKIP name"). The run ends with the line
+ * "N passed, N failed, N skipped" and exits 1 if anything failed; skipped
+ * tests do not fail the run.
+ *
+ * --tap prints TAP version 13 instead of those lines: "TAP version 13", the
+ * plan "1..N", then per test "ok N - name", "not ok N - name" (followed by a
+ * "# why" diagnostic line) or "ok N - name # SKIP reason", and the totals as
+ * a closing "# N passed, N failed, N skipped" comment.
+ * -l/--list prints every test name and runs nothing.
  */
 #include <errno.h>
 #include <signal.h>
@@ -14,10 +25,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "test.h"
 
 #define TEST_ENTRY(name, seconds) int test_##name(void);
 #include "test_list.h"
@@ -37,10 +51,24 @@ static const struct test_case tests[] = {
 
 #define NTESTS (sizeof tests / sizeof tests[0])
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+enum result { RESULT_PASS, RESULT_FAIL, RESULT_SKIP };
+
+/* Why a test failed ("TIMEOUT after 10.0 s"), how long it took when it
+ * passed ("12 ms"), or its skip reason (possibly empty). */
+#define DETAIL_MAX 256
+
+/* A skipping test's reason, written by the forked child (test_skip_reason)
+ * into this shared page and read by the runner once the child has exited. */
+#define SKIP_REASON_MAX 200
+static char *g_skip_reason;
+
+void test_skip_reason(const char *why) {
+    if (!why)
+        why = "";
+    if (g_skip_reason)
+        snprintf(g_skip_reason, SKIP_REASON_MAX, "%s", why);
+    else
+        fprintf(stderr, "skipped: %s\n", why);
 }
 
 static void sleep_us(long us) {
@@ -61,20 +89,36 @@ static double timeout_scale(void) {
     return v;
 }
 
-/* Runs one test in a child; returns 1 if it passed. */
-static int run_one(const struct test_case *t, double scale) {
+/* The skip reason as one line (a TAP directive or a result line must not
+ * break), or "" if the test gave none. */
+static void take_skip_reason(char *out, size_t size) {
+    out[0] = '\0';
+    if (!g_skip_reason)
+        return;
+    snprintf(out, size, "%s", g_skip_reason);
+    for (char *p = out; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+}
+
+/* Runs one test in a child; fills detail (see DETAIL_MAX). */
+static enum result run_one(const struct test_case *t, double scale, char *detail) {
     double limit_s = t->seconds * scale;
     uint64_t limit_ns = (uint64_t)(limit_s * 1e9);
+
+    detail[0] = '\0';
+    if (g_skip_reason)
+        g_skip_reason[0] = '\0';
 
     /* Anything still buffered would otherwise be printed twice. */
     fflush(stdout);
     fflush(stderr);
 
-    uint64_t start = now_ns();
+    uint64_t start = test_now_ns();
     pid_t pid = fork();
     if (pid < 0) {
-        printf("FAIL %s (fork: %s)\n", t->name, strerror(errno));
-        return 0;
+        snprintf(detail, DETAIL_MAX, "fork: %s", strerror(errno));
+        return RESULT_FAIL;
     }
     if (pid == 0) {
         /* Own process group, so a timeout also kills any grandchildren. */
@@ -95,10 +139,10 @@ static int run_one(const struct test_case *t, double scale) {
         if (r == pid)
             break;
         if (r < 0 && errno != EINTR) {
-            printf("FAIL %s (waitpid: %s)\n", t->name, strerror(errno));
-            return 0;
+            snprintf(detail, DETAIL_MAX, "waitpid: %s", strerror(errno));
+            return RESULT_FAIL;
         }
-        if (now_ns() - start > limit_ns) {
+        if (test_now_ns() - start > limit_ns) {
             timed_out = 1;
             kill(-pid, SIGKILL);
             kill(pid, SIGKILL);
@@ -113,23 +157,58 @@ static int run_one(const struct test_case *t, double scale) {
     /* Reap any grandchildren the test left behind. */
     kill(-pid, SIGKILL);
 
-    unsigned long ms = (unsigned long)((now_ns() - start) / 1000000u);
+    unsigned long ms = (unsigned long)((test_now_ns() - start) / 1000000u);
     if (timed_out) {
-        printf("FAIL %s (TIMEOUT after %.1f s)\n", t->name, limit_s);
-        return 0;
+        snprintf(detail, DETAIL_MAX, "TIMEOUT after %.1f s", limit_s);
+        return RESULT_FAIL;
     }
     if (WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);
-        printf("FAIL %s (signal %d: %s, %lu ms)\n", t->name, sig, strsignal(sig), ms);
-        return 0;
+        snprintf(detail, DETAIL_MAX, "signal %d: %s, %lu ms", sig, strsignal(sig), ms);
+        return RESULT_FAIL;
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        printf("PASS %s (%lu ms)\n", t->name, ms);
-        return 1;
+        snprintf(detail, DETAIL_MAX, "%lu ms", ms);
+        return RESULT_PASS;
     }
-    printf("FAIL %s (exit %d, %lu ms)\n", t->name, WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-           ms);
-    return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == TEST_SKIP_CODE) {
+        take_skip_reason(detail, DETAIL_MAX);
+        return RESULT_SKIP;
+    }
+    snprintf(detail, DETAIL_MAX, "exit %d, %lu ms", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+             ms);
+    return RESULT_FAIL;
+}
+
+static void report(int tap, size_t number, const char *name, enum result r, const char *detail) {
+    if (tap) {
+        switch (r) {
+        case RESULT_PASS:
+            printf("ok %zu - %s\n", number, name);
+            break;
+        case RESULT_SKIP:
+            printf("ok %zu - %s # SKIP%s%s\n", number, name, detail[0] ? " " : "", detail);
+            break;
+        case RESULT_FAIL:
+            printf("not ok %zu - %s\n# %s: %s\n", number, name, name, detail);
+            break;
+        }
+        return;
+    }
+    switch (r) {
+    case RESULT_PASS:
+        printf("PASS %s (%s)\n", name, detail);
+        break;
+    case RESULT_SKIP:
+        if (detail[0])
+            printf("SKIP %s (%s)\n", name, detail);
+        else
+            printf("SKIP %s\n", name);
+        break;
+    case RESULT_FAIL:
+        printf("FAIL %s (%s)\n", name, detail);
+        break;
+    }
 }
 
 static const struct test_case *find(const char *name) {
@@ -139,45 +218,87 @@ static const struct test_case *find(const char *name) {
     return NULL;
 }
 
+static void usage(FILE *f, const char *argv0) {
+    fprintf(f, "usage: %s [-l|--list] [--tap] [test_name...]\n", argv0);
+}
+
 int main(int argc, char **argv) {
     /* Line-buffered so results interleave sensibly with tests' stderr. */
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    if (argc > 1 && (strcmp(argv[1], "-l") == 0 || strcmp(argv[1], "--list") == 0)) {
-        for (size_t i = 0; i < NTESTS; i++)
-            printf("%s\n", tests[i].name);
-        return 0;
+    int list = 0, tap = 0;
+    const char **names = calloc((size_t)argc, sizeof *names);
+    size_t nnames = 0;
+    if (!names) {
+        fprintf(stderr, "out of memory\n");
+        return 2;
     }
-    if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        printf("usage: %s [-l|--list] [test_name...]\n", argv[0]);
-        return 0;
-    }
-
-    /* Check every name first so a typo does not waste a long run. */
+    int options_done = 0;
     for (int i = 1; i < argc; i++) {
-        if (!find(argv[i])) {
-            fprintf(stderr, "unknown test: %s (use --list)\n", argv[i]);
+        const char *a = argv[i];
+        if (options_done || a[0] != '-') {
+            names[nnames++] = a;
+        } else if (strcmp(a, "--") == 0) {
+            options_done = 1;
+        } else if (strcmp(a, "-l") == 0 || strcmp(a, "--list") == 0) {
+            list = 1;
+        } else if (strcmp(a, "--tap") == 0) {
+            tap = 1;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout, argv[0]);
+            free(names);
+            return 0;
+        } else {
+            fprintf(stderr, "unknown option: %s\n", a);
+            usage(stderr, argv[0]);
+            free(names);
             return 2;
         }
     }
 
-    double scale = timeout_scale();
-    int passed = 0, failed = 0;
-    if (argc > 1) {
-        for (int i = 1; i < argc; i++) {
-            if (run_one(find(argv[i]), scale))
-                passed++;
-            else
-                failed++;
-        }
-    } else {
-        for (size_t i = 0; i < NTESTS; i++) {
-            if (run_one(&tests[i], scale))
-                passed++;
-            else
-                failed++;
+    if (list) {
+        for (size_t i = 0; i < NTESTS; i++)
+            printf("%s\n", tests[i].name);
+        free(names);
+        return 0;
+    }
+
+    /* Check every name first so a typo does not waste a long run. */
+    for (size_t i = 0; i < nnames; i++) {
+        if (!find(names[i])) {
+            fprintf(stderr, "unknown test: %s (use --list)\n", names[i]);
+            free(names);
+            return 2;
         }
     }
-    printf("%d passed, %d failed\n", passed, failed);
+
+    void *page = mmap(NULL, SKIP_REASON_MAX, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                      -1, 0);
+    if (page != MAP_FAILED)
+        g_skip_reason = page; /* else skip reasons go to stderr only */
+
+    double scale = timeout_scale();
+    size_t total = nnames ? nnames : NTESTS;
+    int passed = 0, failed = 0, skipped = 0;
+    if (tap) {
+        printf("TAP version 13\n");
+        printf("1..%zu\n", total);
+    }
+    for (size_t i = 0; i < total; i++) {
+        const struct test_case *t = nnames ? find(names[i]) : &tests[i];
+        char detail[DETAIL_MAX];
+        enum result r = run_one(t, scale, detail);
+        report(tap, i + 1, t->name, r, detail);
+        if (r == RESULT_PASS)
+            passed++;
+        else if (r == RESULT_SKIP)
+            skipped++;
+        else
+            failed++;
+    }
+    printf("%s%d passed, %d failed, %d skipped\n", tap ? "# " : "", passed, failed, skipped);
+    if (g_skip_reason)
+        munmap(g_skip_reason, SKIP_REASON_MAX);
+    free(names);
     return failed ? 1 : 0;
 }

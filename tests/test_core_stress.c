@@ -22,31 +22,11 @@ static int sanitized(void) {
 #endif
 }
 
-static int scaled(int n) { return sanitized() ? n / 10 : n; }
+/* A tenth, never below 1 (as TEST_SCALED), in sanitizer builds and also
+ * when $DESYNC_TEST_TSAN is set. */
+static int scaled(int n) { return sanitized() ? (n / 10 > 0 ? n / 10 : 1) : n; }
 
-/* Errors found on other threads (they cannot use CHECK). */
-static atomic_int g_errors;
-
-#define FAILF(...)                                                                        \
-    do {                                                                                  \
-        if (atomic_fetch_add(&g_errors, 1) < 20)                                          \
-            fprintf(stderr, __VA_ARGS__);                                                 \
-    } while (0)
-
-static void noop_job(void *data, void *arg) {
-    (void)data;
-    (void)arg;
-}
-
-/* Threads wait at this gate until all exist, so they really overlap
- * (a thread that finishes before the next starts tests nothing). */
-static atomic_int g_gate;
-
-static void gate_wait(void) {
-    while (!atomic_load(&g_gate))
-        sched_yield();
-}
-
+/* Opens g_gate once all n threads exist. */
 static int start_threads(pthread_t *th, int n, void *(*fn)(void *), void *args, size_t arg_size) {
     atomic_store(&g_gate, 0);
     for (int i = 0; i < n; i++)

@@ -2,86 +2,109 @@
  * Test registry: one TEST_ENTRY(name, timeout_seconds) per test, where the
  * test is defined as TEST(name) in some tests/test_*.c. Included twice by
  * runner.c (X-macro). Timeouts are multiplied by $DESYNC_TEST_TIMEOUT_SCALE.
- * Keep it a plain list; append your tests under the right comment.
+ * Keep it a plain list, one group per test file; append your tests to the
+ * group of the file that defines them (tests run in this order).
  */
 
-/* core */
+/* objects: data access, lifetime, releases (test_object.c) */
 TEST_ENTRY(core_sync_retrieve, 10)
 TEST_ENTRY(core_sync_into_local, 10)
 TEST_ENTRY(core_async_update_then_sync, 10)
 TEST_ENTRY(core_desync_42_43_repeat, 30)
 TEST_ENTRY(core_release_with_slow_jobs_queued, 10)
 TEST_ENTRY(core_retain_release, 10)
+TEST_ENTRY(core_release_from_own_job, 20)
+TEST_ENTRY(core_release_inside_sync_job, 10)
+TEST_ENTRY(core_release_not_last_does_not_block, 20)
+TEST_ENTRY(core_release_runs_backlog_no_threads, 10)
+
+/* sync, try_sync, desync: where and when jobs run, order (test_sync.c) */
 TEST_ENTRY(core_sync_drains_no_threads, 10)
+TEST_ENTRY(core_sync_idle_runs_on_caller, 10)
 TEST_ENTRY(core_try_sync, 20)
 TEST_ENTRY(core_desync_returns_at_once, 20)
 TEST_ENTRY(core_desync_self_from_sync, 10)
 TEST_ENTRY(core_order_many_jobs, 20)
+TEST_ENTRY(core_memory_visibility, 20)
+
+/* queues and copied job arguments (test_queue.c) */
+TEST_ENTRY(core_desync_copy, 10)
+TEST_ENTRY(core_queue_api, 20)
+TEST_ENTRY(core_get_queue, 10)
+
+/* EDEADLK on reentrant syncs (test_deadlock.c) */
+TEST_ENTRY(core_reentrant_edeadlk, 10)
+TEST_ENTRY(core_reentrant_chain_edeadlk, 10)
+TEST_ENTRY(core_reentrant_chain_cross_thread, 20)
+
+/* schedulers and threads (test_scheduler.c) */
 TEST_ENTRY(core_scheduler_basics, 10)
 TEST_ENTRY(core_despawn_extra_threads, 10)
 TEST_ENTRY(core_despawn_from_job, 10)
 TEST_ENTRY(core_set_max_threads_raise, 10)
-TEST_ENTRY(core_sync_idle_runs_on_caller, 10)
-TEST_ENTRY(core_reentrant_edeadlk, 10)
-TEST_ENTRY(core_reentrant_chain_edeadlk, 10)
-TEST_ENTRY(core_reentrant_chain_cross_thread, 20)
-TEST_ENTRY(core_desync_copy, 10)
-TEST_ENTRY(core_bad_input, 10)
-TEST_ENTRY(core_strerror, 5)
-TEST_ENTRY(core_release_from_own_job, 20)
-TEST_ENTRY(core_release_inside_sync_job, 10)
-TEST_ENTRY(core_queue_api, 20)
-TEST_ENTRY(core_get_queue, 10)
-TEST_ENTRY(core_memory_visibility, 20)
 TEST_ENTRY(core_fairness, 20)
 TEST_ENTRY(core_idle_threads_sleep, 20)
+TEST_ENTRY(core_default_threads_exit_when_idle, 40)
 TEST_ENTRY(core_scheduler_free_waits, 20)
 TEST_ENTRY(core_objects_outlive_scheduler, 10)
-TEST_ENTRY(core_exit_with_idle_threads, 30)
-TEST_ENTRY(core_release_not_last_does_not_block, 20)
-TEST_ENTRY(core_release_runs_backlog_no_threads, 10)
 TEST_ENTRY(core_scheduler_free_from_own_job, 10)
-TEST_ENTRY(core_default_threads_exit_when_idle, 40)
+TEST_ENTRY(core_exit_with_idle_threads, 30)
+
+/* bad input and error strings (test_errors.c) */
+TEST_ENTRY(core_bad_input, 10)
+TEST_ENTRY(core_strerror, 5)
+
+/* core stress (test_core_stress.c) */
 TEST_ENTRY(core_stress_mixed, 60)
 TEST_ENTRY(core_stress_concurrent_sync, 60)
 TEST_ENTRY(core_stress_create_release, 60)
 TEST_ENTRY(core_stress_thread_churn, 60)
 
-/* futures */
+/* future_desync and after (test_future_async.c) */
 TEST_ENTRY(future_update_data_with_future, 10)
 TEST_ENTRY(future_update_data_with_future_1000, 30)
-TEST_ENTRY(future_update_data_with_future_sync, 10)
-TEST_ENTRY(future_update_data_with_future_sync_1000, 30)
 TEST_ENTRY(future_wait_for_future, 10)
 TEST_ENTRY(future_and_sync, 10)
 TEST_ENTRY(future_double_future_and_sync, 20)
-TEST_ENTRY(future_suspend_queue_1000, 30)
-TEST_ENTRY(future_suspend_local_drain, 10)
-TEST_ENTRY(future_release_suspended_queue, 10)
-TEST_ENTRY(future_release_suspended_object, 10)
+TEST_ENTRY(future_wait_zero_threads, 10)
+TEST_ENTRY(future_no_thread_blocked, 20)
+TEST_ENTRY(future_order_desync_after_future_desync, 10)
+TEST_ENTRY(future_wait_own_queue_edeadlk, 20)
+
+/* future_sync (test_future_sync.c) */
+TEST_ENTRY(future_update_data_with_future_sync, 10)
+TEST_ENTRY(future_update_data_with_future_sync_1000, 30)
+TEST_ENTRY(future_sync_freed_before_start, 10)
+TEST_ENTRY(future_sync_runs_on_waiting_thread, 10)
+TEST_ENTRY(future_sync_polled, 10)
+TEST_ENTRY(future_detach, 10)
+TEST_ENTRY(future_after_owns_future_sync, 10)
+TEST_ENTRY(future_async_returns_future_sync, 10)
+
+/* promises; reading a future (test_promise.c) */
 TEST_ENTRY(future_poll_waker, 10)
 TEST_ENTRY(future_wait_for_timeout, 10)
 TEST_ENTRY(future_fd, 10)
 TEST_ENTRY(future_then, 10)
 TEST_ENTRY(future_promise_cancel, 10)
-TEST_ENTRY(future_sync_freed_before_start, 10)
-TEST_ENTRY(future_sync_runs_on_waiting_thread, 10)
-TEST_ENTRY(future_sync_polled, 10)
-TEST_ENTRY(future_detach, 10)
-TEST_ENTRY(future_wait_zero_threads, 10)
-TEST_ENTRY(future_no_thread_blocked, 20)
-TEST_ENTRY(future_order_desync_after_future_desync, 10)
-TEST_ENTRY(future_wait_own_queue_edeadlk, 20)
 TEST_ENTRY(future_bad_input, 10)
-TEST_ENTRY(future_after_owns_future_sync, 10)
-TEST_ENTRY(future_async_returns_future_sync, 10)
+
+/* suspend and resume (test_suspend.c) */
+TEST_ENTRY(future_suspend_queue_1000, 30)
+TEST_ENTRY(future_suspend_local_drain, 10)
+TEST_ENTRY(future_release_suspended_queue, 10)
+TEST_ENTRY(future_release_suspended_object, 10)
+
+/* futures stress (test_future_stress.c) */
 TEST_ENTRY(future_stress_promises, 60)
 TEST_ENTRY(future_stress_objects, 60)
+
+/* futures: completion races (test_future_race.c) */
 TEST_ENTRY(future_stress_wait_timeout_race, 60)
 TEST_ENTRY(future_stress_replaced_waker_race, 60)
 TEST_ENTRY(future_stress_sync_drop_race, 60)
 
-/* streams */
+/* streams and channels (test_stream.c) */
 TEST_ENTRY(stream_array_reads, 10)
 TEST_ENTRY(stream_array_item_free, 10)
 TEST_ENTRY(stream_bad_input, 10)
@@ -102,29 +125,39 @@ TEST_ENTRY(channel_multiple_senders, 30)
 TEST_ENTRY(channel_free_orders, 10)
 TEST_ENTRY(channel_sleeping_reader_woken, 10)
 TEST_ENTRY(channel_next_future_woken_by_close, 10)
+
+/* pipes: basics (test_pipe_basic.c) */
 TEST_ENTRY(pipe_in_simple_stream, 10)
 TEST_ENTRY(pipe_in_channel, 10)
 TEST_ENTRY(pipe_through, 10)
 TEST_ENTRY(pipe_through_1000_times, 60)
 TEST_ENTRY(pipe_through_input_closes, 10)
+TEST_ENTRY(pipe_chain, 60)
+TEST_ENTRY(pipe_output_next_future, 10)
+TEST_ENTRY(pipe_bad_input, 10)
+
+/* pipes: backpressure (test_pipe_backpressure.c) */
 TEST_ENTRY(pipe_backpressure, 10)
 TEST_ENTRY(pipe_backpressure_depth_change, 10)
 TEST_ENTRY(pipe_backpressure_bounds_ready_input, 30)
 TEST_ENTRY(pipe_blockage, 120)
+
+/* pipes: order with other jobs, async forms, threads (test_pipe_order.c) */
 TEST_ENTRY(pipe_in_ordered_with_jobs, 20)
 TEST_ENTRY(pipe_ordered_with_jobs_user_stream, 20)
 TEST_ENTRY(pipe_async_holds_queue, 20)
 TEST_ENTRY(pipe_in_async, 20)
+TEST_ENTRY(pipe_idle_pipes_one_thread, 30)
+
+/* pipes: references and freeing (test_pipe_lifetime.c) */
 TEST_ENTRY(pipe_in_weak_reference, 10)
 TEST_ENTRY(pipe_in_weak_reference_idle, 10)
 TEST_ENTRY(pipe_keeps_object_alive, 10)
 TEST_ENTRY(pipe_output_freed_early, 10)
 TEST_ENTRY(pipe_free_orders, 30)
 TEST_ENTRY(pipe_in_release_with_items_buffered, 20)
-TEST_ENTRY(pipe_chain, 60)
-TEST_ENTRY(pipe_output_next_future, 10)
-TEST_ENTRY(pipe_bad_input, 10)
-TEST_ENTRY(pipe_idle_pipes_one_thread, 30)
+
+/* streams stress (test_stream_stress.c) */
 TEST_ENTRY(stream_stress_chain, 120)
 TEST_ENTRY(stream_stress_fan_in, 60)
 TEST_ENTRY(stream_stress_free_while_flowing, 120)

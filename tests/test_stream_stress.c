@@ -14,17 +14,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define P(x) ((void *)(uintptr_t)(x))
-#define U(x) ((uintptr_t)(x))
-
-#ifdef DESYNC_TEST_SANITIZED
-#define SCALE(n) ((n) / 10)
-#else
-#define SCALE(n) (n)
-#endif
-
-#define SEC 1000000000ull
-
 typedef struct {
     uint64_t count;
     uint64_t sum;
@@ -92,7 +81,7 @@ static void *noise(void *a) {
 }
 
 TEST(stream_stress_chain) {
-    int n = SCALE(20000);
+    int n = TEST_SCALED(20000);
     desync_t *a = desync_new(acc_new(), free);
     desync_t *b = desync_new(acc_new(), free);
     desync_t *c = desync_new(acc_new(), free);
@@ -160,7 +149,7 @@ static desync_future_t *add_in_async(void *data, void *item, void *arg) {
 
 TEST(stream_stress_fan_in) {
     enum { CH = 6 };
-    int n = SCALE(20000);
+    int n = TEST_SCALED(20000);
     desync_t *d = desync_new(acc_new(), free);
     prod_arg pa[CH];
     pthread_t pt[CH];
@@ -244,7 +233,7 @@ static int all_items_gone(void *ctx) {
 }
 
 TEST(stream_stress_free_while_flowing) {
-    int rounds = SCALE(300);
+    int rounds = TEST_SCALED(300);
     for (int r = 0; r < rounds; r++) {
         desync_t *d = desync_new(acc_new(), free);
         desync_stream_t *rx;
@@ -277,7 +266,7 @@ static void consume(void *data, void *item, void *arg) {
 }
 
 TEST(stream_stress_pipe_in_release_race) {
-    int rounds = SCALE(300);
+    int rounds = TEST_SCALED(300);
     for (int r = 0; r < rounds; r++) {
         desync_t *d = desync_new(acc_new(), free);
         desync_stream_t *rx;
@@ -299,7 +288,7 @@ TEST(stream_stress_pipe_in_release_race) {
 /* --------------------------------------------------------- next_future */
 
 TEST(stream_stress_next_future) {
-    int n = SCALE(20000);
+    int n = TEST_SCALED(20000);
     desync_stream_t *rx;
     desync_channel_t *c = desync_channel_new(2, &rx);
     prod_arg pa[2];
@@ -357,7 +346,7 @@ static void *spammer(void *a) {
 }
 
 TEST(stream_stress_waker_vs_free) {
-    int rounds = SCALE(2000);
+    int rounds = TEST_SCALED(2000);
     for (int r = 0; r < rounds; r++) {
         desync_stream_t *rx;
         desync_channel_t *c = desync_channel_new(1, &rx);
@@ -381,7 +370,7 @@ TEST(stream_stress_waker_vs_free) {
 
 /* The same for pipe outputs, whose waker is fired from the object's jobs. */
 TEST(stream_stress_pipe_waker_vs_free) {
-    int rounds = SCALE(1000);
+    int rounds = TEST_SCALED(1000);
     desync_t *d = desync_new(acc_new(), free);
     for (int r = 0; r < rounds; r++) {
         desync_stream_t *rx;

@@ -1,0 +1,163 @@
+/*
+ * Pipe backpressure: the reference crate's backpressure test and its
+ * blockage loop (the output fed back into the input), changing the depth,
+ * and an always-ready input read no faster than the output is consumed.
+ */
+#include "desync.h"
+#include "test_pipe.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef struct {
+    desync_channel_t *c;
+    void *item;
+} try_send_ctx;
+
+static int try_send_ok(void *ctx) {
+    try_send_ctx *t = ctx;
+    return desync_channel_try_send(t->c, t->item) == 0;
+}
+
+TEST(pipe_backpressure) {
+    desync_t *d = desync_new(vec_new(), vec_destroy);
+    desync_stream_t *rx;
+    desync_channel_t *c = desync_channel_new(1, &rx);
+    desync_stream_t *out = desync_pipe(d, rx, identity, NULL);
+    desync_pipe_set_backpressure_depth(out, 3);
+    /* 3 go into the pipe, the 4th waits in the channel. */
+    for (int i = 1; i <= 4; i++)
+        CHECK_EQ(desync_channel_send(c, P(i)), 0);
+    desync_sync(d, noop_job, NULL);
+    CHECK_EQ(desync_channel_try_send(c, P(5)), DESYNC_EAGAIN);
+    test_sleep_ms(20);
+    CHECK_EQ(desync_channel_try_send(c, P(5)), DESYNC_EAGAIN);
+    /* Reading one output lets the pipe take the 4th: room again. */
+    void *v;
+    CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
+    CHECK_EQ(U(v), 1);
+    try_send_ctx t = {c, P(5)};
+    CHECK(test_wait_until(try_send_ok, &t, 5000));
+    CHECK_EQ(desync_channel_try_send(c, P(6)), DESYNC_EAGAIN);
+    for (int i = 2; i <= 5; i++) {
+        CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
+        CHECK_EQ(U(v), i);
+    }
+    desync_channel_close(c);
+    CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), DESYNC_EOF);
+    desync_stream_free(out);
+    desync_release(d);
+    return 0;
+}
+
+/* Raising the depth lets a held-back pipe read on at once. */
+TEST(pipe_backpressure_depth_change) {
+    desync_t *d = desync_new(vec_new(), vec_destroy);
+    counter_src src = {.next = 1, .n = 100};
+    desync_stream_t *out = desync_pipe(d, desync_stream_new(&cs_ops, &src), identity, NULL);
+    desync_pipe_set_backpressure_depth(out, 2);
+    desync_sync(d, noop_job, NULL);
+    test_sleep_ms(10);
+    CHECK_EQ(atomic_load(&src.polled), 5); /* read at creation, default depth */
+    void *v;
+    for (int i = 1; i <= 5; i++) {
+        CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
+        CHECK_EQ(U(v), i);
+    }
+    desync_sync(d, noop_job, NULL);
+    test_sleep_ms(10);
+    /* Depth 2 now: at most 2 items ahead of the reader. */
+    CHECK(atomic_load(&src.polled) <= 7);
+    desync_pipe_set_backpressure_depth(out, 10);
+    desync_sync(d, noop_job, NULL);
+    test_sleep_ms(10);
+    desync_sync(d, noop_job, NULL);
+    CHECK_EQ(atomic_load(&src.polled), 15);
+    desync_pipe_set_backpressure_depth(out, 0); /* taken as 1 */
+    for (int i = 6; i <= 100; i++) {
+        CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
+        CHECK_EQ(U(v), i);
+        CHECK(atomic_load(&src.polled) <= (uintptr_t)(i >= 15 ? i + 1 : 15));
+    }
+    CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), DESYNC_EOF);
+    CHECK_EQ(atomic_load(&src.frees), 1); /* the input is freed at its end */
+    desync_stream_free(out);
+    desync_release(d);
+    return 0;
+}
+
+/* An always-ready input is read only as fast as the output is consumed. */
+TEST(pipe_backpressure_bounds_ready_input) {
+    desync_t *d = desync_new(vec_new(), vec_destroy);
+    uintptr_t n = (uintptr_t)TEST_SCALED(200000);
+    counter_src src = {.next = 1, .n = n};
+    desync_stream_t *out = desync_pipe(d, desync_stream_new(&cs_ops, &src), identity, NULL);
+    void *v;
+    uintptr_t ahead = 0;
+    for (uintptr_t k = 1; k <= n; k++) {
+        CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
+        CHECK_EQ(U(v), k);
+        uintptr_t p = atomic_load(&src.polled);
+        if (p > k && p - k > ahead)
+            ahead = p - k;
+    }
+    CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), DESYNC_EOF);
+    CHECK(ahead <= 5);
+    desync_stream_free(out);
+    desync_release(d);
+    return 0;
+}
+
+/* The pipe blockage race: the pipe's output is fed back into its input
+ * through a second channel and a thread; every value arrives, in order. */
+typedef struct {
+    desync_stream_t *out;
+    desync_channel_t *back;
+    int n;
+    int err;
+} relay_arg;
+
+static void *relay(void *a) {
+    relay_arg *r = a;
+    void *v;
+    int rc;
+    while ((rc = desync_stream_next_for(r->out, 10 * SEC, &v)) == 0) {
+        if (desync_channel_send(r->back, v) != 0) {
+            r->err = 1;
+            break;
+        }
+    }
+    if (rc != DESYNC_EOF && rc != 0)
+        r->err = rc;
+    desync_channel_close(r->back);
+    return NULL;
+}
+
+TEST(pipe_blockage) {
+    int n = TEST_SCALED(100000);
+    desync_t *d = desync_new(vec_new(), vec_destroy);
+    desync_stream_t *in_rx, *back_rx;
+    desync_channel_t *in = desync_channel_new(0, &in_rx);
+    desync_channel_t *back = desync_channel_new(0, &back_rx);
+    relay_arg ra = {desync_pipe(d, in_rx, identity, NULL), back, n, 0};
+    CHECK(ra.out);
+    pthread_t t;
+    pthread_create(&t, NULL, relay, &ra);
+    for (int i = 0; i < n; i++) {
+        CHECK_EQ(desync_channel_send(in, P(i)), 0);
+        void *v;
+        CHECK_EQ(desync_stream_next_for(back_rx, 10 * SEC, &v), 0);
+        CHECK_EQ(U(v), i);
+    }
+    desync_channel_close(in);
+    void *v;
+    CHECK_EQ(desync_stream_next_for(back_rx, 10 * SEC, &v), DESYNC_EOF);
+    pthread_join(t, NULL);
+    CHECK_EQ(ra.err, 0);
+    desync_stream_free(ra.out);
+    desync_stream_free(back_rx);
+    desync_release(d);
+    return 0;
+}

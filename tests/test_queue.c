@@ -1,0 +1,278 @@
+/*
+ * Queues: the bare queue API, an object's own queue, and job arguments
+ * copied into the queue (desync_copy and queue_desync_copy).
+ * Every wait is bounded.
+ */
+#include <desync.h>
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "test.h"
+
+/* ---------------------------------------------------------- desync_copy */
+
+static const size_t copy_sizes[] = {0, 1, 32, 33, 4096};
+#define NCOPY_SIZES (sizeof copy_sizes / sizeof copy_sizes[0])
+
+static unsigned char copy_pattern(size_t i, size_t size, int round) {
+    return (unsigned char)(i * 7 + size * 13 + (size_t)round * 31 + 1);
+}
+
+struct copy_state {
+    int n;
+    int errors;
+};
+
+/* Knows which size and round it is from the queue order. */
+static void copy_check_job(void *data, void *arg) {
+    struct copy_state *st = data;
+    size_t size = copy_sizes[st->n % NCOPY_SIZES];
+    int round = st->n / (int)NCOPY_SIZES;
+    const unsigned char *p = arg;
+    if (size > 0) {
+        if (!p || (uintptr_t)p % alignof(max_align_t) != 0) {
+            st->errors++;
+        } else {
+            for (size_t i = 0; i < size; i++) {
+                if (p[i] != copy_pattern(i, size, round)) {
+                    st->errors++;
+                    break;
+                }
+            }
+        }
+    }
+    st->n++;
+}
+
+static int run_copy_rounds(desync_t *d, struct copy_state *st, int rounds) {
+    static unsigned char buf[4096];
+    for (int round = 0; round < rounds; round++) {
+        for (size_t k = 0; k < NCOPY_SIZES; k++) {
+            size_t size = copy_sizes[k];
+            for (size_t i = 0; i < size; i++)
+                buf[i] = copy_pattern(i, size, round);
+            CHECK_EQ(desync_desync_copy(d, copy_check_job, buf, size), 0);
+            memset(buf, 0xEE, sizeof buf); /* the job must see its own copy */
+        }
+    }
+    CHECK_EQ(desync_sync(d, noop_job, NULL), 0);
+    CHECK_EQ(st->n, rounds * (int)NCOPY_SIZES);
+    CHECK_EQ(st->errors, 0);
+    return 0;
+}
+
+TEST(core_desync_copy) {
+    /* 0 threads: every copy stays queued while the buffer is overwritten. */
+    desync_scheduler_t *s0 = desync_scheduler_new(0);
+    CHECK(s0);
+    desync_scheduler_t *scheds[2] = {s0, NULL};
+    for (int k = 0; k < 2; k++) {
+        struct copy_state st = {0, 0};
+        desync_t *d = scheds[k] ? desync_new_on(scheds[k], &st, NULL) : desync_new(&st, NULL);
+        CHECK(d);
+        if (run_copy_rounds(d, &st, 20))
+            return 1;
+        desync_release(d);
+    }
+    desync_scheduler_free(s0);
+
+    /* NULL with length 0 is allowed. */
+    int n = 0;
+    desync_t *d = desync_new(&n, NULL);
+    CHECK(d);
+    CHECK_EQ(desync_desync_copy(d, count_job, NULL, 0), 0);
+    CHECK_EQ(desync_sync(d, noop_job, NULL), 0);
+    desync_release(d);
+    CHECK_EQ(n, 1);
+    return 0;
+}
+
+/* --------------------------------------------------------------- queues */
+
+static void blocker_queue_job(void *arg) { blocker_job(NULL, arg); }
+
+struct qlog {
+    int order[256];
+    int n;
+    atomic_int ran;
+};
+
+struct qlog_arg {
+    struct qlog *log;
+    int value;
+};
+
+static void qlog_job(void *arg) {
+    struct qlog_arg *a = arg;
+    if (a->log->n < 256)
+        a->log->order[a->log->n] = a->value;
+    a->log->n++;
+    atomic_fetch_add(&a->log->ran, 1);
+}
+
+static void qlog_slow_job(void *arg) {
+    test_sleep_ms(20);
+    qlog_job(arg);
+}
+
+static struct qcopy_state {
+    int n, errors;
+} g_qcopy;
+
+static void qcopy_job(void *arg) {
+    size_t size = copy_sizes[g_qcopy.n % NCOPY_SIZES];
+    const unsigned char *p = arg;
+    for (size_t i = 0; i < size; i++)
+        if (p[i] != copy_pattern(i, size, 0)) {
+            g_qcopy.errors++;
+            break;
+        }
+    g_qcopy.n++;
+}
+
+TEST(core_queue_api) {
+    desync_queue_t *q = desync_queue_new(NULL);
+    CHECK(q);
+    CHECK(desync_queue_retain(q) == q);
+    desync_queue_release(q); /* back to one reference */
+
+    /* Order across desync / copy / sync. */
+    static struct qlog l;
+    memset(&l, 0, sizeof l);
+    static struct qlog_arg args[200];
+    for (int i = 0; i < 200; i++) {
+        args[i].log = &l;
+        args[i].value = i;
+    }
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ(desync_queue_desync(q, qlog_job, &args[i]), 0);
+    for (int i = 100; i < 150; i++) {
+        struct qlog_arg tmp = {&l, i}; /* copied: tmp dies right away */
+        CHECK_EQ(desync_queue_desync_copy(q, qlog_job, &tmp, sizeof tmp), 0);
+    }
+    CHECK_EQ(desync_queue_sync(q, qlog_job, &args[150]), 0);
+    CHECK_EQ(l.n, 151);
+    for (int i = 0; i < 151; i++)
+        CHECK_EQ(l.order[i], i);
+
+    /* try_sync on the idle queue runs on this thread. */
+    struct try_probe p = {0};
+    CHECK_EQ(desync_queue_try_sync(q, try_probe_queue_job, &p), 0);
+    CHECK_EQ(atomic_load(&p.ran), 1);
+    CHECK(pthread_equal(p.thread, pthread_self()));
+
+    /* Busy queue: EBUSY, job not run. */
+    static struct blocker b;
+    memset(&b, 0, sizeof b);
+    CHECK_EQ(desync_queue_desync(q, blocker_queue_job, &b), 0);
+    CHECK(test_wait_flag(&b.started, 5000));
+    struct try_probe p2 = {0};
+    int rc = desync_queue_try_sync(q, try_probe_queue_job, &p2);
+    atomic_store(&b.go, 1);
+    CHECK_EQ(rc, DESYNC_EBUSY);
+    CHECK_EQ(desync_queue_sync(q, noop_queue_job, NULL), 0);
+    CHECK_EQ(atomic_load(&p2.ran), 0);
+
+    /* Copies of every size. */
+    static unsigned char buf[4096];
+    memset(&g_qcopy, 0, sizeof g_qcopy);
+    for (size_t k = 0; k < NCOPY_SIZES; k++) {
+        for (size_t i = 0; i < copy_sizes[k]; i++)
+            buf[i] = copy_pattern(i, copy_sizes[k], 0);
+        CHECK_EQ(desync_queue_desync_copy(q, qcopy_job, buf, copy_sizes[k]), 0);
+        memset(buf, 0xEE, sizeof buf);
+    }
+    CHECK_EQ(desync_queue_sync(q, noop_queue_job, NULL), 0);
+    CHECK_EQ(g_qcopy.n, (int)NCOPY_SIZES);
+    CHECK_EQ(g_qcopy.errors, 0);
+
+    /* Releasing with slow jobs queued loses nothing. */
+    static struct qlog l2;
+    memset(&l2, 0, sizeof l2);
+    static struct qlog_arg args2[5];
+    for (int i = 0; i < 5; i++) {
+        args2[i].log = &l2;
+        args2[i].value = i;
+        CHECK_EQ(desync_queue_desync(q, qlog_slow_job, &args2[i]), 0);
+    }
+    desync_queue_release(q);
+    CHECK(test_wait_count(&l2.ran, 5, 5000));
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(l2.order[i], i);
+
+    /* A queue on a 0-thread scheduler: sync runs the backlog on this thread. */
+    desync_scheduler_t *s0 = desync_scheduler_new(0);
+    CHECK(s0);
+    desync_queue_t *q0 = desync_queue_new(s0);
+    CHECK(q0);
+    static struct qlog l3;
+    memset(&l3, 0, sizeof l3);
+    static struct qlog_arg args3[4];
+    for (int i = 0; i < 4; i++) {
+        args3[i].log = &l3;
+        args3[i].value = i;
+    }
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(desync_queue_desync(q0, qlog_job, &args3[i]), 0);
+    test_sleep_ms(20);
+    CHECK_EQ(atomic_load(&l3.ran), 0);
+    CHECK_EQ(desync_queue_sync(q0, qlog_job, &args3[3]), 0);
+    CHECK_EQ(l3.n, 4);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(l3.order[i], i);
+    desync_queue_release(q0);
+    desync_scheduler_free(s0);
+    return 0;
+}
+
+static void qlog_obj_job(void *data, void *arg) {
+    (void)data;
+    qlog_job(arg);
+}
+
+TEST(core_get_queue) {
+    static struct tracked t;
+    memset(&t, 0, sizeof t);
+    desync_t *d = desync_new(&t, tracked_destroy);
+    CHECK(d);
+    desync_queue_t *q = desync_get_queue(d);
+    CHECK(q);
+    CHECK(desync_get_queue(d) == q);
+
+    /* Queue jobs and object jobs share one order. */
+    static struct qlog l;
+    memset(&l, 0, sizeof l);
+    static struct qlog_arg args[100];
+    for (int i = 0; i < 100; i++) {
+        args[i].log = &l;
+        args[i].value = i;
+        if (i % 2)
+            CHECK_EQ(desync_queue_desync(q, qlog_job, &args[i]), 0);
+        else
+            CHECK_EQ(desync_desync(d, qlog_obj_job, &args[i]), 0);
+    }
+    CHECK_EQ(desync_sync(d, noop_job, NULL), 0);
+    CHECK_EQ(l.n, 100);
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ(l.order[i], i);
+
+    /* A retained queue outlives its object. */
+    CHECK(desync_queue_retain(q) == q);
+    CHECK_EQ(desync_desync(d, tracked_job, NULL), 0);
+    desync_release(d);
+    CHECK_EQ(atomic_load(&t.destroyed), 1);
+    CHECK_EQ(t.jobs_at_destroy, 1);
+    static struct qlog l2;
+    memset(&l2, 0, sizeof l2);
+    struct qlog_arg a2 = {&l2, 7};
+    CHECK_EQ(desync_queue_desync(q, qlog_job, &a2), 0);
+    CHECK_EQ(desync_queue_sync(q, qlog_job, &a2), 0);
+    CHECK_EQ(l2.n, 2);
+    desync_queue_release(q);
+    return 0;
+}

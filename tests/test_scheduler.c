@@ -1,0 +1,520 @@
+/*
+ * Schedulers: thread limits, spawning and despawning threads, fairness
+ * between queues, idle threads (they sleep, and the default scheduler's go
+ * away), scheduler_free, and a process ending with threads still alive.
+ * Every wait is bounded; nothing asserts on timing except the generous
+ * idle-CPU check in core_idle_threads_sleep.
+ */
+#include <desync.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+
+/* -------------------------------------------------------------- threads */
+
+TEST(core_scheduler_basics) {
+    desync_scheduler_t *def = desync_scheduler_default();
+    CHECK(def);
+    CHECK(desync_scheduler_default() == def);
+    CHECK(desync_scheduler_max_threads(def) >= 8);
+    CHECK(desync_scheduler_thread_count(def) <= desync_scheduler_max_threads(def));
+
+    desync_scheduler_t *s = desync_scheduler_new(3);
+    CHECK(s);
+    CHECK(s != def);
+    CHECK_EQ(desync_scheduler_max_threads(s), 3);
+    CHECK_EQ(desync_scheduler_thread_count(s), 0); /* threads start on demand */
+    desync_scheduler_set_max_threads(s, 5);
+    CHECK_EQ(desync_scheduler_max_threads(s), 5);
+    desync_scheduler_free(s);
+
+    /* Freeing NULL or the default scheduler is ignored. */
+    desync_scheduler_free(NULL);
+    desync_scheduler_free(def);
+    int x = 0;
+    desync_t *d = desync_new(&x, NULL);
+    CHECK(d);
+    CHECK_EQ(desync_desync(d, set_int, (void *)(intptr_t)9), 0);
+    int v = 0;
+    CHECK_EQ(desync_sync(d, get_int, &v), 0);
+    CHECK_EQ(v, 9);
+    desync_release(d);
+
+    desync_scheduler_t *unused = desync_scheduler_new(0);
+    CHECK(unused);
+    desync_scheduler_free(unused);
+    return 0;
+}
+
+TEST(core_despawn_extra_threads) {
+    desync_scheduler_t *s = desync_scheduler_new(10);
+    CHECK(s);
+    CHECK_EQ(desync_scheduler_spawn_thread(NULL), DESYNC_EINVAL);
+    for (int i = 0; i < 20; i++)
+        CHECK_EQ(desync_scheduler_spawn_thread(s), 0); /* even above the maximum */
+    CHECK_EQ(desync_scheduler_thread_count(s), 20);
+    desync_scheduler_despawn_threads_if_overloaded(s);
+    size_t n = desync_scheduler_thread_count(s);
+    CHECK(n <= 10);
+
+    /* The remaining threads still run work. */
+    int x = 0;
+    desync_t *d = desync_new_on(s, &x, NULL);
+    CHECK(d);
+    struct handshake h = {0};
+    CHECK_EQ(desync_desync(d, handshake_job, &h), 0);
+    atomic_store(&h.go, 1);
+    CHECK(test_wait_flag(&h.done, 5000));
+    CHECK_EQ(atomic_load(&h.saw_go), 1);
+    desync_release(d);
+
+    /* Nothing surplus: despawn returns at once and changes nothing. */
+    desync_scheduler_despawn_threads_if_overloaded(s);
+    CHECK(desync_scheduler_thread_count(s) <= 10);
+    desync_scheduler_free(s);
+    return 0;
+}
+
+struct despawn_ctx {
+    desync_scheduler_t *s;
+    int spawn_rc[2];
+    size_t before, after;
+    atomic_int done;
+};
+
+static void despawn_job(void *data, void *arg) {
+    (void)data;
+    struct despawn_ctx *c = arg;
+    c->spawn_rc[0] = desync_scheduler_spawn_thread(c->s);
+    c->spawn_rc[1] = desync_scheduler_spawn_thread(c->s);
+    c->before = desync_scheduler_thread_count(c->s);
+    desync_scheduler_despawn_threads_if_overloaded(c->s);
+    c->after = desync_scheduler_thread_count(c->s);
+    atomic_store(&c->done, 1);
+}
+
+TEST(core_despawn_from_job) {
+    desync_scheduler_t *s = desync_scheduler_new(1);
+    CHECK(s);
+    int x = 0;
+    desync_t *d = desync_new_on(s, &x, NULL);
+    CHECK(d);
+    static struct despawn_ctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    CHECK_EQ(desync_desync(d, despawn_job, &c), 0);
+    CHECK(test_wait_flag(&c.done, 5000));
+    CHECK_EQ(c.spawn_rc[0], 0);
+    CHECK_EQ(c.spawn_rc[1], 0);
+    CHECK(c.before >= 3);
+    /* The calling thread is not stoppable, the two others are. */
+    CHECK_EQ(c.after, 1);
+    CHECK_EQ(desync_sync(d, noop_job, NULL), 0);
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
+
+TEST(core_set_max_threads_raise) {
+    desync_scheduler_t *s = desync_scheduler_new(0);
+    CHECK(s);
+    int x = 0;
+    desync_t *d = desync_new_on(s, &x, NULL);
+    CHECK(d);
+    static atomic_int flag;
+    atomic_store(&flag, 0);
+    CHECK_EQ(desync_desync(d, set_flag_job, &flag), 0);
+    test_sleep_ms(50);
+    CHECK_EQ(atomic_load(&flag), 0); /* 0 threads: nothing in the background */
+
+    /* Raising the limit starts threads for the work already waiting. */
+    desync_scheduler_set_max_threads(s, 2);
+    CHECK_EQ(desync_scheduler_max_threads(s), 2);
+    CHECK(test_wait_flag(&flag, 5000));
+    CHECK(desync_scheduler_thread_count(s) <= 2);
+
+    /* And for later work as well. */
+    static atomic_int flag2;
+    atomic_store(&flag2, 0);
+    CHECK_EQ(desync_desync(d, set_flag_job, &flag2), 0);
+    CHECK(test_wait_flag(&flag2, 5000));
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
+
+/* ------------------------------------------------------------- fairness */
+
+struct fair {
+    desync_queue_t *a;
+    atomic_int stop;
+    atomic_int a_runs;
+    atomic_int a_done;
+    atomic_int a_errors;
+    atomic_int b_ran;
+    int a_runs_when_b_ran;
+};
+
+static void fair_a_job(void *arg) {
+    struct fair *f = arg;
+    atomic_fetch_add(&f->a_runs, 1);
+    if (atomic_load(&f->stop)) {
+        atomic_store(&f->a_done, 1);
+        return;
+    }
+    if (desync_queue_desync(f->a, fair_a_job, f) != 0) {
+        atomic_fetch_add(&f->a_errors, 1);
+        atomic_store(&f->a_done, 1);
+    }
+}
+
+static void fair_b_job(void *arg) {
+    struct fair *f = arg;
+    f->a_runs_when_b_ran = atomic_load(&f->a_runs);
+    atomic_store(&f->b_ran, 1);
+}
+
+static int fair_a_moved(void *arg) {
+    struct fair *f = arg;
+    return atomic_load(&f->a_runs) > f->a_runs_when_b_ran + 100;
+}
+
+TEST(core_fairness) {
+    desync_scheduler_t *s = desync_scheduler_new(1);
+    CHECK(s);
+    static struct fair f;
+    memset(&f, 0, sizeof f);
+    f.a = desync_queue_new(s);
+    desync_queue_t *b = desync_queue_new(s);
+    CHECK(f.a && b);
+
+    /* A never runs dry; with one thread, B only runs if A yields it. */
+    CHECK_EQ(desync_queue_desync(f.a, fair_a_job, &f), 0);
+    CHECK(test_wait_until(fair_a_moved, &f, 5000)); /* A is going */
+    CHECK_EQ(desync_queue_desync(b, fair_b_job, &f), 0);
+    int b_ran = test_wait_flag(&f.b_ran, 5000);
+    /* ...and A is still going afterwards. */
+    int a_moved = b_ran && test_wait_until(fair_a_moved, &f, 5000);
+    atomic_store(&f.stop, 1);
+    int a_stopped = test_wait_flag(&f.a_done, 5000);
+    if (!b_ran)
+        fprintf(stderr, "queue B starved by a self-requeuing queue A (%d runs of A)\n",
+                atomic_load(&f.a_runs));
+    CHECK(b_ran);
+    CHECK(a_moved);
+    CHECK(a_stopped);
+    CHECK_EQ(atomic_load(&f.a_errors), 0);
+    desync_queue_release(f.a);
+    desync_queue_release(b);
+    desync_scheduler_free(s);
+    return 0;
+}
+
+/* ---------------------------------------------------------- idle threads */
+
+static uint64_t process_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+TEST(core_idle_threads_sleep) {
+    /* Make threads on the default and on a private scheduler, then stop. */
+    desync_scheduler_t *s = desync_scheduler_new(4);
+    CHECK(s);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(desync_scheduler_spawn_thread(s), 0);
+    static int counters[8];
+    desync_t *objs[8];
+    for (int i = 0; i < 8; i++) {
+        counters[i] = 0;
+        objs[i] = i < 4 ? desync_new(&counters[i], NULL) : desync_new_on(s, &counters[i], NULL);
+        CHECK(objs[i]);
+    }
+    for (int round = 0; round < 500; round++)
+        for (int i = 0; i < 8; i++)
+            CHECK_EQ(desync_desync(objs[i], count_job, NULL), 0);
+    for (int i = 0; i < 8; i++) {
+        CHECK_EQ(desync_sync(objs[i], noop_job, NULL), 0);
+        CHECK_EQ(counters[i], 500);
+        desync_release(objs[i]);
+    }
+
+    /* Give spinning threads time to go to sleep, then measure. */
+    test_sleep_ms(300);
+    uint64_t cpu0 = process_cpu_ns(), t0 = test_now_ns();
+    test_sleep_ms(300);
+    uint64_t cpu = process_cpu_ns() - cpu0, wall = test_now_ns() - t0;
+#ifdef DESYNC_TEST_SANITIZED
+    const uint64_t limit = 100000000u; /* sanitizer runtimes have their own threads */
+#else
+    const uint64_t limit = 50000000u;
+#endif
+    fprintf(stderr, "idle: %.1f ms CPU in %.1f ms (%zu + %zu threads alive)\n", cpu / 1e6,
+            wall / 1e6, desync_scheduler_thread_count(s),
+            desync_scheduler_thread_count(desync_scheduler_default()));
+    desync_scheduler_free(s);
+    CHECK(cpu < limit); /* a busy-looping idle thread would use ~all of wall */
+    return 0;
+}
+
+/* ------------------------------------------- default threads go away */
+
+static int default_has_no_threads(void *unused) {
+    (void)unused;
+    return desync_scheduler_thread_count(desync_scheduler_default()) == 0;
+}
+
+TEST(core_default_threads_exit_when_idle) {
+    /* Start several default-scheduler threads, then leave them idle. */
+    enum { N = 6 };
+    static int counters[N];
+    desync_t *objs[N];
+    for (int i = 0; i < N; i++) {
+        objs[i] = desync_new(&counters[i], NULL);
+        CHECK(objs[i]);
+    }
+    for (int round = 0; round < 200; round++)
+        for (int i = 0; i < N; i++)
+            CHECK_EQ(desync_desync(objs[i], count_job, NULL), 0);
+    for (int i = 0; i < N; i++)
+        desync_release(objs[i]);
+    CHECK_EQ(counters[0], 200);
+    /* "exit after a few seconds without work": allow plenty. */
+    int gone = test_wait_until(default_has_no_threads, NULL, 20000);
+    if (!gone)
+        fprintf(stderr, "%zu default threads still alive after 20 s idle\n",
+                desync_scheduler_thread_count(desync_scheduler_default()));
+    CHECK(gone);
+
+    /* And it starts threads again on demand. */
+    int y = 0;
+    desync_t *d = desync_new(&y, NULL);
+    CHECK(d);
+    static struct handshake h;
+    memset(&h, 0, sizeof h);
+    CHECK_EQ(desync_desync(d, handshake_job, &h), 0);
+    atomic_store(&h.go, 1);
+    CHECK(test_wait_flag(&h.done, 5000));
+    CHECK_EQ(atomic_load(&h.saw_go), 1);
+    desync_release(d);
+    return 0;
+}
+
+/* ------------------------------------------------------ scheduler_free */
+
+struct slow_counter {
+    atomic_int count;
+    int order_errors;
+    int next;
+};
+
+static void slow_counter_job(void *data, void *arg) {
+    struct slow_counter *c = data;
+    int i = (int)(intptr_t)arg;
+    if (i % 20 == 0)
+        test_sleep_ms(1);
+    if (i != c->next)
+        c->order_errors++;
+    c->next++;
+    atomic_fetch_add(&c->count, 1);
+}
+
+static void counter_queue_job(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+
+TEST(core_scheduler_free_waits) {
+    /* With threads: free waits until the queued work has run. */
+    desync_scheduler_t *s = desync_scheduler_new(2);
+    CHECK(s);
+    static struct slow_counter c;
+    memset(&c, 0, sizeof c);
+    desync_t *d = desync_new_on(s, &c, NULL);
+    CHECK(d);
+    for (int i = 0; i < 200; i++)
+        CHECK_EQ(desync_desync(d, slow_counter_job, (void *)(intptr_t)i), 0);
+    desync_scheduler_free(s);
+    CHECK_EQ(atomic_load(&c.count), 200);
+    CHECK_EQ(desync_sync(d, noop_job, NULL), 0);
+    CHECK_EQ(c.order_errors, 0);
+    desync_release(d);
+
+    /* With 0 threads: free runs the backlog on the calling thread, including
+     * that of a queue whose last reference was already dropped. */
+    desync_scheduler_t *s0 = desync_scheduler_new(0);
+    CHECK(s0);
+    static struct slow_counter c0;
+    memset(&c0, 0, sizeof c0);
+    desync_t *d0 = desync_new_on(s0, &c0, NULL);
+    CHECK(d0);
+    for (int i = 0; i < 10; i++)
+        CHECK_EQ(desync_desync(d0, slow_counter_job, (void *)(intptr_t)i), 0);
+    desync_queue_t *q0 = desync_queue_new(s0);
+    CHECK(q0);
+    static atomic_int qcount;
+    atomic_store(&qcount, 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(desync_queue_desync(q0, counter_queue_job, &qcount), 0);
+    desync_queue_release(q0);
+    desync_scheduler_free(s0);
+    CHECK_EQ(atomic_load(&c0.count), 10);
+    CHECK_EQ(atomic_load(&qcount), 3);
+    desync_release(d0);
+    return 0;
+}
+
+TEST(core_objects_outlive_scheduler) {
+    desync_scheduler_t *s = desync_scheduler_new(2);
+    CHECK(s);
+    static struct thread_log l;
+    memset(&l, 0, sizeof l);
+    desync_t *d = desync_new_on(s, &l, NULL);
+    CHECK(d);
+    desync_queue_t *q = desync_queue_new(s);
+    CHECK(q);
+    CHECK_EQ(desync_desync(d, thread_log_job, (void *)(intptr_t)0), 0);
+    CHECK_EQ(desync_sync(d, thread_log_job, (void *)(intptr_t)1), 0);
+    desync_scheduler_free(s);
+
+    /* Still usable: work runs on the threads that sync (or queue) it. */
+    pthread_t th;
+    CHECK_EQ(desync_sync(d, record_thread, &th), 0);
+    CHECK(pthread_equal(th, pthread_self()));
+    CHECK_EQ(desync_desync(d, thread_log_job, (void *)(intptr_t)2), 0);
+    CHECK_EQ(desync_desync(d, thread_log_job, (void *)(intptr_t)3), 0);
+    CHECK_EQ(desync_sync(d, thread_log_job, (void *)(intptr_t)4), 0);
+    CHECK_EQ(l.n, 5);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(l.order[i], i);
+    struct try_probe p = {0};
+    CHECK_EQ(desync_try_sync(d, try_probe_job, &p), 0);
+    CHECK_EQ(atomic_load(&p.ran), 1);
+
+    static atomic_int qcount;
+    atomic_store(&qcount, 0);
+    CHECK_EQ(desync_queue_desync(q, counter_queue_job, &qcount), 0);
+    CHECK_EQ(desync_queue_sync(q, counter_queue_job, &qcount), 0);
+    CHECK_EQ(atomic_load(&qcount), 2);
+
+    desync_queue_release(q);
+    desync_release(d); /* the scheduler's memory goes with the last queue */
+    return 0;
+}
+
+/* ------------------------------------- scheduler_free from its own job */
+
+struct free_self {
+    desync_scheduler_t *s;
+    atomic_int returned;
+};
+
+static void free_self_job(void *data, void *arg) {
+    (void)data;
+    struct free_self *f = arg;
+    desync_scheduler_free(f->s); /* not allowed here: must return, not free */
+    atomic_store(&f->returned, 1);
+}
+
+TEST(core_scheduler_free_from_own_job) {
+    desync_scheduler_t *s = desync_scheduler_new(2);
+    CHECK(s);
+    int x = 0;
+    desync_t *d = desync_new_on(s, &x, NULL);
+    CHECK(d);
+    static struct free_self f;
+    memset(&f, 0, sizeof f);
+    f.s = s;
+    CHECK_EQ(desync_desync(d, free_self_job, &f), 0);
+    CHECK(test_wait_flag(&f.returned, 5000));
+    /* The scheduler was not freed: it still runs background work. */
+    CHECK_EQ(desync_scheduler_max_threads(s), 2);
+    static struct handshake h;
+    memset(&h, 0, sizeof h);
+    CHECK_EQ(desync_desync(d, handshake_job, &h), 0);
+    atomic_store(&h.go, 1);
+    CHECK(test_wait_flag(&h.done, 5000));
+    CHECK_EQ(atomic_load(&h.saw_go), 1);
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
+
+/* --------------------------------------------------- process exit */
+
+/* Set in the forked child: it leaks on purpose (as real programs do at exit),
+ * so LeakSanitizer must not turn that into a failing exit status. */
+static volatile int g_lsan_off;
+int __lsan_is_turned_off(void);
+__attribute__((visibility("default"))) int __lsan_is_turned_off(void) { return g_lsan_off; }
+
+static void exit_slow_job(void *data, void *arg) {
+    (void)data;
+    test_sleep_ms((unsigned)(intptr_t)arg);
+}
+
+/* Uses the library like a small program would, then returns. */
+static int exit_child_body(int variant) {
+    static int x, y;
+    desync_t *d = desync_new(&x, NULL);
+    desync_scheduler_t *s = desync_scheduler_new(3);
+    if (!d || !s)
+        return 2;
+    desync_t *e = desync_new_on(s, &y, NULL);
+    if (!e)
+        return 2;
+    for (int i = 0; i < 100; i++) {
+        desync_desync(d, count_job, NULL);
+        desync_desync(e, count_job, NULL);
+    }
+    if (desync_scheduler_spawn_thread(s) != 0)
+        return 3;
+    int v = 0;
+    desync_sync(d, get_int, &v);
+    desync_sync(e, get_int, &v);
+    if (variant == 1) {
+        /* Still busy in the background when the program ends. */
+        desync_desync(d, exit_slow_job, (void *)(intptr_t)200);
+        desync_desync(e, exit_slow_job, (void *)(intptr_t)200);
+    } else {
+        desync_release(d);
+        desync_release(e);
+        test_sleep_ms(20); /* threads idle (spinning or asleep) */
+    }
+    return 0; /* scheduler s intentionally never freed */
+}
+
+TEST(core_exit_with_idle_threads) {
+    for (int variant = 0; variant < 2; variant++) {
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            g_lsan_off = 1;
+            exit(exit_child_body(variant)); /* same as returning from main */
+        }
+        int status = 0;
+        uint64_t end = test_now_ns() + 10000000000u;
+        pid_t r;
+        while ((r = waitpid(pid, &status, WNOHANG)) == 0 && test_now_ns() < end)
+            test_sleep_ms(2);
+        if (r == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            fprintf(stderr, "variant %d: process did not exit within 10 s\n", variant);
+            return 1;
+        }
+        CHECK_EQ(r, pid);
+        CHECK(WIFEXITED(status));
+        CHECK_EQ(WEXITSTATUS(status), 0);
+    }
+    return 0;
+}
