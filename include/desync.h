@@ -63,30 +63,56 @@ typedef void (*desync_destroy_fn)(void *data);
 /* ----------------------------------------------------------- scheduler */
 
 /*
- * The default scheduler, created on first use (thread-safe). It starts up to
- * max(8, 2 x cores) threads on demand; idle threads spin briefly, then sleep,
- * and exit after a few seconds without work. It is never freed. NULL only if
- * it could not be allocated.
+ * The default scheduler, created on first use (thread-safe; it needs no
+ * allocation, so never NULL). It starts up to max(8, 2 x cores) threads on
+ * demand; idle threads spin briefly, then sleep, and exit after a few seconds
+ * without work. It is never freed; desync_shutdown stops its threads.
  */
 DESYNC_API desync_scheduler_t *desync_scheduler_default(void);
 
 /*
  * A new scheduler that runs queues on at most `max_threads` threads, started
  * on demand. max_threads 0 runs nothing in the background: queued jobs run
- * when some thread syncs or waits on their queue. NULL on ENOMEM.
+ * when some thread syncs or waits on their queue, reads a pipe output fed by
+ * it, or drains or frees the scheduler. NULL on ENOMEM.
  */
 DESYNC_API desync_scheduler_t *desync_scheduler_new(size_t max_threads);
 
 /*
- * Blocks until every queue that is ready to run on `s` has run (helping on the
- * calling thread, so this also completes with 0 threads), then stops and joins
- * its threads. Queues that still exist stay usable, as on a scheduler with
- * max_threads 0: their later jobs run on the threads that sync or wait on
- * them. The memory is released with the last queue. Must not be called from
- * one of the scheduler's own jobs (it then returns without freeing). Ignores
- * NULL and the default scheduler.
+ * Drains `s` (see desync_scheduler_drain), then stops and joins its threads.
+ * Queues that still exist stay usable, as on a scheduler with max_threads 0:
+ * their later jobs run on the threads that sync or wait on them, and a
+ * desync_queue_release runs the jobs still queued on its queue. The memory is
+ * released with the last queue. Needs no allocation. Ignored when called
+ * from one of the scheduler's own jobs (on any thread: also a job that a sync
+ * runs on the caller): freeing from there could never finish. Ignores NULL
+ * and the default scheduler.
  */
 DESYNC_API void desync_scheduler_free(desync_scheduler_t *s);
+
+/*
+ * Blocks until no job of `s` (NULL = the default scheduler) is runnable or
+ * running on its threads, including jobs that jobs queue meanwhile; ready
+ * work that no thread runs is run on the calling thread, so this also
+ * completes with 0 threads. Not waited for: queues that are suspended, or
+ * held by an async job or `after` whose future nobody completes (they are not
+ * runnable), and a job that a sync on another thread is running at that
+ * moment. Producers that never stop mean it never returns. Polls every 0.1 ms
+ * while threads finish their jobs. 0, or DESYNC_EDEADLK when called from one
+ * of s's jobs (on any thread).
+ */
+DESYNC_API int desync_scheduler_drain(desync_scheduler_t *s);
+
+/*
+ * For the end of a program (register it with atexit): drains the default
+ * scheduler, stops and joins its threads, and gives the memory the pools keep
+ * (job nodes, futures) back to malloc, so leak checkers see nothing left.
+ * The library stays usable afterwards: threads start again on demand. Called
+ * from one of the default scheduler's jobs (exit() on a worker thread, say)
+ * it does not wait or join: it runs the work that is ready and returns.
+ * Private schedulers are not touched: drain or free them yourself.
+ */
+DESYNC_API void desync_shutdown(void);
 
 /*
  * Sets the thread limit. Raising it lets new threads start for waiting work;

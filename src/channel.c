@@ -156,7 +156,7 @@ static void chan_free(desync_stream_t *s) {
     chan_unref(c);
 }
 
-static const dsy_stream_vt chan_vt = {chan_poll, chan_free, NULL, true};
+static const dsy_stream_vt chan_vt = {chan_poll, chan_free, NULL, NULL, true};
 
 /* --------------------------------------------------------------- senders */
 

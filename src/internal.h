@@ -151,6 +151,10 @@ void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n);
 /* The token holder gives the token away (to a waiter or the scheduler).
  * `has_ref`: the token already carries a queue reference. */
 void dsy_token_place(desync_queue_t *q, bool has_ref);
+/* If q's token waits for a runner (READY), takes it and runs up to one
+ * batch of q's jobs on this thread; else does nothing. For threads about to
+ * sleep until q's work is done. */
+void dsy_queue_help(desync_queue_t *q);
 /* Waits until *word becomes DSY_W_DONE for node n (already linked by a push
  * that returned 0), counting itself a waiter meanwhile, and running the queue
  * on this thread whenever the token is free or handed to it (DSY_W_TOKEN).
@@ -204,6 +208,10 @@ typedef struct dsy_runnable_ops {
     /* The scheduler is closed and drops r without running it: its owner
      * keeps the work runnable for whoever waits for it. */
     void (*orphan)(dsy_runnable *r);
+    /* True if the calling thread is running a job of a runnable of s (its
+     * own, or one it runs for a thread blocked in it): waiting for s to be
+     * quiet, or freeing s, from there could never finish. */
+    bool (*running_here)(desync_scheduler_t *s);
 } dsy_runnable_ops;
 
 /* Attaches an owner of runnables to s, which it keeps alive until detach.
@@ -216,6 +224,11 @@ void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r);
 /* True if the calling thread is a worker with no other entry waiting for it
  * (its next slot and its scheduler's run list are empty). */
 bool dsy_sched_nothing_else(void);
+
+/* Gives the block pools' free memory back to malloc: the calling thread's
+ * caches and job segment, the depots and the segment cache (other threads'
+ * caches go back when they exit). For desync_shutdown. */
+void dsy_pool_reclaim(void);
 
 /* -------------------------------------------------------------- futures */
 

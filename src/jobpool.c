@@ -85,16 +85,22 @@ static void seg_retire(void);
 
 /* Thread exit: whole magazines go to the depot, the rest back to malloc;
  * the job segment is retired. */
-static void cache_destroy(void *unused) {
-    (void)unused;
-    seg_retire();
+/* Frees every block of the calling thread's caches. */
+static void cache_clear(void) {
     for (unsigned cls = 0; cls < NCLASS; cls++) {
-        while (caches[cls].n >= MAG)
-            cache_spill(cls);
         free_chain(caches[cls].list);
         caches[cls].list = NULL;
         caches[cls].n = 0;
     }
+}
+
+static void cache_destroy(void *unused) {
+    (void)unused;
+    seg_retire();
+    for (unsigned cls = 0; cls < NCLASS; cls++)
+        while (caches[cls].n >= MAG)
+            cache_spill(cls);
+    cache_clear();
 }
 
 static void cache_key_init(void) { pthread_key_create(&cache_key, cache_destroy); }
@@ -143,6 +149,23 @@ void dsy_pool_free(void *p, unsigned cls) {
     if (DSY_LIKELY(++c->n < 2 * MAG))
         return;
     cache_spill(cls);
+}
+
+/* Frees the magazines of every depot. */
+static void depots_clear(void) {
+    for (unsigned cls = 0; cls < NCLASS; cls++) {
+        struct depot *d = &depots[cls];
+        pthread_mutex_lock(&d->lock);
+        free_node *mags = d->mags;
+        d->mags = NULL;
+        d->count = 0;
+        pthread_mutex_unlock(&d->lock);
+        while (mags) {
+            free_node *next = mags->mag_next;
+            free_chain(mags);
+            mags = next;
+        }
+    }
 }
 
 /* ---------------------------------------------------------- job segments
@@ -244,4 +267,25 @@ void dsy_job_release(dsy_job *j, bool from_seg) {
         seg_put(seg_of(j), 1);
     else
         dsy_pool_free(j, DSY_POOL_64);
+}
+
+/* Frees the segments kept for reuse. */
+static void seg_cache_clear(void) {
+    pthread_mutex_lock(&seg_cache.lock);
+    unsigned n = seg_cache.n;
+    segment *free_segs[SEG_CACHE];
+    for (unsigned i = 0; i < n; i++)
+        free_segs[i] = seg_cache.free[i];
+    seg_cache.n = 0;
+    pthread_mutex_unlock(&seg_cache.lock);
+    for (unsigned i = 0; i < n; i++)
+        free(free_segs[i]);
+}
+
+void dsy_pool_reclaim(void) {
+    seg_retire();
+    tls_jobs = 0; /* start from the block pool again */
+    cache_clear();
+    depots_clear();
+    seg_cache_clear();
 }

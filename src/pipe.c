@@ -533,7 +533,12 @@ static void out_free(desync_stream_t *s) {
     pipe_unref(p);
 }
 
-static const dsy_stream_vt pipe_out_vt = {out_poll, out_free, out_ready, true};
+/* A reader about to sleep: if d's jobs (process jobs, the end) wait for a
+ * runner (0 threads, or all busy), run them here rather than wait for a
+ * thread that may never come. */
+static void out_help(desync_stream_t *s) { dsy_queue_help(((dsy_pipe *)s)->q); }
+
+static const dsy_stream_vt pipe_out_vt = {out_poll, out_free, out_ready, out_help, true};
 
 void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t depth) {
     if (!pipe_output || pipe_output->vt != &pipe_out_vt)

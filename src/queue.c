@@ -81,19 +81,22 @@
 
 static DSY_TLS dsy_frame *tls_frame;
 
-/* Frames of threads blocked in sync stay valid while we run their jobs, so
- * the chain may cross threads through `behalf`. Depth-limited for safety. */
-static bool chain_has(const dsy_frame *f, const desync_queue_t *q, int depth) {
+/* Is there a frame in the chain of f whose queue is q (sched NULL) or whose
+ * queue belongs to sched? Frames of threads blocked in sync stay valid while
+ * we run their jobs, so the chain may cross threads through `behalf`.
+ * Depth-limited for safety. */
+static bool chain_has(const dsy_frame *f, const desync_queue_t *q, const desync_scheduler_t *sched,
+                      int depth) {
     for (; f; f = f->parent) {
-        if (f->q == q)
+        if (sched ? f->q->sched == sched : f->q == q)
             return true;
-        if (f->behalf && depth < 32 && chain_has(f->behalf, q, depth + 1))
+        if (f->behalf && depth < 32 && chain_has(f->behalf, q, sched, depth + 1))
             return true;
     }
     return false;
 }
 
-bool dsy_queue_in_chain(desync_queue_t *q) { return chain_has(tls_frame, q, 0); }
+bool dsy_queue_in_chain(desync_queue_t *q) { return chain_has(tls_frame, q, NULL, 0); }
 
 static const dsy_runnable_ops queue_runnable_ops;
 
@@ -647,9 +650,36 @@ desync_queue_t *desync_queue_retain(desync_queue_t *q) {
     return q;
 }
 
+/* A token that the scheduler dropped because it was freed (READY without an
+ * entry: see queue_runnable_orphan) waits for a syncer or waiter. A release
+ * runs that work here, so jobs queued on a queue that outlives its scheduler
+ * are not lost. */
+static void run_orphaned(desync_queue_t *q) {
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_acquire);
+    while ((s & DSY_Q_READY) && !(s & DSY_Q_LINKED)) {
+        if (!steal(q, &s))
+            continue;
+        queue_run(q, 0); /* never MORE without a limit; idle or parked after */
+        s = atomic_load_explicit(&q->state, memory_order_acquire);
+    }
+}
+
+void dsy_queue_help(desync_queue_t *q) {
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_acquire);
+    while (s & DSY_Q_READY) {
+        if (!steal(q, &s))
+            continue;
+        if (queue_run(q, DSY_SCHED_BATCH))
+            dsy_token_place(q, true); /* more to do: back to the scheduler */
+        return;
+    }
+}
+
 void desync_queue_release(desync_queue_t *q) {
-    if (q)
+    if (q) {
+        run_orphaned(q);
         dsy_queue_unref(q);
+    }
 }
 
 int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
@@ -693,5 +723,11 @@ static void queue_runnable_orphan(dsy_runnable *r) {
         dsy_queue_unref(q); /* already stolen, with a reference of its own */
 }
 
+/* Is this thread inside a job of a queue of s? The deadlock check's walk. */
+static bool queue_runnable_running_here(desync_scheduler_t *s) {
+    return chain_has(tls_frame, NULL, s, 0);
+}
+
 static const dsy_runnable_ops queue_runnable_ops = {queue_runnable_run, queue_runnable_requeue,
-                                                    queue_runnable_orphan};
+                                                    queue_runnable_orphan,
+                                                    queue_runnable_running_here};

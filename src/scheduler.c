@@ -437,12 +437,20 @@ void dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops) {
 
 void dsy_sched_detach(desync_scheduler_t *s) { sched_release(s); }
 
+/* The default scheduler lives in static storage: creating it cannot fail,
+ * and nothing of it is left allocated after desync_shutdown. */
+static desync_scheduler_t default_storage;
 static desync_scheduler_t *default_sched;
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
 static void default_init(void) {
     unsigned n = DSY_DEFAULT_THREADS_PER_CPU * dsy_cpu_count();
-    default_sched = sched_create(n > DSY_DEFAULT_THREADS_MIN ? n : DSY_DEFAULT_THREADS_MIN, true);
+    desync_scheduler_t *s = &default_storage;
+    dsy_ring_init(&s->run);
+    atomic_init(&s->max_threads, n > DSY_DEFAULT_THREADS_MIN ? n : DSY_DEFAULT_THREADS_MIN);
+    dsy_ref_init(&s->refs, 1);
+    s->immortal = true;
+    default_sched = s;
 }
 
 desync_scheduler_t *desync_scheduler_default(void) {
@@ -483,10 +491,20 @@ static void stop_and_join(desync_scheduler_t *s, worker **victims, size_t n) {
     }
 }
 
-void desync_scheduler_free(desync_scheduler_t *s) {
-    if (!s || s->immortal || (tls_worker && tls_worker->s == s))
-        return;
-    /* Help run everything that is ready, until all threads are asleep. */
+/* Is the calling thread running one of s's jobs (on a worker of s, or a
+ * job of s's queues run by a sync or a wait)? */
+static bool running_here(desync_scheduler_t *s) {
+    if (tls_worker && tls_worker->s == s)
+        return true;
+    const dsy_runnable_ops *ops = rops(s);
+    return ops && ops->running_here(s);
+}
+
+/* Runs ready entries on this thread until s is quiet: the run list empty,
+ * every worker asleep and no next slot filled. Looks again every
+ * DSY_SCHED_DRAIN_POLL_NS while workers finish (their jobs may queue more);
+ * the hot paths pay nothing for it. */
+static void drain_quiet(desync_scheduler_t *s) {
     for (;;) {
         dsy_spin_lock(&s->lock);
         dsy_runnable *r = runlist_pop(s);
@@ -499,30 +517,79 @@ void desync_scheduler_free(desync_scheduler_t *s) {
             continue;
         }
         if (quiet)
-            break;
-        dsy_sleep_ns(DSY_SCHED_FREE_POLL_NS); /* workers are finishing: look again */
+            return;
+        dsy_sleep_ns(DSY_SCHED_DRAIN_POLL_NS); /* workers are finishing: look again */
     }
+}
+
+/* Stops every worker of s and joins it, with no allocation: the workers are
+ * taken off s as a whole list. Workers started meanwhile (s not closed) are
+ * not affected. Not from a worker of s. */
+static void stop_all_workers(desync_scheduler_t *s) {
+    dsy_spin_lock(&s->lock);
+    worker *list = s->all;
+    s->all = NULL;
+    s->idle = NULL;
+    s->nidle = 0;
+    atomic_store_explicit(&s->nthreads, 0, memory_order_relaxed);
+    for (worker *o = list; o; o = o->all_next) {
+        atomic_store(&o->stop, true);
+        if (o->idle) {
+            wake_locked(o);
+            dsy_unpark_one(&o->wake); /* o is joined below, so it is alive */
+        }
+    }
+    worker *z = s->zombies;
+    s->zombies = NULL;
+    dsy_spin_unlock(&s->lock);
+    join_list(z);
+    while (list) {
+        worker *next = list->all_next;
+        pthread_join(list->thread, NULL);
+        free(list);
+        list = next;
+    }
+}
+
+void desync_scheduler_free(desync_scheduler_t *s) {
+    if (!s || s->immortal || running_here(s))
+        return;
+    drain_quiet(s);
     dsy_spin_lock(&s->lock);
     s->closed = true;
     atomic_store(&s->max_threads, 0);
-    size_t n = 0;
-    for (worker *o = s->all; o; o = o->all_next)
-        n++;
-    worker **victims = n ? malloc(n * sizeof *victims) : NULL;
-    while (n && !victims) { /* tiny; retry rather than leak threads */
-        dsy_spin_unlock(&s->lock);
-        dsy_oom_wait();
-        dsy_spin_lock(&s->lock);
-        victims = malloc(n * sizeof *victims);
-    }
-    n = 0;
-    for (worker *o = s->all; o; o = o->all_next) {
-        atomic_store(&o->stop, true);
-        victims[n++] = o;
-    }
-    stop_and_join(s, victims, n);
-    free(victims);
+    dsy_spin_unlock(&s->lock);
+    stop_all_workers(s);
     sched_release(s);
+}
+
+int desync_scheduler_drain(desync_scheduler_t *s) {
+    if (!s)
+        s = desync_scheduler_default();
+    if (running_here(s))
+        return DESYNC_EDEADLK;
+    drain_quiet(s);
+    return 0;
+}
+
+void desync_shutdown(void) {
+    desync_scheduler_t *s = desync_scheduler_default(); /* static: cannot fail */
+    if (running_here(s)) {
+        /* From one of its jobs (exit() on a worker, say): waiting for the
+         * scheduler to be quiet, or joining its threads, could never end.
+         * Run what is ready and leave the threads be. */
+        dsy_runnable *r;
+        while ((r = pop_global(s)))
+            run_here(s, r);
+    } else {
+        drain_quiet(s);
+        stop_all_workers(s);
+        dsy_spin_lock(&s->lock);
+        if (!s->run.len)
+            dsy_ring_destroy(&s->run); /* grown again on demand */
+        dsy_spin_unlock(&s->lock);
+    }
+    dsy_pool_reclaim();
 }
 
 void desync_scheduler_set_max_threads(desync_scheduler_t *s, size_t n) {

@@ -228,7 +228,7 @@ static void user_free(desync_stream_t *s) {
     user_unref(s);
 }
 
-static const dsy_stream_vt user_vt = {user_poll, user_free, NULL, false};
+static const dsy_stream_vt user_vt = {user_poll, user_free, NULL, NULL, false};
 
 desync_stream_t *desync_stream_new(const desync_stream_ops_t *ops, void *self) {
     if (!ops || !ops->poll_next)
@@ -272,7 +272,7 @@ static void arr_free(desync_stream_t *s) {
     free(a);
 }
 
-static const dsy_stream_vt arr_vt = {arr_poll, arr_free, arr_ready, true};
+static const dsy_stream_vt arr_vt = {arr_poll, arr_free, arr_ready, NULL, true};
 
 desync_stream_t *desync_stream_from_array(void *const *items, size_t count) {
     if (!items && count)
@@ -335,6 +335,10 @@ static int next_until(desync_stream_t *s, uint64_t deadline, void **item) {
         r = blocking_poll(s, item, &w);
         if (r != DESYNC_EAGAIN)
             return r;
+        /* The waker is set: work run here that produces an item fires it,
+         * and the wait below returns at once. */
+        if (s->vt->help)
+            s->vt->help(s);
         if (!dsy_swaiter_wait(&s->waiter, deadline)) {
             /* Last look, so an item that arrived at the deadline is not
              * reported as a timeout. */

@@ -113,6 +113,11 @@ typedef struct dsy_stream_vt {
     /* Optional cheap hint: a poll would not return EAGAIN now. Lets a
      * blocking reader spin without registering a waker per item. */
     bool (*ready)(desync_stream_t *s);
+    /* Optional: a blocked reader about to sleep calls it to run, on its own
+     * thread, work that would produce the next item and that no thread runs
+     * (a pipe's jobs on a scheduler with 0 threads, or whose threads are all
+     * busy). */
+    void (*help)(desync_stream_t *s);
     /* Its wakers are never called with a lock of the stream held, and its
      * free waits for wake calls in flight: a waker may poll it again on the
      * waking thread. False for user streams (their wakes are trampolined

@@ -74,8 +74,10 @@
  * workers that waited through its whole spin phase. */
 #define DSY_WORKER_TAKEOVER_MAX 64u
 
-/* desync_scheduler_free looks again this often while workers finish. */
-#define DSY_SCHED_FREE_POLL_NS 100000u
+/* desync_scheduler_drain (and free, shutdown) look again this often while
+ * workers finish: the latency of a drain against a few wake-ups of an idle
+ * process. */
+#define DSY_SCHED_DRAIN_POLL_NS 100000u
 
 /* The default scheduler's threads: this many per CPU, at least the minimum
  * (jobs that block a while must not starve the others on small machines). */
