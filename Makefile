@@ -77,7 +77,7 @@ BENCH_OBJS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench-obj/%.o)
 STATIC_LIB := $(BUILD)/libdesync.a
 SHARED_LIB := $(BUILD)/libdesync.so
 
-.PHONY: all lib examples tests test run bench clean
+.PHONY: all lib examples tests test run bench clean check-valgrind check-all
 .DEFAULT_GOAL := all
 
 all: lib examples tests
@@ -131,6 +131,19 @@ test: $(BUILD)/run_tests
 
 run: all
 	$(RUN_PREFIX) ./$(BUILD)/demo
+
+# Every example under valgrind's leak checker: nothing may be left, not even
+# "still reachable" (the examples register desync_shutdown with atexit).
+VALGRIND := valgrind --quiet --leak-check=full --errors-for-leak-kinds=all --error-exitcode=1
+check-valgrind: $(EXAMPLES)
+	@command -v valgrind >/dev/null || { echo "check-valgrind: valgrind is not installed"; exit 1; }
+	@for e in $(EXAMPLES); do \
+	    echo "valgrind $$e"; \
+	    $(VALGRIND) ./$$e > /dev/null || { echo "FAIL valgrind $$e"; exit 1; }; \
+	done; echo "valgrind: $(words $(EXAMPLES)) examples clean"
+
+# The slow checks, beyond `make test` (called by .ci/run).
+check-all: check-valgrind
 
 bench: $(BUILD)/bench
 	$(RUN_PREFIX) ./$(BUILD)/bench

@@ -75,6 +75,8 @@ static void *worker(void *arg) {
 }
 
 int main(void) {
+    /* At exit, wait for background work and stop the library's threads. */
+    atexit(desync_shutdown);
     logger = desync_new(stdout, NULL);
     struct stats *s = calloc(1, sizeof *s);
     stats = desync_new(s, free); /* stats owns s: free(s) runs after its last job */

@@ -99,6 +99,7 @@ struct request {
 };
 
 int main(void) {
+    atexit(desync_shutdown); /* at exit: finish background work, stop threads */
     static struct word_index index;
     desync_t *ix = desync_new(&index, NULL);
     if (!ix)

@@ -237,6 +237,7 @@ static int send_line(desync_channel_t *c, char *line) {
 }
 
 int main(int argc, char **argv) {
+    atexit(desync_shutdown); /* at exit: finish background work, stop threads */
     int top = 10, first = 1;
     if (argc > 2 && strcmp(argv[1], "-n") == 0) {
         top = atoi(argv[2]);
