@@ -13,6 +13,31 @@
  *  - "Blocks" means the call may put the calling thread to sleep; every other
  *    call returns without waiting for other threads (it may spin for a few
  *    instructions on a structure another thread is in the middle of updating).
+ *  - Every call may be made from any thread, concurrently with any other call
+ *    on the same handle, unless its comment says otherwise. A handle must be
+ *    alive for the whole call: taking a reference (retain) races with another
+ *    thread's last release, so retain only a handle you own a reference to.
+ *
+ * Blocking inside a job holds the thread that runs it. Background jobs run
+ * on the scheduler's pool (the default one has max(8, 2 x cores) threads), so
+ * jobs that sleep, wait on a lock, a future or a sync of a busy object take
+ * those threads away from every other object: with 40 such jobs queued on the
+ * default scheduler's 8 threads, the job that would release them waited about
+ * 5 s for a thread. Prefer what parks a queue instead of a thread: return a
+ * future from an async job (desync_future_desync), or chain work with
+ * desync_after / desync_future_then. A sync or wait from inside a job on an
+ * object that (transitively) waits for the calling job's object is refused
+ * with DESYNC_EDEADLK where the chain is known (see desync_queue_sync).
+ *
+ * Memory: job nodes, futures and their queue nodes come from per-thread pools
+ * that keep freed blocks for reuse (no malloc per job in a steady state). The
+ * pools keep that memory after the objects are gone; desync_shutdown() gives
+ * it back, and a thread's own cache goes back when the thread exits.
+ *
+ * The end of a program: returning from main (or exit()) does not wait for
+ * background jobs, and jobs still queued are lost with the process. Register
+ * desync_shutdown with atexit(), or call desync_scheduler_drain(), to run
+ * them first.
  *
  * Topic headers: <desync/future.h> (futures, promises, suspend/resume) and
  * <desync/stream.h> (streams, channels, pipes) are included below.
@@ -150,14 +175,19 @@ DESYNC_API desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler);
 DESYNC_API desync_queue_t *desync_queue_retain(desync_queue_t *q);
 
 /*
- * Drops a reference. Jobs already queued still run (nothing is lost); the
- * memory goes when the last reference is gone and the queue is idle. Does not
- * block. Ignores NULL.
+ * Drops a reference. Jobs already queued still run (nothing is lost): on a
+ * scheduler with threads in the background; on one with 0 threads when it is
+ * drained or freed; on a freed scheduler this call runs them on the calling
+ * thread. The memory goes when the last reference is gone and the queue is
+ * idle. Does not block otherwise. Ignores NULL.
  */
 DESYNC_API void desync_queue_release(desync_queue_t *q);
 
 /*
  * Queues job(arg) to run after every job queued before it; returns at once.
+ * `arg` is passed as it is: what it points to must stay valid until the job
+ * has run (the job may free it); use desync_queue_desync_copy for data on the
+ * caller's stack. Never blocks (from a job, it never waits for that job).
  * DESYNC_EINVAL (NULL q or job), DESYNC_ENOMEM (nothing queued).
  */
 DESYNC_API int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
