@@ -178,6 +178,19 @@ static worker *kick_locked(desync_scheduler_t *s) {
     return NULL;
 }
 
+/* A worker has just taken an entry: if more are waiting, make sure another
+ * thread looks at them. Submitters kick only when nobody spins, and the
+ * spinner they counted on takes one entry: without this, a second entry
+ * submitted meanwhile waited, with threads asleep, until the next submit. */
+static void kick_if_backlog(desync_scheduler_t *s) {
+    if (!atomic_load_explicit(&s->ready, memory_order_relaxed))
+        return;
+    dsy_spin_lock(&s->lock);
+    worker *w = s->run.len ? kick_locked(s) : NULL;
+    dsy_spin_unlock(&s->lock);
+    unpark_worker(w);
+}
+
 static void join_list(worker *z) {
     while (z) {
         worker *next = z->zombie_next;
@@ -268,6 +281,8 @@ static dsy_runnable *spin_for_work(worker *w) {
     unsigned spinners = atomic_fetch_sub_explicit(&s->nspinning, 1, memory_order_seq_cst);
     DSY_ASSERT(spinners > 0);
     (void)spinners;
+    if (r)
+        kick_if_backlog(s); /* no longer counted as a spinner: others may be woken */
     if (r || !nseen)
         return r;
     /* Workers stay in the all-list until joined, and only the lock holder
@@ -292,8 +307,8 @@ static work_kind find_work(worker *w, dsy_runnable **out) {
         dsy_runnable *r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
         if (!r && atomic_load_explicit(&w->stop, memory_order_relaxed))
             return WORK_STOP;
-        if (!r && atomic_load_explicit(&s->ready, memory_order_relaxed))
-            r = pop_global(s);
+        if (!r && atomic_load_explicit(&s->ready, memory_order_relaxed) && (r = pop_global(s)))
+            kick_if_backlog(s);
         if (!r)
             r = spin_for_work(w);
         if (r) {
@@ -307,7 +322,9 @@ static work_kind find_work(worker *w, dsy_runnable **out) {
          * under the lock, so no wake-up is lost. */
         dsy_spin_lock(&s->lock);
         if ((r = runlist_pop(s))) {
+            worker *other = s->run.len ? kick_locked(s) : NULL;
             dsy_spin_unlock(&s->lock);
+            unpark_worker(other);
             *out = r;
             return WORK_ENTRY;
         }

@@ -518,3 +518,50 @@ TEST(core_exit_with_idle_threads) {
     }
     return 0;
 }
+
+/* Two entries submitted while one worker spins: the submitter wakes nobody
+ * (the spinner will look), and the spinner takes only one of them. Here the
+ * first job waits for the second to start, so the second must get another
+ * thread. It waited, with the other threads asleep, before the spinner
+ * learned to wake one for the backlog. */
+typedef struct pair_probe {
+    atomic_int b_started;
+    atomic_int a_saw_b;
+} pair_probe;
+
+static void pair_job_a(void *data, void *arg) {
+    (void)data;
+    pair_probe *p = arg;
+    atomic_store(&p->a_saw_b, test_wait_flag(&p->b_started, 5000));
+}
+
+static void pair_job_b(void *data, void *arg) {
+    (void)data;
+    atomic_store(&((pair_probe *)arg)->b_started, 1);
+}
+
+TEST(core_backlog_wakes_second_worker) {
+    desync_scheduler_t *s = desync_scheduler_new(4);
+    CHECK(s);
+    desync_t *x = desync_new_on(s, NULL, NULL);
+    CHECK(x);
+    for (int round = 0; round < TEST_SCALED(100); round++) {
+        desync_t *a = desync_new_on(s, NULL, NULL), *b = desync_new_on(s, NULL, NULL);
+        CHECK(a && b);
+        /* Every worker asleep; then a job on one of them, then at once two
+         * more: that worker now spins, alone. */
+        test_sleep_ms(2);
+        atomic_int warm = 0;
+        CHECK_EQ(desync_desync(x, set_flag_job, &warm), 0);
+        CHECK(test_wait_flag(&warm, LONG_MS));
+        pair_probe p = {0, 0};
+        CHECK_EQ(desync_desync(a, pair_job_a, &p), 0);
+        CHECK_EQ(desync_desync(b, pair_job_b, &p), 0);
+        desync_release(a); /* waits for pair_job_a */
+        desync_release(b);
+        CHECK(atomic_load(&p.a_saw_b));
+    }
+    desync_release(x);
+    desync_scheduler_free(s);
+    return 0;
+}
