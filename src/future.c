@@ -538,12 +538,29 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
             fut_unlock(f);
             return DESYNC_EDEADLK;
         }
+        /* About to wait for q to run f's node: refuse a cycle of threads
+         * waiting for each other. Checked outside f's lock (the reference
+         * keeps q), then f is looked at again. */
+        dsy_wait_edge edge = {NULL, NULL, 0};
+        if (q) {
+            dsy_queue_ref(q);
+            fut_unlock(f);
+            bool cycle = dsy_wait_enter(&edge, q);
+            fut_lock(f);
+            if (cycle || fut_is_done(f) || f->parked_q) {
+                fut_unlock(f);
+                if (!cycle)
+                    dsy_wait_leave(&edge);
+                dsy_queue_unref(q);
+                if (cycle)
+                    return DESYNC_EDEADLK;
+                continue;
+            }
+        }
         fwaiter w;
         atomic_init(&w.word, DSY_W_WAITING);
         w.next = f->waiters;
         f->waiters = &w;
-        if (q)
-            dsy_queue_ref(q);
         fut_unlock(f);
 
         bool done;
@@ -555,6 +572,7 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
         } else {
             done = dsy_wait_word(&w.word, deadline) == DSY_W_DONE;
         }
+        dsy_wait_leave(&edge);
         if (!done) {
             /* Timed out: leave the list; a token handed to us meanwhile
              * must be passed on. */

@@ -181,6 +181,27 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
 #define DSY_W_DONE 2u     /* the node is finished */
 #define DSY_W_SLEEPING 3u /* internal to dsy_wait_word: the waiter is parked */
 
+/* The queues of the jobs the calling thread is inside of (its frame chain):
+ * of the `keep` outermost (UINT32_MAX: all), stores at most max in out,
+ * innermost first, and returns how many there are. For the wait-for graph. */
+uint32_t dsy_queue_held(_Atomic(desync_queue_t *) *out, uint32_t max, uint32_t keep);
+
+/* ----------------------------------------------------------- waitgraph
+ *
+ * Deadlock detection across threads (waitgraph.c). A thread about to block
+ * until q has run its job calls dsy_wait_enter before it links its node: true
+ * means the wait would close a cycle of threads waiting for each other (the
+ * edge is already withdrawn: return DESYNC_EDEADLK, queue nothing). Otherwise
+ * the edge stays published until dsy_wait_leave, once the wait is over. */
+typedef struct dsy_wait_edge {
+    void *slot;              /* the thread's slot (NULL: not tracked) */
+    desync_queue_t *outer;   /* the enclosing wait of this thread, if any */
+    uint32_t outer_held;     /* ... and how many queues it held */
+} dsy_wait_edge;
+
+bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q);
+void dsy_wait_leave(dsy_wait_edge *e);
+
 /* ----------------------------------------------------------- scheduler
  *
  * The scheduler runs *runnables*: entries that it keeps on a run list or in

@@ -98,6 +98,19 @@ static bool chain_has(const dsy_frame *f, const desync_queue_t *q, const desync_
 
 bool dsy_queue_in_chain(desync_queue_t *q) { return chain_has(tls_frame, q, NULL, 0); }
 
+uint32_t dsy_queue_held(_Atomic(desync_queue_t *) *out, uint32_t max, uint32_t keep) {
+    uint32_t total = 0, n = 0;
+    for (const dsy_frame *f = tls_frame; f; f = f->parent)
+        total++;
+    const dsy_frame *f = tls_frame;
+    for (uint32_t skip = total > keep ? total - keep : 0; skip; skip--)
+        f = f->parent;
+    for (; f; f = f->parent, n++)
+        if (n < max)
+            atomic_store_explicit(&out[n], f->q, memory_order_release);
+    return n;
+}
+
 static const dsy_runnable_ops queue_runnable_ops;
 
 void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
@@ -544,6 +557,11 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
         return DESYNC_EDEADLK;
     if (try_only)
         return DESYNC_EBUSY;
+    /* About to block: a cycle of threads waiting for each other through q
+     * is refused before our node is linked. */
+    dsy_wait_edge edge;
+    if (dsy_wait_enter(&edge, q))
+        return DESYNC_EDEADLK;
     sn.node.ops = &sync_ops;
     sn.fn = fn;
     sn.arg = arg;
@@ -555,9 +573,10 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
         /* The queue went idle in between: our node is the head. */
         dsy_queue_ref(q);
         dsy_queue_drain_until(q, &sn.node);
-        return 0;
+    } else {
+        dsy_queue_wait_node(q, &sn.node, &sn.word, 0);
     }
-    dsy_queue_wait_node(q, &sn.node, &sn.word, 0);
+    dsy_wait_leave(&edge);
     return 0;
 }
 
