@@ -29,6 +29,20 @@
  * object that (transitively) waits for the calling job's object is refused
  * with DESYNC_EDEADLK where the chain is known (see desync_queue_sync).
  *
+ * Deadlocks: a call that would block until a queue has run a job (a sync on a
+ * busy queue, a wait on a future of a queue) returns DESYNC_EDEADLK instead,
+ * without queueing anything, when the wait could never end because of other
+ * waits: the calling job's own queue (directly, or through a chain of nested
+ * syncs, also across the threads those syncs run on), or a cycle of threads
+ * each inside a job of one queue and blocked until the next queue runs (A's
+ * job syncs B while B's running job waits for A's future; cycles of any
+ * length). The check runs only when the caller is about to block; of the
+ * waits that close a cycle, at least one is refused, and a wait is never
+ * refused without a cycle. Not detected: a wait for a promise that only a
+ * later job of a held queue would complete; a sync on a queue that the
+ * caller itself suspended (its resume never comes); cycles through more than
+ * 1,024 threads blocked at once, or through jobs nested more than 16 deep.
+ *
  * Memory: job nodes, futures and their queue nodes come from per-thread pools
  * that keep freed blocks for reuse (no malloc per job in a steady state). The
  * pools keep that memory after the objects are gone; desync_shutdown() gives
@@ -63,7 +77,7 @@ extern "C" {
 #define DESYNC_EINVAL (-1)    /* a NULL handle or job, or an argument out of range */
 #define DESYNC_ENOMEM (-2)    /* out of memory; nothing was queued */
 #define DESYNC_EBUSY (-3)     /* try_sync: the queue was not idle and empty */
-#define DESYNC_EDEADLK (-4)   /* sync on a queue this thread (or its sync chain) is running */
+#define DESYNC_EDEADLK (-4)   /* the wait would never end: see "Deadlocks" below */
 #define DESYNC_ECANCELED (-5) /* the job or future was cancelled and will never run */
 #define DESYNC_ETIMEDOUT (-6) /* a timed wait ran out */
 #define DESYNC_EAGAIN (-7)    /* not ready yet: try again later (poll / try_* calls) */
@@ -209,7 +223,9 @@ DESYNC_API int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn j
  * briefly and then sleeps until its job has run. `arg` may live on the
  * caller's stack. Needs no heap allocation.
  * DESYNC_EINVAL (NULL q or job); DESYNC_EDEADLK when called from a job of q,
- * directly or through a chain of nested syncs (the job is then not queued).
+ * directly or through a chain of nested syncs, or when the wait would close a
+ * cycle of threads waiting for each other (see "Deadlocks" above; the job is
+ * then not queued).
  */
 DESYNC_API int desync_queue_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 

@@ -110,7 +110,9 @@ DESYNC_API void desync_promise_cancel(desync_promise_t *p);
  * no thread is running, the caller runs that queue's work itself (as sync
  * does), so waiting works on a scheduler with 0 threads. DESYNC_EINVAL for
  * NULL f. DESYNC_EDEADLK if f waits for a job queued behind the queue the
- * calling job is running (it could never complete).
+ * calling job is running, or if the wait would close a cycle of threads
+ * waiting for each other (see "Deadlocks" in desync.h): it could never
+ * complete. f is not consumed and its job stays queued.
  */
 DESYNC_API int desync_future_wait(desync_future_t *f, void **value);
 
