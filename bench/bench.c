@@ -345,6 +345,7 @@ static row_t g_rows[] = {
     {.id = "W1", .name = "sync-idle", .unit = "op"},
     {.id = "W2", .name = "desync-stream", .unit = "job"},
     {.id = "W3", .name = "contended-sync", .unit = "op"},
+    {.id = "W3b", .name = "contended-8", .unit = "op"},
     {.id = "W4", .name = "mixed", .unit = "job"},
     {.id = "W5", .name = "ping-pong", .unit = "round trip"},
     {.id = "W6", .name = "many-objects", .unit = "object"},
@@ -353,7 +354,7 @@ static row_t g_rows[] = {
 };
 
 static void (*const g_workloads[])(row_t *) = {
-    w1_sync_idle, w2_desync_stream, w3_contended_sync, w4_mixed,
+    w1_sync_idle, w2_desync_stream, w3_contended_sync, w3b_contended_8, w4_mixed,
     w5_ping_pong, w6_many_objects,  w7_future,         w8_pipe,
 };
 

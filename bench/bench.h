@@ -85,6 +85,7 @@ child_result_t run_child(const char *what, uint64_t n);
 void w1_sync_idle(row_t *row);
 void w2_desync_stream(row_t *row);
 void w3_contended_sync(row_t *row);
+void w3b_contended_8(row_t *row);
 void w4_mixed(row_t *row);
 void w5_ping_pong(row_t *row);
 void w6_many_objects(row_t *row);

@@ -168,9 +168,11 @@ void w2_desync_stream(row_t *row) {
 typedef struct {
     desync_t *d;
     mcounter_t mc;
-    uint64_t n;
+    uint64_t n; /* per thread */
     pthread_barrier_t bar;
 } w3_t;
+
+#define W3_MAX_THREADS 64
 
 static void w3_desync_loop(w3_t *w, int main_thread) {
     for (uint64_t i = 0; i < w->n; i++) {
@@ -203,37 +205,34 @@ static void *w3_mutex_thread(void *p) {
     return NULL;
 }
 
-/* n per thread; the main thread is the second thread. */
-static sample_t w3_desync(uint64_t n) {
-    w3_t w = {.d = lib_counter(), .n = n};
-    pthread_t t;
-    CHECK_PT(pthread_barrier_init(&w.bar, NULL, 2));
-    CHECK_PT(pthread_create(&t, NULL, w3_desync_thread, &w));
+/* `threads` threads (the main thread is one of them) each do n ops on one
+ * object (use_lib) or under one mutex; ns per op over all ops. */
+static sample_t w3_run(uint64_t n, int threads, int use_lib) {
+    w3_t w = {.d = use_lib ? lib_counter() : NULL, .mc = {PTHREAD_MUTEX_INITIALIZER, 0}, .n = n};
+    pthread_t t[W3_MAX_THREADS];
+    CHECK_PT(pthread_barrier_init(&w.bar, NULL, (unsigned)threads));
+    for (int i = 1; i < threads; i++)
+        CHECK_PT(pthread_create(&t[i], NULL, use_lib ? w3_desync_thread : w3_mutex_thread, &w));
     pthread_barrier_wait(&w.bar);
     uint64_t t0 = now_ns();
-    w3_desync_loop(&w, 1);
-    CHECK_PT(pthread_join(t, NULL));
+    if (use_lib)
+        w3_desync_loop(&w, 1);
+    else
+        w3_mutex_loop(&w, 1);
+    for (int i = 1; i < threads; i++)
+        CHECK_PT(pthread_join(t[i], NULL));
     uint64_t t1 = now_ns();
-    expect_eq("counter", lib_read(w.d), 2 * n);
-    desync_release(w.d);
+    expect_eq("counter", use_lib ? lib_read(w.d) : w.mc.v, (uint64_t)threads * n);
+    if (use_lib)
+        desync_release(w.d);
     pthread_barrier_destroy(&w.bar);
-    return per_op(t1 - t0, 2 * n);
+    return per_op(t1 - t0, (uint64_t)threads * n);
 }
 
-static sample_t w3_mutex(uint64_t n) {
-    w3_t w = {.mc = {PTHREAD_MUTEX_INITIALIZER, 0}, .n = n};
-    pthread_t t;
-    CHECK_PT(pthread_barrier_init(&w.bar, NULL, 2));
-    CHECK_PT(pthread_create(&t, NULL, w3_mutex_thread, &w));
-    pthread_barrier_wait(&w.bar);
-    uint64_t t0 = now_ns();
-    w3_mutex_loop(&w, 1);
-    CHECK_PT(pthread_join(t, NULL));
-    uint64_t t1 = now_ns();
-    expect_eq("counter", w.mc.v, 2 * n);
-    pthread_barrier_destroy(&w.bar);
-    return per_op(t1 - t0, 2 * n);
-}
+static sample_t w3_desync(uint64_t n) { return w3_run(n, 2, 1); }
+static sample_t w3_mutex(uint64_t n) { return w3_run(n, 2, 0); }
+static sample_t w3b_desync(uint64_t n) { return w3_run(n / 8, 8, 1); }
+static sample_t w3b_mutex(uint64_t n) { return w3_run(n / 8, 8, 0); }
 
 void w3_contended_sync(row_t *row) {
     variant_t v[] = {{"libdesync", w3_desync, scaled(2000000), 0, 0},
@@ -244,6 +243,16 @@ void w3_contended_sync(row_t *row) {
     measure("W3", v, 2);
     set_row(row, &v[0], &v[1]);
     snprintf(row->extra, sizeof row->extra, "pthread mutex, contended");
+}
+
+void w3b_contended_8(row_t *row) {
+    variant_t v[] = {{"libdesync", w3b_desync, scaled(2000000), 0, 0},
+                     {"pthread mutex", w3b_mutex, scaled(2000000), 0, 0}};
+    printf("  8 threads, %" PRIu64 " syncs (counter++) in total on ONE object; ns per op\n",
+           v[0].n);
+    measure("W3b", v, 2);
+    set_row(row, &v[0], &v[1]);
+    snprintf(row->extra, sizeof row->extra, "pthread mutex, 8 threads on 2 cores");
 }
 
 /* ----------------------------------------------------------- W4 mixed */
