@@ -13,6 +13,11 @@
  *  - "Blocks" means the call may put the calling thread to sleep; every other
  *    call returns without waiting for other threads (it may spin for a few
  *    instructions on a structure another thread is in the middle of updating).
+ *  - A call needs a handle its caller owns (a reference, an open channel
+ *    handle, a future not yet freed) for the whole call: a retain racing with
+ *    the last release of the same handle uses freed memory. Using a handle
+ *    after its last release, free or close is undefined; some such misuses
+ *    are checked while the state is still alive (said per call).
  *
  * Topic headers: <desync/future.h> (futures, promises, suspend/resume) and
  * <desync/stream.h> (streams, channels, pipes) are included below.
@@ -120,7 +125,8 @@ DESYNC_API void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_
  */
 DESYNC_API desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler);
 
-/* Adds a reference; returns q (NULL for NULL). */
+/* Adds a reference; returns q (NULL for NULL). The caller must own a
+ * reference for the whole call (not race with the last release). */
 DESYNC_API desync_queue_t *desync_queue_retain(desync_queue_t *q);
 
 /*
@@ -175,7 +181,8 @@ DESYNC_API desync_t *desync_new(void *data, desync_destroy_fn destroy);
 DESYNC_API desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data,
                                    desync_destroy_fn destroy);
 
-/* Adds a reference; returns d (NULL for NULL). */
+/* Adds a reference; returns d (NULL for NULL). The caller must own a
+ * reference for the whole call (not race with the last release). */
 DESYNC_API desync_t *desync_retain(desync_t *d);
 
 /*

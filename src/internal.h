@@ -220,7 +220,8 @@ bool dsy_sched_nothing_else(void);
 /* -------------------------------------------------------------- futures */
 
 /* Completes a promise's future with any status (e.g. DESYNC_EOF for
- * stream_next_future) and frees the promise. 0 or DESYNC_EINVAL. */
+ * stream_next_future) and frees the promise. 0, or DESYNC_EINVAL (NULL, or
+ * the promise was consumed already). */
 int dsy_promise_complete_status(desync_promise_t *p, int status, void *value);
 
 /* -------------------------------------------------------------- objects */

@@ -165,3 +165,12 @@ TEST_ENTRY(stream_stress_pipe_in_release_race, 60)
 TEST_ENTRY(stream_stress_next_future, 60)
 TEST_ENTRY(stream_stress_waker_vs_free, 60)
 TEST_ENTRY(stream_stress_pipe_waker_vs_free, 60)
+
+/* misused handles; concurrent calls on one handle (test_misuse.c) */
+TEST_ENTRY(misuse_channel_extra_close_ignored, 10)
+TEST_ENTRY(misuse_channel_send_after_close_epipe, 10)
+TEST_ENTRY(misuse_promise_complete_twice_einval, 10)
+TEST_ENTRY(misuse_promise_complete_race_one_wins, 30)
+TEST_ENTRY(misuse_future_free_twice_ignored, 10)
+TEST_ENTRY(future_wait_concurrent_same_handle, 30)
+TEST_ENTRY(channel_send_concurrent_same_handle, 30)
