@@ -17,7 +17,11 @@
  *    handle, a future not yet freed) for the whole call: a retain racing with
  *    the last release of the same handle uses freed memory. Using a handle
  *    after its last release, free or close is undefined; some such misuses
- *    are checked while the state is still alive (said per call).
+ *    are checked while the state is still alive (said per call). To find the
+ *    others, build the library with -DDESYNC_NOPOOL (`make NOPOOL=1`): its
+ *    internal pools are bypassed and freed handles poisoned, so ASan
+ *    (`make test SAN=address,undefined NOPOOL=1`) and valgrind report the
+ *    first use of a freed future, promise, object, stream or channel.
  *
  * Topic headers: <desync/future.h> (futures, promises, suspend/resume) and
  * <desync/stream.h> (streams, channels, pipes) are included below.

@@ -59,7 +59,7 @@ static void chan_unref(desync_channel_t *c) {
         return;
     pthread_mutex_destroy(&c->mu);
     dsy_ring_destroy(&c->ring);
-    free(c);
+    dsy_handle_free(c, sizeof *c);
 }
 
 /* The ring's first size; it doubles up to the capacity (a rendezvous

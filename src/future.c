@@ -450,7 +450,7 @@ void desync_resumer_resume(desync_resumer_t *r) {
         return;
     desync_queue_t *q = r->q;
     r->node->phase = P_DONE;
-    free(r);
+    dsy_handle_free(r, sizeof *r);
     dsy_queue_resume(q);
 }
 

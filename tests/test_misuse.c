@@ -6,16 +6,112 @@
  * channel close is ignored, a send with no open sending handle gets
  * DESYNC_EPIPE, a second complete or cancel of a promise gets DESYNC_EINVAL,
  * a second free of a future that its producer still holds is ignored.
+ *
+ * Once the memory is gone, a use is undefined; the NOPOOL build (`make test
+ * NOPOOL=1 SAN=address,undefined`, -DDESYNC_NOPOOL: no block pool, no job
+ * segments, freed handles poisoned) lets AddressSanitizer see it. Those
+ * tests run the misuse in a forked child and check that AddressSanitizer
+ * reported it; they skip in builds that cannot see it (no ASan, or the pools
+ * hide the memory).
  */
 #include "desync.h"
 #include "test.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* AddressSanitizer, as the compiler says (gcc, clang). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+
+/* The Makefile defines DESYNC_TEST_NOPOOL when the library is built with
+ * NOPOOL=1. */
+#ifdef DESYNC_TEST_NOPOOL
+#define TEST_NOPOOL 1
+#else
+#define TEST_NOPOOL 0
+#endif
+
+/* ------------------------------------------------------------ helpers */
+
+/*
+ * Runs misuse() in a forked child whose stderr goes to a temporary file.
+ * 1 if the child died (a non-zero exit or a signal) after AddressSanitizer
+ * reported `kind` ("heap-use-after-free", "double-free", ...); else prints
+ * what happened and returns 0. A child that hangs is killed after 20 s.
+ * The child starts the library's threads itself: this process has not used
+ * the library, so the child inherits no half-started state.
+ */
+static int asan_reports(void (*misuse)(void), const char *kind) {
+    char path[] = "/tmp/desync-misuse-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return 0;
+    unlink(path);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd);
+        return 0;
+    }
+    if (pid == 0) {
+        dup2(fd, 2);
+        misuse();
+        _exit(0); /* no report: the parent fails the test */
+    }
+    int status = 0;
+    uint64_t end = test_now_ns() + 20 * SEC;
+    while (waitpid(pid, &status, WNOHANG) != pid) {
+        if (test_now_ns() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            fprintf(stderr, "the misuse hung (killed)\n");
+            close(fd);
+            return 0;
+        }
+        test_sleep_ms(5);
+    }
+    static char report[1 << 16];
+    ssize_t n = pread(fd, report, sizeof report - 1, 0);
+    close(fd);
+    report[n > 0 ? n : 0] = '\0';
+    bool died = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+    if (died && strstr(report, "ERROR: AddressSanitizer") && strstr(report, kind))
+        return 1;
+    fprintf(stderr, "child %s %d, wanted an AddressSanitizer %s report; its stderr:\n%.2000s\n",
+            WIFSIGNALED(status) ? "killed by signal" : "exited with",
+            WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), kind, report);
+    return 0;
+}
+
+/* Skips unless AddressSanitizer can see the misuse: always needs ASan, and
+ * for memory from the library's pools (futures, promises, job nodes) the
+ * NOPOOL build. */
+#define NEED_ASAN(pooled)                                                                 \
+    do {                                                                                  \
+        if (!TEST_ASAN)                                                                   \
+            TEST_SKIP("needs AddressSanitizer: make test SAN=address,undefined NOPOOL=1"); \
+        if ((pooled) && !TEST_NOPOOL)                                                     \
+            TEST_SKIP("pooled memory: needs make test SAN=address,undefined NOPOOL=1");    \
+    } while (0)
 
 /* ----------------------------------------------------- checked misuses */
 
@@ -199,6 +295,112 @@ TEST(misuse_future_free_twice_ignored) {
         CHECK(v == IV(9));
         desync_future_free(g);
     }
+    return 0;
+}
+
+/* ------------------------------------- misuses AddressSanitizer reports */
+
+static void future_double_free(void) {
+    desync_future_t *f = desync_future_ready(IV(1));
+    desync_future_free(f);
+    desync_future_free(f);
+}
+
+/* A future freed twice once its memory is gone. */
+TEST(misuse_future_double_free_reported) {
+    NEED_ASAN(true);
+    CHECK(asan_reports(future_double_free, "heap-use-after-free"));
+    return 0;
+}
+
+static void future_stale_handle(void) {
+    desync_future_t *f = desync_future_ready(IV(1));
+    desync_future_free(f);
+    desync_future_t *g = desync_future_ready(IV(2)); /* with pools: f's memory */
+    void *v;
+    desync_future_wait(f, &v); /* with pools: g's value */
+    desync_future_free(f);
+    desync_future_free(g);
+}
+
+/* A stale future handle used after its memory could have been reused. */
+TEST(misuse_future_stale_handle_reported) {
+    NEED_ASAN(true);
+    CHECK(asan_reports(future_stale_handle, "heap-use-after-free"));
+    return 0;
+}
+
+static void promise_completed_after_gone(void) {
+    desync_future_t *f = NULL;
+    desync_promise_t *p = desync_promise_new(&f);
+    desync_future_free(f);
+    desync_promise_complete(p, IV(1)); /* the last reference: f is gone */
+    desync_promise_complete(p, IV(2));
+}
+
+/* A promise completed again after its future was freed. */
+TEST(misuse_promise_complete_after_gone_reported) {
+    NEED_ASAN(true);
+    CHECK(asan_reports(promise_completed_after_gone, "heap-use-after-free"));
+    return 0;
+}
+
+static void channel_closed_after_gone(void) {
+    desync_stream_t *rx;
+    desync_channel_t *c = desync_channel_new(2, &rx);
+    desync_stream_free(rx);
+    desync_channel_close(c); /* the last reference: c is gone */
+    desync_channel_close(c);
+}
+
+/* A channel closed again after both ends are gone. */
+TEST(misuse_channel_close_after_gone_reported) {
+    NEED_ASAN(false);
+    CHECK(asan_reports(channel_closed_after_gone, "heap-use-after-free"));
+    return 0;
+}
+
+static void stream_double_free(void) {
+    void *items[2] = {IV(1), IV(2)};
+    desync_stream_t *s = desync_stream_from_array(items, 2);
+    desync_stream_free(s);
+    desync_stream_free(s);
+}
+
+/* A stream freed twice. */
+TEST(misuse_stream_double_free_reported) {
+    NEED_ASAN(false);
+    CHECK(asan_reports(stream_double_free, "heap-use-after-free"));
+    return 0;
+}
+
+static void desync_after_release(void) {
+    static int data;
+    desync_t *d = desync_new(&data, NULL);
+    desync_sync(d, noop_job, NULL);
+    desync_release(d);
+    desync_desync(d, count_job, NULL);
+}
+
+/* desync_desync after the last release. (Without ASan: a crash some
+ * seconds later, on a pool thread.) */
+TEST(misuse_desync_after_release_reported) {
+    NEED_ASAN(false);
+    CHECK(asan_reports(desync_after_release, "heap-use-after-free"));
+    return 0;
+}
+
+static void release_twice(void) {
+    static int data;
+    desync_t *d = desync_new(&data, NULL);
+    desync_release(d);
+    desync_release(d);
+}
+
+/* An object released once more than it was retained. */
+TEST(misuse_release_twice_reported) {
+    NEED_ASAN(false);
+    CHECK(asan_reports(release_twice, "heap-use-after-free"));
     return 0;
 }
 

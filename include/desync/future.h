@@ -99,9 +99,10 @@ DESYNC_API desync_promise_t *desync_promise_new(desync_future_t **future);
  * for NULL or for a promise already consumed (by complete or cancel) whose
  * future is still alive: the future keeps its first result. Once both the
  * promise is consumed and the future freed, the memory is gone and a further
- * complete is undefined. Never blocks; callbacks and wakers of the future run
- * on the calling thread. May race with a complete or cancel of the same
- * promise on another thread: exactly one of them returns 0.
+ * complete is undefined (the NOPOOL build under ASan reports it, see
+ * <desync.h>). Never blocks; callbacks and wakers of the future run on the
+ * calling thread. May race with a complete or cancel of the same promise on
+ * another thread: exactly one of them returns 0.
  */
 DESYNC_API int desync_promise_complete(desync_promise_t *p, void *value);
 
@@ -174,7 +175,9 @@ DESYNC_API void desync_future_detach(desync_future_t *f);
  * The handle ends here: no other call on f may overlap this one or follow
  * it. A second free or detach (or one after then) is ignored while the
  * producer still holds f (a pending promise or job); once f is complete and
- * freed the memory is gone and any use is undefined.
+ * freed the memory is gone and any use is undefined. (Futures come from an
+ * internal pool that keeps the memory live and hands it out again, so ASan
+ * and valgrind see such a use only in the NOPOOL build, see <desync.h>.)
  */
 DESYNC_API void desync_future_free(desync_future_t *f);
 
