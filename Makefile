@@ -9,6 +9,11 @@
 #   make test SAN=address,undefined
 #   make test DEBUG=1         invariant checks (DSY_ASSERT) on, in build-debug/
 #   make test OS=posix        the portable OS layer instead of Linux's, in build-posix/
+#   make test NOPOOL=1        no block pool or job segments (one malloc per block)
+#                             and freed handles poisoned, so ASan and valgrind see
+#                             misused futures, promises, objects, streams and
+#                             channels; in build-nopool/ (with SAN=address,undefined:
+#                             build-address-undefined-nopool/)
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -19,6 +24,7 @@ endif
 
 SAN ?=
 DEBUG ?=
+NOPOOL ?=
 comma := ,
 
 # The OS layer (src/os/): sets OS and OS_SRCS.
@@ -26,12 +32,13 @@ include src/os/os.mk
 
 # Sanitizer builds always check the library's invariants.
 DEBUG_ON := $(if $(or $(SAN),$(filter-out 0,$(DEBUG))),1)
+NOPOOL_ON := $(if $(filter-out 0,$(NOPOOL)),1)
 
 # One build directory per compiler and sanitizer set, so builds never mix.
 CC_NAME := $(notdir $(firstword $(CC)))
 CC_TAG := $(if $(filter gcc cc,$(CC_NAME)),,-$(CC_NAME))
 SAN_DIRNAME := $(subst $(comma),-,$(SAN))
-BUILD ?= build$(CC_TAG)$(if $(SAN),-$(SAN_DIRNAME),$(if $(DEBUG_ON),-debug))$(if $(filter posix,$(OS)),-posix)
+BUILD ?= build$(CC_TAG)$(if $(SAN),-$(SAN_DIRNAME),$(if $(DEBUG_ON),-debug))$(if $(NOPOOL_ON),-nopool)$(if $(filter posix,$(OS)),-posix)
 
 OPT := -O2
 SANFLAGS :=
@@ -43,13 +50,15 @@ endif
 # CFLAGS/LDFLAGS given by the user are appended, never replace ours.
 BASE_CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE \
                -fPIC -fvisibility=hidden -Iinclude -Isrc $(SANFLAGS) \
-               $(if $(DEBUG_ON),-DDESYNC_DEBUG)
+               $(if $(DEBUG_ON),-DDESYNC_DEBUG) $(if $(NOPOOL_ON),-DDESYNC_NOPOOL)
 ALL_CFLAGS := $(BASE_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pthread $(SANFLAGS) $(LDFLAGS)
 LDLIBS := -lm
 
-# Tests scale their loops down in sanitizer builds (TSan is ~10x slower).
-TEST_CFLAGS := $(ALL_CFLAGS) -Itests $(if $(SAN),-DDESYNC_TEST_SANITIZED)
+# Tests scale their loops down in sanitizer builds (TSan is ~10x slower), and
+# the misuse tests learn that the library was built without pools.
+TEST_CFLAGS := $(ALL_CFLAGS) -Itests $(if $(SAN),-DDESYNC_TEST_SANITIZED) \
+               $(if $(NOPOOL_ON),-DDESYNC_TEST_NOPOOL)
 
 # Timeouts are multiplied in sanitizer builds unless the caller chose a scale.
 TIMEOUT_SCALE := $(if $(SAN),3,1)

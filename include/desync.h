@@ -14,9 +14,16 @@
  *    call returns without waiting for other threads (it may spin for a few
  *    instructions on a structure another thread is in the middle of updating).
  *  - Every call may be made from any thread, concurrently with any other call
- *    on the same handle, unless its comment says otherwise. A handle must be
- *    alive for the whole call: taking a reference (retain) races with another
- *    thread's last release, so retain only a handle you own a reference to.
+ *    on the same handle, unless its comment says otherwise.
+ *  - A call needs a handle its caller owns (a reference, an open channel
+ *    handle, a future not yet freed) for the whole call: a retain racing with
+ *    the last release of the same handle uses freed memory. Using a handle
+ *    after its last release, free or close is undefined; some such misuses
+ *    are checked while the state is still alive (said per call). To find the
+ *    others, build the library with -DDESYNC_NOPOOL (`make NOPOOL=1`): its
+ *    internal pools are bypassed and freed handles poisoned, so ASan
+ *    (`make test SAN=address,undefined NOPOOL=1`) and valgrind report the
+ *    first use of a freed future, promise, object, stream or channel.
  *
  * Blocking inside a job holds the thread that runs it. Background jobs run
  * on the scheduler's pool (the default one has max(8, 2 x cores) threads), so
@@ -185,7 +192,8 @@ DESYNC_API void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_
  */
 DESYNC_API desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler);
 
-/* Adds a reference; returns q (NULL for NULL). */
+/* Adds a reference; returns q (NULL for NULL). The caller must own a
+ * reference for the whole call (not race with the last release). */
 DESYNC_API desync_queue_t *desync_queue_retain(desync_queue_t *q);
 
 /*
@@ -247,7 +255,8 @@ DESYNC_API desync_t *desync_new(void *data, desync_destroy_fn destroy);
 DESYNC_API desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data,
                                    desync_destroy_fn destroy);
 
-/* Adds a reference; returns d (NULL for NULL). */
+/* Adds a reference; returns d (NULL for NULL). The caller must own a
+ * reference for the whole call (not race with the last release). */
 DESYNC_API desync_t *desync_retain(desync_t *d);
 
 /*

@@ -22,7 +22,10 @@
  *
  * Handles: desync_channel_t is the channel itself; retain counts one more
  * sending handle, close one less. The memory goes when every handle is
- * closed and the receiver freed (`refs` counts both).
+ * closed and the receiver freed (`refs` counts both). Misuses seen while the
+ * receiver still holds the memory are checked under the lock: with no
+ * handle open (senders == 0), a close is ignored, a retain returns NULL and
+ * a send gets DESYNC_EPIPE.
  */
 #include "ring.h"
 #include "stream_internal.h"
@@ -56,7 +59,7 @@ static void chan_unref(desync_channel_t *c) {
         return;
     pthread_mutex_destroy(&c->mu);
     dsy_ring_destroy(&c->ring);
-    free(c);
+    dsy_handle_free(c, sizeof *c);
 }
 
 /* The ring's first size; it doubles up to the capacity (a rendezvous
@@ -182,25 +185,38 @@ desync_channel_t *desync_channel_new(size_t capacity, desync_stream_t **receiver
 }
 
 desync_channel_t *desync_channel_retain(desync_channel_t *c) {
-    if (c) {
-        dsy_ref_inc(&c->refs);
-        pthread_mutex_lock(&c->mu);
+    if (!c)
+        return NULL;
+    pthread_mutex_lock(&c->mu);
+    bool open = c->senders > 0; /* else a misuse: no handle to copy */
+    if (open) {
         c->senders++;
-        pthread_mutex_unlock(&c->mu);
+        dsy_ref_inc(&c->refs);
     }
-    return c;
+    pthread_mutex_unlock(&c->mu);
+    return open ? c : NULL;
 }
 
 void desync_channel_close(desync_channel_t *c) {
     if (!c)
         return;
     pthread_mutex_lock(&c->mu);
-    bool last = --c->senders == 0;
+    /* A close beyond the handles that exist is a misuse; while the reader
+     * keeps the memory alive it is ignored (and holds no reference). */
+    bool extra = c->senders == 0;
+    bool last = !extra && --c->senders == 0;
     pthread_mutex_unlock(&c->mu);
+    if (extra)
+        return;
     if (last)
         dsy_wslot_fire(&c->rslot); /* the reader may now see the end */
     chan_unref(c);
 }
+
+/* A send cannot be delivered (lock held): the reader is gone, or no sending
+ * handle is open (a send after the last close, a misuse: the reader may
+ * already have seen the end). */
+static bool send_closed(desync_channel_t *c) { return c->reader_gone || c->senders == 0; }
 
 /* Queues item if the channel has room (with the lock held): 1 queued,
  * 0 full, DESYNC_ENOMEM. Rendezvous channels have room only for a waiting
@@ -225,7 +241,7 @@ int desync_channel_try_send(desync_channel_t *c, void *item) {
     if (!c)
         return DESYNC_EINVAL;
     pthread_mutex_lock(&c->mu);
-    int r = c->reader_gone ? DESYNC_EPIPE : try_put(c, item);
+    int r = send_closed(c) ? DESYNC_EPIPE : try_put(c, item);
     pthread_mutex_unlock(&c->mu);
     if (r == 1) {
         dsy_wslot_fire(&c->rslot);
@@ -239,7 +255,7 @@ int desync_channel_send(desync_channel_t *c, void *item) {
         return DESYNC_EINVAL;
     snode n;
     pthread_mutex_lock(&c->mu);
-    int r = c->reader_gone ? DESYNC_EPIPE : c->cap ? try_put(c, item) : 0;
+    int r = send_closed(c) ? DESYNC_EPIPE : c->cap ? try_put(c, item) : 0;
     if (r == 0) {
         /* Full (or rendezvous): wait in line until the reader accepts it. */
         n.item = item;
@@ -273,7 +289,7 @@ desync_future_t *desync_channel_send_future(desync_channel_t *c, void *item) {
         return NULL;
     }
     pthread_mutex_lock(&c->mu);
-    int r = c->reader_gone ? DESYNC_EPIPE : c->cap ? try_put(c, item) : 0;
+    int r = send_closed(c) ? DESYNC_EPIPE : c->cap ? try_put(c, item) : 0;
     if (r == 0) {
         n->item = item;
         n->promise = p;

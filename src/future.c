@@ -450,7 +450,7 @@ void desync_resumer_resume(desync_resumer_t *r) {
         return;
     desync_queue_t *q = r->q;
     r->node->phase = P_DONE;
-    free(r);
+    dsy_handle_free(r, sizeof *r);
     dsy_queue_resume(q);
 }
 
@@ -475,30 +475,25 @@ desync_promise_t *desync_promise_new(desync_future_t **future) {
     return (desync_promise_t *)(void *)f;
 }
 
-int desync_promise_complete(desync_promise_t *p, void *value) {
-    if (!p)
-        return DESYNC_EINVAL;
-    desync_future_t *f = (desync_future_t *)(void *)p;
-    fut_complete(f, 0, value);
-    fut_unref(f);
-    return 0;
-}
-
 int dsy_promise_complete_status(desync_promise_t *p, int status, void *value) {
     if (!p)
         return DESYNC_EINVAL;
     desync_future_t *f = (desync_future_t *)(void *)p;
-    fut_complete(f, status, value);
+    /* Only its promise completes a promise's future, so a complete future
+     * means the promise was consumed and its reference is gone: a misuse,
+     * seen here while the user's handle keeps f alive. */
+    if (!fut_complete(f, status, value))
+        return DESYNC_EINVAL;
     fut_unref(f);
     return 0;
 }
 
-void desync_promise_cancel(desync_promise_t *p) {
-    if (!p)
-        return;
-    desync_future_t *f = (desync_future_t *)(void *)p;
-    fut_complete(f, DESYNC_ECANCELED, NULL);
-    fut_unref(f);
+int desync_promise_complete(desync_promise_t *p, void *value) {
+    return dsy_promise_complete_status(p, 0, value);
+}
+
+int desync_promise_cancel(desync_promise_t *p) {
+    return dsy_promise_complete_status(p, DESYNC_ECANCELED, NULL);
 }
 
 /* ------------------------------------------------------------- reading */
@@ -662,6 +657,12 @@ int desync_future_fd(desync_future_t *f) {
 
 static void fut_drop_handle(desync_future_t *f, bool detach) {
     fut_lock(f);
+    if (f->handle_gone) {
+        /* Freed, detached or then'd already: a misuse, ignored while the
+         * producer's reference keeps f alive. */
+        fut_unlock(f);
+        return;
+    }
     desync_queue_t *parked = fut_handle_gone_locked(f, detach);
     fut_unlock(f);
     if (parked)

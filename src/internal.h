@@ -76,6 +76,22 @@ void dsy_job_release(dsy_job *j, bool from_seg);
 void *dsy_pool_alloc(unsigned cls); /* NULL on ENOMEM */
 void dsy_pool_free(void *p, unsigned cls);
 
+/* The NOPOOL build (make NOPOOL=1: -DDESYNC_NOPOOL), for finding misused
+ * handles: the block pool and the job segments are bypassed (one malloc per
+ * block, freed at once) and freed handles are poisoned, so that ASan and
+ * valgrind see a use after free or a double free. Nothing else changes. */
+#ifdef DESYNC_NOPOOL
+#define DSY_NOPOOL 1
+#else
+#define DSY_NOPOOL 0
+#endif
+#define DSY_POISON_BYTE 0xdb /* a freed handle's bytes in NOPOOL builds */
+
+/* Frees a handle's memory (an object or queue, future, resumer, stream,
+ * channel, pipe) of `size` bytes; NOPOOL builds poison it first, so a stale
+ * handle reads garbage even where no tool watches. */
+void dsy_handle_free(void *p, size_t size);
+
 /* --------------------------------------------------------------- queue */
 
 /* The serial queue. Its fields belong to queue.c alone (the state word's
@@ -254,7 +270,8 @@ void dsy_pool_reclaim(void);
 /* -------------------------------------------------------------- futures */
 
 /* Completes a promise's future with any status (e.g. DESYNC_EOF for
- * stream_next_future) and frees the promise. 0 or DESYNC_EINVAL. */
+ * stream_next_future) and frees the promise. 0, or DESYNC_EINVAL (NULL, or
+ * the promise was consumed already). */
 int dsy_promise_complete_status(desync_promise_t *p, int status, void *value);
 
 /* -------------------------------------------------------------- objects */

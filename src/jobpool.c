@@ -13,11 +13,16 @@
  * Invariants: a thread's cache holds fewer than 2*MAG blocks per class; a
  * depot holds at most DEPOT_MAX magazines (beyond that, blocks go back to
  * malloc). A thread's caches go to the depots (or malloc) when it exits.
+ *
+ * NOPOOL builds (DSY_NOPOOL) take every block and job node straight from
+ * malloc and poison it on free (dsy_handle_free), so that a freed future or
+ * job is freed memory to ASan and valgrind instead of a live pool block.
  */
 #include "internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define MAG DSY_POOL_MAG
 #define DEPOT_MAX DSY_POOL_DEPOT_MAX
@@ -111,7 +116,15 @@ static void cache_register(void) {
     registered = true;
 }
 
+void dsy_handle_free(void *p, size_t size) {
+    if (DSY_NOPOOL && p)
+        memset(p, DSY_POISON_BYTE, size);
+    free(p);
+}
+
 void *dsy_pool_alloc(unsigned cls) {
+    if (DSY_NOPOOL)
+        return malloc(class_size[cls]);
     cache_t *c = &caches[cls];
     free_node *f = c->list;
     if (DSY_LIKELY(f != NULL)) {
@@ -139,6 +152,10 @@ void *dsy_pool_alloc(unsigned cls) {
 }
 
 void dsy_pool_free(void *p, unsigned cls) {
+    if (DSY_NOPOOL) {
+        dsy_handle_free(p, class_size[cls]);
+        return;
+    }
     if (DSY_UNLIKELY(!registered))
         cache_register(); /* so the cache is handed back when the thread exits */
     cache_t *c = &caches[cls];
@@ -241,6 +258,10 @@ static segment *seg_of(dsy_job *j) {
 }
 
 dsy_job *dsy_job_alloc(bool *from_seg) {
+    if (DSY_NOPOOL) {
+        *from_seg = false;
+        return dsy_pool_alloc(DSY_POOL_64);
+    }
     if (DSY_UNLIKELY(!tls_seg) && ++tls_jobs >= SEG_AFTER) {
         if (!registered)
             cache_register(); /* the segment is retired at thread exit */

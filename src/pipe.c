@@ -129,7 +129,7 @@ static void pipe_unref(dsy_pipe *p) {
     dsy_spsc_destroy(&p->pending, p->in_item_free);
     dsy_spsc_destroy(&p->outq, p->out.item_free);
     desync_t *d = p->d;
-    free(p);
+    dsy_handle_free(p, sizeof *p);
     dsy_object_weak_release(d);
 }
 

@@ -132,7 +132,8 @@ void dsy_queue_unref(desync_queue_t *q) {
     DSY_ASSERT(!(atomic_load_explicit(&q->state, memory_order_relaxed) &
                  (DSY_Q_LINKED | DSY_Q_READY)));
     dsy_sched_detach(q->sched);
-    free(q);
+    bool object = atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_OBJECT;
+    dsy_handle_free(q, object ? sizeof(desync_t) : sizeof *q);
 }
 
 void dsy_queue_mark_suspended(desync_queue_t *q) {

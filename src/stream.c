@@ -215,7 +215,7 @@ static void user_unref(desync_stream_t *s) {
         return;
     if (s->nf_queue)
         desync_queue_release(s->nf_queue);
-    free(s);
+    dsy_handle_free(s, sizeof *s);
 }
 
 static int user_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
@@ -269,7 +269,7 @@ static void arr_free(desync_stream_t *s) {
     if (s->item_free)
         for (size_t i = a->i; i < a->n; i++)
             s->item_free(a->items[i]);
-    free(a);
+    dsy_handle_free(a, sizeof *a + a->n * sizeof(void *));
 }
 
 static const dsy_stream_vt arr_vt = {arr_poll, arr_free, arr_ready, NULL, true};

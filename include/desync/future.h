@@ -94,13 +94,21 @@ DESYNC_API desync_future_t *desync_future_ready(void *value);
  */
 DESYNC_API desync_promise_t *desync_promise_new(desync_future_t **future);
 
-/* Completes the future with value and frees the promise. 0, or
- * DESYNC_EINVAL for NULL. Never blocks; callbacks and wakers of the future run
- * on the calling thread. */
+/*
+ * Completes the future with value and frees the promise. 0, or DESYNC_EINVAL
+ * for NULL or for a promise already consumed (by complete or cancel) whose
+ * future is still alive: the future keeps its first result. Once both the
+ * promise is consumed and the future freed, the memory is gone and a further
+ * complete is undefined (the NOPOOL build under ASan reports it, see
+ * <desync.h>). Never blocks; callbacks and wakers of the future run on the
+ * calling thread. May race with a complete or cancel of the same promise on
+ * another thread: exactly one of them returns 0.
+ */
 DESYNC_API int desync_promise_complete(desync_promise_t *p, void *value);
 
-/* Completes the future with DESYNC_ECANCELED and frees the promise. Ignores NULL. */
-DESYNC_API void desync_promise_cancel(desync_promise_t *p);
+/* Completes the future with DESYNC_ECANCELED and frees the promise. 0, or
+ * DESYNC_EINVAL as for desync_promise_complete (NULL, or consumed already). */
+DESYNC_API int desync_promise_cancel(desync_promise_t *p);
 
 /* ------------------------------------------------------------- reading */
 
@@ -113,11 +121,14 @@ DESYNC_API void desync_promise_cancel(desync_promise_t *p);
  * calling job is running, or if the wait would close a cycle of threads
  * waiting for each other (see "Deadlocks" in desync.h): it could never
  * complete. f is not consumed and its job stays queued.
+ * Concurrency: any number of threads may wait, wait_for, poll and call
+ * desync_future_fd on the same f at once; each gets the result. None of
+ * them may overlap then, detach or free of f (those end the handle).
  */
 DESYNC_API int desync_future_wait(desync_future_t *f, void **value);
 
 /* As desync_future_wait, but gives up after timeout_ns: DESYNC_ETIMEDOUT
- * (f stays valid and may be waited on again). */
+ * (f stays valid and may be waited on again). Concurrency as for wait. */
 DESYNC_API int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value);
 
 /*
@@ -128,6 +139,10 @@ DESYNC_API int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, v
  * never called). waker may be NULL (no call). Once poll or free has returned,
  * no call of a waker it replaced or dropped is still under way, so the
  * waker's ctx may be freed. DESYNC_EINVAL for NULL f.
+ * Concurrency: may run at once with wait/wait_for/fd on other threads. Polls
+ * of one f on several threads at once are safe, but f keeps one waker: the
+ * last poll's, so only one poller is called (poll from one thread at a time
+ * if each needs its wake). Must not overlap then, detach or free of f.
  */
 DESYNC_API int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *waker);
 
@@ -135,7 +150,9 @@ DESYNC_API int desync_future_poll(desync_future_t *f, void **value, const desync
  * Consumes f: callback(status, value, arg) runs exactly once when f completes,
  * on the thread that completes it (at once, on this thread, if f is already
  * complete). 0, or DESYNC_EINVAL for NULL f or callback (f is then not
- * consumed).
+ * consumed). Concurrency: no other call on f may overlap it or follow it (a
+ * free or detach that follows while f is still pending is ignored; after
+ * completion the memory may be gone).
  */
 DESYNC_API int desync_future_then(desync_future_t *f, desync_then_fn callback, void *arg);
 
@@ -144,10 +161,12 @@ DESYNC_API int desync_future_then(desync_future_t *f, desync_then_fn callback, v
  * Linux, a pipe elsewhere), to watch f with poll/epoll/libuv. It belongs to f
  * and is closed by desync_future_free; do not read or close it yourself.
  * DESYNC_EINVAL for NULL, or a negative code if no descriptor can be made.
+ * Concurrency as for desync_future_wait.
  */
 DESYNC_API int desync_future_fd(desync_future_t *f);
 
-/* Drops the handle and lets f finish on its own; the job still runs. */
+/* Drops the handle and lets f finish on its own; the job still runs.
+ * Handle rules as for desync_future_free. */
 DESYNC_API void desync_future_detach(desync_future_t *f);
 
 /*
@@ -155,6 +174,12 @@ DESYNC_API void desync_future_detach(desync_future_t *f);
  * other jobs still run. Any fd of f is closed (a poll(2) that still watches
  * it then reports POLLNVAL, or, if the number was reused, another file:
  * stop watching the fd first). Ignores NULL.
+ * The handle ends here: no other call on f may overlap this one or follow
+ * it. A second free or detach (or one after then) is ignored while the
+ * producer still holds f (a pending promise or job); once f is complete and
+ * freed the memory is gone and any use is undefined. (Futures come from an
+ * internal pool that keeps the memory live and hands it out again, so ASan
+ * and valgrind see such a use only in the NOPOOL build, see <desync.h>.)
  */
 DESYNC_API void desync_future_free(desync_future_t *f);
 

@@ -46,16 +46,33 @@ DESYNC_API desync_stream_t *desync_stream_from_array(void *const *items, size_t 
  * send completes only once the reader has taken the item). The returned
  * handle is the sending end; *receiver gets the reading stream.
  * NULL for NULL receiver, or on ENOMEM.
+ *
+ * Handles: the channel has one sending handle from new plus one per retain
+ * (all are the same pointer); each is closed once. The memory goes once
+ * every handle is closed and the reader freed; after that any call on c is
+ * undefined (ASan reports it). While the reader exists, misuses of closed
+ * handles are checked: an extra close is ignored, a retain returns NULL and
+ * sends return DESYNC_EPIPE.
+ * Concurrency: send, try_send and send_future may run on any number of
+ * threads at once on the same handle. A close must not overlap other calls
+ * made through the handle it closes; a thread that sends while another may
+ * close should own a handle of its own (retain). A retain needs an open
+ * handle for the whole call: it must not race with the close of the last
+ * one.
  */
 DESYNC_API desync_channel_t *desync_channel_new(size_t capacity, desync_stream_t **receiver);
 
 /* Another sending handle of the same channel (each is closed separately);
- * returns c. */
+ * returns c. NULL for NULL c, or when no handle of c is open (every one
+ * was closed). */
 DESYNC_API desync_channel_t *desync_channel_retain(desync_channel_t *c);
 
 /*
  * Blocks while the channel is full, then queues item: 0. DESYNC_EPIPE if the
- * reader was freed (item not taken). DESYNC_EINVAL for NULL c.
+ * reader was freed, or if every sending handle was already closed (a send
+ * after close; the reader may have seen the end): the item is not taken and
+ * stays the caller's. DESYNC_ENOMEM if the buffer could not grow (item not
+ * taken). DESYNC_EINVAL for NULL c. Concurrency: see desync_channel_new.
  */
 DESYNC_API int desync_channel_send(desync_channel_t *c, void *item);
 
@@ -63,13 +80,14 @@ DESYNC_API int desync_channel_send(desync_channel_t *c, void *item);
 DESYNC_API int desync_channel_try_send(desync_channel_t *c, void *item);
 
 /* A future that completes (value NULL) once item was accepted, or with
- * DESYNC_ECANCELED if the reader went away first (the item then was not
- * taken). NULL for NULL c or on ENOMEM. */
+ * DESYNC_ECANCELED if the reader went away first or every sending handle
+ * was closed (the item then was not taken). NULL for NULL c or on ENOMEM. */
 DESYNC_API desync_future_t *desync_channel_send_future(desync_channel_t *c, void *item);
 
 /*
  * Closes and frees this sending handle. Once every handle is closed, the
- * reader gets the items still queued, then DESYNC_EOF. Ignores NULL.
+ * reader gets the items still queued, then DESYNC_EOF. Ignores NULL, and a
+ * close when every handle is closed already (while the reader exists).
  */
 DESYNC_API void desync_channel_close(desync_channel_t *c);
 
