@@ -178,3 +178,13 @@ TEST_ENTRY(shutdown_queue_on_zero_threads_runs_at_drain, 10)
 TEST_ENTRY(shutdown_pipe_on_zero_threads_produces_output, 30)
 TEST_ENTRY(shutdown_scheduler_free_from_sync_job_ignored, 20)
 TEST_ENTRY(shutdown_drain_runs_pipe_object_destroy, 20)
+
+/* the reference crate's race scenarios, 1,000 rounds each (test_race_repeat.c) */
+TEST_ENTRY(race_pipe_through_1000, 60)
+TEST_ENTRY(race_pipe_in_ordering_1000, 60)
+TEST_ENTRY(race_suspend_queue_1000, 60)
+TEST_ENTRY(race_suspend_background_resume_1000, 60)
+TEST_ENTRY(race_resume_at_once_1000, 60)
+TEST_ENTRY(race_update_data_with_future_1000, 60)
+TEST_ENTRY(race_after_updates_data_1000, 60)
+TEST_ENTRY(race_future_sync_and_desync_across_queues_1000, 60)
