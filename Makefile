@@ -4,6 +4,8 @@
 #   make test                 build and run every test
 #   make run                  build everything and run build/demo
 #   make bench                build and run build/bench
+#   make check-soak           the soak (tests/soak.c), CI-sized: about a minute
+#   make soak                 the soak for 11 minutes, checking that RSS stays flat
 #   make test CC=clang        same with clang, in build-clang/
 #   make test SAN=thread      ThreadSanitizer build in build-thread/
 #   make test SAN=address,undefined
@@ -86,7 +88,7 @@ BENCH_OBJS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench-obj/%.o)
 STATIC_LIB := $(BUILD)/libdesync.a
 SHARED_LIB := $(BUILD)/libdesync.so
 
-.PHONY: all lib examples tests test run bench clean check-valgrind check-all
+.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak
 .DEFAULT_GOAL := all
 
 all: lib examples tests
@@ -95,7 +97,7 @@ lib: $(STATIC_LIB) $(SHARED_LIB)
 
 examples: $(EXAMPLES)
 
-tests: $(BUILD)/run_tests
+tests: $(BUILD)/run_tests $(BUILD)/soak
 
 $(STATIC_LIB): $(LIB_OBJS)
 	@mkdir -p $(@D)
@@ -125,6 +127,9 @@ $(BUILD)/bench-obj/%.o: bench/%.c
 $(BUILD)/run_tests: $(TEST_OBJS) $(STATIC_LIB)
 	$(CC) -o $@ $(TEST_OBJS) $(STATIC_LIB) $(ALL_LDFLAGS) $(LDLIBS)
 
+$(BUILD)/soak: $(BUILD)/tests/soak.o $(STATIC_LIB)
+	$(CC) -o $@ $< $(STATIC_LIB) $(ALL_LDFLAGS) $(LDLIBS)
+
 $(EXAMPLES): $(BUILD)/%: $(BUILD)/examples/%.o $(STATIC_LIB)
 	$(CC) -o $@ $< $(STATIC_LIB) $(ALL_LDFLAGS) $(LDLIBS)
 
@@ -150,6 +155,30 @@ check-valgrind: $(EXAMPLES)
 	    echo "valgrind $$e"; \
 	    $(VALGRIND) ./$$e > /dev/null || { echo "FAIL valgrind $$e"; exit 1; }; \
 	done; echo "valgrind: $(words $(EXAMPLES)) examples clean"
+
+# The soak (tests/soak.c, not part of `make test`): producers mixing every
+# kind of job over many objects, checking in each job that none is lost, run
+# twice or out of order. `make soak-run SOAK_ARGS="-n 1000 -t 0"` runs it
+# once with the given options (see soak.c), in this build's flavour.
+SOAK_ARGS ?=
+soak-run: $(BUILD)/soak
+	$(RUN_PREFIX) ./$(BUILD)/soak $(SOAK_ARGS)
+
+# 11 minutes (not in CI): fails if the RSS at the end is 10% or more above
+# the RSS after the first minute.
+soak:
+	$(MAKE) --no-print-directory soak-run SOAK_ARGS="-s 660 -w 60 -g 10"
+
+# CI-sized (about a minute on 2 cores, once built): 10M jobs on the default
+# scheduler, fewer on schedulers with 1 and 0 threads, then the same three
+# with small counts under ThreadSanitizer.
+check-soak:
+	$(MAKE) --no-print-directory soak-run SAN= SOAK_ARGS="-n 10000000"
+	$(MAKE) --no-print-directory soak-run SAN= SOAK_ARGS="-n 3000000 -t 1"
+	$(MAKE) --no-print-directory soak-run SAN= SOAK_ARGS="-n 5000000 -t 0"
+	$(MAKE) --no-print-directory soak-run SAN=thread SOAK_ARGS="-n 2000000"
+	$(MAKE) --no-print-directory soak-run SAN=thread SOAK_ARGS="-n 300000 -t 1"
+	$(MAKE) --no-print-directory soak-run SAN=thread SOAK_ARGS="-n 300000 -t 0"
 
 # The slow checks, beyond `make test` (called by .ci/run).
 check-all: check-valgrind

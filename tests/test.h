@@ -90,6 +90,18 @@ static inline int test_wait_until(int (*pred)(void *ctx), void *ctx, unsigned ti
 #define TEST_SCALED(n) (n)
 #endif
 
+/* Race tests repeat a scenario up to `rounds` times but stop early (after at
+ * least TEST_MIN_ROUNDS) once TEST_ROUND_BUDGET_NS has passed since `start`:
+ * on a loaded machine, or in a sanitizer build, each round needs several
+ * threads scheduled, and the test must not time out. Rounds count from 1:
+ * for (int r = 1; test_rounds_left(r, rounds, start); r++). */
+#define TEST_MIN_ROUNDS 200
+#define TEST_ROUND_BUDGET_NS (8ull * 1000000000ull)
+
+static inline int test_rounds_left(int r, int rounds, uint64_t start) {
+    return r <= rounds && (r <= TEST_MIN_ROUNDS || test_now_ns() - start < TEST_ROUND_BUDGET_NS);
+}
+
 static inline int test_flag_is_set(void *p) { return atomic_load((atomic_int *)p) != 0; }
 
 /* 1 once *f is non-zero, 0 after timeout_ms. */

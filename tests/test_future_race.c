@@ -64,15 +64,6 @@ __attribute__((noinline)) static int stack_probe(int r) {
     return bad;
 }
 
-/* Race tests run up to their round count, but stop early (after at least
- * MIN_ROUNDS) once ROUND_BUDGET_NS has passed: on a loaded machine each
- * round needs both threads scheduled, and the test must not time out. */
-#define MIN_ROUNDS 200
-#define ROUND_BUDGET_NS (8ull * 1000000000ull)
-static int rounds_left(int r, int rounds, uint64_t start) {
-    return r <= rounds && (r <= MIN_ROUNDS || test_now_ns() - start < ROUND_BUDGET_NS);
-}
-
 __attribute__((noinline)) static int timed_wait(desync_future_t *f, uint64_t ns, void **v) {
     return desync_future_wait_for(f, ns, v);
 }
@@ -102,7 +93,7 @@ TEST(future_stress_wait_timeout_race) {
     uint32_t seed = 777;
     int timeouts = 0, corrupted = 0;
     uint64_t start = test_now_ns();
-    for (int r = 1; rounds_left(r, rounds, start); r++) {
+    for (int r = 1; test_rounds_left(r, rounds, start); r++) {
         g_race.p = desync_promise_new(&g_race.f);
         CHECK(g_race.p);
         /* An fd makes completion write to it between taking the waiter list
@@ -198,7 +189,7 @@ TEST(future_stress_replaced_waker_race) {
     int late = 0;
     uint32_t seed = 4242;
     uint64_t start = test_now_ns();
-    for (int r = 1; rounds_left(r, rounds, start); r++) {
+    for (int r = 1; test_rounds_left(r, rounds, start); r++) {
         desync_future_t *f = NULL;
         g_wrace.p = desync_promise_new(&f);
         CHECK(g_wrace.p);
@@ -282,7 +273,7 @@ TEST(future_stress_sync_drop_race) {
     uint32_t seed = 99;
     int stalls = 0;
     uint64_t start = test_now_ns();
-    for (int r = 0; rounds_left(r + 1, rounds, start) && stalls == 0; r++) {
+    for (int r = 0; test_rounds_left(r + 1, rounds, start) && stalls == 0; r++) {
         struct drop_race x;
         atomic_init(&x.reached, 0);
         atomic_init(&x.ran, 0);
