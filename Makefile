@@ -181,7 +181,7 @@ check-soak:
 	$(MAKE) --no-print-directory soak-run SAN=thread SOAK_ARGS="-n 300000 -t 0"
 
 # The slow checks, beyond `make test` (called by .ci/run).
-check-all: check-valgrind
+check-all: check-valgrind check-soak
 
 bench: $(BUILD)/bench
 	$(RUN_PREFIX) ./$(BUILD)/bench

@@ -215,6 +215,19 @@ static desync_queue_t *fut_handle_gone_locked(desync_future_t *f, bool detach) {
  * registered, f not consumed) if f is already complete. Nobody can wait on
  * or poll f any more, so a future_sync job behind it now runs on its queue
  * (a token parked for a poller is placed again). */
+/* The library takes f over (desync_after): nobody can wait on or poll it
+ * any more, so a future_sync job of f runs on its queue now, as after a
+ * detach (a token parked for a poller is placed again), not only once the
+ * after node is reached: an after queued behind f's own node would wait
+ * for it forever. The reference passes to the caller. */
+static void fut_adopt(desync_future_t *f) {
+    fut_lock(f);
+    desync_queue_t *parked = fut_handle_gone_locked(f, true);
+    fut_unlock(f);
+    if (parked)
+        dsy_token_place(parked, true);
+}
+
 static bool fut_hook(desync_future_t *f, desync_then_fn cb, void *arg) {
     if (!fut_lock_pending(f))
         return false;
@@ -406,6 +419,8 @@ static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, dsy_fn f
     }
     out->q = q;
     out->node = &x->node;
+    if (after)
+        fut_adopt(after);
     dsy_queue_push_schedule(q, &x->node);
     return out;
 }

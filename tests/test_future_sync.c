@@ -321,3 +321,37 @@ TEST(future_async_returns_future_sync) {
     desync_release(b);
     return 0;
 }
+
+/* desync_after takes ownership of a future_sync future: nobody can wait on
+ * or poll it any more, so its job must run on its queue. When the after is
+ * queued on the same object, behind the future_sync, the queue used to stop
+ * at the future_sync node for good (found by the soak). */
+static desync_future_t *ready_7(void *data, void *arg) {
+    (void)data;
+    (void)arg;
+    return desync_future_ready(IV(7));
+}
+
+static void *after_add_one(void *data, int status, void *value, void *arg) {
+    (void)data;
+    (void)arg;
+    return status == 0 ? IV(VI(value) + 1) : NULL;
+}
+
+TEST(future_after_takes_over_future_sync) {
+    for (int same = 0; same < 2; same++) {
+        desync_t *x = desync_new(NULL, NULL), *y = desync_new(NULL, NULL);
+        CHECK(x && y);
+        desync_future_t *fs = desync_future_sync(x, ready_7, NULL);
+        CHECK(fs);
+        desync_future_t *fa = desync_after(same ? x : y, fs, after_add_one, NULL);
+        CHECK(fa);
+        void *v = NULL;
+        CHECK_EQ(desync_future_wait_for(fa, 5 * SEC, &v), 0); /* timed out before */
+        CHECK_EQ(VI(v), 8);
+        desync_future_free(fa);
+        desync_release(x);
+        desync_release(y);
+    }
+    return 0;
+}

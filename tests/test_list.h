@@ -75,6 +75,7 @@ TEST_ENTRY(future_wait_own_queue_edeadlk, 20)
 /* future_sync (test_future_sync.c) */
 TEST_ENTRY(future_update_data_with_future_sync, 10)
 TEST_ENTRY(future_update_data_with_future_sync_1000, 30)
+TEST_ENTRY(future_after_takes_over_future_sync, 30)
 TEST_ENTRY(future_sync_freed_before_start, 10)
 TEST_ENTRY(future_sync_runs_on_waiting_thread, 10)
 TEST_ENTRY(future_sync_polled, 10)
