@@ -411,11 +411,11 @@ void w5_ping_pong(row_t *row) {
 /* --------------------------------------------------- W6 many-objects */
 
 /*
- * Runs in a fresh child process. The u64 payloads are one calloc'd array
- * (element pointers, destroy NULL), allocated after the VmRSS reading so
- * they count in bytes per object; the array of handles is touched before
- * it and does not count. The baseline does the same with a malloc'd
- * {mutex, payload pointer} per object.
+ * Runs in a fresh child process. Each object's u64 payload is its own
+ * calloc(1, 8), freed by the object's destroy (free), as a user would write
+ * it; it counts in bytes per object (a 32-byte malloc chunk on glibc). The
+ * array of handles is touched before the VmRSS reading and does not count.
+ * The baseline is a malloc'd {mutex, u64} per object.
  */
 child_result_t w6_desync_child(uint64_t n) {
     desync_t **h = malloc(n * sizeof *h);
@@ -423,13 +423,13 @@ child_result_t w6_desync_child(uint64_t n) {
         die("out of memory");
     memset(h, 0, n * sizeof *h);
     child_result_t c = {.rss0_kib = (double)status_kib("VmRSS")};
-    uint64_t *pay = calloc(n, sizeof *pay);
-    if (!pay)
-        die("out of memory");
     uint64_t t0 = now_ns();
     phase_step("create");
     for (uint64_t i = 0; i < n; i++) {
-        h[i] = desync_new(&pay[i], NULL);
+        uint64_t *pay = calloc(1, sizeof *pay);
+        if (!pay)
+            die("out of memory");
+        h[i] = desync_new(pay, free);
         if (!h[i])
             die("desync_new returned NULL at object %" PRIu64, i);
         PROGRESS(i);
@@ -455,14 +455,13 @@ child_result_t w6_desync_child(uint64_t n) {
     uint64_t t1 = now_ns();
     c.hwm_kib = (double)status_kib("VmHWM");
     c.ns = (double)(t1 - t0) / (double)n;
-    free(pay);
     free(h);
     return c;
 }
 
 typedef struct {
     pthread_mutex_t m;
-    uint64_t *v;
+    uint64_t v;
 } mobj_t;
 
 child_result_t w6_mutex_child(uint64_t n) {
@@ -471,27 +470,24 @@ child_result_t w6_mutex_child(uint64_t n) {
         die("out of memory");
     memset(h, 0, n * sizeof *h);
     child_result_t c = {.rss0_kib = (double)status_kib("VmRSS")};
-    uint64_t *pay = calloc(n, sizeof *pay);
-    if (!pay)
-        die("out of memory");
     uint64_t t0 = now_ns();
     for (uint64_t i = 0; i < n; i++) {
         h[i] = malloc(sizeof *h[i]);
         if (!h[i])
             die("out of memory");
         CHECK_PT(pthread_mutex_init(&h[i]->m, NULL));
-        h[i]->v = &pay[i];
+        h[i]->v = 0;
         PROGRESS(i);
     }
     for (uint64_t i = 0; i < n; i++) {
         pthread_mutex_lock(&h[i]->m);
-        ++*h[i]->v;
+        ++h[i]->v;
         pthread_mutex_unlock(&h[i]->m);
         PROGRESS(i);
     }
     for (uint64_t i = 0; i < n; i++) {
         pthread_mutex_lock(&h[i]->m);
-        uint64_t v = *h[i]->v;
+        uint64_t v = h[i]->v;
         pthread_mutex_unlock(&h[i]->m);
         if (v != 1)
             die("object %" PRIu64 " reads %" PRIu64 ", expected 1", i, v);
@@ -505,7 +501,6 @@ child_result_t w6_mutex_child(uint64_t n) {
     uint64_t t1 = now_ns();
     c.hwm_kib = (double)status_kib("VmHWM");
     c.ns = (double)(t1 - t0) / (double)n;
-    free(pay);
     free(h);
     return c;
 }
@@ -531,10 +526,10 @@ void w6_many_objects(row_t *row) {
            "release all; ns per object.\n"
            "  Each run in a fresh child process (fork + exec); bytes/object = (VmHWM after - "
            "VmRSS before) / n.\n"
-           "  Payloads: one u64 array (element pointers, destroy NULL), counted; the handle "
-           "array is not.\n"
-           "  Baseline: malloc'd {pthread mutex, payload pointer} per object (no queue: 1 "
-           "thread per object is impossible)\n",
+           "  Payloads: each its own calloc(1, 8), destroy free, counted; the handle array is "
+           "not.\n"
+           "  Baseline: malloc'd {pthread mutex, u64} per object (no queue: 1 thread per "
+           "object is impossible)\n",
            n);
     measure("W6", v, 2);
     set_row(row, &v[0], &v[1]);
