@@ -533,6 +533,7 @@ void w6_many_objects(row_t *row) {
            n);
     measure("W6", v, 2);
     set_row(row, &v[0], &v[1]);
+    row->lib_bytes = v[0].med_bytes;
     snprintf(row->extra, sizeof row->extra, "bytes/object: libdesync %.0f, mutex %.0f",
              v[0].med_bytes, v[1].med_bytes);
 }
@@ -648,6 +649,8 @@ static void *w8_process(void *data, void *item, void *arg) {
     ++*state;
     return (void *)((uintptr_t)item + (uintptr_t)*state);
 }
+
+#define W8_RSS_SLACK_KIB 4096
 
 static uint64_t g_w8_ahead;  /* max items read from the input beyond the consumer */
 static int g_w8_warned;
@@ -788,6 +791,7 @@ void w8_pipe(row_t *row) {
            lib_ahead);
 
     uint64_t sizes[2] = {scaled(1000000), scaled(10000000)};
+    double growth[2];
     char rss[2][64];
     for (int i = 0; i < 2; i++) {
         phase_begin(sizes[i], "W8 libdesync pipe RSS child (%" PRIu64 " items)", sizes[i]);
@@ -798,9 +802,16 @@ void w8_pipe(row_t *row) {
                sizes[i], c.ns, c.rss0_kib, c.hwm_kib, c.hwm_kib - c.rss0_kib, c.extra);
         snprintf(rss[i], sizeof rss[i], "%.0f KiB for %" PRIu64, c.hwm_kib - c.rss0_kib,
                  sizes[i]);
+        growth[i] = c.hwm_kib - c.rss0_kib;
         if (c.extra > lib_ahead)
             lib_ahead = (uint64_t)c.extra;
     }
+    /* Bounded: 10x the items may not cost anywhere near 10x the memory. */
+    row->mem_ok = growth[1] <= 2 * growth[0] + W8_RSS_SLACK_KIB;
+    printf("    memory %s: peak growth %.0f KiB with %" PRIu64 " items, %.0f KiB with %" PRIu64
+           " (bounded: at most 2x + %d KiB)\n",
+           row->mem_ok ? "bounded" : "NOT bounded", growth[1], sizes[1], growth[0], sizes[0],
+           W8_RSS_SLACK_KIB);
     snprintf(row->extra, sizeof row->extra,
              "producer/worker threads, 2 bounded queues (5), run with %" PRIu64
              " items; libdesync peak RSS growth %s, %s items; max read-ahead %" PRIu64,
