@@ -119,6 +119,13 @@ void p2_spsc_ring(row_t *row);
 /* Measures P1 and P2 again at the end of the run; each row then holds the
  * median of both passes' runs. */
 void probes_again(row_t *p1, row_t *p2);
+/* Describes the spread of the probes' runs in msg; nonzero when one probe's
+ * slowest run took more than PROBE_NOISY_SPREAD times its fastest, or P1's
+ * median is above P1_PLAUSIBLE_NS: the machine was busy and the ratios to
+ * the probes say little. */
+#define PROBE_NOISY_SPREAD 2.0
+#define P1_PLAUSIBLE_NS 2000.0
+int probes_noisy(char *msg, size_t len);
 
 void r1_logger(row_t *row);
 void r2_word_count(row_t *row);

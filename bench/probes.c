@@ -20,7 +20,7 @@
 
 /* ------------------------------------------------ P1 cache-line round trip */
 
-#define P1_ROUND_TRIPS 200000
+#define P1_ROUND_TRIPS 100000
 
 typedef struct {
     _Alignas(64) _Atomic uint64_t turn; /* 2i: main's turn; 2i+1: the partner's */
@@ -188,6 +188,33 @@ void p2_spsc_ring(row_t *row) {
     g_p2_count = 0;
     probe(row, "P2", p2_run, n, "spsc ring", g_p2_runs, &g_p2_count);
     snprintf(row->extra, sizeof row->extra, "machine limit: SPSC ring stream");
+}
+
+/* The spread of one probe's runs (max / min) and its extremes. */
+static double spread(const double *v, int n, double *lo, double *hi) {
+    *lo = *hi = v[0];
+    for (int i = 1; i < n; i++) {
+        *lo = v[i] < *lo ? v[i] : *lo;
+        *hi = v[i] > *hi ? v[i] : *hi;
+    }
+    return *hi / *lo;
+}
+
+int probes_noisy(char *msg, size_t len) {
+    if (!g_p1_count || !g_p2_count)
+        return 0;
+    double lo1, hi1, lo2, hi2;
+    double s1 = spread(g_p1_runs, g_p1_count, &lo1, &hi1);
+    double s2 = spread(g_p2_runs, g_p2_count, &lo2, &hi2);
+    snprintf(msg, len,
+             "P1 runs ranged %.1f to %.1f ns (%.1fx), P2 runs %.1f to %.1f ns (%.1fx)", lo1,
+             hi1, s1, lo2, hi2, s2);
+    /* Even across sockets a cache line moves in well under a microsecond:
+     * slower means the two threads did not run at the same time. */
+    double tmp[2 * MAX_RUNS];
+    memcpy(tmp, g_p1_runs, sizeof(double) * (size_t)g_p1_count);
+    return s1 > PROBE_NOISY_SPREAD || s2 > PROBE_NOISY_SPREAD ||
+           median(tmp, g_p1_count) > P1_PLAUSIBLE_NS;
 }
 
 void probes_again(row_t *p1, row_t *p2) {

@@ -80,4 +80,11 @@ void print_targets(const row_t *rows, int n) {
           NS(r2, base_ns), 0.8, 0);
 #undef NS
     printf("  (ratios are libdesync / reference, except R1: libdesync lines/s / mutex lines/s)\n");
+    char msg[256] = "";
+    int noisy = probes_noisy(msg, sizeof msg);
+    if (msg[0])
+        printf("  %s:\n  %s\n", msg,
+               noisy ? "the machine was busy (a probe's runs spread over more than 2x, or P1 "
+                       "above 2 us): the targets against P1 and P2 are unreliable in this run"
+                     : "the probes were steady");
 }
