@@ -1,8 +1,10 @@
 /*
- * libdesync benchmarks: workloads W1..W8 (defined in bench/README.md), each
- * run beside its hand-written baseline in the same process and the same run.
+ * libdesync benchmarks: workloads W1..W8 and programs R1, R2 (defined in
+ * bench/README.md), each run beside its hand-written baseline in the same
+ * process and the same run, and the machine-limit probes P1, P2 (run first,
+ * and again at the end). The targets of issue 10 are printed last.
  *
- *   bench [W1 ... W8]      no argument: all workloads
+ *   bench [P1 P2 W1 ... W8 W3b R1 R2]   no argument: everything
  *   BENCH_RUNS=n           measured runs per variant, after 1 warm-up (5)
  *   BENCH_SCALE=x          multiplies every iteration count (1.0)
  *   BENCH_TIMEOUT=s        one run longer than this is reported as a hang
@@ -15,6 +17,7 @@
  */
 #include "bench.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -24,12 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_RUNS 99
 #define SETTLE_MS 10     /* pause between runs: lets idle threads settle */
 
 int g_runs = 5;
@@ -53,7 +56,7 @@ uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void sleep_ms(unsigned ms) {
+void sleep_ms(unsigned ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0) {
     }
@@ -68,6 +71,45 @@ sample_t per_op(uint64_t ns, uint64_t ops) {
     return (sample_t){(double)ns / (double)ops, NAN};
 }
 
+/* ------------------------------------------------------ temporary files */
+
+static char g_tmpdir[64];
+
+const char *bench_tmpdir(void) {
+    if (!g_tmpdir[0]) {
+        char t[] = "/tmp/desync-bench-XXXXXX";
+        if (!mkdtemp(t))
+            die("mkdtemp(%s): %s", t, strerror(errno));
+        snprintf(g_tmpdir, sizeof g_tmpdir, "%s", t);
+    }
+    return g_tmpdir;
+}
+
+/* Removes the files in the directory (it has no subdirectories), then it. */
+void bench_tmp_cleanup(void) {
+    if (!g_tmpdir[0])
+        return;
+    DIR *dir = opendir(g_tmpdir);
+    if (dir) {
+        struct dirent *e;
+        char path[512];
+        while ((e = readdir(dir)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(path, sizeof path, "%s/%s", g_tmpdir, e->d_name);
+            unlink(path);
+        }
+        closedir(dir);
+    }
+    rmdir(g_tmpdir);
+    g_tmpdir[0] = 0;
+}
+
+void spin_step(uint64_t *spins) {
+    if (++*spins % SPIN_YIELD_EVERY == 0)
+        sched_yield();
+}
+
 _Noreturn void die(const char *fmt, ...) {
     va_list ap;
     fflush(stdout);
@@ -77,6 +119,7 @@ _Noreturn void die(const char *fmt, ...) {
     va_end(ap);
     fputc('\n', stderr);
     fflush(NULL);
+    bench_tmp_cleanup();
     _exit(1);
 }
 
@@ -154,6 +197,7 @@ static void *watchdog(void *arg) {
                     g_phase, run_limit_s(),
                     atomic_load_explicit(&g_progress, memory_order_relaxed), g_progress_total);
             fflush(NULL);
+            bench_tmp_cleanup();
             _exit(3);
         }
         struct timespec ts = {(time_t)(g_wd_deadline / 1000000000u),
@@ -217,7 +261,7 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static double median(double *v, int n) {
+double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
@@ -229,8 +273,14 @@ static void print_runs(const char *label, const char *unit, const double *v, dou
     printf("   median %9.1f %s\n", med, unit);
 }
 
+#define MAX_VARIANTS 4
+static double g_last_runs[MAX_VARIANTS][MAX_RUNS];
+
+const double *measured_runs(int i) {
+    return g_last_runs[i];
+}
+
 void measure(const char *wl, variant_t *v, int nv) {
-    enum { MAX_VARIANTS = 4 };
     static double ns[MAX_VARIANTS][MAX_RUNS], bytes[MAX_VARIANTS][MAX_RUNS];
     if (nv > MAX_VARIANTS)
         die("too many variants");
@@ -253,6 +303,7 @@ void measure(const char *wl, variant_t *v, int nv) {
     for (int i = 0; i < nv; i++) {
         double shown[MAX_RUNS];
         memcpy(shown, ns[i], sizeof(double) * (size_t)g_runs);
+        memcpy(g_last_runs[i], ns[i], sizeof(double) * (size_t)g_runs);
         v[i].med_ns = median(ns[i], g_runs);
         char label[64];
         snprintf(label, sizeof label, "%s (n=%" PRIu64 ")", v[i].name, v[i].n);
@@ -342,6 +393,8 @@ static int child_main(const char *what, const char *nstr) {
 /* ------------------------------------------------------------- report */
 
 static row_t g_rows[] = {
+    {.id = "P1", .name = "cache-line", .unit = "round trip"},
+    {.id = "P2", .name = "spsc-ring", .unit = "item"},
     {.id = "W1", .name = "sync-idle", .unit = "op"},
     {.id = "W2", .name = "desync-stream", .unit = "job"},
     {.id = "W3", .name = "contended-sync", .unit = "op"},
@@ -351,12 +404,17 @@ static row_t g_rows[] = {
     {.id = "W6", .name = "many-objects", .unit = "object"},
     {.id = "W7", .name = "future", .unit = "op"},
     {.id = "W8", .name = "pipe", .unit = "item"},
+    {.id = "R1", .name = "logger", .unit = "line"},
+    {.id = "R2", .name = "word-count", .unit = "line"},
 };
 
 static void (*const g_workloads[])(row_t *) = {
-    w1_sync_idle, w2_desync_stream, w3_contended_sync, w3b_contended_8, w4_mixed,
-    w5_ping_pong, w6_many_objects,  w7_future,         w8_pipe,
+    p1_cache_line, p2_spsc_ring, w1_sync_idle, w2_desync_stream, w3_contended_sync,
+    w3b_contended_8, w4_mixed, w5_ping_pong, w6_many_objects, w7_future, w8_pipe,
+    r1_logger, r2_word_count,
 };
+
+#define NPROBES 2 /* g_rows[0..1]: always run first */
 
 #define NW ((int)(sizeof g_rows / sizeof g_rows[0]))
 
@@ -378,16 +436,20 @@ static void print_table(void) {
         snprintf(wl, sizeof wl, "%s %s", r->id, r->name);
         fmt_num(lib, sizeof lib, r->lib_ns);
         fmt_num(base, sizeof base, r->base_ns);
-        snprintf(ratio, sizeof ratio, "%.2f", r->base_ns / r->lib_ns);
+        if (isnan(r->lib_ns))
+            snprintf(ratio, sizeof ratio, "-");
+        else
+            snprintf(ratio, sizeof ratio, "%.2f", r->base_ns / r->lib_ns);
         printf("%-20s %-11s %12s %12s %7s  %s\n", wl, r->unit, lib, base, ratio, r->extra);
     }
-    printf("\nratio = baseline ns / libdesync ns (above 1: libdesync is faster).\n"
-           "Medians of %d runs after 1 warm-up.\n",
+    printf("\nratio = baseline ns / libdesync ns (above 1: libdesync is faster). Probes (P1, P2)\n"
+           "have no libdesync variant: their figure is in the baseline column.\n"
+           "Medians of %d runs after 1 warm-up (probes: of both passes' runs).\n",
            g_runs);
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench [W1 ... W8]\n"
+    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2]\n"
                     "env: BENCH_RUNS (default 5), BENCH_SCALE (default 1.0), BENCH_TIMEOUT "
                     "(seconds per run, default 150)\n");
     return 2;
@@ -444,17 +506,30 @@ int main(int argc, char **argv) {
     start_guards();
     printf("libdesync benchmarks (workloads: bench/README.md): %d measured runs per variant\n"
            "after 1 warm-up, variants interleaved, BENCH_SCALE %.3g, %ld online cores.\n"
-           "Times in ns per op.\n",
+           "Times in ns per op. The probes P1 and P2 run first and again at the end.\n",
            g_runs, g_scale, sysconf(_SC_NPROCESSORS_ONLN));
     uint64_t t0 = now_ns();
+    int others = 0;
     for (int i = 0; i < NW; i++) {
-        if (any && !selected[i])
+        g_rows[i].lib_bytes = NAN;
+        g_rows[i].mem_ok = -1;
+    }
+    for (int i = 0; i < NW; i++) {
+        /* The probes always run: the targets are ratios to them. */
+        if (any && !selected[i] && i >= NPROBES)
             continue;
         printf("\n%s %s\n", g_rows[i].id, g_rows[i].name);
         g_workloads[i](&g_rows[i]);
         g_rows[i].ran = 1;
+        others += i >= NPROBES;
+    }
+    if (others) {
+        printf("\nP1, P2 again at the end of the run\n");
+        probes_again(&g_rows[0], &g_rows[1]);
     }
     print_table();
+    print_targets(g_rows, NW);
+    bench_tmp_cleanup();
     printf("total time %.1f s\n", (double)(now_ns() - t0) / 1e9);
     return 0;
 }

@@ -3,6 +3,8 @@
  * binary, build/bench). bench.c: harness, watchdog, child processes, table.
  * baseline.c: the hand-written mutex/condvar primitives the baselines use.
  * workloads.c: W1..W8 (bench/README.md), libdesync and baseline variants.
+ * probes.c: P1, P2, the machine-limit probes. programs.c: R1, R2, the real
+ * programs. targets.c: the targets of issue 10, printed as met / MISSED.
  */
 #ifndef DESYNC_BENCH_H
 #define DESYNC_BENCH_H
@@ -24,6 +26,8 @@ typedef struct {
 
 typedef sample_t (*run_fn)(uint64_t n);
 
+#define MAX_RUNS 99
+
 /* A variant of a workload: measured 1 warm-up + g_runs times, interleaved
  * with the other variants of the same workload. */
 typedef struct {
@@ -33,11 +37,16 @@ typedef struct {
     double med_ns, med_bytes;
 } variant_t;
 
-/* One line of the final table: what this run measured. */
+/* One line of the final table: what this run measured. A probe has no
+ * libdesync variant (lib_ns NaN; its figure is in base_ns). lib_bytes: W6's
+ * bytes per object; mem_ok: W8's memory verdict (1 bounded, 0 not, -1 not
+ * measured); set by the workloads that measure them. */
 typedef struct {
     const char *id, *name, *unit;
     int ran;
     double lib_ns, base_ns;
+    double lib_bytes;
+    int mem_ok;
     char extra[512];
 } row_t;
 
@@ -57,7 +66,20 @@ void phase_end(void);
 _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void expect_eq(const char *what, uint64_t got, uint64_t want);
 void measure(const char *wl, variant_t *v, int nv);
+/* The g_runs ns figures of variant i in the last measure(), in run order. */
+const double *measured_runs(int i);
 long status_kib(const char *key);
+double median(double *v, int n); /* sorts v */
+void sleep_ms(unsigned ms);
+/* A private temporary directory (mkdtemp under /tmp, made on first use);
+ * removed with its files at the end of the program, also after die(). */
+const char *bench_tmpdir(void);
+void bench_tmp_cleanup(void);
+
+/* A spin-wait step: a plain load loop is what the probes measure, but on a
+ * loaded machine the other thread may share our core: yield now and then. */
+#define SPIN_YIELD_EVERY 2000
+void spin_step(uint64_t *spins);
 
 /* Runs `bench --child what n` in a fresh process (fork + exec); it prints
  * "ns rss_before_kib hwm_after_kib extra" on its stdout, a pipe to us. */
@@ -91,6 +113,25 @@ void w5_ping_pong(row_t *row);
 void w6_many_objects(row_t *row);
 void w7_future(row_t *row);
 void w8_pipe(row_t *row);
+
+void p1_cache_line(row_t *row);
+void p2_spsc_ring(row_t *row);
+/* Measures P1 and P2 again at the end of the run; each row then holds the
+ * median of both passes' runs. */
+void probes_again(row_t *p1, row_t *p2);
+/* Describes the spread of the probes' runs in msg; nonzero when one probe's
+ * slowest run took more than PROBE_NOISY_SPREAD times its fastest, or P1's
+ * median is above P1_PLAUSIBLE_NS: the machine was busy and the ratios to
+ * the probes say little. */
+#define PROBE_NOISY_SPREAD 2.0
+#define P1_PLAUSIBLE_NS 2000.0
+int probes_noisy(char *msg, size_t len);
+
+void r1_logger(row_t *row);
+void r2_word_count(row_t *row);
+
+/* The targets section; rows indexed by id (NULL when absent). */
+void print_targets(const row_t *rows, int n);
 
 /* Bodies run in a child process: fill ns and the memory figures. */
 child_result_t w6_desync_child(uint64_t n);

@@ -1,0 +1,90 @@
+/*
+ * The targets of issue 10, as ratios to figures measured in the same run
+ * (bench/README.md, "Targets"). Printed as "met" or "MISSED", never
+ * asserted: the exit status does not depend on them.
+ */
+#include "bench.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static const row_t *g_trows;
+static int g_tn;
+
+static const row_t *row(const char *id) {
+    for (int i = 0; i < g_tn; i++)
+        if (strcmp(g_trows[i].id, id) == 0 && g_trows[i].ran)
+            return &g_trows[i];
+    return NULL;
+}
+
+/* One target line: `what`, then the measured figure (formatted by the
+ * caller) and the verdict; ok < 0: not measured in this run. */
+static void line(const char *id, const char *what, const char *measured, int ok) {
+    printf("  %-4s %-50s %12s  %s\n", id, what, ok < 0 ? "-" : measured,
+           ok < 0 ? "not run" : ok ? "met" : "MISSED");
+}
+
+/* Target: a / b <= limit (or >= limit when at_least). */
+static void ratio(const char *id, const char *what, const row_t *ra, double a, const row_t *rb,
+                  double b, double limit, int at_least) {
+    char m[32] = "";
+    int ok = -1;
+    if (ra && rb && !isnan(a) && !isnan(b) && b > 0) {
+        double r = a / b;
+        snprintf(m, sizeof m, "%.2fx", r);
+        ok = at_least ? r >= limit : r <= limit;
+    }
+    line(id, what, m, ok);
+}
+
+void print_targets(const row_t *rows, int n) {
+    g_trows = rows;
+    g_tn = n;
+    const row_t *p1 = row("P1"), *p2 = row("P2"), *w1 = row("W1"), *w2 = row("W2"),
+                *w3 = row("W3"), *w3b = row("W3b"), *w4 = row("W4"), *w5 = row("W5"),
+                *w6 = row("W6"), *w7 = row("W7"), *w8 = row("W8"), *r1 = row("R1"),
+                *r2 = row("R2");
+#define NS(r, f) ((r) ? (r)->f : NAN)
+    printf("\ntargets (issue 10): the libdesync median as a ratio to a figure of this run; "
+           "printed, never asserted\n");
+    ratio("W1", "sync, idle object <= 0.75x the uncontended mutex", w1, NS(w1, lib_ns), w1,
+          NS(w1, base_ns), 0.75, 0);
+    ratio("W2", "desync stream, per job <= 2x P2 per item", w2, NS(w2, lib_ns), p2,
+          NS(p2, base_ns), 2, 0);
+    ratio("W3", "2 threads sync one object <= 1.0x the mutex", w3, NS(w3, lib_ns), w3,
+          NS(w3, base_ns), 1, 0);
+    ratio("W3b", "8 threads sync one object <= 1.0x the mutex", w3b, NS(w3b, lib_ns), w3b,
+          NS(w3b, base_ns), 1, 0);
+    ratio("W4", "100 desync + 1 sync, per job <= 3x P2", w4, NS(w4, lib_ns), p2,
+          NS(p2, base_ns), 3, 0);
+    ratio("W5", "ping-pong round trip <= 2x P1", w5, NS(w5, lib_ns), p1, NS(p1, base_ns), 2, 0);
+    ratio("W6", "per object <= 3x the (mutex + u64) object", w6, NS(w6, lib_ns), w6,
+          NS(w6, base_ns), 3, 0);
+    {
+        char m[32];
+        double b = NS(w6, lib_bytes);
+        snprintf(m, sizeof m, "%.0f B", b);
+        line("W6", "bytes per object with its payload <= 64", m, isnan(b) ? -1 : b <= 64);
+    }
+    ratio("W7", "future on an idle object <= 8x W1", w7, NS(w7, lib_ns), w1, NS(w1, lib_ns), 8,
+          0);
+    ratio("W8", "pipe, per item <= 4x P2", w8, NS(w8, lib_ns), p2, NS(p2, base_ns), 4, 0);
+    line("W8", "pipe memory bounded (10x items: <= 2x peak growth)",
+         w8 && w8->mem_ok == 1 ? "bounded" : "not bounded", w8 ? w8->mem_ok : -1);
+    /* lines/s ratio = baseline ns per line / libdesync ns per line */
+    ratio("R1", "logger lines/s >= 1.2x the mutex's", r1, NS(r1, base_ns), r1, NS(r1, lib_ns),
+          1.2, 1);
+    ratio("R2", "word count wall time <= 0.8x the plain loop", r2, NS(r2, lib_ns), r2,
+          NS(r2, base_ns), 0.8, 0);
+#undef NS
+    printf("  (ratios are libdesync / reference, except R1: libdesync lines/s / mutex lines/s)\n");
+    char msg[256] = "";
+    int noisy = probes_noisy(msg, sizeof msg);
+    if (msg[0])
+        printf("  %s:\n  %s\n", msg,
+               noisy ? "the machine was busy (a probe's runs spread over more than 2x, or P1 "
+                       "above 2 us): the targets against P1 and P2 are unreliable in this run"
+                     : "the probes were steady");
+}
