@@ -217,7 +217,8 @@ DESYNC_API int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, v
 /*
  * As desync_queue_desync, but the `len` bytes at `arg` are copied into the job
  * and the job receives a pointer to the copy (valid while it runs, aligned for
- * any type). Up to 32 bytes need no allocation beyond the job itself.
+ * any type). Up to 96 bytes need no allocation beyond the job itself (a
+ * pooled node); longer copies take one malloc.
  * DESYNC_EINVAL also for arg == NULL with len > 0.
  */
 DESYNC_API int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn job,

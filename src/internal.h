@@ -63,6 +63,11 @@ typedef struct dsy_job {
     _Alignas(16) unsigned char buf[DSY_INLINE_ARG];
 } dsy_job;
 
+/* Copies of up to DSY_INLINE_ARG_WIDE bytes (a typical log line) go in a
+ * wide node: the same layout, in a 128-byte pool block whose buffer runs on
+ * past buf (no malloc per job). */
+#define DSY_INLINE_ARG_WIDE (128 - offsetof(dsy_job, buf))
+
 /* A job node: from the calling thread's job segment (*from_seg = true; see
  * jobpool.c) or from the block pool. NULL on ENOMEM. */
 dsy_job *dsy_job_alloc(bool *from_seg);

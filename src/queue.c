@@ -598,8 +598,12 @@ static enum dsy_run_result job_run_obj(dsy_node *n, desync_queue_t *q, void *dat
     return DSY_DONE;
 }
 
-/* Four finishes: pool or segment node, inline or separately allocated copy. */
+/* Five finishes: pool or segment node, inline or separately allocated copy,
+ * or a wide node (a 128-byte pool block). */
 static void job_finish(dsy_node *n) { dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), false); }
+static void job_finish_wide(dsy_node *n) {
+    dsy_pool_free(DSY_CONTAINER_OF(n, dsy_job, node), DSY_POOL_128);
+}
 static void job_finish_seg(dsy_node *n) {
     dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), true);
 }
@@ -614,39 +618,61 @@ static void job_finish_big_seg(dsy_node *n) {
     dsy_job_release(j, true);
 }
 
-/* job_ops[with_data][big copy][from a segment] */
-static const dsy_node_ops job_ops[2][2][2] = {
-    {{{job_run_q, job_finish, NULL}, {job_run_q, job_finish_seg, NULL}},
-     {{job_run_q, job_finish_big, NULL}, {job_run_q, job_finish_big_seg, NULL}}},
-    {{{job_run_obj, job_finish, NULL}, {job_run_obj, job_finish_seg, NULL}},
-     {{job_run_obj, job_finish_big, NULL}, {job_run_obj, job_finish_big_seg, NULL}}},
+/* Where a job node and its copy live (job_ops' second index). */
+enum job_storage { JOB_POOL, JOB_SEG, JOB_POOL_BIG, JOB_SEG_BIG, JOB_WIDE };
+
+/* job_ops[with_data][job_storage] */
+static const dsy_node_ops job_ops[2][5] = {
+    {{job_run_q, job_finish, NULL},
+     {job_run_q, job_finish_seg, NULL},
+     {job_run_q, job_finish_big, NULL},
+     {job_run_q, job_finish_big_seg, NULL},
+     {job_run_q, job_finish_wide, NULL}},
+    {{job_run_obj, job_finish, NULL},
+     {job_run_obj, job_finish_seg, NULL},
+     {job_run_obj, job_finish_big, NULL},
+     {job_run_obj, job_finish_big_seg, NULL},
+     {job_run_obj, job_finish_wide, NULL}},
 };
 
 int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags) {
     bool with_data = flags & DSY_JOB_DATA, copy = flags & DSY_JOB_COPY;
     if (DSY_UNLIKELY(!q || !fn || (copy && len && !arg)))
         return DESYNC_EINVAL;
-    bool seg;
-    dsy_job *j = dsy_job_alloc(&seg);
-    if (DSY_UNLIKELY(!j))
-        return DESYNC_ENOMEM;
-    bool big = false;
-    if (!copy) {
-        j->arg = (void *)(uintptr_t)arg;
-    } else if (len <= DSY_INLINE_ARG) {
-        if (len)
-            memcpy(j->buf, arg, len);
-        j->arg = j->buf;
-    } else {
-        j->arg = malloc(len);
-        if (!j->arg) {
-            dsy_job_release(j, seg);
+    bool seg = false;
+    dsy_job *j;
+    enum job_storage where;
+    if (copy && len > DSY_INLINE_ARG && len <= DSY_INLINE_ARG_WIDE) {
+        j = dsy_pool_alloc(DSY_POOL_128);
+        if (DSY_UNLIKELY(!j))
             return DESYNC_ENOMEM;
+        /* The buffer runs past buf to the end of the 128-byte block. */
+        unsigned char *buf = (unsigned char *)j + offsetof(dsy_job, buf);
+        memcpy(buf, arg, len);
+        j->arg = buf;
+        where = JOB_WIDE;
+    } else {
+        j = dsy_job_alloc(&seg);
+        if (DSY_UNLIKELY(!j))
+            return DESYNC_ENOMEM;
+        where = seg ? JOB_SEG : JOB_POOL;
+        if (!copy) {
+            j->arg = (void *)(uintptr_t)arg;
+        } else if (len <= DSY_INLINE_ARG) {
+            if (len)
+                memcpy(j->buf, arg, len);
+            j->arg = j->buf;
+        } else {
+            j->arg = malloc(len);
+            if (!j->arg) {
+                dsy_job_release(j, seg);
+                return DESYNC_ENOMEM;
+            }
+            memcpy(j->arg, arg, len);
+            where = seg ? JOB_SEG_BIG : JOB_POOL_BIG;
         }
-        memcpy(j->arg, arg, len);
-        big = true;
     }
-    j->node.ops = &job_ops[with_data][big][seg];
+    j->node.ops = &job_ops[with_data][where];
     j->fn = fn;
     dsy_queue_push_schedule(q, &j->node);
     return 0;
