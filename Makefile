@@ -9,6 +9,8 @@
 #   make test SAN=address,undefined
 #   make test DEBUG=1         invariant checks (DSY_ASSERT) on, in build-debug/
 #   make test OS=posix        the portable OS layer instead of Linux's, in build-posix/
+#   make check-faults         every allocation site and thread creation failed in
+#                             turn (tests/fault.h), in the ASan build (a few minutes)
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -67,7 +69,7 @@ RUN_PREFIX ?=
 
 LIB_SRCS := $(wildcard src/*.c) $(OS_SRCS)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
-TEST_SRCS := tests/runner.c $(wildcard tests/test_*.c)
+TEST_SRCS := tests/runner.c tests/fault.c $(wildcard tests/test_*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/%)
@@ -76,6 +78,12 @@ BENCH_OBJS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench-obj/%.o)
 
 STATIC_LIB := $(BUILD)/libdesync.a
 SHARED_LIB := $(BUILD)/libdesync.so
+# The test binary links a copy of the static library whose objects call the
+# fault-injection hooks of tests/fault.c instead of these functions, so tests
+# can fail the library's own allocations and thread creations (tests/fault.h).
+FAULT_LIB := $(BUILD)/libdesync_fault.a
+FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign pthread_create
+OBJCOPY ?= objcopy
 
 .PHONY: all lib examples tests test run bench clean
 .DEFAULT_GOAL := all
@@ -113,8 +121,11 @@ $(BUILD)/bench-obj/%.o: bench/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/run_tests: $(TEST_OBJS) $(STATIC_LIB)
-	$(CC) -o $@ $(TEST_OBJS) $(STATIC_LIB) $(ALL_LDFLAGS) $(LDLIBS)
+$(FAULT_LIB): $(STATIC_LIB)
+	$(OBJCOPY) $(foreach f,$(FAULT_SYMS),--redefine-sym $(f)=dsy_fault_$(f)) $< $@
+
+$(BUILD)/run_tests: $(TEST_OBJS) $(FAULT_LIB)
+	$(CC) -o $@ $(TEST_OBJS) $(FAULT_LIB) $(ALL_LDFLAGS) $(LDLIBS)
 
 $(EXAMPLES): $(BUILD)/%: $(BUILD)/examples/%.o $(STATIC_LIB)
 	$(CC) -o $@ $< $(STATIC_LIB) $(ALL_LDFLAGS) $(LDLIBS)
