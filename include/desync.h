@@ -66,7 +66,8 @@ typedef void (*desync_destroy_fn)(void *data);
  * The default scheduler, created on first use (thread-safe). It starts up to
  * max(8, 2 x cores) threads on demand; idle threads spin briefly, then sleep,
  * and exit after a few seconds without work. It is never freed. NULL only if
- * it could not be allocated.
+ * it could not be allocated (ENOMEM); a later call tries again. Calls that
+ * take NULL for "the default scheduler" then fail as for ENOMEM.
  */
 DESYNC_API desync_scheduler_t *desync_scheduler_default(void);
 

@@ -437,17 +437,28 @@ void dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops) {
 
 void dsy_sched_detach(desync_scheduler_t *s) { sched_release(s); }
 
-static desync_scheduler_t *default_sched;
-static pthread_once_t default_once = PTHREAD_ONCE_INIT;
-
-static void default_init(void) {
-    unsigned n = DSY_DEFAULT_THREADS_PER_CPU * dsy_cpu_count();
-    default_sched = sched_create(n > DSY_DEFAULT_THREADS_MIN ? n : DSY_DEFAULT_THREADS_MIN, true);
-}
+/* Created by the first call that finds it missing; a failed creation
+ * leaves it NULL for the next call to try again (no once-flag is used up).
+ * Racing creators: the CAS picks one, the others free theirs. Acquire pairs
+ * with the CAS's release, so users see it initialised. */
+static _Atomic(desync_scheduler_t *) default_sched;
 
 desync_scheduler_t *desync_scheduler_default(void) {
-    pthread_once(&default_once, default_init);
-    return default_sched;
+    desync_scheduler_t *s = atomic_load_explicit(&default_sched, memory_order_acquire);
+    if (DSY_LIKELY(s != NULL))
+        return s;
+    unsigned n = DSY_DEFAULT_THREADS_PER_CPU * dsy_cpu_count();
+    s = sched_create(n > DSY_DEFAULT_THREADS_MIN ? n : DSY_DEFAULT_THREADS_MIN, true);
+    if (!s)
+        return NULL;
+    desync_scheduler_t *expect = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&default_sched, &expect, s, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        dsy_ring_destroy(&s->run); /* never used */
+        free(s);
+        s = expect;
+    }
+    return s;
 }
 
 desync_scheduler_t *desync_scheduler_new(size_t max_threads) {

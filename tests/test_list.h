@@ -165,3 +165,6 @@ TEST_ENTRY(stream_stress_pipe_in_release_race, 60)
 TEST_ENTRY(stream_stress_next_future, 60)
 TEST_ENTRY(stream_stress_waker_vs_free, 60)
 TEST_ENTRY(stream_stress_pipe_waker_vs_free, 60)
+
+/* faults: failed thread creation and allocation (test_faults.c) */
+TEST_ENTRY(fault_default_scheduler_retry, 10)
