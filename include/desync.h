@@ -60,7 +60,17 @@ typedef void (*desync_queue_job_fn)(void *arg);
 /* Frees an object's data after its last job (desync_new). */
 typedef void (*desync_destroy_fn)(void *data);
 
-/* ----------------------------------------------------------- scheduler */
+/* ----------------------------------------------------------- scheduler
+ *
+ * Threads are started on demand. When the system refuses one (or there is
+ * no memory for it), nothing fails and no job is lost: the work waits for
+ * the threads that exist, and the scheduler tries again to start one each
+ * time a job is queued on a queue that waits for a thread, and whenever
+ * another queue becomes ready. If no thread exists and none can be started,
+ * jobs do not run in the background; they run when a thread syncs on their
+ * queue, waits on a future of it, or drops the object's last reference
+ * (desync_release), since these run pending work on the calling thread, as
+ * on a scheduler with max_threads 0. */
 
 /*
  * The default scheduler, created on first use (thread-safe). It starts up to

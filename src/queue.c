@@ -267,6 +267,8 @@ static bool steal(desync_queue_t *q, uint32_t *s) {
 void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
     if (dsy_queue_push(q, n))
         dsy_token_place(q, false);
+    else if (DSY_UNLIKELY(atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_READY))
+        dsy_sched_poke(q->sched); /* the token waits in the scheduler: is a thread coming? */
 }
 
 /* -------------------------------------------------------------- running */

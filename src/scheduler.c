@@ -68,6 +68,11 @@ struct desync_scheduler {
     bool closed;   /* freed by the user: no threads any more */
     bool immortal; /* the default scheduler */
     dsy_refcount refs;
+    /* The last try to get a thread for the run list failed (no thread could
+     * be started): pushes onto a waiting queue try again (dsy_sched_poke).
+     * Written under the lock, read without it. */
+    _Atomic bool starved;
+    _Atomic size_t spawn_failures; /* thread starts the system refused */
 };
 
 /* What find_work found. */
@@ -134,6 +139,7 @@ static int spawn_locked(desync_scheduler_t *s) {
     w->all_next = s->all;
     s->all = w;
     atomic_store_explicit(&s->nthreads, atomic_load(&s->nthreads) + 1, memory_order_relaxed);
+    atomic_store_explicit(&s->starved, false, memory_order_relaxed);
     return 0;
 }
 
@@ -160,7 +166,14 @@ static void unpark_worker(worker *w) {
 }
 
 /* After the run list grew (lock held): make sure some thread will look.
- * Returns a worker to unpark once the lock is dropped, or NULL. */
+ * Returns a worker to unpark once the lock is dropped, or NULL.
+ *
+ * If a thread is needed and cannot be started (the system refused it, or no
+ * memory for its record), the entry stays on the run list for the threads
+ * that exist, and the scheduler is marked starved: every later push onto a
+ * queue whose token waits here tries again (dsy_sched_poke), as does the
+ * next entry submitted; a sync or future wait on the queue runs it on the
+ * waiting thread meanwhile. So one failed start never stalls a queue. */
 static worker *kick_locked(desync_scheduler_t *s) {
     /* seq_cst: pairs with the spinners' count (spin_for_work). */
     if (atomic_load_explicit(&s->nspinning, memory_order_seq_cst))
@@ -171,10 +184,14 @@ static worker *kick_locked(desync_scheduler_t *s) {
         s->idle = w->idle_next;
         s->nidle--;
         wake_locked(w);
+        atomic_store_explicit(&s->starved, false, memory_order_relaxed);
         return w;
     }
-    if (!s->closed && atomic_load(&s->nthreads) < atomic_load(&s->max_threads))
-        spawn_locked(s); /* on failure the work waits for others or a sync */
+    if (!s->closed && atomic_load(&s->nthreads) < atomic_load(&s->max_threads) &&
+        spawn_locked(s) != 0) {
+        atomic_fetch_add_explicit(&s->spawn_failures, 1, memory_order_relaxed);
+        atomic_store_explicit(&s->starved, true, memory_order_relaxed);
+    }
     return NULL;
 }
 
@@ -209,6 +226,22 @@ void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) {
         return;
     }
     worker *wake = kick_locked(s);
+    worker *z = s->zombies;
+    s->zombies = NULL;
+    dsy_spin_unlock(&s->lock);
+    unpark_worker(wake);
+    join_list(z);
+}
+
+void dsy_sched_poke(desync_scheduler_t *s) {
+    if (DSY_LIKELY(!atomic_load_explicit(&s->starved, memory_order_relaxed)))
+        return;
+    dsy_spin_lock(&s->lock);
+    worker *wake = NULL;
+    if (s->run.len)
+        wake = kick_locked(s);
+    else
+        atomic_store_explicit(&s->starved, false, memory_order_relaxed); /* nothing waits */
     worker *z = s->zombies;
     s->zombies = NULL;
     dsy_spin_unlock(&s->lock);

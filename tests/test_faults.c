@@ -67,6 +67,39 @@ TEST(fault_thread_fail_once_two_objects) {
     return 0;
 }
 
+/* Every other thread creation fails while jobs keep coming from two
+ * threads onto many objects: they all run, with no sync to help. */
+struct churn {
+    desync_t *objs[16];
+    atomic_int ran;
+};
+
+static void *churn_producer(void *arg) {
+    struct churn *c = arg;
+    uint32_t rnd = (uint32_t)(uintptr_t)pthread_self() | 1u;
+    for (int i = 0; i < 400; i++)
+        if (desync_desync(c->objs[test_rnd(&rnd) % 16], count_ran, &c->ran) != 0)
+            FAILF("desync failed\n");
+    return NULL;
+}
+
+TEST(fault_thread_fail_every_other) {
+    fault_set(FAULT_THREAD, FAULT_EVERY, 2);
+    struct churn c = {.ran = 0};
+    int data[16] = {0};
+    for (int i = 0; i < 16; i++)
+        CHECK((c.objs[i] = desync_new(&data[i], NULL)));
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ(pthread_create(&th[i], NULL, churn_producer, &c), 0);
+    test_join_threads(th, 2);
+    CHECK_EQ(atomic_load(&g_errors), 0);
+    CHECK(test_wait_count(&c.ran, 800, LONG_MS));
+    for (int i = 0; i < 16; i++)
+        desync_release(c.objs[i]);
+    return 0;
+}
+
 /* Thread creation failing always: no job runs in the background, and
  * sync, future waits and release run the queued work on the caller. */
 TEST(fault_thread_fail_always) {

@@ -168,3 +168,7 @@ TEST_ENTRY(stream_stress_pipe_waker_vs_free, 60)
 
 /* faults: failed thread creation and allocation (test_faults.c) */
 TEST_ENTRY(fault_default_scheduler_retry, 10)
+TEST_ENTRY(fault_thread_fail_once_object_runs, 10)
+TEST_ENTRY(fault_thread_fail_once_two_objects, 10)
+TEST_ENTRY(fault_thread_fail_always, 10)
+TEST_ENTRY(fault_thread_fail_every_other, 20)
