@@ -95,7 +95,7 @@ DESYNC_API desync_scheduler_t *desync_scheduler_new(size_t max_threads);
  * max_threads 0: their later jobs run on the threads that sync or wait on
  * them. The memory is released with the last queue. Must not be called from
  * one of the scheduler's own jobs (it then returns without freeing). Ignores
- * NULL and the default scheduler.
+ * NULL and the default scheduler. Needs no memory: it cannot fail.
  */
 DESYNC_API void desync_scheduler_free(desync_scheduler_t *s);
 
@@ -119,7 +119,8 @@ DESYNC_API int desync_scheduler_spawn_thread(desync_scheduler_t *s);
  * Blocks until the number of threads is at most the maximum: surplus threads
  * finish the queue they are running (putting it back for the others), then
  * exit and are joined before this returns. Called from a job on one of the
- * scheduler's threads, that thread is not counted as stoppable.
+ * scheduler's threads, that thread is not counted as stoppable. Needs no
+ * memory.
  */
 DESYNC_API void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s);
 

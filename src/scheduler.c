@@ -43,6 +43,7 @@ typedef struct worker {
     _Atomic uint32_t next_seq;        /* bumped whenever next_q is filled */
     _Atomic uint32_t wake;            /* futex word: 1 once woken */
     _Atomic bool stop;                /* set under the lock: exit when possible */
+    const void *joiner;               /* lock: who joins it once stopped (stop_locked) */
     bool in_job;                      /* this thread is running a job */
     bool idle;                        /* on the idle stack (lock) */
     struct worker *idle_next;         /* lock */
@@ -498,32 +499,50 @@ desync_scheduler_t *desync_scheduler_new(size_t max_threads) {
     return sched_create(max_threads, false);
 }
 
-/* Stops the given workers (lock held, already marked stop) and joins them
- * after unlocking. */
-static void stop_and_join(desync_scheduler_t *s, worker **victims, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        worker *v = victims[i];
-        if (v->idle) {
-            for (worker **p = &s->idle; *p; p = &(*p)->idle_next)
-                if (*p == v) {
-                    *p = v->idle_next;
-                    break;
-                }
-            s->nidle--;
-            wake_locked(v);
-            dsy_unpark_one(&v->wake); /* v is joined below, so it is alive */
-        }
+/* Tells v to stop, to be joined by `by` (lock held). A sleeping v is woken
+ * now: it is joined later, so it is still alive. No memory is needed, so
+ * stopping threads cannot fail. */
+static void stop_locked(desync_scheduler_t *s, worker *v, const void *by) {
+    atomic_store(&v->stop, true);
+    v->joiner = by;
+    if (v->idle) {
+        for (worker **p = &s->idle; *p; p = &(*p)->idle_next)
+            if (*p == v) {
+                *p = v->idle_next;
+                break;
+            }
+        s->nidle--;
+        wake_locked(v);
+        dsy_unpark_one(&v->wake);
     }
+}
+
+/* A joiner tag for workers being joined right now. */
+static const char joining;
+
+/* Joins the retired workers and those stopped by `by`, one at a time (lock
+ * held on entry, dropped on return). A stopped worker stays in the all-list
+ * until it is joined, as spin_for_work expects. */
+static void join_stopped(desync_scheduler_t *s, const void *by) {
     worker *z = s->zombies;
     s->zombies = NULL;
     dsy_spin_unlock(&s->lock);
     join_list(z);
-    for (size_t i = 0; i < n; i++) {
-        pthread_join(victims[i]->thread, NULL);
+    for (;;) {
         dsy_spin_lock(&s->lock);
-        unlink_all(s, victims[i]);
+        worker *v = s->all;
+        while (v && v->joiner != by)
+            v = v->all_next;
+        if (v)
+            v->joiner = &joining;
         dsy_spin_unlock(&s->lock);
-        free(victims[i]);
+        if (!v)
+            return;
+        pthread_join(v->thread, NULL);
+        dsy_spin_lock(&s->lock);
+        unlink_all(s, v);
+        dsy_spin_unlock(&s->lock);
+        free(v);
     }
 }
 
@@ -546,26 +565,23 @@ void desync_scheduler_free(desync_scheduler_t *s) {
             break;
         dsy_sleep_ns(DSY_SCHED_FREE_POLL_NS); /* workers are finishing: look again */
     }
+    const char me = 0;
     dsy_spin_lock(&s->lock);
     s->closed = true;
     atomic_store(&s->max_threads, 0);
-    size_t n = 0;
     for (worker *o = s->all; o; o = o->all_next)
-        n++;
-    worker **victims = n ? malloc(n * sizeof *victims) : NULL;
-    while (n && !victims) { /* tiny; retry rather than leak threads */
-        dsy_spin_unlock(&s->lock);
-        dsy_oom_wait();
+        if (!atomic_load(&o->stop))
+            stop_locked(s, o, &me);
+    join_stopped(s, &me);
+    /* Threads a concurrent despawn stopped are joined by it. */
+    for (;;) {
         dsy_spin_lock(&s->lock);
-        victims = malloc(n * sizeof *victims);
+        bool gone = !s->all;
+        dsy_spin_unlock(&s->lock);
+        if (gone)
+            break;
+        dsy_sleep_ns(DSY_SCHED_FREE_POLL_NS);
     }
-    n = 0;
-    for (worker *o = s->all; o; o = o->all_next) {
-        atomic_store(&o->stop, true);
-        victims[n++] = o;
-    }
-    stop_and_join(s, victims, n);
-    free(victims);
     sched_release(s);
 }
 
@@ -609,20 +625,16 @@ int desync_scheduler_spawn_thread(desync_scheduler_t *s) {
 void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s) {
     if (!s)
         return;
+    const char me = 0;
     dsy_spin_lock(&s->lock);
     size_t have = atomic_load(&s->nthreads), max = atomic_load(&s->max_threads);
-    size_t excess = have > max ? have - max : 0;
-    worker **victims = excess ? malloc(excess * sizeof *victims) : NULL;
-    size_t n = 0;
-    if (victims) {
-        /* Idle workers first, then busy ones; never the calling thread. */
-        for (int pass = 0; pass < 2; pass++)
-            for (worker *o = s->all; o && n < excess; o = o->all_next)
-                if (o != tls_worker && !atomic_load(&o->stop) && o->idle == (pass == 0)) {
-                    atomic_store(&o->stop, true);
-                    victims[n++] = o;
-                }
-    }
-    stop_and_join(s, victims, n);
-    free(victims);
+    size_t excess = have > max ? have - max : 0, n = 0;
+    /* Idle workers first, then busy ones; never the calling thread. */
+    for (int pass = 0; pass < 2; pass++)
+        for (worker *o = s->all; o && n < excess; o = o->all_next)
+            if (o != tls_worker && !atomic_load(&o->stop) && o->idle == (pass == 0)) {
+                stop_locked(s, o, &me);
+                n++;
+            }
+    join_stopped(s, &me);
 }
