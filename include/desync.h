@@ -195,7 +195,8 @@ DESYNC_API desync_t *desync_retain(desync_t *d);
  * run, then calls destroy(data) in queue order and frees the object (memory
  * shared with its queue is kept while desync_get_queue() references remain).
  * Called from one of the object's own jobs it does not block: destruction
- * then happens after that job, still in queue order. Ignores NULL.
+ * then happens after that job, still in queue order. Needs no memory (the
+ * destruction job is part of the object), so it cannot fail. Ignores NULL.
  */
 DESYNC_API void desync_release(desync_t *d);
 

@@ -102,6 +102,9 @@ struct desync_object {
      * one queue reference while strong references or weak ones remain. */
     dsy_refcount strong;
     dsy_refcount weak; /* weak refs + 1 while strong > 0 */
+    /* The destruction job the last release queues when it must not wait
+     * (object.c): part of the object, so release never needs memory. */
+    dsy_node destroy_node;
 };
 
 /* Kinds of thread-local frames: one per job being run by this thread. */
