@@ -37,7 +37,8 @@ typedef struct dsy_node_ops {
      * it shares a cache line with `tail`, which every producer exchanges. */
     enum dsy_run_result (*run)(dsy_node *n, desync_queue_t *q, void *data);
     /* Called once n is unlinked (no longer reachable from the queue): frees
-     * the node or signals its waiter. Must not touch the queue. */
+     * the node or signals its waiter. Must not touch the queue except to
+     * push nodes, as any producer may (a dsy_kick queues itself again). */
     void (*finish)(dsy_node *n);
     /* For nodes whose owner may wait for them (sync, futures), else NULL:
      * if a thread waits for n, hands it the run token (its word becomes
@@ -151,6 +152,25 @@ int dsy_queue_push(desync_queue_t *q, dsy_node *n);
 /* Pushes n and, if that made the queue busy, gives the token to the
  * scheduler. The common path of every asynchronous call. */
 void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n);
+
+/* A job node embedded in its owner, for work that must be queued without
+ * allocating and may be asked for any number of times (a stream's wakes):
+ * requests made while it is queued and not started are served by that run;
+ * a request made during its run makes it run once more. */
+typedef struct dsy_kick {
+    dsy_node node;
+    desync_queue_t *q;
+    _Atomic uint32_t st;              /* idle, queued, queued again: see queue.c */
+    void (*run)(struct dsy_kick *k);  /* a run, on q's queue */
+    void (*done)(struct dsy_kick *k); /* after the last run of a request; may free k */
+} dsy_kick;
+
+void dsy_kick_init(dsy_kick *k, desync_queue_t *q, void (*run)(dsy_kick *k),
+                   void (*done)(dsy_kick *k));
+/* Requests a run. True if the caller must queue it: it first takes what
+ * done() gives back (a reference on the owner), then calls dsy_kick_push. */
+bool dsy_kick_arm(dsy_kick *k);
+void dsy_kick_push(dsy_kick *k);
 /* The token holder gives the token away (to a waiter or the scheduler).
  * `has_ref`: the token already carries a queue reference. */
 void dsy_token_place(desync_queue_t *q, bool has_ref);

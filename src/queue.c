@@ -631,6 +631,58 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
     return 0;
 }
 
+/* -------------------------------------------------------- embedded kicks */
+
+#define KICK_IDLE 0u
+#define KICK_QUEUED 1u /* queued or running; requests so far are served */
+#define KICK_AGAIN 2u  /* requested again since the run started */
+
+static enum dsy_run_result kick_run(dsy_node *n, desync_queue_t *q, void *data) {
+    (void)q;
+    (void)data;
+    dsy_kick *k = DSY_CONTAINER_OF(n, dsy_kick, node);
+    /* Requests made before this point are served by this run. acq_rel pairs
+     * with the requester's CAS: this run sees what it published. */
+    atomic_exchange_explicit(&k->st, KICK_QUEUED, memory_order_acq_rel);
+    k->run(k);
+    return DSY_DONE;
+}
+
+static void kick_finish(dsy_node *n) {
+    dsy_kick *k = DSY_CONTAINER_OF(n, dsy_kick, node);
+    uint32_t e = KICK_QUEUED;
+    if (atomic_compare_exchange_strong_explicit(&k->st, &e, KICK_IDLE, memory_order_acq_rel,
+                                                memory_order_acquire))
+        k->done(k);
+    else
+        dsy_queue_push_schedule(k->q, &k->node); /* requested during the run */
+}
+
+static const dsy_node_ops kick_ops = {kick_run, kick_finish, NULL};
+
+void dsy_kick_init(dsy_kick *k, desync_queue_t *q, void (*run)(dsy_kick *k),
+                   void (*done)(dsy_kick *k)) {
+    k->node.ops = &kick_ops;
+    k->q = q;
+    atomic_init(&k->st, KICK_IDLE);
+    k->run = run;
+    k->done = done;
+}
+
+bool dsy_kick_arm(dsy_kick *k) {
+    uint32_t s = atomic_load_explicit(&k->st, memory_order_relaxed);
+    for (;;) {
+        if (s == KICK_AGAIN)
+            return false;
+        uint32_t next = s == KICK_IDLE ? KICK_QUEUED : KICK_AGAIN;
+        if (atomic_compare_exchange_weak_explicit(&k->st, &s, next, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            return s == KICK_IDLE;
+    }
+}
+
+void dsy_kick_push(dsy_kick *k) { dsy_queue_push_schedule(k->q, &k->node); }
+
 /* ------------------------------------------------------------ public API */
 
 desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler) {

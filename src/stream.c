@@ -210,6 +210,13 @@ void dsy_stream_init(desync_stream_t *s, const dsy_stream_vt *vt) {
 
 /* ---------------------------------------------------------- user streams */
 
+/* A user stream: the header, and the job that polls it for next_future
+ * when it wakes us (nf_wake), part of it so that a wake needs no memory. */
+typedef struct user_stream {
+    desync_stream_t s;
+    dsy_kick nf_kick; /* on s.nf_queue, once that exists */
+} user_stream;
+
 static void user_unref(desync_stream_t *s) {
     if (!dsy_ref_dec(&s->refs))
         return;
@@ -233,9 +240,10 @@ static const dsy_stream_vt user_vt = {user_poll, user_free, NULL, false};
 desync_stream_t *desync_stream_new(const desync_stream_ops_t *ops, void *self) {
     if (!ops || !ops->poll_next)
         return NULL;
-    desync_stream_t *s = malloc(sizeof *s);
-    if (!s)
+    user_stream *u = malloc(sizeof *u);
+    if (!u)
         return NULL;
+    desync_stream_t *s = &u->s;
     dsy_stream_init(s, &user_vt);
     s->ops = ops;
     s->self = self;
@@ -413,11 +421,9 @@ static void nf_step(desync_stream_t *s) {
     }
 }
 
-static void nf_job(void *arg) {
-    desync_stream_t *s = arg;
-    nf_step(s);
-    user_unref(s);
-}
+static void nf_kick_run(dsy_kick *k) { nf_step(&DSY_CONTAINER_OF(k, user_stream, nf_kick)->s); }
+
+static void nf_kick_done(dsy_kick *k) { user_unref(&DSY_CONTAINER_OF(k, user_stream, nf_kick)->s); }
 
 static void nf_wake(void *ctx) {
     desync_stream_t *s = ctx;
@@ -425,19 +431,26 @@ static void nf_wake(void *ctx) {
         nf_step(s);
         return;
     }
-    /* A user stream may wake us with its own lock held: poll from a job. */
+    /* A user stream may wake us with its own lock held: poll from a job on
+     * nf_queue (the stream's embedded kick: no memory needed). */
     if (!atomic_load_explicit(&s->nf_promise, memory_order_acquire))
         return;
-    dsy_ref_inc(&s->refs);
-    while (desync_queue_desync(s->nf_queue, nf_job, s) == DESYNC_ENOMEM)
-        dsy_oom_wait();
+    user_stream *u = DSY_CONTAINER_OF(s, user_stream, s);
+    if (dsy_kick_arm(&u->nf_kick)) {
+        dsy_ref_inc(&s->refs); /* the kick's, dropped by nf_kick_done */
+        dsy_kick_push(&u->nf_kick);
+    }
 }
 
 desync_future_t *desync_stream_next_future(desync_stream_t *s) {
     if (!s)
         return NULL;
-    if (!s->vt->inline_wake && !s->nf_queue && !(s->nf_queue = desync_queue_new(NULL)))
-        return NULL;
+    if (!s->vt->inline_wake && !s->nf_queue) {
+        if (!(s->nf_queue = desync_queue_new(NULL)))
+            return NULL;
+        dsy_kick_init(&DSY_CONTAINER_OF(s, user_stream, s)->nf_kick, s->nf_queue, nf_kick_run,
+                      nf_kick_done);
+    }
     desync_future_t *f = NULL;
     desync_promise_t *p = desync_promise_new(&f);
     if (!p)
