@@ -124,18 +124,71 @@ void dsy_wslot_quiesce(dsy_wslot *s) {
 
 /* ------------------------------------------------------------ SPSC FIFO */
 
-int dsy_spsc_init(dsy_spsc *q) {
+/* Spare segments for up to `reserve` items: when a push needs a new
+ * segment with m items queued, at most m / DSY_SEG_N + 1 segments are in
+ * the chain (the head one may be fully read but not yet handed back), so
+ * (reserve - 1) / DSY_SEG_N + 1 spares always leave one for it. */
+static size_t spares_for(size_t reserve) { return reserve ? (reserve - 1) / DSY_SEG_N + 1 : 0; }
+
+static void spare_push(dsy_spsc *q, dsy_seg *s) {
+    dsy_seg *top = atomic_load_explicit(&q->spares, memory_order_relaxed);
+    do
+        atomic_store_explicit(&s->next, top, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&q->spares, &top, s, memory_order_release,
+                                                  memory_order_relaxed));
+    atomic_fetch_add_explicit(&q->nspares, 1, memory_order_relaxed);
+}
+
+/* Producer only. */
+static dsy_seg *spare_pop(dsy_spsc *q) {
+    dsy_seg *top = atomic_load_explicit(&q->spares, memory_order_acquire);
+    while (top && !atomic_compare_exchange_weak_explicit(
+                      &q->spares, &top, atomic_load_explicit(&top->next, memory_order_relaxed),
+                      memory_order_acquire, memory_order_acquire)) {
+    }
+    if (top)
+        atomic_fetch_sub_explicit(&q->nspares, 1, memory_order_relaxed);
+    return top;
+}
+
+static void free_segs(dsy_seg *s) {
+    while (s) {
+        dsy_seg *n = atomic_load_explicit(&s->next, memory_order_relaxed);
+        free(s);
+        s = n;
+    }
+}
+
+int dsy_spsc_init(dsy_spsc *q, size_t reserve) {
+    size_t keep = spares_for(reserve);
+    atomic_init(&q->spares, NULL);
+    atomic_init(&q->nspares, 0);
+    atomic_init(&q->keep, keep);
     dsy_seg *s = malloc(sizeof *s);
-    if (!s)
+    for (size_t i = 0; s && i < keep; i++) {
+        dsy_seg *x = malloc(sizeof *x);
+        if (!x) {
+            free(s);
+            s = NULL;
+            break;
+        }
+        spare_push(q, x);
+    }
+    if (!s) {
+        free_segs(atomic_load_explicit(&q->spares, memory_order_relaxed));
         return DESYNC_ENOMEM;
+    }
     atomic_init(&s->next, NULL);
     q->tail = q->head = s;
     q->ti = q->hi = 0;
     q->seen = 0;
     atomic_init(&q->pushed, 0);
     atomic_init(&q->popped, 0);
-    atomic_init(&q->spare, NULL);
     return 0;
+}
+
+void dsy_spsc_set_reserve(dsy_spsc *q, size_t reserve) {
+    atomic_store_explicit(&q->keep, spares_for(reserve), memory_order_relaxed);
 }
 
 void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *)) {
@@ -143,19 +196,14 @@ void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *)) {
     while (dsy_spsc_pop(q, &v))
         if (item_free)
             item_free(v);
-    dsy_seg *s = q->head;
-    while (s) {
-        dsy_seg *n = atomic_load_explicit(&s->next, memory_order_acquire);
-        free(s);
-        s = n;
-    }
-    free(atomic_load_explicit(&q->spare, memory_order_acquire));
+    free_segs(q->head);
+    free_segs(atomic_load_explicit(&q->spares, memory_order_acquire));
     q->head = q->tail = NULL;
 }
 
 int dsy_spsc_push(dsy_spsc *q, void *v, bool sc) {
     if (DSY_UNLIKELY(q->ti == DSY_SEG_N)) {
-        dsy_seg *n = atomic_exchange_explicit(&q->spare, NULL, memory_order_acquire);
+        dsy_seg *n = spare_pop(q);
         if (!n && !(n = malloc(sizeof *n)))
             return DESYNC_ENOMEM;
         atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
@@ -180,8 +228,12 @@ bool dsy_spsc_pop(dsy_spsc *q, void **v) {
         dsy_seg *old = q->head;
         q->head = atomic_load_explicit(&old->next, memory_order_acquire);
         q->hi = 0;
-        /* Keep one segment for the producer; free the surplus. */
-        free(atomic_exchange_explicit(&q->spare, old, memory_order_acq_rel));
+        /* Keep it for the producer, up to the reserve; free the surplus. */
+        if (atomic_load_explicit(&q->nspares, memory_order_relaxed) <
+            atomic_load_explicit(&q->keep, memory_order_relaxed))
+            spare_push(q, old);
+        else
+            free(old);
     }
     *v = q->head->v[q->hi++];
     atomic_store_explicit(&q->popped, c + 1, memory_order_seq_cst);
@@ -391,8 +443,8 @@ static bool nf_leave(desync_stream_t *s) {
 static void nf_complete(desync_promise_t *p, int r, void *item) {
     if (r == 0)
         desync_promise_complete(p, item);
-    else if (r == DESYNC_EOF)
-        dsy_promise_complete_status(p, DESYNC_EOF, NULL);
+    else if (r == DESYNC_EOF || r == DESYNC_ENOMEM) /* ENOMEM: a failed pipe's output */
+        dsy_promise_complete_status(p, r, NULL);
     else
         desync_promise_cancel(p);
 }
