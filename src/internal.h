@@ -133,8 +133,9 @@ enum dsy_job_flags {
  * here could never complete). */
 bool dsy_queue_in_chain(desync_queue_t *q);
 
-/* A new queue with one reference, attached to s (which it keeps alive). */
-void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags);
+/* A new queue with one reference, attached to s (which it keeps alive).
+ * 0 or DESYNC_ENOMEM (q is then not attached: just free it). */
+int dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags);
 /* One more queue reference; the caller already holds one (or the token). */
 void dsy_queue_ref(desync_queue_t *q);
 /* Drops a queue reference; the last one frees the queue. */
@@ -230,8 +231,10 @@ typedef struct dsy_runnable_ops {
 } dsy_runnable_ops;
 
 /* Attaches an owner of runnables to s, which it keeps alive until detach.
- * All owners of a scheduler pass the same table. */
-void dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops);
+ * All owners of a scheduler pass the same table. An owner has at most one
+ * entry submitted at a time; attaching reserves room for it, so submitting
+ * never needs memory. 0 or DESYNC_ENOMEM (not attached). */
+int dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops);
 void dsy_sched_detach(desync_scheduler_t *s);
 /* Takes a runnable entry (from an attached owner) to run: the run list, or
  * the calling worker's next slot; may wake or start a thread. */

@@ -19,7 +19,10 @@ desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, desync_destro
     desync_t *d = malloc(sizeof *d);
     if (!d)
         return NULL;
-    dsy_queue_init(&d->q, scheduler, DSY_QUEUE_OF_OBJECT);
+    if (dsy_queue_init(&d->q, scheduler, DSY_QUEUE_OF_OBJECT) != 0) {
+        free(d);
+        return NULL;
+    }
     d->data = data;
     d->destroy = destroy;
     dsy_ref_init(&d->strong, 1);

@@ -97,13 +97,13 @@ bool dsy_queue_in_chain(desync_queue_t *q) { return chain_has(tls_frame, q, 0); 
 
 static const dsy_runnable_ops queue_runnable_ops;
 
-void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
+int dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
     atomic_init(&q->tail, NULL);
     q->head = NULL;
     atomic_init(&q->state, (flags & DSY_QUEUE_OF_OBJECT) ? DSY_Q_OBJECT : 0u);
     dsy_ref_init(&q->refs, 1);
     q->sched = s;
-    dsy_sched_attach(s, &queue_runnable_ops);
+    return dsy_sched_attach(s, &queue_runnable_ops);
 }
 
 void dsy_queue_ref(desync_queue_t *q) { dsy_ref_inc(&q->refs); }
@@ -689,9 +689,10 @@ desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler) {
     if (!scheduler && !(scheduler = desync_scheduler_default()))
         return NULL;
     desync_queue_t *q = malloc(sizeof *q);
-    if (!q)
-        return NULL;
-    dsy_queue_init(q, scheduler, 0);
+    if (q && dsy_queue_init(q, scheduler, 0) != 0) {
+        free(q);
+        q = NULL;
+    }
     return q;
 }
 

@@ -69,11 +69,20 @@ struct desync_scheduler {
     bool closed;   /* freed by the user: no threads any more */
     bool immortal; /* the default scheduler */
     dsy_refcount refs;
+    _Atomic size_t spawn_failures; /* thread starts the system refused */
     /* The last try to get a thread for the run list failed (no thread could
      * be started): pushes onto a waiting queue try again (dsy_sched_poke).
-     * Written under the lock, read without it. */
+     * Written under the lock, read without it by such pushes: on a line of
+     * its own, away from the fields workers and submitters write. */
+    char starved_pad_[64];
     _Atomic bool starved;
-    _Atomic size_t spawn_failures; /* thread starts the system refused */
+    char starved_pad2_[63];
+    /* Queues attached, and the run list's capacity (written under the
+     * lock). A queue has at most one entry (LINKED) in the run list or a
+     * next slot, and attaching reserves its slot, so pushing an entry
+     * never needs memory: see dsy_sched_attach. */
+    _Atomic size_t nattached;
+    _Atomic size_t run_room;
 };
 
 /* What find_work found. */
@@ -87,13 +96,11 @@ static DSY_TLS worker *tls_worker;
 
 /* ------------------------------------------------------------ run list */
 
-/* Lock held. False on ENOMEM (the run list could not grow). */
-static bool runlist_push(desync_scheduler_t *s, dsy_runnable *r) {
-    if (!dsy_ring_reserve(&s->run, DSY_RUNLIST_INITIAL, SIZE_MAX / sizeof(void *)))
-        return false;
+/* Lock held. There is always room: its queue's slot was reserved when
+ * the queue attached. */
+static void runlist_push(desync_scheduler_t *s, dsy_runnable *r) {
     dsy_ring_put(&s->run, r);
     atomic_store_explicit(&s->ready, s->run.len, memory_order_relaxed);
-    return true;
 }
 
 /* Lock held. NULL if empty. */
@@ -117,7 +124,7 @@ static const dsy_runnable_ops *rops(desync_scheduler_t *s) {
 }
 
 /* Runs r to the end on this thread (no fairness limit): for entries that no
- * worker will take (a full run list, a stopping worker, a freeing thread). */
+ * worker will take (a freeing thread). */
 static void run_here(desync_scheduler_t *s, dsy_runnable *r) {
     rops(s)->run(r, 0, false);
 }
@@ -220,12 +227,7 @@ void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) {
         rops(s)->orphan(r);
         return;
     }
-    if (!runlist_push(s, r)) {
-        dsy_spin_unlock(&s->lock);
-        /* No memory for the run list: run the entry here, nothing is lost. */
-        run_here(s, r);
-        return;
-    }
+    runlist_push(s, r);
     worker *wake = kick_locked(s);
     worker *z = s->zombies;
     s->zombies = NULL;
@@ -427,13 +429,8 @@ static void *worker_main(void *arg) {
     /* Stopped: the joiner (despawn or free) unlinks us; hand on our slot. */
     dsy_spin_lock(&s->lock);
     dsy_runnable *r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
-    if (r && runlist_push(s, r))
-        r = NULL;
-    if (r) {
-        dsy_spin_unlock(&s->lock);
-        run_here(s, r);
-        dsy_spin_lock(&s->lock);
-    }
+    if (r)
+        runlist_push(s, r);
     worker *wake = s->run.len ? kick_locked(s) : NULL;
     dsy_spin_unlock(&s->lock);
     unpark_worker(wake);
@@ -463,13 +460,32 @@ static void sched_release(desync_scheduler_t *s) {
     free(s);
 }
 
-void dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops) {
+int dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops) {
+    /* Reserve this owner's run-list slot. Lock-free while there is room: if
+     * k attached owners remain, the one of them that counted itself last
+     * saw n >= k, and it checked n against the capacity, which only grows. */
+    size_t n = atomic_fetch_add_explicit(&s->nattached, 1, memory_order_relaxed) + 1;
+    if (n > atomic_load_explicit(&s->run_room, memory_order_acquire)) {
+        dsy_spin_lock(&s->lock);
+        bool ok = dsy_ring_reserve_total(&s->run, DSY_RUNLIST_INITIAL, n);
+        if (ok)
+            atomic_store_explicit(&s->run_room, s->run.cap, memory_order_release);
+        dsy_spin_unlock(&s->lock);
+        if (!ok) {
+            atomic_fetch_sub_explicit(&s->nattached, 1, memory_order_relaxed);
+            return DESYNC_ENOMEM;
+        }
+    }
     atomic_store_explicit(&s->rops, ops, memory_order_relaxed);
     if (!s->immortal)
         dsy_ref_inc(&s->refs);
+    return 0;
 }
 
-void dsy_sched_detach(desync_scheduler_t *s) { sched_release(s); }
+void dsy_sched_detach(desync_scheduler_t *s) {
+    atomic_fetch_sub_explicit(&s->nattached, 1, memory_order_relaxed);
+    sched_release(s);
+}
 
 /* Created by the first call that finds it missing; a failed creation
  * leaves it NULL for the next call to try again (no once-flag is used up).

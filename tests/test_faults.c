@@ -207,6 +207,40 @@ TEST(fault_oom_release_from_own_job) {
     return 0;
 }
 
+/* The scheduler cannot get memory when a job is queued: desync still
+ * returns before the job runs (it must never run it on the caller). */
+TEST(fault_oom_submit_never_runs_inline) {
+    /* Put job nodes in this thread's pool cache: jobs run here (0 threads)
+     * free their nodes here. */
+    desync_scheduler_t *s0 = desync_scheduler_new(0);
+    CHECK(s0);
+    int data0 = 0;
+    desync_t *d0 = desync_new_on(s0, &data0, NULL);
+    CHECK(d0);
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(desync_desync(d0, count_job, NULL), 0);
+    CHECK_EQ(desync_sync(d0, count_job, NULL), 0);
+    desync_release(d0);
+    desync_scheduler_free(s0);
+
+    desync_scheduler_t *s = desync_scheduler_new(1);
+    CHECK(s);
+    int data = 0;
+    desync_t *d = desync_new_on(s, &data, NULL);
+    CHECK(d);
+    fault_set(FAULT_ALLOC, FAULT_NTH, 1); /* the next library allocation fails */
+    struct handshake h = {0};
+    CHECK_EQ(desync_desync(d, handshake_job, &h), 0);
+    atomic_store(&h.go, 1);
+    CHECK_EQ(desync_sync(d, noop_job, NULL), 0); /* runs it here if no thread came */
+    CHECK(atomic_load(&h.done));
+    CHECK(atomic_load(&h.saw_go));
+    fault_reset();
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
+
 /* A job queued with no memory left is refused, not waited for. */
 TEST(fault_oom_desync_refused) {
     int data = 0;
