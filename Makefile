@@ -85,7 +85,7 @@ FAULT_LIB := $(BUILD)/libdesync_fault.a
 FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign pthread_create
 OBJCOPY ?= objcopy
 
-.PHONY: all lib examples tests test run bench clean
+.PHONY: all lib examples tests test check-faults run bench clean
 .DEFAULT_GOAL := all
 
 all: lib examples tests
@@ -139,6 +139,16 @@ TESTS ?=
 test: $(BUILD)/run_tests
 	DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \
 	$(RUN_PREFIX) ./$(BUILD)/run_tests $(TESTS)
+
+# The fault-injection tests (tests/fault.h) with every allocation site and
+# thread start failed in turn instead of a sample, in the ASan + UBSan build
+# with LeakSanitizer on. A few minutes.
+FAULT_TESTS := $(shell grep -o '^TEST_ENTRY.fault_[a-z0-9_]*' tests/test_list.h | cut -c12-)
+
+check-faults:
+	DESYNC_TEST_FAULT_FULL=1 ASAN_OPTIONS=detect_leaks=1$${ASAN_OPTIONS:+:$$ASAN_OPTIONS} \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1$${UBSAN_OPTIONS:+:$$UBSAN_OPTIONS} \
+	$(MAKE) test SAN=address,undefined TESTS="$(FAULT_TESTS)"
 
 run: all
 	$(RUN_PREFIX) ./$(BUILD)/demo

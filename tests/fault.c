@@ -116,6 +116,12 @@ static enum fault_kind pending_kind;
 static enum fault_mode pending_mode;
 static unsigned long pending_n;
 
+enum fault_mode fault_sweep_mode(unsigned long *n) {
+    if (n)
+        *n = pending_n;
+    return pending_mode;
+}
+
 void fault_begin(void) {
     if (pending_mode != FAULT_OFF)
         fault_set(pending_kind, pending_mode, pending_n);

@@ -55,6 +55,8 @@ int fault_sweep(const char *name, int (*scenario)(void), enum fault_kind kind,
 
 /* In a sweep's scenario: the sweep's rule starts now (no-op elsewhere). */
 void fault_begin(void);
+/* In a sweep's scenario: the rule it runs under (FAULT_OFF elsewhere). */
+enum fault_mode fault_sweep_mode(unsigned long *n);
 
 /* Runs fn() once in a forked child (same checks as one step of a sweep),
  * with no rule set: for tests that must start in a process where the

@@ -180,3 +180,15 @@ TEST_ENTRY(fault_oom_pipe_end, 10)
 TEST_ENTRY(fault_oom_pipe_sweep, 60)
 TEST_ENTRY(fault_oom_pipe_async_sweep, 60)
 TEST_ENTRY(fault_oom_submit_never_runs_inline, 20)
+TEST_ENTRY(fault_oom_desync_refused, 10)
+
+/* faults: every allocation site failed in turn (test_fault_sweep.c); a
+ * sample here, every site in `make check-faults` */
+TEST_ENTRY(fault_sweep_objects, 120)
+TEST_ENTRY(fault_sweep_queues, 120)
+TEST_ENTRY(fault_sweep_futures, 120)
+TEST_ENTRY(fault_sweep_channels, 120)
+TEST_ENTRY(fault_sweep_streams, 120)
+TEST_ENTRY(fault_sweep_pipes, 120)
+TEST_ENTRY(fault_sweep_schedulers, 120)
+TEST_ENTRY(fault_sweep_threads, 120)
