@@ -36,7 +36,8 @@ extern "C" {
 /* ---------------------------------------------------------------- errors */
 
 #define DESYNC_EINVAL (-1)    /* a NULL handle or job, or an argument out of range */
-#define DESYNC_ENOMEM (-2)    /* out of memory; nothing was queued */
+#define DESYNC_ENOMEM (-2)    /* out of memory; nothing was queued (from a pipe's
+                                 output: the pipe stopped for lack of memory) */
 #define DESYNC_EBUSY (-3)     /* try_sync: the queue was not idle and empty */
 #define DESYNC_EDEADLK (-4)   /* sync on a queue this thread (or its sync chain) is running */
 #define DESYNC_ECANCELED (-5) /* the job or future was cancelled and will never run */
@@ -128,7 +129,10 @@ DESYNC_API void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_
 
 /*
  * A serial job queue on `scheduler` (NULL = the default scheduler), with one
- * reference owned by the caller. NULL on ENOMEM.
+ * reference owned by the caller. NULL on ENOMEM (also when the default
+ * scheduler could not be created). The scheduler sets aside room for the
+ * queue's turn on its run list now, so queueing jobs later never needs
+ * memory beyond the job itself.
  */
 DESYNC_API desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler);
 
@@ -143,15 +147,19 @@ DESYNC_API desync_queue_t *desync_queue_retain(desync_queue_t *q);
 DESYNC_API void desync_queue_release(desync_queue_t *q);
 
 /*
- * Queues job(arg) to run after every job queued before it; returns at once.
- * DESYNC_EINVAL (NULL q or job), DESYNC_ENOMEM (nothing queued).
+ * Queues job(arg) to run after every job queued before it; returns at once,
+ * never running the job itself (even when memory or threads run out: see
+ * the scheduler section). `arg` is passed as is: it must stay valid until
+ * the job has run. DESYNC_EINVAL (NULL q or job), DESYNC_ENOMEM (no memory
+ * for the job; nothing queued).
  */
 DESYNC_API int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 
 /*
  * As desync_queue_desync, but the `len` bytes at `arg` are copied into the job
  * and the job receives a pointer to the copy (valid while it runs, aligned for
- * any type). Up to 32 bytes need no allocation beyond the job itself.
+ * any type). Up to 32 bytes need no allocation beyond the job itself; a
+ * larger copy is allocated (DESYNC_ENOMEM if it cannot be; nothing queued).
  * DESYNC_EINVAL also for arg == NULL with len > 0.
  */
 DESYNC_API int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn job,
@@ -181,7 +189,8 @@ DESYNC_API int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job,
 /*
  * A Desync object owning `data`, on the default scheduler (or `scheduler`),
  * with one reference owned by the caller. `destroy` (may be NULL) is called
- * with `data` once, after the last job. NULL on ENOMEM (destroy not called).
+ * with `data` once, after the last job. NULL on ENOMEM, also when the
+ * default scheduler could not be created (destroy not called).
  */
 DESYNC_API desync_t *desync_new(void *data, desync_destroy_fn destroy);
 DESYNC_API desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data,
@@ -200,7 +209,8 @@ DESYNC_API desync_t *desync_retain(desync_t *d);
  */
 DESYNC_API void desync_release(desync_t *d);
 
-/* The same calls as for queues; jobs also receive the object's data. */
+/* The same calls as for queues, with the same errors; jobs also receive the
+ * object's data. */
 DESYNC_API int desync_desync(desync_t *d, desync_job_fn job, void *arg);
 DESYNC_API int desync_desync_copy(desync_t *d, desync_job_fn job, const void *arg, size_t len);
 DESYNC_API int desync_sync(desync_t *d, desync_job_fn job, void *arg);

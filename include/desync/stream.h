@@ -55,16 +55,19 @@ DESYNC_API desync_channel_t *desync_channel_retain(desync_channel_t *c);
 
 /*
  * Blocks while the channel is full, then queues item: 0. DESYNC_EPIPE if the
- * reader was freed (item not taken). DESYNC_EINVAL for NULL c.
+ * reader was freed (item not taken). DESYNC_ENOMEM if the channel's buffer
+ * had to grow and could not (it grows by doubling up to the capacity; item
+ * not taken). DESYNC_EINVAL for NULL c.
  */
 DESYNC_API int desync_channel_send(desync_channel_t *c, void *item);
 
-/* As send, but DESYNC_EAGAIN instead of blocking when full. */
+/* As send, but DESYNC_EAGAIN instead of blocking when full (the same other
+ * errors: DESYNC_EPIPE, DESYNC_ENOMEM, DESYNC_EINVAL). */
 DESYNC_API int desync_channel_try_send(desync_channel_t *c, void *item);
 
 /* A future that completes (value NULL) once item was accepted, or with
  * DESYNC_ECANCELED if the reader went away first (the item then was not
- * taken). NULL for NULL c or on ENOMEM. */
+ * taken). NULL for NULL c or on ENOMEM (item not taken). */
 DESYNC_API desync_future_t *desync_channel_send_future(desync_channel_t *c, void *item);
 
 /*
