@@ -239,8 +239,12 @@ void dsy_sched_detach(desync_scheduler_t *s);
 /* Takes a runnable entry (from an attached owner) to run: the run list, or
  * the calling worker's next slot; may wake or start a thread. */
 void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r);
-/* A push found its queue's token waiting in s (READY): if s could not start
- * a thread for its run list last time, try again now. One load otherwise. */
+/* Schedulers whose last try to start a thread for their run list failed.
+ * Read (relaxed) before every push: a global that is written only when a
+ * thread start fails, so it costs nothing otherwise. */
+extern _Atomic unsigned dsy_sched_starved_count;
+/* A push finds its queue's token waiting in s (READY) while some scheduler
+ * is starved: if s is, try again to get a thread. */
 void dsy_sched_poke(desync_scheduler_t *s);
 /* True if the calling thread is a worker with no other entry waiting for it
  * (its next slot and its scheduler's run list are empty). */

@@ -265,10 +265,14 @@ static bool steal(desync_queue_t *q, uint32_t *s) {
 }
 
 void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
+    /* A scheduler could not start a thread: if q's token waits in it, try
+     * again. Before the push: once n is linked, q may run and be freed at
+     * once (the job may own the caller's reference). */
+    if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_starved_count, memory_order_relaxed)) &&
+        (atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_READY))
+        dsy_sched_poke(q->sched);
     if (dsy_queue_push(q, n))
         dsy_token_place(q, false);
-    else if (DSY_UNLIKELY(atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_READY))
-        dsy_sched_poke(q->sched); /* the token waits in the scheduler: is a thread coming? */
 }
 
 /* -------------------------------------------------------------- running */

@@ -72,11 +72,8 @@ struct desync_scheduler {
     _Atomic size_t spawn_failures; /* thread starts the system refused */
     /* The last try to get a thread for the run list failed (no thread could
      * be started): pushes onto a waiting queue try again (dsy_sched_poke).
-     * Written under the lock, read without it by such pushes: on a line of
-     * its own, away from the fields workers and submitters write. */
-    char starved_pad_[64];
+     * Written under the lock (set_starved_locked), read without it. */
     _Atomic bool starved;
-    char starved_pad2_[63];
     /* Queues attached, and the run list's capacity (written under the
      * lock). A queue has at most one entry (LINKED) in the run list or a
      * next slot, and attaching reserves its slot, so pushing an entry
@@ -93,6 +90,19 @@ typedef enum work_kind {
 } work_kind;
 
 static DSY_TLS worker *tls_worker;
+
+_Atomic unsigned dsy_sched_starved_count;
+
+/* Lock held. Keeps dsy_sched_starved_count, which pushes read first. */
+static void set_starved_locked(desync_scheduler_t *s, bool starved) {
+    if (atomic_load_explicit(&s->starved, memory_order_relaxed) == starved)
+        return;
+    atomic_store_explicit(&s->starved, starved, memory_order_relaxed);
+    if (starved)
+        atomic_fetch_add_explicit(&dsy_sched_starved_count, 1, memory_order_relaxed);
+    else
+        atomic_fetch_sub_explicit(&dsy_sched_starved_count, 1, memory_order_relaxed);
+}
 
 /* ------------------------------------------------------------ run list */
 
@@ -147,7 +157,7 @@ static int spawn_locked(desync_scheduler_t *s) {
     w->all_next = s->all;
     s->all = w;
     atomic_store_explicit(&s->nthreads, atomic_load(&s->nthreads) + 1, memory_order_relaxed);
-    atomic_store_explicit(&s->starved, false, memory_order_relaxed);
+    set_starved_locked(s, false);
     return 0;
 }
 
@@ -192,13 +202,13 @@ static worker *kick_locked(desync_scheduler_t *s) {
         s->idle = w->idle_next;
         s->nidle--;
         wake_locked(w);
-        atomic_store_explicit(&s->starved, false, memory_order_relaxed);
+        set_starved_locked(s, false);
         return w;
     }
     if (!s->closed && atomic_load(&s->nthreads) < atomic_load(&s->max_threads) &&
         spawn_locked(s) != 0) {
         atomic_fetch_add_explicit(&s->spawn_failures, 1, memory_order_relaxed);
-        atomic_store_explicit(&s->starved, true, memory_order_relaxed);
+        set_starved_locked(s, true);
     }
     return NULL;
 }
@@ -244,7 +254,7 @@ void dsy_sched_poke(desync_scheduler_t *s) {
     if (s->run.len)
         wake = kick_locked(s);
     else
-        atomic_store_explicit(&s->starved, false, memory_order_relaxed); /* nothing waits */
+        set_starved_locked(s, false); /* nothing waits */
     worker *z = s->zombies;
     s->zombies = NULL;
     dsy_spin_unlock(&s->lock);
@@ -453,6 +463,8 @@ static desync_scheduler_t *sched_create(size_t max_threads, bool immortal) {
 static void sched_release(desync_scheduler_t *s) {
     if (s->immortal || !dsy_ref_dec(&s->refs))
         return;
+    if (atomic_load_explicit(&s->starved, memory_order_relaxed))
+        atomic_fetch_sub_explicit(&dsy_sched_starved_count, 1, memory_order_relaxed);
     /* Only reachable after desync_scheduler_free: no threads remain, and no
      * runnable is left to have entries in the run list. */
     DSY_ASSERT(s->closed && !s->all && !s->run.len);

@@ -460,3 +460,4 @@ TEST(fault_oom_pipe_sweep) {
 TEST(fault_oom_pipe_async_sweep) {
     return fault_sweep("pipe_async", pipe_oom_async, FAULT_ALLOC, FAULT_FROM, 1, 1, 200, 10, NULL);
 }
+
