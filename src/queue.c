@@ -554,13 +554,18 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
     sn.with_data = with_data;
     sn.caller = tls_frame;
     atomic_init(&sn.word, DSY_W_WAITING);
+    /* Our job may drop the last reference to q (a release inside it), and
+     * another thread may run it: we hold a reference of our own, taken
+     * before our node is linked, until we are done with q. */
+    dsy_queue_ref(q);
     if (dsy_queue_push(q, &sn.node)) {
-        /* The queue went idle in between: our node is the head. */
-        dsy_queue_ref(q);
+        /* The queue went idle in between: our node is the head, and the
+         * token carries our reference. */
         dsy_queue_drain_until(q, &sn.node);
         return 0;
     }
     dsy_queue_wait_node(q, &sn.node, &sn.word, 0);
+    dsy_queue_unref(q);
     return 0;
 }
 

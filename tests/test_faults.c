@@ -461,3 +461,30 @@ TEST(fault_oom_pipe_async_sweep) {
     return fault_sweep("pipe_async", pipe_oom_async, FAULT_ALLOC, FAULT_FROM, 1, 1, 200, 10, NULL);
 }
 
+/* ------------------------------------------------- found by the sweeps */
+
+/* A sync whose job drops the object's last reference while another thread
+ * runs the queue: the syncer waits as a counted waiter, and must not touch
+ * the queue once its job is done (the object may be gone). */
+static void release_job(void *data, void *arg) {
+    (void)data;
+    desync_release(arg);
+}
+
+TEST(fault_found_sync_job_releases_busy_object) {
+    desync_scheduler_t *s = desync_scheduler_new(1);
+    CHECK(s);
+    for (int i = 0; i < TEST_SCALED(200); i++) {
+        atomic_int destroyed = 0;
+        desync_t *d = desync_new_on(s, &destroyed, flag_destroy);
+        CHECK(d);
+        struct blocker b = {0};
+        CHECK_EQ(desync_desync(d, blocker_job, &b), 0);
+        CHECK(test_wait_flag(&b.started, LONG_MS)); /* the worker holds d's queue */
+        atomic_store(&b.go, 1);
+        CHECK_EQ(desync_sync(d, release_job, d), 0); /* waits; d is freed by the worker */
+        CHECK(test_wait_flag(&destroyed, LONG_MS));
+    }
+    desync_scheduler_free(s);
+    return 0;
+}
