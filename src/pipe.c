@@ -607,7 +607,14 @@ static void out_free(desync_stream_t *s) {
     atomic_store_explicit(&p->closed, 1, memory_order_seq_cst);
     dsy_wslot_quiesce(&p->out_slot);
     pump_kick(p); /* frees the input (here, or on the thread pumping) */
-    /* The output's pipe reference goes to release_node. */
+    /* Buffered outputs go to item_free now (we are the reader); one that a
+     * job still running pushes later goes when the pipe is freed. */
+    void *v;
+    while (dsy_spsc_pop(&p->outq, &v))
+        if (p->out.item_free)
+            p->out.item_free(v);
+    /* The output's pipe reference goes to release_node, which needs it
+     * (it is part of the pipe) until it has run. */
     dsy_queue_push_schedule(p->q, &p->release_node);
 }
 
