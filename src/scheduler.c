@@ -5,7 +5,8 @@
  * opaque entries that an owner (queue.c: a queue whose run token was placed
  * with the scheduler) submits, and that it runs through the callback table
  * the owner attached. A submitted entry waits in one of two places:
- *   - the run list, a FIFO ring under the scheduler's spinlock;
+ *   - the run list, a FIFO ring under the scheduler's spinlock, with a slot
+ *     reserved for each attached queue (so submitting never allocates);
  *   - a worker's `next` slot, when the entry is submitted from inside a job
  *     that worker is running: it runs on the same thread right after the
  *     current entry, with no lock and no wake-up (a job that desyncs onto an
@@ -23,6 +24,9 @@
  * itself right after (sync or future wait). A worker is woken, or a new one
  * started (up to max_threads), when an entry enters the run list and no
  * worker is spinning.
+ *
+ * A thread that cannot be started (kick_locked) leaves the scheduler
+ * "starved": pushes onto its waiting queues try again (dsy_sched_poke).
  *
  * Known limit: a queue in a worker's next slot waits for the job that made it
  * ready to return, unless another worker is spinning: a spinning worker takes
@@ -597,6 +601,7 @@ void desync_scheduler_free(desync_scheduler_t *s) {
     dsy_spin_lock(&s->lock);
     s->closed = true;
     atomic_store(&s->max_threads, 0);
+    set_starved_locked(s, false); /* no thread is wanted any more */
     for (worker *o = s->all; o; o = o->all_next)
         if (!atomic_load(&o->stop))
             stop_locked(s, o, &me);
