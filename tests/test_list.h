@@ -182,8 +182,9 @@ TEST_ENTRY(fault_oom_pipe_async_sweep, 60)
 TEST_ENTRY(fault_oom_submit_never_runs_inline, 20)
 TEST_ENTRY(fault_oom_desync_refused, 10)
 
-/* faults: every allocation site failed in turn (test_fault_sweep.c); a
- * sample here, every site in `make check-faults` */
+/* faults: every allocation site failed in turn (test_fault_sweep.c,
+ * test_fault_sweep_streams.c); a sample here, every site in
+ * `make check-faults` */
 TEST_ENTRY(fault_sweep_objects, 120)
 TEST_ENTRY(fault_sweep_queues, 120)
 TEST_ENTRY(fault_sweep_futures, 120)
