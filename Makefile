@@ -16,6 +16,8 @@
 #                             misused futures, promises, objects, streams and
 #                             channels; in build-nopool/ (with SAN=address,undefined:
 #                             build-address-undefined-nopool/)
+#   make check-faults         every allocation site and thread creation failed in
+#                             turn (tests/fault.h), in the ASan build (a few minutes)
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -78,7 +80,7 @@ RUN_PREFIX ?=
 
 LIB_SRCS := $(wildcard src/*.c) $(OS_SRCS)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
-TEST_SRCS := tests/runner.c $(wildcard tests/test_*.c)
+TEST_SRCS := tests/runner.c tests/fault.c $(wildcard tests/test_*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/%)
@@ -87,8 +89,14 @@ BENCH_OBJS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench-obj/%.o)
 
 STATIC_LIB := $(BUILD)/libdesync.a
 SHARED_LIB := $(BUILD)/libdesync.so
+# The test binary links a copy of the static library whose objects call the
+# fault-injection hooks of tests/fault.c instead of these functions, so tests
+# can fail the library's own allocations and thread creations (tests/fault.h).
+FAULT_LIB := $(BUILD)/libdesync_fault.a
+FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign pthread_create
+OBJCOPY ?= objcopy
 
-.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak
+.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults
 .DEFAULT_GOAL := all
 
 all: lib examples tests
@@ -124,8 +132,11 @@ $(BUILD)/bench-obj/%.o: bench/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/run_tests: $(TEST_OBJS) $(STATIC_LIB)
-	$(CC) -o $@ $(TEST_OBJS) $(STATIC_LIB) $(ALL_LDFLAGS) $(LDLIBS)
+$(FAULT_LIB): $(STATIC_LIB)
+	$(OBJCOPY) $(foreach f,$(FAULT_SYMS),--redefine-sym $(f)=dsy_fault_$(f)) $< $@
+
+$(BUILD)/run_tests: $(TEST_OBJS) $(FAULT_LIB)
+	$(CC) -o $@ $(TEST_OBJS) $(FAULT_LIB) $(ALL_LDFLAGS) $(LDLIBS)
 
 $(BUILD)/soak: $(BUILD)/tests/soak.o $(STATIC_LIB)
 	$(CC) -o $@ $< $(STATIC_LIB) $(ALL_LDFLAGS) $(LDLIBS)
@@ -142,6 +153,16 @@ TESTS ?=
 test: $(BUILD)/run_tests
 	DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \
 	$(RUN_PREFIX) ./$(BUILD)/run_tests $(TESTS)
+
+# The fault-injection tests (tests/fault.h) with every allocation site and
+# thread start failed in turn instead of a sample, in the ASan + UBSan build
+# with LeakSanitizer on. A few minutes.
+FAULT_TESTS := $(shell grep -o '^TEST_ENTRY.fault_[a-z0-9_]*' tests/test_list.h | cut -c12-)
+
+check-faults:
+	DESYNC_TEST_FAULT_FULL=1 ASAN_OPTIONS=detect_leaks=1$${ASAN_OPTIONS:+:$$ASAN_OPTIONS} \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1$${UBSAN_OPTIONS:+:$$UBSAN_OPTIONS} \
+	$(MAKE) test SAN=address,undefined TESTS="$(FAULT_TESTS)"
 
 run: all
 	$(RUN_PREFIX) ./$(BUILD)/demo

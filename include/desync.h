@@ -82,7 +82,8 @@ extern "C" {
 /* ---------------------------------------------------------------- errors */
 
 #define DESYNC_EINVAL (-1)    /* a NULL handle or job, or an argument out of range */
-#define DESYNC_ENOMEM (-2)    /* out of memory; nothing was queued */
+#define DESYNC_ENOMEM (-2)    /* out of memory; nothing was queued (from a pipe's
+                                 output: the pipe stopped for lack of memory) */
 #define DESYNC_EBUSY (-3)     /* try_sync: the queue was not idle and empty */
 #define DESYNC_EDEADLK (-4)   /* the wait would never end: see "Deadlocks" below */
 #define DESYNC_ECANCELED (-5) /* the job or future was cancelled and will never run */
@@ -106,7 +107,17 @@ typedef void (*desync_queue_job_fn)(void *arg);
 /* Frees an object's data after its last job (desync_new). */
 typedef void (*desync_destroy_fn)(void *data);
 
-/* ----------------------------------------------------------- scheduler */
+/* ----------------------------------------------------------- scheduler
+ *
+ * Threads are started on demand. When the system refuses one (or there is
+ * no memory for it), nothing fails and no job is lost: the work waits for
+ * the threads that exist, and the scheduler tries again to start one each
+ * time a job is queued on a queue that waits for a thread, and whenever
+ * another queue becomes ready. If no thread exists and none can be started,
+ * jobs do not run in the background; they run when a thread syncs on their
+ * queue, waits on a future of it, or drops the object's last reference
+ * (desync_release), since these run pending work on the calling thread, as
+ * on a scheduler with max_threads 0. */
 
 /*
  * The default scheduler, created on first use (thread-safe; it needs no
@@ -180,7 +191,8 @@ DESYNC_API int desync_scheduler_spawn_thread(desync_scheduler_t *s);
  * Blocks until the number of threads is at most the maximum: surplus threads
  * finish the queue they are running (putting it back for the others), then
  * exit and are joined before this returns. Called from a job on one of the
- * scheduler's threads, that thread is not counted as stoppable.
+ * scheduler's threads, that thread is not counted as stoppable. Needs no
+ * memory.
  */
 DESYNC_API void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s);
 
@@ -188,7 +200,10 @@ DESYNC_API void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_
 
 /*
  * A serial job queue on `scheduler` (NULL = the default scheduler), with one
- * reference owned by the caller. NULL on ENOMEM.
+ * reference owned by the caller. NULL on ENOMEM (also when the default
+ * scheduler could not be created). The scheduler sets aside room for the
+ * queue's turn on its run list now, so queueing jobs later never needs
+ * memory beyond the job itself.
  */
 DESYNC_API desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler);
 
@@ -206,11 +221,13 @@ DESYNC_API desync_queue_t *desync_queue_retain(desync_queue_t *q);
 DESYNC_API void desync_queue_release(desync_queue_t *q);
 
 /*
- * Queues job(arg) to run after every job queued before it; returns at once.
- * `arg` is passed as it is: what it points to must stay valid until the job
- * has run (the job may free it); use desync_queue_desync_copy for data on the
- * caller's stack. Never blocks (from a job, it never waits for that job).
- * DESYNC_EINVAL (NULL q or job), DESYNC_ENOMEM (nothing queued).
+ * Queues job(arg) to run after every job queued before it; returns at once,
+ * never running the job itself (even when memory or threads run out: see
+ * the scheduler section). `arg` is passed as it is: what it points to must
+ * stay valid until the job has run (the job may free it); use
+ * desync_queue_desync_copy for data on the caller's stack. Never blocks
+ * (from a job, it never waits for that job). DESYNC_EINVAL (NULL q or job),
+ * DESYNC_ENOMEM (no memory for the job; nothing queued).
  */
 DESYNC_API int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 
@@ -218,7 +235,8 @@ DESYNC_API int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, v
  * As desync_queue_desync, but the `len` bytes at `arg` are copied into the job
  * and the job receives a pointer to the copy (valid while it runs, aligned for
  * any type). Up to 96 bytes need no allocation beyond the job itself (a
- * pooled node); longer copies take one malloc.
+ * pooled node); a larger copy is allocated (DESYNC_ENOMEM if it cannot be;
+ * nothing queued).
  * DESYNC_EINVAL also for arg == NULL with len > 0.
  */
 DESYNC_API int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn job,
@@ -250,7 +268,8 @@ DESYNC_API int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job,
 /*
  * A Desync object owning `data`, on the default scheduler (or `scheduler`),
  * with one reference owned by the caller. `destroy` (may be NULL) is called
- * with `data` once, after the last job. NULL on ENOMEM (destroy not called).
+ * with `data` once, after the last job. NULL on ENOMEM, also when the
+ * default scheduler could not be created (destroy not called).
  */
 DESYNC_API desync_t *desync_new(void *data, desync_destroy_fn destroy);
 DESYNC_API desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data,
@@ -265,11 +284,13 @@ DESYNC_API desync_t *desync_retain(desync_t *d);
  * run, then calls destroy(data) in queue order and frees the object (memory
  * shared with its queue is kept while desync_get_queue() references remain).
  * Called from one of the object's own jobs it does not block: destruction
- * then happens after that job, still in queue order. Ignores NULL.
+ * then happens after that job, still in queue order. Needs no memory (the
+ * destruction job is part of the object), so it cannot fail. Ignores NULL.
  */
 DESYNC_API void desync_release(desync_t *d);
 
-/* The same calls as for queues; jobs also receive the object's data. */
+/* The same calls as for queues, with the same errors; jobs also receive the
+ * object's data. */
 DESYNC_API int desync_desync(desync_t *d, desync_job_fn job, void *arg);
 DESYNC_API int desync_desync_copy(desync_t *d, desync_job_fn job, const void *arg, size_t len);
 DESYNC_API int desync_sync(desync_t *d, desync_job_fn job, void *arg);

@@ -1,8 +1,9 @@
 /*
  * The idioms every source file uses, each written once: compiler hints,
  * thread-locals, assertions, the CPU's spin hint, the short backoff, the
- * time-bounded spin, deadlines, reference counts, a spinlock and the
- * out-of-memory wait.
+ * time-bounded spin, deadlines, reference counts and a spinlock. (No
+ * out-of-memory retry: paths that must not fail need no memory; see
+ * dsy_kick and the nodes embedded in desync_t and pipes.)
  */
 #ifndef DSY_BASE_H
 #define DSY_BASE_H
@@ -160,11 +161,5 @@ static inline void dsy_spin_unlock(dsy_spinlock *l) {
     DSY_ASSERT(atomic_load_explicit(l, memory_order_relaxed) == 1);
     atomic_store_explicit(l, 0, memory_order_release);
 }
-
-/* ---------------------------------------------------------- out of memory */
-
-/* The one retry policy for the few paths that cannot report an error yet:
- * sleep a moment, then the caller asks for memory again. */
-static inline void dsy_oom_wait(void) { dsy_sleep_ns(DSY_OOM_RETRY_NS); }
 
 #endif

@@ -37,7 +37,8 @@ typedef struct dsy_node_ops {
      * it shares a cache line with `tail`, which every producer exchanges. */
     enum dsy_run_result (*run)(dsy_node *n, desync_queue_t *q, void *data);
     /* Called once n is unlinked (no longer reachable from the queue): frees
-     * the node or signals its waiter. Must not touch the queue. */
+     * the node or signals its waiter. Must not touch the queue except to
+     * push nodes, as any producer may (a dsy_kick queues itself again). */
     void (*finish)(dsy_node *n);
     /* For nodes whose owner may wait for them (sync, futures), else NULL:
      * if a thread waits for n, hands it the run token (its word becomes
@@ -123,6 +124,9 @@ struct desync_object {
      * one queue reference while strong references or weak ones remain. */
     dsy_refcount strong;
     dsy_refcount weak; /* weak refs + 1 while strong > 0 */
+    /* The destruction job the last release queues when it must not wait
+     * (object.c): part of the object, so release never needs memory. */
+    dsy_node destroy_node;
 };
 
 /* Kinds of thread-local frames: one per job being run by this thread. */
@@ -150,8 +154,9 @@ enum dsy_job_flags {
  * here could never complete). */
 bool dsy_queue_in_chain(desync_queue_t *q);
 
-/* A new queue with one reference, attached to s (which it keeps alive). */
-void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags);
+/* A new queue with one reference, attached to s (which it keeps alive).
+ * 0 or DESYNC_ENOMEM (q is then not attached: just free it). */
+int dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags);
 /* One more queue reference; the caller already holds one (or the token). */
 void dsy_queue_ref(desync_queue_t *q);
 /* Drops a queue reference; the last one frees the queue. */
@@ -169,6 +174,25 @@ int dsy_queue_push(desync_queue_t *q, dsy_node *n);
 /* Pushes n and, if that made the queue busy, gives the token to the
  * scheduler. The common path of every asynchronous call. */
 void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n);
+
+/* A job node embedded in its owner, for work that must be queued without
+ * allocating and may be asked for any number of times (a stream's wakes):
+ * requests made while it is queued and not started are served by that run;
+ * a request made during its run makes it run once more. */
+typedef struct dsy_kick {
+    dsy_node node;
+    desync_queue_t *q;
+    _Atomic uint32_t st;              /* idle, queued, queued again: see queue.c */
+    void (*run)(struct dsy_kick *k);  /* a run, on q's queue */
+    void (*done)(struct dsy_kick *k); /* after the last run of a request; may free k */
+} dsy_kick;
+
+void dsy_kick_init(dsy_kick *k, desync_queue_t *q, void (*run)(dsy_kick *k),
+                   void (*done)(dsy_kick *k));
+/* Requests a run. True if the caller must queue it: it first takes what
+ * done() gives back (a reference on the owner), then calls dsy_kick_push. */
+bool dsy_kick_arm(dsy_kick *k);
+void dsy_kick_push(dsy_kick *k);
 /* The token holder gives the token away (to a waiter or the scheduler).
  * `has_ref`: the token already carries a queue reference. */
 void dsy_token_place(desync_queue_t *q, bool has_ref);
@@ -257,12 +281,21 @@ typedef struct dsy_runnable_ops {
 } dsy_runnable_ops;
 
 /* Attaches an owner of runnables to s, which it keeps alive until detach.
- * All owners of a scheduler pass the same table. */
-void dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops);
+ * All owners of a scheduler pass the same table. An owner has at most one
+ * entry submitted at a time; attaching reserves room for it, so submitting
+ * never needs memory. 0 or DESYNC_ENOMEM (not attached). */
+int dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops);
 void dsy_sched_detach(desync_scheduler_t *s);
 /* Takes a runnable entry (from an attached owner) to run: the run list, or
  * the calling worker's next slot; may wake or start a thread. */
 void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r);
+/* Schedulers whose last try to start a thread for their run list failed.
+ * Read (relaxed) before every push: a global that is written only when a
+ * thread start fails, so it costs nothing otherwise. */
+extern _Atomic unsigned dsy_sched_starved_count;
+/* A push finds its queue's token waiting in s (READY) while some scheduler
+ * is starved: if s is, try again to get a thread. */
+void dsy_sched_poke(desync_scheduler_t *s);
 /* True if the calling thread is a worker with no other entry waiting for it
  * (its next slot and its scheduler's run list are empty). */
 bool dsy_sched_nothing_else(void);

@@ -19,7 +19,10 @@ desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, desync_destro
     desync_t *d = malloc(sizeof *d);
     if (!d)
         return NULL;
-    dsy_queue_init(&d->q, scheduler, DSY_QUEUE_OF_OBJECT);
+    if (dsy_queue_init(&d->q, scheduler, DSY_QUEUE_OF_OBJECT) != 0) {
+        free(d);
+        return NULL;
+    }
     d->data = data;
     d->destroy = destroy;
     dsy_ref_init(&d->strong, 1);
@@ -52,12 +55,23 @@ static void destroy_data(void *data, void *arg) {
         d->destroy(data);
 }
 
-/* Queued from one of the object's own jobs: whoever runs it holds a queue
- * reference for the run token, so dropping the object's one here is safe. */
-static void destroy_data_and_release(void *data, void *arg) {
-    destroy_data(data, arg);
-    dsy_object_weak_release(arg);
+/* The destruction job queued by a last release that must not wait: it
+ * lives in the object (d->destroy_node), so release needs no memory. The
+ * thread that runs it holds a queue reference for the run token, so the
+ * object's memory (shared with its queue) outlives dropping the object's
+ * own reference here. */
+static enum dsy_run_result destroy_node_run(dsy_node *n, desync_queue_t *q, void *data) {
+    (void)q;
+    desync_t *d = DSY_CONTAINER_OF(n, desync_t, destroy_node);
+    if (d->destroy)
+        d->destroy(data);
+    dsy_object_weak_release(d);
+    return DSY_DONE;
 }
+
+static void destroy_node_finish(dsy_node *n) { (void)n; }
+
+static const dsy_node_ops destroy_node_ops = {destroy_node_run, destroy_node_finish, NULL};
 
 void desync_release(desync_t *d) {
     if (!d || !dsy_ref_dec(&d->strong))
@@ -65,9 +79,8 @@ void desync_release(desync_t *d) {
     if (dsy_queue_in_chain(&d->q) || dsy_queue_is_suspended(&d->q)) {
         /* A sync would deadlock (or wait for a resume that this thread may
          * hold): destruction runs after the current job / the resume. */
-        while (dsy_desync(&d->q, (dsy_fn)destroy_data_and_release, d, 0, DSY_JOB_DATA) ==
-               DESYNC_ENOMEM)
-            dsy_oom_wait();
+        d->destroy_node.ops = &destroy_node_ops;
+        dsy_queue_push_schedule(&d->q, &d->destroy_node);
         return;
     }
     dsy_sync(&d->q, (dsy_fn)destroy_data, d->data, d, DSY_JOB_DATA);

@@ -58,6 +58,10 @@
  * stream may wake with its lock held: its wakes queue a job on d's queue
  * that pumps (still polling before queueing the processing job).
  *
+ * THE END. The output ends (`ended`) once the input is closed and no job
+ * of the pipe is left, so every output is pushed before it: whichever of the
+ * two comes last (close_input or a job's end) ends it (maybe_end).
+ *
  * LIFETIME. `refs`: the input side (dropped once the input is freed), the
  * output stream (pipes with outputs), each queued job, and each pump run.
  * The pipe holds a weak reference to d (queue memory stays valid for its
@@ -66,6 +70,17 @@
  * queue, that the pipe is open and d alive (reliable there) before calling
  * process; otherwise it frees its items with the input's item_free. A
  * pipe_in whose object died notices at its next input event or job.
+ *
+ * OUT OF MEMORY. Only the pump and the jobs it queues allocate while a pipe
+ * runs: a job node per batch (pooled), and queue segments beyond the
+ * reserve made at creation (none while the backpressure depth is the
+ * default). When one fails, the pipe fails (pipe_fail): it stops as if its
+ * output had been freed (later jobs free their items, the pump frees the
+ * input, whose buffered items go to its item_free), and the output, after
+ * the items already produced, reports DESYNC_ENOMEM instead of DESYNC_EOF.
+ * What must not fail needs no memory: the end (above), the jobs that pump
+ * for a user stream's wakes and that drop d when the output is freed (nodes
+ * embedded in the pipe: wake_kick, release_node).
  *
  * Async forms: one async job per item (desync_queue_future_desync). The job
  * calls process and returns a promise's future that completes once the
@@ -107,14 +122,18 @@ typedef struct dsy_pipe {
     desync_promise_t *async_pr;
     dsy_refcount refs;
     _Atomic uint32_t state;  /* PS_* */
-    _Atomic uint32_t closed; /* output freed or object dead: stop */
+    _Atomic uint32_t closed; /* output freed, object dead or pipe failed: stop */
+    _Atomic uint32_t in_closed; /* the input is freed: no job will be queued */
     _Atomic uint32_t ended;  /* output: nothing more will be pushed */
+    _Atomic int error;       /* 0, or why the pipe failed (DESYNC_ENOMEM) */
     _Atomic uint32_t jobs;   /* process jobs queued or running */
     _Atomic size_t held;     /* items polled and not yet processed */
     _Atomic size_t depth;
     dsy_wslot out_slot;
     dsy_spsc pending;
     dsy_spsc outq;
+    dsy_kick wake_kick;    /* pumps from d's queue for a user stream's wakes */
+    dsy_node release_node; /* drops the pipe's strong reference to d */
 } dsy_pipe;
 
 static void pump_kick(dsy_pipe *p);
@@ -133,23 +152,52 @@ static void pipe_unref(dsy_pipe *p) {
     dsy_object_weak_release(d);
 }
 
-/* Queueing fails only on ENOMEM; like desync_release, wait for memory
- * rather than lose an item. */
-static void queue_job(dsy_pipe *p, desync_queue_job_fn fn, const void *arg, size_t len) {
-    while (desync_queue_desync_copy(p->q, fn, arg, len) == DESYNC_ENOMEM)
-        dsy_oom_wait();
+/* The pipe cannot go on (see OUT OF MEMORY): it stops like a closed one,
+ * and its output will end with err. The pump frees the input at its next
+ * step (a job that fails kicks it). */
+static void pipe_fail(dsy_pipe *p, int err) {
+    int none = 0;
+    atomic_compare_exchange_strong_explicit(&p->error, &none, err, memory_order_seq_cst,
+                                            memory_order_relaxed);
+    atomic_store_explicit(&p->closed, 1, memory_order_seq_cst);
 }
 
-/* Queueing an item fails only on ENOMEM: wait for memory, never lose it.
- * sc: see dsy_spsc_push. */
-static void spsc_push_item(dsy_spsc *q, void *v, bool sc) {
-    while (dsy_spsc_push(q, v, sc) == DESYNC_ENOMEM)
-        dsy_oom_wait();
+/* Ends the output once the input is closed and no job is left. seq_cst
+ * on `in_closed` and `jobs`, as on the WANT bits: of close_input and the
+ * last job's end, at least one sees the other's store. */
+static void maybe_end(dsy_pipe *p) {
+    if (!p->has_output || !atomic_load_explicit(&p->in_closed, memory_order_seq_cst) ||
+        atomic_load_explicit(&p->jobs, memory_order_seq_cst))
+        return;
+    if (!atomic_exchange_explicit(&p->ended, 1, memory_order_seq_cst))
+        dsy_wslot_fire(&p->out_slot);
 }
 
-static void push_output(dsy_pipe *p, void *v) {
-    spsc_push_item(&p->outq, v, true);
-    dsy_wslot_fire(&p->out_slot);
+/* Puts a processed item on the output (fire: wake the reader). False if
+ * there was no memory: the item went to the output's item_free and the
+ * pipe failed. */
+static bool put_output(dsy_pipe *p, void *v, bool fire) {
+    if (DSY_UNLIKELY(dsy_spsc_push(&p->outq, v, fire) != 0)) {
+        if (v && p->out.item_free)
+            p->out.item_free(v);
+        pipe_fail(p, DESYNC_ENOMEM);
+        return false;
+    }
+    if (fire)
+        dsy_wslot_fire(&p->out_slot);
+    return true;
+}
+
+/* Pump only: keeps a polled item for the job that will process it. False
+ * if there was no memory: the item went to the input's item_free and the
+ * pipe failed. */
+static bool put_pending(dsy_pipe *p, void *item) {
+    if (DSY_LIKELY(dsy_spsc_push(&p->pending, item, false) == 0))
+        return true;
+    if (p->in_item_free)
+        p->in_item_free(item);
+    pipe_fail(p, DESYNC_ENOMEM);
+    return false;
 }
 
 static bool budget_left(dsy_pipe *p) {
@@ -169,6 +217,7 @@ static bool job_live(dsy_pipe *p) {
 static void job_done(dsy_pipe *p, size_t n, bool stop) {
     atomic_fetch_sub_explicit(&p->held, n, memory_order_seq_cst);
     atomic_fetch_sub_explicit(&p->jobs, 1, memory_order_seq_cst);
+    maybe_end(p);
     if (stop || (atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_JOB))
         pump_kick_from(p, true);
     pipe_unref(p);
@@ -194,7 +243,7 @@ static void process_job(void *a) {
             if (p->in_item_free)
                 p->in_item_free(item);
         } else if (p->has_output) {
-            push_output(p, p->fn(data, item, p->arg));
+            live = put_output(p, p->fn(data, item, p->arg), true);
         } else {
             p->fn_in(data, item, p->arg);
         }
@@ -226,42 +275,40 @@ static void inline_job(void *a) {
                 p->in_item_free(ia->items[i]);
             continue;
         }
-        spsc_push_item(&p->outq, p->fn(data, ia->items[i], p->arg), false);
+        live = put_output(p, p->fn(data, ia->items[i], p->arg), false);
     }
     if (!live)
         atomic_store_explicit(&p->closed, 1, memory_order_release);
 }
 
-/* The input ended: mark the output ended after every job queued before. */
-static void end_job(void *a) {
-    dsy_pipe *p = *(dsy_pipe **)a;
-    atomic_store_explicit(&p->ended, 1, memory_order_seq_cst);
-    dsy_wslot_fire(&p->out_slot);
-    pipe_unref(p);
-}
+/* A user stream woke us: pump from d's queue (wake_kick). */
+static void wake_kick_run(dsy_kick *k) { pump_kick(DSY_CONTAINER_OF(k, dsy_pipe, wake_kick)); }
 
-/* A user stream woke us: pump from d's queue. */
-static void pump_job(void *a) {
-    dsy_pipe *p = *(dsy_pipe **)a;
-    pump_kick(p);
-    pipe_unref(p);
-}
+static void wake_kick_done(dsy_kick *k) { pipe_unref(DSY_CONTAINER_OF(k, dsy_pipe, wake_kick)); }
 
-static void release_job(void *data, void *arg) {
+/* The output was freed: drop the pipe's strong reference to d from d's own
+ * queue (release then does not block). Holds the output's pipe reference. */
+static enum dsy_run_result release_run(dsy_node *n, desync_queue_t *q, void *data) {
+    (void)q;
     (void)data;
-    desync_release(arg); /* from d's own job: does not block */
+    desync_release(DSY_CONTAINER_OF(n, dsy_pipe, release_node)->d);
+    return DSY_DONE;
 }
+
+static void release_finish(dsy_node *n) { pipe_unref(DSY_CONTAINER_OF(n, dsy_pipe, release_node)); }
+
+static const dsy_node_ops release_ops = {release_run, release_finish, NULL};
 
 /* The user's future of the item in progress completed. */
 static void async_done(int status, void *value, void *arg) {
     dsy_pipe *p = arg;
     desync_promise_t *pr = p->async_pr;
     p->async_pr = NULL;
-    if (status == 0 && p->has_output)
-        push_output(p, value);
+    bool failed = status == 0 && p->has_output && !put_output(p, value, true);
     atomic_fetch_sub_explicit(&p->held, 1, memory_order_seq_cst);
     atomic_fetch_sub_explicit(&p->jobs, 1, memory_order_seq_cst);
-    bool kick = atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_JOB;
+    maybe_end(p);
+    bool kick = failed || (atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_JOB);
     desync_promise_complete(pr, NULL); /* lets d's queue go on */
     if (kick)
         pump_kick(p);
@@ -272,7 +319,13 @@ static desync_future_t *async_job(void *a) {
     dsy_pipe *p = a;
     void *item = NULL;
     dsy_spsc_pop(&p->pending, &item);
-    if (!job_live(p)) {
+    /* The promise that holds d's queue is made before process is called,
+     * so that running out of memory fails the pipe, not the item's job. */
+    desync_future_t *g = NULL;
+    desync_promise_t *pr = NULL;
+    if (job_live(p) && !(pr = desync_promise_new(&g)))
+        pipe_fail(p, DESYNC_ENOMEM);
+    if (!pr) {
         if (p->in_item_free)
             p->in_item_free(item);
         atomic_store_explicit(&p->closed, 1, memory_order_release);
@@ -280,17 +333,12 @@ static desync_future_t *async_job(void *a) {
         return NULL;
     }
     desync_future_t *f = p->fn_async(desync_data(p->d), item, p->arg);
-    desync_future_t *g = NULL;
-    desync_promise_t *pr = f ? desync_promise_new(&g) : NULL;
-    if (!pr) {
-        /* NULL future: done with value NULL. Out of memory for a promise:
-         * wait here (the queue is held either way). */
-        void *v = NULL;
-        int st = f ? desync_future_wait(f, &v) : 0;
-        desync_future_free(f);
-        if (st == 0 && p->has_output)
-            push_output(p, v);
-        job_done(p, 1, false);
+    if (!f) {
+        /* NULL future: done, with value NULL. */
+        desync_promise_cancel(pr);
+        desync_future_free(g);
+        bool failed = p->has_output && !put_output(p, NULL, true);
+        job_done(p, 1, failed);
         return NULL;
     }
     p->async_pr = pr;
@@ -300,31 +348,41 @@ static desync_future_t *async_job(void *a) {
 
 /* ------------------------------------------------------------------ pump */
 
-static void close_input(dsy_pipe *p, bool eof) {
+/* The input ended, or the pipe stopped: free the input; the output ends
+ * once the jobs in flight are done (maybe_end). */
+static void close_input(dsy_pipe *p) {
     desync_stream_t *in = p->input;
     p->input = NULL;
     p->input_done = true;
     desync_stream_free(in); /* waits for its wakes on other threads */
-    if (eof && p->has_output) {
-        pipe_ref(p);
-        queue_job(p, end_job, &p, sizeof p);
-    }
+    atomic_store_explicit(&p->in_closed, 1, memory_order_seq_cst);
+    maybe_end(p);
     pipe_unref(p); /* the input side's reference (the pump run holds one) */
 }
 
-static void queue_batch(dsy_pipe *p, size_t n) {
+/* Queues the job for the last n items put in `pending`. False if there was
+ * no memory for it: the pipe failed, and the items stay in `pending` (freed
+ * with the pipe; no later job will pop them). */
+static bool queue_batch(dsy_pipe *p, size_t n) {
     atomic_fetch_add_explicit(&p->held, n, memory_order_seq_cst);
     atomic_fetch_add_explicit(&p->jobs, 1, memory_order_seq_cst);
     pipe_ref(p);
+    bool ok;
     if (p->is_async) {
-        desync_future_t *f;
-        while (!(f = desync_queue_future_desync(p->q, async_job, p)))
-            dsy_oom_wait();
-        desync_future_detach(f);
+        desync_future_t *f = desync_queue_future_desync(p->q, async_job, p);
+        if ((ok = f != NULL))
+            desync_future_detach(f);
     } else {
         batch_arg a = {p, n};
-        queue_job(p, process_job, &a, sizeof a);
+        ok = desync_queue_desync_copy(p->q, process_job, &a, sizeof a) == 0;
     }
+    if (DSY_UNLIKELY(!ok)) {
+        atomic_fetch_sub_explicit(&p->held, n, memory_order_seq_cst);
+        atomic_fetch_sub_explicit(&p->jobs, 1, memory_order_seq_cst);
+        pipe_fail(p, DESYNC_ENOMEM);
+        pipe_unref(p); /* not the last: the pump run holds one */
+    }
+    return ok;
 }
 
 /* Polls up to budget items into items[]; returns how many, *r the last
@@ -348,7 +406,7 @@ static bool pump_step(dsy_pipe *p) {
         return false;
     if (atomic_load_explicit(&p->closed, memory_order_acquire) ||
         (!p->has_output && !dsy_object_alive(p->d))) {
-        close_input(p, false);
+        close_input(p);
         return false;
     }
     size_t used = atomic_load_explicit(&p->held, memory_order_seq_cst);
@@ -368,33 +426,52 @@ static bool pump_step(dsy_pipe *p) {
         if (n) {
             inline_arg a = {p, items, n};
             if (desync_queue_try_sync(p->q, inline_job, &a) != 0) {
-                for (size_t i = 0; i < n; i++)
-                    spsc_push_item(&p->pending, items[i], false);
-                queue_batch(p, n);
+                size_t i = 0;
+                while (i < n && put_pending(p, items[i]))
+                    i++;
+                if (i == n)
+                    queue_batch(p, n);
+                else
+                    while (++i < n) /* items[i] went to item_free already */
+                        if (p->in_item_free)
+                            p->in_item_free(items[i]);
             }
         }
     } else {
+        bool ok = true;
         while (budget) {
             void *item;
             r = dsy_stream_poll(p->input, &item, &p->in_waker);
             if (r != 0)
                 break;
-            spsc_push_item(&p->pending, item, false);
+            if (!(ok = put_pending(p, item)))
+                break;
             budget--;
             if (p->is_async) {
-                queue_batch(p, 1);
+                if (!(ok = queue_batch(p, 1)))
+                    break;
             } else if (++n == DSY_PIPE_MAX_BATCH) {
-                queue_batch(p, n);
                 n = 0;
+                if (!(ok = queue_batch(p, DSY_PIPE_MAX_BATCH)))
+                    break;
             }
         }
-        if (n)
+        if (ok && n)
             queue_batch(p, n);
+    }
+    if (atomic_load_explicit(&p->closed, memory_order_acquire)) {
+        close_input(p); /* failed (or closed) meanwhile */
+        return false;
     }
     if (r == 0)
         return true;
-    if (r != DESYNC_EAGAIN)
-        close_input(p, true); /* EOF (or a user stream's error): the end */
+    if (r != DESYNC_EAGAIN) {
+        /* EOF (or a user stream's error): the end. A pipe reading a failed
+         * pipe's output fails too. */
+        if (r == DESYNC_ENOMEM)
+            pipe_fail(p, r);
+        close_input(p);
+    }
     return false;
 }
 
@@ -481,8 +558,10 @@ static void input_wake(void *ctx) {
         pump_kick(p);
         return;
     }
-    pipe_ref(p);
-    queue_job(p, pump_job, &p, sizeof p);
+    if (dsy_kick_arm(&p->wake_kick)) {
+        pipe_ref(p); /* the kick's, dropped by wake_kick_done */
+        dsy_kick_push(&p->wake_kick);
+    }
 }
 
 /* ---------------------------------------------------------------- output */
@@ -505,7 +584,8 @@ static int out_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
             after_take(p);
             return 0;
         }
-        return DESYNC_EOF;
+        int err = atomic_load_explicit(&p->error, memory_order_acquire);
+        return err ? err : DESYNC_EOF;
     }
     if (w && w->wake) {
         dsy_wslot_set(&p->out_slot, w);
@@ -527,10 +607,15 @@ static void out_free(desync_stream_t *s) {
     atomic_store_explicit(&p->closed, 1, memory_order_seq_cst);
     dsy_wslot_quiesce(&p->out_slot);
     pump_kick(p); /* frees the input (here, or on the thread pumping) */
-    desync_t *d = p->d;
-    if (desync_desync(d, release_job, d) != 0)
-        desync_release(d);
-    pipe_unref(p);
+    /* Buffered outputs go to item_free now (we are the reader); one that a
+     * job still running pushes later goes when the pipe is freed. */
+    void *v;
+    while (dsy_spsc_pop(&p->outq, &v))
+        if (p->out.item_free)
+            p->out.item_free(v);
+    /* The output's pipe reference goes to release_node, which needs it
+     * (it is part of the pipe) until it has run. */
+    dsy_queue_push_schedule(p->q, &p->release_node);
 }
 
 /* A reader about to sleep: if d's jobs (process jobs, the end) wait for a
@@ -544,7 +629,11 @@ void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t dep
     if (!pipe_output || pipe_output->vt != &pipe_out_vt)
         return;
     dsy_pipe *p = (dsy_pipe *)pipe_output;
-    atomic_store_explicit(&p->depth, depth ? depth : 1, memory_order_seq_cst);
+    depth = depth ? depth : 1;
+    /* Queues that long need no memory (see pipe_new). */
+    dsy_spsc_set_reserve(&p->pending, depth);
+    dsy_spsc_set_reserve(&p->outq, depth);
+    atomic_store_explicit(&p->depth, depth, memory_order_seq_cst);
     if (atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_TAKE)
         pump_kick(p);
 }
@@ -562,11 +651,15 @@ static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind, v
         *err = DESYNC_ENOMEM;
         p = calloc(1, sizeof *p);
     }
-    if (p && dsy_spsc_init(&p->pending) != 0) {
+    /* Backpressure bounds both queues by the depth: reserved now, they need
+     * no memory while the pipe runs (only job nodes do). */
+    bool has_output = kind == PIPE_OUT || kind == PIPE_OUT_ASYNC;
+    size_t depth = has_output ? DSY_PIPE_DEPTH : DSY_PIPE_IN_DEPTH;
+    if (p && dsy_spsc_init(&p->pending, depth) != 0) {
         free(p);
         p = NULL;
     }
-    if (p && dsy_spsc_init(&p->outq) != 0) {
+    if (p && dsy_spsc_init(&p->outq, has_output ? depth : 0) != 0) {
         dsy_spsc_destroy(&p->pending, NULL);
         free(p);
         p = NULL;
@@ -575,7 +668,6 @@ static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind, v
         desync_stream_free(input);
         return NULL;
     }
-    bool has_output = kind == PIPE_OUT || kind == PIPE_OUT_ASYNC;
     dsy_stream_init(&p->out, &pipe_out_vt);
     dsy_wslot_init(&p->out_slot);
     p->d = d;
@@ -597,10 +689,14 @@ static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind, v
     dsy_ref_init(&p->refs, has_output ? 2u : 1u);
     atomic_init(&p->state, 0);
     atomic_init(&p->closed, 0);
+    atomic_init(&p->in_closed, 0);
     atomic_init(&p->ended, 0);
+    atomic_init(&p->error, 0);
     atomic_init(&p->jobs, 0);
     atomic_init(&p->held, 0);
-    atomic_init(&p->depth, has_output ? DSY_PIPE_DEPTH : DSY_PIPE_IN_DEPTH);
+    atomic_init(&p->depth, depth);
+    dsy_kick_init(&p->wake_kick, p->q, wake_kick_run, wake_kick_done);
+    p->release_node.ops = &release_ops;
     dsy_object_weak_retain(d);
     if (has_output)
         desync_retain(d);

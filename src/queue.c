@@ -113,13 +113,13 @@ uint32_t dsy_queue_held(_Atomic(desync_queue_t *) *out, uint32_t max, uint32_t k
 
 static const dsy_runnable_ops queue_runnable_ops;
 
-void dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
+int dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
     atomic_init(&q->tail, NULL);
     q->head = NULL;
     atomic_init(&q->state, (flags & DSY_QUEUE_OF_OBJECT) ? DSY_Q_OBJECT : 0u);
     dsy_ref_init(&q->refs, 1);
     q->sched = s;
-    dsy_sched_attach(s, &queue_runnable_ops);
+    return dsy_sched_attach(s, &queue_runnable_ops);
 }
 
 void dsy_queue_ref(desync_queue_t *q) { dsy_ref_inc(&q->refs); }
@@ -282,6 +282,12 @@ static bool steal(desync_queue_t *q, uint32_t *s) {
 }
 
 void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
+    /* A scheduler could not start a thread: if q's token waits in it, try
+     * again. Before the push: once n is linked, q may run and be freed at
+     * once (the job may own the caller's reference). */
+    if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_starved_count, memory_order_relaxed)) &&
+        (atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_READY))
+        dsy_sched_poke(q->sched);
     if (dsy_queue_push(q, n))
         dsy_token_place(q, false);
 }
@@ -570,12 +576,17 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
     sn.with_data = with_data;
     sn.caller = tls_frame;
     atomic_init(&sn.word, DSY_W_WAITING);
+    /* Our job may drop the last reference to q (a release inside it), and
+     * another thread may run it: we hold a reference of our own, taken
+     * before our node is linked, until we are done with q. */
+    dsy_queue_ref(q);
     if (dsy_queue_push(q, &sn.node)) {
-        /* The queue went idle in between: our node is the head. */
-        dsy_queue_ref(q);
+        /* The queue went idle in between: our node is the head, and the
+         * token carries our reference. */
         dsy_queue_drain_until(q, &sn.node);
     } else {
         dsy_queue_wait_node(q, &sn.node, &sn.word, 0);
+        dsy_queue_unref(q);
     }
     dsy_wait_leave(&edge);
     return 0;
@@ -678,15 +689,68 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
     return 0;
 }
 
+/* -------------------------------------------------------- embedded kicks */
+
+#define KICK_IDLE 0u
+#define KICK_QUEUED 1u /* queued or running; requests so far are served */
+#define KICK_AGAIN 2u  /* requested again since the run started */
+
+static enum dsy_run_result kick_run(dsy_node *n, desync_queue_t *q, void *data) {
+    (void)q;
+    (void)data;
+    dsy_kick *k = DSY_CONTAINER_OF(n, dsy_kick, node);
+    /* Requests made before this point are served by this run. acq_rel pairs
+     * with the requester's CAS: this run sees what it published. */
+    atomic_exchange_explicit(&k->st, KICK_QUEUED, memory_order_acq_rel);
+    k->run(k);
+    return DSY_DONE;
+}
+
+static void kick_finish(dsy_node *n) {
+    dsy_kick *k = DSY_CONTAINER_OF(n, dsy_kick, node);
+    uint32_t e = KICK_QUEUED;
+    if (atomic_compare_exchange_strong_explicit(&k->st, &e, KICK_IDLE, memory_order_acq_rel,
+                                                memory_order_acquire))
+        k->done(k);
+    else
+        dsy_queue_push_schedule(k->q, &k->node); /* requested during the run */
+}
+
+static const dsy_node_ops kick_ops = {kick_run, kick_finish, NULL};
+
+void dsy_kick_init(dsy_kick *k, desync_queue_t *q, void (*run)(dsy_kick *k),
+                   void (*done)(dsy_kick *k)) {
+    k->node.ops = &kick_ops;
+    k->q = q;
+    atomic_init(&k->st, KICK_IDLE);
+    k->run = run;
+    k->done = done;
+}
+
+bool dsy_kick_arm(dsy_kick *k) {
+    uint32_t s = atomic_load_explicit(&k->st, memory_order_relaxed);
+    for (;;) {
+        if (s == KICK_AGAIN)
+            return false;
+        uint32_t next = s == KICK_IDLE ? KICK_QUEUED : KICK_AGAIN;
+        if (atomic_compare_exchange_weak_explicit(&k->st, &s, next, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            return s == KICK_IDLE;
+    }
+}
+
+void dsy_kick_push(dsy_kick *k) { dsy_queue_push_schedule(k->q, &k->node); }
+
 /* ------------------------------------------------------------ public API */
 
 desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler) {
     if (!scheduler && !(scheduler = desync_scheduler_default()))
         return NULL;
     desync_queue_t *q = malloc(sizeof *q);
-    if (!q)
-        return NULL;
-    dsy_queue_init(q, scheduler, 0);
+    if (q && dsy_queue_init(q, scheduler, 0) != 0) {
+        free(q);
+        q = NULL;
+    }
     return q;
 }
 

@@ -29,16 +29,8 @@ static inline void dsy_ring_destroy(dsy_ring *r) {
     dsy_ring_init(r);
 }
 
-/* Makes room for one more item, growing to at most max items (the first
- * allocation takes `first`, at most max); false on ENOMEM or at max. */
-static inline bool dsy_ring_reserve(dsy_ring *r, size_t first, size_t max) {
-    if (r->len < r->cap)
-        return true;
-    size_t n = r->cap ? r->cap * 2 : first;
-    if (n > max || n < r->cap)
-        n = max;
-    if (n <= r->cap)
-        return false;
+/* Resizes to n slots (n >= len); false on ENOMEM. */
+static inline bool dsy_ring_resize(dsy_ring *r, size_t n) {
     void **s = malloc(n * sizeof *s);
     if (!s)
         return false;
@@ -49,6 +41,25 @@ static inline bool dsy_ring_reserve(dsy_ring *r, size_t first, size_t max) {
     r->cap = n;
     r->head = 0;
     return true;
+}
+
+/* Makes room for one more item, growing to at most max items (the first
+ * allocation takes `first`, at most max); false on ENOMEM or at max. */
+static inline bool dsy_ring_reserve(dsy_ring *r, size_t first, size_t max) {
+    if (r->len < r->cap)
+        return true;
+    size_t n = r->cap ? r->cap * 2 : first;
+    if (n > max || n < r->cap)
+        n = max;
+    return n > r->cap && dsy_ring_resize(r, n);
+}
+
+/* Makes room for n items in all, doubling from `first`; false on ENOMEM. */
+static inline bool dsy_ring_reserve_total(dsy_ring *r, size_t first, size_t n) {
+    size_t c = r->cap ? r->cap : first;
+    while (c < n)
+        c = c * 2 > c ? c * 2 : n;
+    return c <= r->cap || dsy_ring_resize(r, c);
 }
 
 /* Appends v; there must be room (dsy_ring_reserve). */

@@ -5,7 +5,8 @@
  * opaque entries that an owner (queue.c: a queue whose run token was placed
  * with the scheduler) submits, and that it runs through the callback table
  * the owner attached. A submitted entry waits in one of two places:
- *   - the run list, a FIFO ring under the scheduler's spinlock;
+ *   - the run list, a FIFO ring under the scheduler's spinlock, with a slot
+ *     reserved for each attached queue (so submitting never allocates);
  *   - a worker's `next` slot, when the entry is submitted from inside a job
  *     that worker is running: it runs on the same thread right after the
  *     current entry, with no lock and no wake-up (a job that desyncs onto an
@@ -23,6 +24,9 @@
  * itself right after (sync or future wait). A worker is woken, or a new one
  * started (up to max_threads), when an entry enters the run list and no
  * worker is spinning.
+ *
+ * A thread that cannot be started (kick_locked) leaves the scheduler
+ * "starved": pushes onto its waiting queues try again (dsy_sched_poke).
  *
  * Known limit: a queue in a worker's next slot waits for the job that made it
  * ready to return, unless another worker is spinning: a spinning worker takes
@@ -43,6 +47,7 @@ typedef struct worker {
     _Atomic uint32_t next_seq;        /* bumped whenever next_q is filled */
     _Atomic uint32_t wake;            /* futex word: 1 once woken */
     _Atomic bool stop;                /* set under the lock: exit when possible */
+    const void *joiner;               /* lock: who joins it once stopped (stop_locked) */
     bool in_job;                      /* this thread is running a job */
     bool idle;                        /* on the idle stack (lock) */
     struct worker *idle_next;         /* lock */
@@ -68,6 +73,17 @@ struct desync_scheduler {
     bool closed;   /* freed by the user: no threads any more */
     bool immortal; /* the default scheduler */
     dsy_refcount refs;
+    _Atomic size_t spawn_failures; /* thread starts the system refused */
+    /* The last try to get a thread for the run list failed (no thread could
+     * be started): pushes onto a waiting queue try again (dsy_sched_poke).
+     * Written under the lock (set_starved_locked), read without it. */
+    _Atomic bool starved;
+    /* Queues attached, and the run list's capacity (written under the
+     * lock). A queue has at most one entry (LINKED) in the run list or a
+     * next slot, and attaching reserves its slot, so pushing an entry
+     * never needs memory: see dsy_sched_attach. */
+    _Atomic size_t nattached;
+    _Atomic size_t run_room;
 };
 
 /* What find_work found. */
@@ -79,15 +95,26 @@ typedef enum work_kind {
 
 static DSY_TLS worker *tls_worker;
 
+_Atomic unsigned dsy_sched_starved_count;
+
+/* Lock held. Keeps dsy_sched_starved_count, which pushes read first. */
+static void set_starved_locked(desync_scheduler_t *s, bool starved) {
+    if (atomic_load_explicit(&s->starved, memory_order_relaxed) == starved)
+        return;
+    atomic_store_explicit(&s->starved, starved, memory_order_relaxed);
+    if (starved)
+        atomic_fetch_add_explicit(&dsy_sched_starved_count, 1, memory_order_relaxed);
+    else
+        atomic_fetch_sub_explicit(&dsy_sched_starved_count, 1, memory_order_relaxed);
+}
+
 /* ------------------------------------------------------------ run list */
 
-/* Lock held. False on ENOMEM (the run list could not grow). */
-static bool runlist_push(desync_scheduler_t *s, dsy_runnable *r) {
-    if (!dsy_ring_reserve(&s->run, DSY_RUNLIST_INITIAL, SIZE_MAX / sizeof(void *)))
-        return false;
+/* Lock held. There is always room: its queue's slot was reserved when
+ * the queue attached. */
+static void runlist_push(desync_scheduler_t *s, dsy_runnable *r) {
     dsy_ring_put(&s->run, r);
     atomic_store_explicit(&s->ready, s->run.len, memory_order_relaxed);
-    return true;
 }
 
 /* Lock held. NULL if empty. */
@@ -111,7 +138,7 @@ static const dsy_runnable_ops *rops(desync_scheduler_t *s) {
 }
 
 /* Runs r to the end on this thread (no fairness limit): for entries that no
- * worker will take (a full run list, a stopping worker, a freeing thread). */
+ * worker will take (a freeing thread). */
 static void run_here(desync_scheduler_t *s, dsy_runnable *r) {
     rops(s)->run(r, 0, false);
 }
@@ -134,6 +161,7 @@ static int spawn_locked(desync_scheduler_t *s) {
     w->all_next = s->all;
     s->all = w;
     atomic_store_explicit(&s->nthreads, atomic_load(&s->nthreads) + 1, memory_order_relaxed);
+    set_starved_locked(s, false);
     return 0;
 }
 
@@ -160,7 +188,14 @@ static void unpark_worker(worker *w) {
 }
 
 /* After the run list grew (lock held): make sure some thread will look.
- * Returns a worker to unpark once the lock is dropped, or NULL. */
+ * Returns a worker to unpark once the lock is dropped, or NULL.
+ *
+ * If a thread is needed and cannot be started (the system refused it, or no
+ * memory for its record), the entry stays on the run list for the threads
+ * that exist, and the scheduler is marked starved: every later push onto a
+ * queue whose token waits here tries again (dsy_sched_poke), as does the
+ * next entry submitted; a sync or future wait on the queue runs it on the
+ * waiting thread meanwhile. So one failed start never stalls a queue. */
 static worker *kick_locked(desync_scheduler_t *s) {
     /* seq_cst: pairs with the spinners' count (spin_for_work). */
     if (atomic_load_explicit(&s->nspinning, memory_order_seq_cst))
@@ -171,10 +206,14 @@ static worker *kick_locked(desync_scheduler_t *s) {
         s->idle = w->idle_next;
         s->nidle--;
         wake_locked(w);
+        set_starved_locked(s, false);
         return w;
     }
-    if (!s->closed && atomic_load(&s->nthreads) < atomic_load(&s->max_threads))
-        spawn_locked(s); /* on failure the work waits for others or a sync */
+    if (!s->closed && atomic_load(&s->nthreads) < atomic_load(&s->max_threads) &&
+        spawn_locked(s) != 0) {
+        atomic_fetch_add_explicit(&s->spawn_failures, 1, memory_order_relaxed);
+        set_starved_locked(s, true);
+    }
     return NULL;
 }
 
@@ -215,13 +254,24 @@ void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) {
         rops(s)->orphan(r);
         return;
     }
-    if (!runlist_push(s, r)) {
-        dsy_spin_unlock(&s->lock);
-        /* No memory for the run list: run the entry here, nothing is lost. */
-        run_here(s, r);
-        return;
-    }
+    runlist_push(s, r);
     worker *wake = kick_locked(s);
+    worker *z = s->zombies;
+    s->zombies = NULL;
+    dsy_spin_unlock(&s->lock);
+    unpark_worker(wake);
+    join_list(z);
+}
+
+void dsy_sched_poke(desync_scheduler_t *s) {
+    if (DSY_LIKELY(!atomic_load_explicit(&s->starved, memory_order_relaxed)))
+        return;
+    dsy_spin_lock(&s->lock);
+    worker *wake = NULL;
+    if (s->run.len)
+        wake = kick_locked(s);
+    else
+        set_starved_locked(s, false); /* nothing waits */
     worker *z = s->zombies;
     s->zombies = NULL;
     dsy_spin_unlock(&s->lock);
@@ -410,13 +460,8 @@ static void *worker_main(void *arg) {
     /* Stopped: the joiner (despawn or free) unlinks us; hand on our slot. */
     dsy_spin_lock(&s->lock);
     dsy_runnable *r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
-    if (r && runlist_push(s, r))
-        r = NULL;
-    if (r) {
-        dsy_spin_unlock(&s->lock);
-        run_here(s, r);
-        dsy_spin_lock(&s->lock);
-    }
+    if (r)
+        runlist_push(s, r);
     worker *wake = s->run.len ? kick_locked(s) : NULL;
     dsy_spin_unlock(&s->lock);
     unpark_worker(wake);
@@ -425,20 +470,26 @@ static void *worker_main(void *arg) {
 
 /* ----------------------------------------------------------- lifetime */
 
-static desync_scheduler_t *sched_create(size_t max_threads, bool immortal) {
-    desync_scheduler_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
+/* Initialises zeroed memory as a scheduler. */
+static void sched_init(desync_scheduler_t *s, size_t max_threads, bool immortal) {
     dsy_ring_init(&s->run);
     atomic_init(&s->max_threads, max_threads);
     dsy_ref_init(&s->refs, 1);
     s->immortal = immortal;
+}
+
+static desync_scheduler_t *sched_create(size_t max_threads, bool immortal) {
+    desync_scheduler_t *s = calloc(1, sizeof *s);
+    if (s)
+        sched_init(s, max_threads, immortal);
     return s;
 }
 
 static void sched_release(desync_scheduler_t *s) {
     if (s->immortal || !dsy_ref_dec(&s->refs))
         return;
+    if (atomic_load_explicit(&s->starved, memory_order_relaxed))
+        atomic_fetch_sub_explicit(&dsy_sched_starved_count, 1, memory_order_relaxed);
     /* Only reachable after desync_scheduler_free: no threads remain, and no
      * runnable is left to have entries in the run list. */
     DSY_ASSERT(s->closed && !s->all && !s->run.len);
@@ -446,28 +497,47 @@ static void sched_release(desync_scheduler_t *s) {
     free(s);
 }
 
-void dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops) {
+int dsy_sched_attach(desync_scheduler_t *s, const dsy_runnable_ops *ops) {
+    /* Reserve this owner's run-list slot. Lock-free while there is room: if
+     * k attached owners remain, the one of them that counted itself last
+     * saw n >= k, and it checked n against the capacity, which only grows. */
+    /* seq_cst on nattached and run_room: pairs with desync_shutdown, which
+     * zeroes run_room before it looks at nattached (Dekker): either it sees
+     * us and keeps the run list, or we see no room and take the lock. */
+    size_t n = atomic_fetch_add_explicit(&s->nattached, 1, memory_order_seq_cst) + 1;
+    if (n > atomic_load_explicit(&s->run_room, memory_order_seq_cst)) {
+        dsy_spin_lock(&s->lock);
+        bool ok = dsy_ring_reserve_total(&s->run, DSY_RUNLIST_INITIAL, n);
+        if (ok)
+            atomic_store_explicit(&s->run_room, s->run.cap, memory_order_release);
+        dsy_spin_unlock(&s->lock);
+        if (!ok) {
+            atomic_fetch_sub_explicit(&s->nattached, 1, memory_order_relaxed);
+            return DESYNC_ENOMEM;
+        }
+    }
     atomic_store_explicit(&s->rops, ops, memory_order_relaxed);
     if (!s->immortal)
         dsy_ref_inc(&s->refs);
+    return 0;
 }
 
-void dsy_sched_detach(desync_scheduler_t *s) { sched_release(s); }
+void dsy_sched_detach(desync_scheduler_t *s) {
+    atomic_fetch_sub_explicit(&s->nattached, 1, memory_order_relaxed);
+    sched_release(s);
+}
 
-/* The default scheduler lives in static storage: creating it cannot fail,
- * and nothing of it is left allocated after desync_shutdown. */
+/* The default scheduler lives in static storage: creating it cannot fail
+ * (no allocation), and nothing of it is left allocated after
+ * desync_shutdown. */
 static desync_scheduler_t default_storage;
 static desync_scheduler_t *default_sched;
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
 static void default_init(void) {
     unsigned n = DSY_DEFAULT_THREADS_PER_CPU * dsy_cpu_count();
-    desync_scheduler_t *s = &default_storage;
-    dsy_ring_init(&s->run);
-    atomic_init(&s->max_threads, n > DSY_DEFAULT_THREADS_MIN ? n : DSY_DEFAULT_THREADS_MIN);
-    dsy_ref_init(&s->refs, 1);
-    s->immortal = true;
-    default_sched = s;
+    sched_init(&default_storage, n > DSY_DEFAULT_THREADS_MIN ? n : DSY_DEFAULT_THREADS_MIN, true);
+    default_sched = &default_storage;
 }
 
 desync_scheduler_t *desync_scheduler_default(void) {
@@ -479,32 +549,50 @@ desync_scheduler_t *desync_scheduler_new(size_t max_threads) {
     return sched_create(max_threads, false);
 }
 
-/* Stops the given workers (lock held, already marked stop) and joins them
- * after unlocking. */
-static void stop_and_join(desync_scheduler_t *s, worker **victims, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        worker *v = victims[i];
-        if (v->idle) {
-            for (worker **p = &s->idle; *p; p = &(*p)->idle_next)
-                if (*p == v) {
-                    *p = v->idle_next;
-                    break;
-                }
-            s->nidle--;
-            wake_locked(v);
-            dsy_unpark_one(&v->wake); /* v is joined below, so it is alive */
-        }
+/* Tells v to stop, to be joined by `by` (lock held). A sleeping v is woken
+ * now: it is joined later, so it is still alive. No memory is needed, so
+ * stopping threads cannot fail. */
+static void stop_locked(desync_scheduler_t *s, worker *v, const void *by) {
+    atomic_store(&v->stop, true);
+    v->joiner = by;
+    if (v->idle) {
+        for (worker **p = &s->idle; *p; p = &(*p)->idle_next)
+            if (*p == v) {
+                *p = v->idle_next;
+                break;
+            }
+        s->nidle--;
+        wake_locked(v);
+        dsy_unpark_one(&v->wake);
     }
+}
+
+/* A joiner tag for workers being joined right now. */
+static const char joining;
+
+/* Joins the retired workers and those stopped by `by`, one at a time (lock
+ * held on entry, dropped on return). A stopped worker stays in the all-list
+ * until it is joined, as spin_for_work expects. */
+static void join_stopped(desync_scheduler_t *s, const void *by) {
     worker *z = s->zombies;
     s->zombies = NULL;
     dsy_spin_unlock(&s->lock);
     join_list(z);
-    for (size_t i = 0; i < n; i++) {
-        pthread_join(victims[i]->thread, NULL);
+    for (;;) {
         dsy_spin_lock(&s->lock);
-        unlink_all(s, victims[i]);
+        worker *v = s->all;
+        while (v && v->joiner != by)
+            v = v->all_next;
+        if (v)
+            v->joiner = &joining;
         dsy_spin_unlock(&s->lock);
-        free(victims[i]);
+        if (!v)
+            return;
+        pthread_join(v->thread, NULL);
+        dsy_spin_lock(&s->lock);
+        unlink_all(s, v);
+        dsy_spin_unlock(&s->lock);
+        free(v);
     }
 }
 
@@ -539,33 +627,15 @@ static void drain_quiet(desync_scheduler_t *s) {
     }
 }
 
-/* Stops every worker of s and joins it, with no allocation: the workers are
- * taken off s as a whole list. Workers started meanwhile (s not closed) are
- * not affected. Not from a worker of s. */
+/* Stops every worker of s that nobody else is stopping and joins it, with
+ * no allocation (stop_locked / join_stopped). Not from a worker of s. */
 static void stop_all_workers(desync_scheduler_t *s) {
+    const char me = 0;
     dsy_spin_lock(&s->lock);
-    worker *list = s->all;
-    s->all = NULL;
-    s->idle = NULL;
-    s->nidle = 0;
-    atomic_store_explicit(&s->nthreads, 0, memory_order_relaxed);
-    for (worker *o = list; o; o = o->all_next) {
-        atomic_store(&o->stop, true);
-        if (o->idle) {
-            wake_locked(o);
-            dsy_unpark_one(&o->wake); /* o is joined below, so it is alive */
-        }
-    }
-    worker *z = s->zombies;
-    s->zombies = NULL;
-    dsy_spin_unlock(&s->lock);
-    join_list(z);
-    while (list) {
-        worker *next = list->all_next;
-        pthread_join(list->thread, NULL);
-        free(list);
-        list = next;
-    }
+    for (worker *o = s->all; o; o = o->all_next)
+        if (!atomic_load(&o->stop))
+            stop_locked(s, o, &me);
+    join_stopped(s, &me); /* unlocks */
 }
 
 void desync_scheduler_free(desync_scheduler_t *s) {
@@ -575,8 +645,18 @@ void desync_scheduler_free(desync_scheduler_t *s) {
     dsy_spin_lock(&s->lock);
     s->closed = true;
     atomic_store(&s->max_threads, 0);
+    set_starved_locked(s, false); /* no thread is wanted any more */
     dsy_spin_unlock(&s->lock);
     stop_all_workers(s);
+    /* Threads a concurrent despawn stopped are joined by it. */
+    for (;;) {
+        dsy_spin_lock(&s->lock);
+        bool gone = !s->all;
+        dsy_spin_unlock(&s->lock);
+        if (gone)
+            break;
+        dsy_sleep_ns(DSY_SCHED_DRAIN_POLL_NS);
+    }
     sched_release(s);
 }
 
@@ -601,9 +681,14 @@ void desync_shutdown(void) {
     } else {
         drain_quiet(s);
         stop_all_workers(s);
+        /* The run list's memory goes too if no queue is attached (none can
+         * submit); the next attach grows it again. See dsy_sched_attach. */
         dsy_spin_lock(&s->lock);
-        if (!s->run.len)
-            dsy_ring_destroy(&s->run); /* grown again on demand */
+        atomic_store_explicit(&s->run_room, 0, memory_order_seq_cst);
+        if (!atomic_load_explicit(&s->nattached, memory_order_seq_cst) && !s->run.len)
+            dsy_ring_destroy(&s->run);
+        else
+            atomic_store_explicit(&s->run_room, s->run.cap, memory_order_seq_cst);
         dsy_spin_unlock(&s->lock);
     }
     dsy_pool_reclaim();
@@ -649,20 +734,16 @@ int desync_scheduler_spawn_thread(desync_scheduler_t *s) {
 void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s) {
     if (!s)
         return;
+    const char me = 0;
     dsy_spin_lock(&s->lock);
     size_t have = atomic_load(&s->nthreads), max = atomic_load(&s->max_threads);
-    size_t excess = have > max ? have - max : 0;
-    worker **victims = excess ? malloc(excess * sizeof *victims) : NULL;
-    size_t n = 0;
-    if (victims) {
-        /* Idle workers first, then busy ones; never the calling thread. */
-        for (int pass = 0; pass < 2; pass++)
-            for (worker *o = s->all; o && n < excess; o = o->all_next)
-                if (o != tls_worker && !atomic_load(&o->stop) && o->idle == (pass == 0)) {
-                    atomic_store(&o->stop, true);
-                    victims[n++] = o;
-                }
-    }
-    stop_and_join(s, victims, n);
-    free(victims);
+    size_t excess = have > max ? have - max : 0, n = 0;
+    /* Idle workers first, then busy ones; never the calling thread. */
+    for (int pass = 0; pass < 2; pass++)
+        for (worker *o = s->all; o && n < excess; o = o->all_next)
+            if (o != tls_worker && !atomic_load(&o->stop) && o->idle == (pass == 0)) {
+                stop_locked(s, o, &me);
+                n++;
+            }
+    join_stopped(s, &me);
 }

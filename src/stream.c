@@ -124,18 +124,71 @@ void dsy_wslot_quiesce(dsy_wslot *s) {
 
 /* ------------------------------------------------------------ SPSC FIFO */
 
-int dsy_spsc_init(dsy_spsc *q) {
+/* Spare segments for up to `reserve` items: when a push needs a new
+ * segment with m items queued, at most m / DSY_SEG_N + 1 segments are in
+ * the chain (the head one may be fully read but not yet handed back), so
+ * (reserve - 1) / DSY_SEG_N + 1 spares always leave one for it. */
+static size_t spares_for(size_t reserve) { return reserve ? (reserve - 1) / DSY_SEG_N + 1 : 0; }
+
+static void spare_push(dsy_spsc *q, dsy_seg *s) {
+    dsy_seg *top = atomic_load_explicit(&q->spares, memory_order_relaxed);
+    do
+        atomic_store_explicit(&s->next, top, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&q->spares, &top, s, memory_order_release,
+                                                  memory_order_relaxed));
+    atomic_fetch_add_explicit(&q->nspares, 1, memory_order_relaxed);
+}
+
+/* Producer only. */
+static dsy_seg *spare_pop(dsy_spsc *q) {
+    dsy_seg *top = atomic_load_explicit(&q->spares, memory_order_acquire);
+    while (top && !atomic_compare_exchange_weak_explicit(
+                      &q->spares, &top, atomic_load_explicit(&top->next, memory_order_relaxed),
+                      memory_order_acquire, memory_order_acquire)) {
+    }
+    if (top)
+        atomic_fetch_sub_explicit(&q->nspares, 1, memory_order_relaxed);
+    return top;
+}
+
+static void free_segs(dsy_seg *s) {
+    while (s) {
+        dsy_seg *n = atomic_load_explicit(&s->next, memory_order_relaxed);
+        free(s);
+        s = n;
+    }
+}
+
+int dsy_spsc_init(dsy_spsc *q, size_t reserve) {
+    size_t keep = spares_for(reserve);
+    atomic_init(&q->spares, NULL);
+    atomic_init(&q->nspares, 0);
+    atomic_init(&q->keep, keep);
     dsy_seg *s = malloc(sizeof *s);
-    if (!s)
+    for (size_t i = 0; s && i < keep; i++) {
+        dsy_seg *x = malloc(sizeof *x);
+        if (!x) {
+            free(s);
+            s = NULL;
+            break;
+        }
+        spare_push(q, x);
+    }
+    if (!s) {
+        free_segs(atomic_load_explicit(&q->spares, memory_order_relaxed));
         return DESYNC_ENOMEM;
+    }
     atomic_init(&s->next, NULL);
     q->tail = q->head = s;
     q->ti = q->hi = 0;
     q->seen = 0;
     atomic_init(&q->pushed, 0);
     atomic_init(&q->popped, 0);
-    atomic_init(&q->spare, NULL);
     return 0;
+}
+
+void dsy_spsc_set_reserve(dsy_spsc *q, size_t reserve) {
+    atomic_store_explicit(&q->keep, spares_for(reserve), memory_order_relaxed);
 }
 
 void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *)) {
@@ -143,19 +196,14 @@ void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *)) {
     while (dsy_spsc_pop(q, &v))
         if (item_free)
             item_free(v);
-    dsy_seg *s = q->head;
-    while (s) {
-        dsy_seg *n = atomic_load_explicit(&s->next, memory_order_acquire);
-        free(s);
-        s = n;
-    }
-    free(atomic_load_explicit(&q->spare, memory_order_acquire));
+    free_segs(q->head);
+    free_segs(atomic_load_explicit(&q->spares, memory_order_acquire));
     q->head = q->tail = NULL;
 }
 
 int dsy_spsc_push(dsy_spsc *q, void *v, bool sc) {
     if (DSY_UNLIKELY(q->ti == DSY_SEG_N)) {
-        dsy_seg *n = atomic_exchange_explicit(&q->spare, NULL, memory_order_acquire);
+        dsy_seg *n = spare_pop(q);
         if (!n && !(n = malloc(sizeof *n)))
             return DESYNC_ENOMEM;
         atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
@@ -180,8 +228,12 @@ bool dsy_spsc_pop(dsy_spsc *q, void **v) {
         dsy_seg *old = q->head;
         q->head = atomic_load_explicit(&old->next, memory_order_acquire);
         q->hi = 0;
-        /* Keep one segment for the producer; free the surplus. */
-        free(atomic_exchange_explicit(&q->spare, old, memory_order_acq_rel));
+        /* Keep it for the producer, up to the reserve; free the surplus. */
+        if (atomic_load_explicit(&q->nspares, memory_order_relaxed) <
+            atomic_load_explicit(&q->keep, memory_order_relaxed))
+            spare_push(q, old);
+        else
+            free(old);
     }
     *v = q->head->v[q->hi++];
     atomic_store_explicit(&q->popped, c + 1, memory_order_seq_cst);
@@ -210,6 +262,13 @@ void dsy_stream_init(desync_stream_t *s, const dsy_stream_vt *vt) {
 
 /* ---------------------------------------------------------- user streams */
 
+/* A user stream: the header, and the job that polls it for next_future
+ * when it wakes us (nf_wake), part of it so that a wake needs no memory. */
+typedef struct user_stream {
+    desync_stream_t s;
+    dsy_kick nf_kick; /* on s.nf_queue, once that exists */
+} user_stream;
+
 static void user_unref(desync_stream_t *s) {
     if (!dsy_ref_dec(&s->refs))
         return;
@@ -233,9 +292,10 @@ static const dsy_stream_vt user_vt = {user_poll, user_free, NULL, NULL, false};
 desync_stream_t *desync_stream_new(const desync_stream_ops_t *ops, void *self) {
     if (!ops || !ops->poll_next)
         return NULL;
-    desync_stream_t *s = malloc(sizeof *s);
-    if (!s)
+    user_stream *u = malloc(sizeof *u);
+    if (!u)
         return NULL;
+    desync_stream_t *s = &u->s;
     dsy_stream_init(s, &user_vt);
     s->ops = ops;
     s->self = self;
@@ -387,8 +447,8 @@ static bool nf_leave(desync_stream_t *s) {
 static void nf_complete(desync_promise_t *p, int r, void *item) {
     if (r == 0)
         desync_promise_complete(p, item);
-    else if (r == DESYNC_EOF)
-        dsy_promise_complete_status(p, DESYNC_EOF, NULL);
+    else if (r == DESYNC_EOF || r == DESYNC_ENOMEM) /* ENOMEM: a failed pipe's output */
+        dsy_promise_complete_status(p, r, NULL);
     else
         desync_promise_cancel(p);
 }
@@ -417,11 +477,9 @@ static void nf_step(desync_stream_t *s) {
     }
 }
 
-static void nf_job(void *arg) {
-    desync_stream_t *s = arg;
-    nf_step(s);
-    user_unref(s);
-}
+static void nf_kick_run(dsy_kick *k) { nf_step(&DSY_CONTAINER_OF(k, user_stream, nf_kick)->s); }
+
+static void nf_kick_done(dsy_kick *k) { user_unref(&DSY_CONTAINER_OF(k, user_stream, nf_kick)->s); }
 
 static void nf_wake(void *ctx) {
     desync_stream_t *s = ctx;
@@ -429,19 +487,26 @@ static void nf_wake(void *ctx) {
         nf_step(s);
         return;
     }
-    /* A user stream may wake us with its own lock held: poll from a job. */
+    /* A user stream may wake us with its own lock held: poll from a job on
+     * nf_queue (the stream's embedded kick: no memory needed). */
     if (!atomic_load_explicit(&s->nf_promise, memory_order_acquire))
         return;
-    dsy_ref_inc(&s->refs);
-    while (desync_queue_desync(s->nf_queue, nf_job, s) == DESYNC_ENOMEM)
-        dsy_oom_wait();
+    user_stream *u = DSY_CONTAINER_OF(s, user_stream, s);
+    if (dsy_kick_arm(&u->nf_kick)) {
+        dsy_ref_inc(&s->refs); /* the kick's, dropped by nf_kick_done */
+        dsy_kick_push(&u->nf_kick);
+    }
 }
 
 desync_future_t *desync_stream_next_future(desync_stream_t *s) {
     if (!s)
         return NULL;
-    if (!s->vt->inline_wake && !s->nf_queue && !(s->nf_queue = desync_queue_new(NULL)))
-        return NULL;
+    if (!s->vt->inline_wake && !s->nf_queue) {
+        if (!(s->nf_queue = desync_queue_new(NULL)))
+            return NULL;
+        dsy_kick_init(&DSY_CONTAINER_OF(s, user_stream, s)->nf_kick, s->nf_queue, nf_kick_run,
+                      nf_kick_done);
+    }
     desync_future_t *f = NULL;
     desync_promise_t *p = desync_promise_new(&f);
     if (!p)

@@ -10,8 +10,9 @@
  *                no other thread is still inside a wake call from this slot,
  *                so a waker's ctx may be freed once the stream is.
  *   dsy_spsc     unbounded single-producer/single-consumer FIFO of pointers
- *                in linked 32-slot segments (one spare kept: no malloc in
- *                the steady state).
+ *                in linked 32-slot segments; consumed segments are kept as
+ *                spares, enough that a queue whose length stays within its
+ *                reserve never allocates after init (dsy_spsc_init).
  *   desync_stream_t  a small header with an internal vtable; channel
  *                receivers and pipe outputs embed it.
  */
@@ -89,15 +90,25 @@ typedef struct dsy_spsc {
     size_t hi;
     size_t seen; /* last value of pushed the consumer loaded */
     _Atomic size_t popped;
-    _Atomic(dsy_seg *) spare;
+    /* Spare segments: a stack that the consumer pushes consumed segments
+     * onto and only the producer pops (so no ABA), linked through `next`. */
+    _Atomic(dsy_seg *) spares;
+    _Atomic size_t nspares;
+    _Atomic size_t keep; /* the consumer frees segments beyond this many spares */
 } dsy_spsc;
 
-int dsy_spsc_init(dsy_spsc *q);
+/* An empty queue holding up to `reserve` items without allocating: the
+ * segments they can need are allocated now (reserve 0: one segment, and
+ * pushes allocate the next ones). 0 or DESYNC_ENOMEM (nothing allocated). */
+int dsy_spsc_init(dsy_spsc *q, size_t reserve);
+/* Changes the reserve: spares are kept for up to `reserve` items from now
+ * on (segments missing are allocated by the pushes that need them). */
+void dsy_spsc_set_reserve(dsy_spsc *q, size_t reserve);
 /* Frees the segments; items still queued go to item_free (if not NULL). */
 void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *));
-/* 0, or DESYNC_ENOMEM (item not queued). The count store is seq_cst when
- * sc (a consumer may be setting a waker and then re-checking), else
- * release. */
+/* 0, or DESYNC_ENOMEM (item not queued; never while the queue holds
+ * fewer items than its reserve). The count store is seq_cst when sc (a
+ * consumer may be setting a waker and then re-checking), else release. */
 int dsy_spsc_push(dsy_spsc *q, void *v, bool sc);
 /* true with *v set, false when empty. The count store is seq_cst. */
 bool dsy_spsc_pop(dsy_spsc *q, void **v);

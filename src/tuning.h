@@ -127,10 +127,4 @@
 /* A blocked reader runs a batch of at most this many items itself. W8. */
 #define DSY_PIPE_INLINE_MAX 32u
 
-/* --------------------------------------------------------------- memory */
-
-/* How long a path that must not fail waits before it asks for memory
- * again (see dsy_oom_wait). */
-#define DSY_OOM_RETRY_NS 1000000u
-
 #endif

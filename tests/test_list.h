@@ -213,3 +213,32 @@ TEST_ENTRY(race_resume_at_once_1000, 60)
 TEST_ENTRY(race_update_data_with_future_1000, 60)
 TEST_ENTRY(race_after_updates_data_1000, 60)
 TEST_ENTRY(race_future_sync_and_desync_across_queues_1000, 60)
+
+/* faults: failed thread creation and allocation (test_faults.c) */
+TEST_ENTRY(fault_default_scheduler_retry, 10)
+TEST_ENTRY(fault_thread_fail_once_object_runs, 10)
+TEST_ENTRY(fault_thread_fail_once_two_objects, 10)
+TEST_ENTRY(fault_thread_fail_always, 10)
+TEST_ENTRY(fault_thread_fail_every_other, 20)
+TEST_ENTRY(fault_oom_scheduler_free, 10)
+TEST_ENTRY(fault_oom_despawn, 10)
+TEST_ENTRY(fault_oom_release_from_own_job, 10)
+TEST_ENTRY(fault_oom_next_future_user_stream_wake, 10)
+TEST_ENTRY(fault_oom_pipe_end, 10)
+TEST_ENTRY(fault_oom_pipe_sweep, 60)
+TEST_ENTRY(fault_oom_pipe_async_sweep, 60)
+TEST_ENTRY(fault_oom_submit_never_runs_inline, 20)
+TEST_ENTRY(fault_oom_desync_refused, 10)
+
+/* faults: every allocation site failed in turn (test_fault_sweep.c,
+ * test_fault_sweep_streams.c); a sample here, every site in
+ * `make check-faults` */
+TEST_ENTRY(fault_sweep_objects, 120)
+TEST_ENTRY(fault_sweep_queues, 120)
+TEST_ENTRY(fault_sweep_futures, 120)
+TEST_ENTRY(fault_sweep_channels, 120)
+TEST_ENTRY(fault_sweep_streams, 120)
+TEST_ENTRY(fault_sweep_pipes, 120)
+TEST_ENTRY(fault_sweep_schedulers, 120)
+TEST_ENTRY(fault_sweep_threads, 120)
+TEST_ENTRY(fault_found_sync_job_releases_busy_object, 30)

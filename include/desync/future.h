@@ -160,7 +160,8 @@ DESYNC_API int desync_future_then(desync_future_t *f, desync_then_fn callback, v
  * A file descriptor that becomes readable when f is complete (eventfd on
  * Linux, a pipe elsewhere), to watch f with poll/epoll/libuv. It belongs to f
  * and is closed by desync_future_free; do not read or close it yourself.
- * DESYNC_EINVAL for NULL, or a negative code if no descriptor can be made.
+ * DESYNC_EINVAL for NULL; DESYNC_ENOMEM or DESYNC_EAGAIN if no descriptor
+ * can be made (out of memory, or of file descriptors).
  * Concurrency as for desync_future_wait.
  */
 DESYNC_API int desync_future_fd(desync_future_t *f);

@@ -76,7 +76,8 @@ DESYNC_API desync_channel_t *desync_channel_retain(desync_channel_t *c);
  */
 DESYNC_API int desync_channel_send(desync_channel_t *c, void *item);
 
-/* As send, but DESYNC_EAGAIN instead of blocking when full. */
+/* As send, but DESYNC_EAGAIN instead of blocking when full (the same other
+ * errors: DESYNC_EPIPE, DESYNC_ENOMEM, DESYNC_EINVAL). */
 DESYNC_API int desync_channel_try_send(desync_channel_t *c, void *item);
 
 /* A future that completes (value NULL) once item was accepted, or with
@@ -94,7 +95,10 @@ DESYNC_API void desync_channel_close(desync_channel_t *c);
 /* --------------------------------------------------------------- reading */
 
 /* Blocks until an item (0, *item set) or the end (DESYNC_EOF).
- * DESYNC_EINVAL for NULL s or item. */
+ * DESYNC_EINVAL for NULL s or item. The output of a pipe that ran out of
+ * memory ends with DESYNC_ENOMEM instead of DESYNC_EOF (see desync_pipe);
+ * a user stream's own error codes are passed on. The same holds for the
+ * other reading calls below. */
 DESYNC_API int desync_stream_next(desync_stream_t *s, void **item);
 
 /* As next, but DESYNC_ETIMEDOUT after timeout_ns. */
@@ -108,8 +112,10 @@ DESYNC_API int desync_stream_try_next(desync_stream_t *s, void **item);
 DESYNC_API int desync_stream_poll_next(desync_stream_t *s, void **item, const desync_waker_t *waker);
 
 /* A future for the next item: value = the item, status 0; at the end it
- * completes with DESYNC_EOF as status. The stream must not be read or freed
- * until that future completes. NULL for NULL s or on ENOMEM. */
+ * completes with DESYNC_EOF as status (DESYNC_ENOMEM for a failed pipe's
+ * output, DESYNC_ECANCELED for another error of the stream). The stream
+ * must not be read or freed until that future completes. NULL for NULL s
+ * or on ENOMEM. A user stream's wakes need no memory afterwards. */
 DESYNC_API desync_future_t *desync_stream_next_future(desync_stream_t *s);
 
 /* Items still buffered in s when it is freed are passed to item_free. */
@@ -134,6 +140,15 @@ typedef desync_future_t *(*desync_pipe_async_fn)(void *data, void *item, void *a
  * d is released, the pipe stops and frees the input. The pipe parks no thread
  * while it waits for items. DESYNC_EINVAL for NULL arguments (input is freed),
  * DESYNC_ENOMEM (input is freed).
+ *
+ * Out of memory while the pipe runs (after this call returned): the pipe
+ * needs memory only for the job that processes each batch of items (pooled)
+ * and, with a backpressure depth above the default, for its item queues.
+ * If that fails, the pipe stops rather than wait: items it has taken from
+ * the input but not processed, and the input with what it still buffers,
+ * are freed (the input's item_free gets each item), and an output (below)
+ * ends with DESYNC_ENOMEM instead of DESYNC_EOF after the items already
+ * produced. Stopping and freeing the pipe need no memory.
  */
 DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_in_fn process,
                               void *arg);
@@ -144,7 +159,10 @@ DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_i
  * freeing the output closes the pipe (input freed, no more processing). When
  * the input ends, the output ends after the last processed item. Reading
  * stops while the output holds `depth` unread items (default 5).
- * NULL for NULL arguments or on ENOMEM (input is freed either way).
+ * NULL for NULL arguments or on ENOMEM (input is freed either way). Out of
+ * memory later: see desync_pipe_in (the output reports DESYNC_ENOMEM; an
+ * item process returned that cannot be queued goes to the output's
+ * item_free). A pipe reading a failed pipe's output fails the same way.
  */
 DESYNC_API desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input,
                                         desync_pipe_fn process, void *arg);
@@ -158,7 +176,9 @@ DESYNC_API desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *inpu
                                               desync_pipe_async_fn process, void *arg);
 
 /* Sets how many unread output items make a pipe stop reading its input
- * (at least 1; 0 is taken as 1). Ignores streams that are not pipe outputs. */
+ * (at least 1; 0 is taken as 1). Ignores streams that are not pipe outputs.
+ * A depth above the default makes the pipe allocate queue room as it
+ * fills (see desync_pipe_in for what happens if that fails). */
 DESYNC_API void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t depth);
 
 #ifdef __cplusplus
