@@ -201,8 +201,13 @@ check-soak:
 	$(MAKE) --no-print-directory soak-run SAN=thread SOAK_ARGS="-n 300000 -t 1"
 	$(MAKE) --no-print-directory soak-run SAN=thread SOAK_ARGS="-n 300000 -t 0"
 
-# The slow checks, beyond `make test` (called by .ci/run).
-check-all: check-valgrind check-soak
+# The slow checks, beyond `make test` (called by .ci/run), one after the
+# other: run side by side on 2 cores they would slow each other past their
+# timeouts.
+check-all:
+	$(MAKE) check-valgrind
+	$(MAKE) check-soak
+	$(MAKE) check-faults
 
 bench: $(BUILD)/bench
 	$(RUN_PREFIX) ./$(BUILD)/bench
