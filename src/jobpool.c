@@ -13,6 +13,10 @@
  * Invariants: a thread's cache holds fewer than 2*MAG blocks per class; a
  * depot holds at most DEPOT_MAX magazines (beyond that, blocks go back to
  * malloc). A thread's caches go to the depots (or malloc) when it exits.
+ *
+ * fork: the depot and segment-cache mutexes are held around fork (see
+ * fork.c). In the child, the caches and segments of the threads that
+ * vanished are leaked (their blocks may still be in use by queued jobs).
  */
 #include "internal.h"
 
@@ -100,6 +104,7 @@ static void cache_destroy(void *unused) {
 static void cache_key_init(void) { pthread_key_create(&cache_key, cache_destroy); }
 
 static void cache_register(void) {
+    dsy_fork_init(); /* before this thread first takes a depot lock */
     pthread_once(&cache_key_once, cache_key_init);
     pthread_setspecific(cache_key, caches);
     registered = true;
@@ -245,3 +250,20 @@ void dsy_job_release(dsy_job *j, bool from_seg) {
     else
         dsy_pool_free(j, DSY_POOL_64);
 }
+
+/* ------------------------------------------------------------------ fork */
+
+void dsy_pool_fork_prepare(void) {
+    for (unsigned cls = 0; cls < NCLASS; cls++)
+        pthread_mutex_lock(&depots[cls].lock);
+    pthread_mutex_lock(&seg_cache.lock);
+}
+
+void dsy_pool_fork_parent(void) {
+    pthread_mutex_unlock(&seg_cache.lock);
+    for (unsigned cls = NCLASS; cls-- > 0;)
+        pthread_mutex_unlock(&depots[cls].lock);
+}
+
+/* The calling thread holds them in the child too. */
+void dsy_pool_fork_child(void) { dsy_pool_fork_parent(); }

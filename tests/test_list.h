@@ -165,3 +165,9 @@ TEST_ENTRY(stream_stress_pipe_in_release_race, 60)
 TEST_ENTRY(stream_stress_next_future, 60)
 TEST_ENTRY(stream_stress_waker_vs_free, 60)
 TEST_ENTRY(stream_stress_pipe_waker_vs_free, 60)
+
+/* fork() while the library is in use (test_fork.c) */
+TEST_ENTRY(fork_child_runs_background_jobs, 60)
+TEST_ENTRY(fork_object_busy_at_fork_is_forked_off, 60)
+TEST_ENTRY(fork_from_job, 60)
+TEST_ENTRY(fork_under_load, 120)
