@@ -9,6 +9,7 @@
 #   make test SAN=address,undefined
 #   make test DEBUG=1         invariant checks (DSY_ASSERT) on, in build-debug/
 #   make test OS=posix        the portable OS layer instead of Linux's, in build-posix/
+#   make check-fork           1,000 forks under load (slow; any SAN/CC/DEBUG too)
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -77,7 +78,7 @@ BENCH_OBJS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench-obj/%.o)
 STATIC_LIB := $(BUILD)/libdesync.a
 SHARED_LIB := $(BUILD)/libdesync.so
 
-.PHONY: all lib examples tests test run bench clean
+.PHONY: all lib examples tests test check-fork run bench clean
 .DEFAULT_GOAL := all
 
 all: lib examples tests
@@ -128,6 +129,12 @@ TESTS ?=
 test: $(BUILD)/run_tests
 	DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \
 	$(RUN_PREFIX) ./$(BUILD)/run_tests $(TESTS)
+
+# `make test` forks 50 children under load (20 in sanitizer builds); this
+# forks 1,000. Children that hang are killed by the test, so it cannot hang.
+check-fork: $(BUILD)/run_tests
+	DESYNC_TEST_FORKS=1000 DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-20} \
+	$(RUN_PREFIX) ./$(BUILD)/run_tests fork_under_load
 
 run: all
 	$(RUN_PREFIX) ./$(BUILD)/demo
