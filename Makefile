@@ -18,6 +18,7 @@
 #                             build-address-undefined-nopool/)
 #   make check-faults         every allocation site and thread creation failed in
 #                             turn (tests/fault.h), in the ASan build (a few minutes)
+#   make check-fork           1,000 forks under load (slow; any SAN/CC/DEBUG too)
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -96,7 +97,7 @@ FAULT_LIB := $(BUILD)/libdesync_fault.a
 FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign pthread_create
 OBJCOPY ?= objcopy
 
-.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults
+.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults check-fork
 .DEFAULT_GOAL := all
 
 all: lib examples tests
@@ -163,6 +164,12 @@ check-faults:
 	DESYNC_TEST_FAULT_FULL=1 ASAN_OPTIONS=detect_leaks=1$${ASAN_OPTIONS:+:$$ASAN_OPTIONS} \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1$${UBSAN_OPTIONS:+:$$UBSAN_OPTIONS} \
 	$(MAKE) test SAN=address,undefined TESTS="$(FAULT_TESTS)"
+
+# `make test` forks 50 children under load (20 in sanitizer builds); this
+# forks 1,000. Children that hang are killed by the test, so it cannot hang.
+check-fork: $(BUILD)/run_tests
+	DESYNC_TEST_FORKS=1000 DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-20} \
+	$(RUN_PREFIX) ./$(BUILD)/run_tests fork_under_load
 
 run: all
 	$(RUN_PREFIX) ./$(BUILD)/demo

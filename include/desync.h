@@ -91,6 +91,7 @@ extern "C" {
 #define DESYNC_EAGAIN (-7)    /* not ready yet: try again later (poll / try_* calls) */
 #define DESYNC_EOF (-8)       /* a stream has ended */
 #define DESYNC_EPIPE (-9)     /* the other end of a channel or pipe is gone */
+#define DESYNC_EFORKED (-10)  /* in a fork() child: the object was forked off (see "fork") */
 
 /* A static, human-readable description of an error code (never NULL). */
 DESYNC_API const char *desync_strerror(int err);
@@ -195,6 +196,45 @@ DESYNC_API int desync_scheduler_spawn_thread(desync_scheduler_t *s);
  * memory.
  */
 DESYNC_API void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s);
+
+/* ------------------------------------------------------------------ fork
+ *
+ * fork() may be called while the library is in use, from any thread and from
+ * inside a job; the parent is unaffected. (The library's global locks are
+ * taken around fork with pthread_atfork, so the child never finds one held.)
+ * The child keeps only the thread that called fork. There:
+ *
+ *  - Schedulers (default and private) keep their settings and the work that
+ *    was waiting in them, but have no threads: threads start again on demand,
+ *    at the child's first call that queues work on the scheduler or blocks.
+ *    desync_scheduler_thread_count() says 0 until then (1 on the scheduler of
+ *    a job that called fork). A child that only calls exec or _exit starts
+ *    no thread and runs nothing of the parent's.
+ *  - Jobs that were queued and not running at fork time stay queued: they
+ *    run in the child as well as in the parent, like unflushed stdio buffers.
+ *    To run them once, let the objects go idle (sync on them) before fork.
+ *  - An object (or queue) that another thread was using at fork time, while
+ *    it was busy — running one of its jobs, waiting in a sync on it or on one
+ *    of its futures, queueing a job on it — is "forked off": that thread does
+ *    not exist in the child, so the object never runs again there. On it,
+ *    desync, desync_copy, sync and try_sync (and the desync_queue_* forms)
+ *    return DESYNC_EFORKED and queue nothing; future_desync, future_sync,
+ *    after and suspend return NULL; future waits and polls on its futures
+ *    return DESYNC_EFORKED; desync_release returns without running destroy.
+ *    Its queued jobs never run, and its memory is not freed, in the child.
+ *  - The job that called fork goes on in the child, and so does its object
+ *    (unless another thread was waiting for it: then it is forked off once
+ *    that job returns).
+ *  - A future that only a vanished thread, or a job of a forked-off object,
+ *    would complete stays pending, and a stream that only they would feed
+ *    stays empty: wait with desync_future_wait_for / desync_stream_next_for.
+ *  - As after any fork of a multithreaded process, an object that another
+ *    thread was in the middle of a library call on at the instant of fork
+ *    (completing a promise, sending on a channel, waking a stream's reader:
+ *    a few instructions, under that object's own lock) may be left locked,
+ *    and calls on it in the child may block. Objects that no other thread
+ *    was touching, and everything the child creates, work normally.
+ */
 
 /* --------------------------------------------------------------- queues */
 

@@ -16,6 +16,7 @@ const char *desync_strerror(int err) {
     case DESYNC_EAGAIN: return "not ready, try again";
     case DESYNC_EOF: return "end of stream";
     case DESYNC_EPIPE: return "the other end is gone";
+    case DESYNC_EFORKED: return "forked off: a thread that did not survive fork() held the queue";
     default: return "unknown error";
     }
 }

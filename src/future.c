@@ -28,6 +28,12 @@
  * A thread waiting on a queue-bound future counts itself a waiter of that
  * queue (dsy_queue_wait_node), so when no other thread runs the queue, the
  * waiter gets the token and runs the queue itself up to the future's node.
+ *
+ * FORK. A waiter's fwaiter lives on its stack; the thread's record chains
+ * the ones it is listed with (dsy_self.waiting), so that the child of a fork
+ * unlists those of vanished threads (new threads may reuse their stacks).
+ * Futures of a forked-off queue (queue.c) never complete in the child: waits
+ * and polls on them return DESYNC_EFORKED.
  */
 #include "internal.h"
 
@@ -38,6 +44,8 @@
 typedef struct fwaiter {
     _Atomic uint32_t word;
     struct fwaiter *next;
+    desync_future_t *f; /* fork: the future listing it */
+    struct fwaiter *up; /* fork: this thread's enclosing wait (dsy_self.waiting) */
 } fwaiter;
 
 enum fkind { K_ASYNC, K_SYNC, K_AFTER, K_SUSPEND };
@@ -385,7 +393,8 @@ static const dsy_node_ops fnode_ops = {fnode_run, fnode_finish, fnode_take_waite
  * reference) or NULL. */
 static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, dsy_fn fn, unsigned flags,
                                     void *arg, desync_future_t *after) {
-    if (!q || (kind != K_SUSPEND && !fn) || (kind == K_AFTER && !after)) {
+    if (!q || (kind != K_SUSPEND && !fn) || (kind == K_AFTER && !after) ||
+        (atomic_load_explicit(&dsy_forked, memory_order_relaxed) && dsy_queue_forked_off(q))) {
         if (after)
             desync_future_free(after);
         return NULL;
@@ -532,13 +541,24 @@ static void run_parked(desync_future_t *f) {
     tls_driving = saved;
 }
 
+/* A pending queue-bound future whose queue was forked off (f locked). */
+static bool fut_forked_off(desync_future_t *f) {
+    return DSY_UNLIKELY(atomic_load_explicit(&dsy_forked, memory_order_relaxed)) && f->q &&
+           dsy_queue_forked_off(f->q);
+}
+
 int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value) {
     if (!f)
         return DESYNC_EINVAL;
     uint64_t deadline = dsy_deadline_after(timeout_ns);
+    dsy_thread *me = dsy_thread_self(); /* registered before any lock is taken */
     for (;;) {
         if (!fut_lock_pending(f))
             return result(f, value);
+        if (fut_forked_off(f)) {
+            fut_unlock(f);
+            return DESYNC_EFORKED;
+        }
         if (f->parked_q) {
             run_parked(f);
             continue;
@@ -569,6 +589,15 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
         }
         fwaiter w;
         atomic_init(&w.word, DSY_W_WAITING);
+        /* fork: marked before it is listed. The exchange (acq_rel) keeps the
+         * listing below from being seen first; the hold marks q's token,
+         * which may be handed to us. */
+        dsy_hold h;
+        if (q)
+            dsy_hold_push(&h, q);
+        w.f = f;
+        w.up = atomic_load_explicit(&me->waiting, memory_order_relaxed);
+        atomic_exchange_explicit(&me->waiting, &w, memory_order_acq_rel);
         w.next = f->waiters;
         f->waiters = &w;
         fut_unlock(f);
@@ -603,15 +632,15 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
             if (word == DSY_W_TOKEN)
                 dsy_token_place(q, true);
             done = word == DSY_W_DONE;
-            if (!done && q) {
-                dsy_queue_unref(q);
-                return DESYNC_ETIMEDOUT;
-            }
-            if (!done)
-                return DESYNC_ETIMEDOUT;
         }
-        if (q)
+        /* Unlisted (by fut_complete, or above): withdraw the marks. */
+        atomic_store_explicit(&me->waiting, w.up, memory_order_release);
+        if (q) {
+            dsy_hold_pop(&h);
             dsy_queue_unref(q);
+        }
+        if (!done)
+            return DESYNC_ETIMEDOUT;
         /* fut_complete has removed us from the list and set DONE. */
     }
 }
@@ -625,6 +654,10 @@ int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *w
         if (!fut_lock_pending(f)) {
             fut_quiesce(f);
             return result(f, value);
+        }
+        if (fut_forked_off(f)) {
+            fut_unlock(f);
+            return DESYNC_EFORKED;
         }
         if (f->parked_q) {
             run_parked(f);
@@ -694,4 +727,17 @@ void desync_future_detach(desync_future_t *f) {
 void desync_future_free(desync_future_t *f) {
     if (f)
         fut_drop_handle(f, false);
+}
+
+/* ------------------------------------------------------------------ fork */
+
+/* Child: t vanished; its fwaiters, still listed, are unlisted (a completion
+ * would write into a stack that a new thread may be using). */
+void dsy_future_fork_vanished(dsy_thread *t) {
+    for (fwaiter *w = atomic_load_explicit(&t->waiting, memory_order_acquire); w; w = w->up)
+        for (fwaiter **p = &w->f->waiters; *p; p = &(*p)->next)
+            if (*p == w) {
+                *p = w->next;
+                break;
+            }
 }

@@ -14,6 +14,7 @@
  *   object.c    desync_t: data + queue, reference counting, destruction
  *   future.c    futures, promises, async jobs, suspend/resume
  *   stream.c, channel.c, pipe.c   streams
+ *   fork.c      pthread_atfork handlers; the registry of threads using the library
  */
 #ifndef DSY_INTERNAL_H
 #define DSY_INTERNAL_H
@@ -304,6 +305,96 @@ bool dsy_sched_nothing_else(void);
  * caches and job segment, the depots and the segment cache (other threads'
  * caches go back when they exit). For desync_shutdown. */
 void dsy_pool_reclaim(void);
+
+/* ----------------------------------------------------------------- fork
+ *
+ * At fork() the child keeps only the calling thread; every other thread
+ * vanishes at whatever instruction it was on. The library's global locks are
+ * taken around fork (fork.c), and each thread that uses the library keeps a
+ * record, in a registry, of what it is in the middle of: the queues whose
+ * token it holds or waits for, and an entry it is handing to a scheduler. The
+ * child's fork handler reads the records of the vanished threads: their
+ * queues are "forked off" (calls on them return DESYNC_EFORKED, instead of
+ * waiting for a thread that does not exist), their entries stay runnable.
+ *
+ * The fields are written by their own thread only: a marker is published
+ * with a release store before the state it covers can exist (before the
+ * atomic operation that takes a token, links a node or lists an entry), and
+ * withdrawn after it has ended; the child reads them with acquire loads. A
+ * marker names a queue only while the thread keeps it alive (a reference of
+ * its own, its caller's, or the token's). */
+struct fwaiter; /* future.c */
+
+typedef struct dsy_hold { /* a queue token held (or awaited) outside a job frame */
+    desync_queue_t *q;
+    struct dsy_hold *up;
+} dsy_hold;
+
+typedef struct dsy_thread {
+    _Atomic(dsy_frame *) frame;       /* queue.c: the innermost job frame */
+    _Atomic(dsy_hold *) holds;        /* queue.c, future.c: innermost hold */
+    _Atomic(desync_queue_t *) owned;  /* queue.c: a worker's token between two runs */
+    _Atomic(struct fwaiter *) waiting; /* future.c: the waits listing this thread */
+    _Atomic(desync_scheduler_t *) submit_sched; /* scheduler.c: an entry being listed, */
+    _Atomic(dsy_runnable *) submit_entry;       /* not yet in any list (see submit) */
+    bool survivor;        /* this thread called fork and goes on in the child */
+    unsigned char state;  /* 0 not registered yet, 1 registered, 2 cannot be */
+    struct dsy_thread *prev, *next; /* the registry (fork.c, under its mutex) */
+} dsy_thread;
+
+extern DSY_TLS dsy_thread dsy_self;
+/* Nonzero in a process that is the child of a fork of a process that used
+ * the library: the gate of every check for forked-off queues. */
+extern _Atomic unsigned dsy_forked;
+
+/* Registers the atfork handlers (once; called before any global lock of the
+ * library is first used: scheduler creation, a thread's first pool use). */
+void dsy_fork_init(void);
+void dsy_thread_register(void);
+
+/* The calling thread's record, registered on first use. Never call it for
+ * the first time with a lock of the library held (registration takes the
+ * registry mutex, which fork takes before them). */
+static inline dsy_thread *dsy_thread_self(void) {
+    if (DSY_UNLIKELY(!dsy_self.state))
+        dsy_thread_register();
+    return &dsy_self;
+}
+
+/* A hold on q (on the caller's stack) from now until dsy_hold_pop. */
+static inline void dsy_hold_push(dsy_hold *h, desync_queue_t *q) {
+    dsy_thread *t = dsy_thread_self();
+    h->q = q;
+    h->up = atomic_load_explicit(&t->holds, memory_order_relaxed);
+    atomic_store_explicit(&t->holds, h, memory_order_release);
+}
+
+static inline void dsy_hold_pop(dsy_hold *h) {
+    atomic_store_explicit(&dsy_self.holds, h->up, memory_order_release);
+}
+
+/* The child's handler calls these for each vanished thread's record t, with
+ * every lock of the library held by the calling thread: */
+void dsy_queue_fork_vanished(dsy_thread *t);  /* forks off t's queues */
+void dsy_future_fork_vanished(dsy_thread *t); /* unlists t as a future's waiter */
+void dsy_sched_fork_vanished(dsy_thread *t);  /* lists the entry t was listing */
+/* ... and these for the thread that goes on (its own record). */
+void dsy_queue_fork_survivor(dsy_thread *t);
+/* Lock handling per file, called by fork.c's handlers in the order of the
+ * registry mutex, schedulers, pools, OS layer (reverse to release). The
+ * scheduler's child handler also resets the workers (none exist). */
+void dsy_sched_fork_prepare(void);
+void dsy_sched_fork_parent(void);
+void dsy_sched_fork_child(void);
+void dsy_pool_fork_prepare(void);
+void dsy_pool_fork_parent(void);
+void dsy_pool_fork_child(void);
+/* In a child whose schedulers had work listed at fork, but no threads yet:
+ * starts them (called by the first submit, or the first thread to sleep). */
+extern _Atomic bool dsy_sched_restart_pending;
+void dsy_sched_fork_restart(void);
+/* True if q was forked off (its token held by a thread that vanished). */
+bool dsy_queue_forked_off(desync_queue_t *q);
 
 /* -------------------------------------------------------------- futures */
 

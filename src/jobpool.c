@@ -17,6 +17,9 @@
  * NOPOOL builds (DSY_NOPOOL) take every block and job node straight from
  * malloc and poison it on free (dsy_handle_free), so that a freed future or
  * job is freed memory to ASan and valgrind instead of a live pool block.
+ * fork: the depot and segment-cache mutexes are held around fork (see
+ * fork.c). In the child, the caches and segments of the threads that
+ * vanished are leaked (their blocks may still be in use by queued jobs).
  */
 #include "internal.h"
 
@@ -111,6 +114,7 @@ static void cache_destroy(void *unused) {
 static void cache_key_init(void) { pthread_key_create(&cache_key, cache_destroy); }
 
 static void cache_register(void) {
+    dsy_fork_init(); /* before this thread first takes a depot lock */
     pthread_once(&cache_key_once, cache_key_init);
     pthread_setspecific(cache_key, caches);
     registered = true;
@@ -310,3 +314,20 @@ void dsy_pool_reclaim(void) {
     depots_clear();
     seg_cache_clear();
 }
+
+/* ------------------------------------------------------------------ fork */
+
+void dsy_pool_fork_prepare(void) {
+    for (unsigned cls = 0; cls < NCLASS; cls++)
+        pthread_mutex_lock(&depots[cls].lock);
+    pthread_mutex_lock(&seg_cache.lock);
+}
+
+void dsy_pool_fork_parent(void) {
+    pthread_mutex_unlock(&seg_cache.lock);
+    for (unsigned cls = NCLASS; cls-- > 0;)
+        pthread_mutex_unlock(&depots[cls].lock);
+}
+
+/* The calling thread holds them in the child too. */
+void dsy_pool_fork_child(void) { dsy_pool_fork_parent(); }

@@ -40,8 +40,16 @@
  * for a few, rather than stall the queue on a wake-up.
  *
  * DEADLOCKS. Each thread keeps a chain of frames for the jobs it is running
- * (tls_frame); a job run for a blocked syncer also links that syncer's chain.
- * A sync on a queue in the chain can never complete: DESYNC_EDEADLK.
+ * (dsy_self.frame); a job run for a blocked syncer also links that syncer's
+ * chain. A sync on a queue in the chain can never complete: DESYNC_EDEADLK.
+ *
+ * FORK. A thread also marks, with holds (internal.h), the stretches where it
+ * holds a token outside a job frame (running a queue between jobs, handing
+ * the token on) or is linked in a queue (a waiter, a producer mid-push). The
+ * child of a fork forks off every busy queue marked by a vanished thread
+ * (FORKED, at the end of this file): sync, desync and waits on it return
+ * DESYNC_EFORKED, and whoever still holds its token (the forking thread,
+ * after its job) drops it.
  *
  * RUNNING. A worker that has run a fed queue's last job polls for the next
  * one for up to LINGER_NS before the queue goes idle, so a steady producer
@@ -68,6 +76,7 @@
  *            CAS (a worker claiming the entry, or a waiting syncer) owns it
  *   SUSPENDED a suspend node holds the token (a resumer exists)
  *   OBJECT   the queue is part of a desync_t (set once, at init)
+ *   FORKED   in a fork child: the queue was forked off (see fork below)
  *   waiter count (units of DSY_WAITER): threads blocked until a node of this
  *            queue completes; a token holder that gives the token up while
  *            waiters exist hands it to the first of them instead of the
@@ -77,9 +86,38 @@
 #define DSY_Q_READY 2u
 #define DSY_Q_SUSPENDED 4u
 #define DSY_Q_OBJECT 8u
-#define DSY_WAITER 16u
+#define DSY_Q_FORKED 16u
+#define DSY_WAITER 32u
 
-static DSY_TLS dsy_frame *tls_frame;
+/* This thread's frame chain lives in its record (internal.h: fork), where
+ * the child of a fork finds the queues whose jobs vanished threads ran. */
+static inline dsy_frame *frame_top(void) {
+    return atomic_load_explicit(&dsy_self.frame, memory_order_relaxed);
+}
+
+/* Published before the operation that may take q's token (fork). */
+static inline void frame_push(dsy_frame *f, desync_queue_t *q) {
+    dsy_thread *t = dsy_thread_self();
+    f->q = q;
+    f->parent = atomic_load_explicit(&t->frame, memory_order_relaxed);
+    f->behalf = NULL;
+    atomic_store_explicit(&t->frame, f, memory_order_release);
+}
+
+static inline void frame_pop(dsy_frame *f) {
+    atomic_store_explicit(&dsy_self.frame, f->parent, memory_order_release);
+}
+
+/* In a fork child, the thread that called fork may come back from a job to
+ * a queue that was forked off meanwhile: it must leave it alone. */
+static inline bool survivor_left_forked(desync_queue_t *q) {
+    return DSY_UNLIKELY(dsy_self.survivor) && dsy_queue_forked_off(q);
+}
+
+static inline bool forked_off_gated(desync_queue_t *q) {
+    return DSY_UNLIKELY(atomic_load_explicit(&dsy_forked, memory_order_relaxed)) &&
+           dsy_queue_forked_off(q);
+}
 
 /* Is there a frame in the chain of f whose queue is q (sched NULL) or whose
  * queue belongs to sched? Frames of threads blocked in sync stay valid while
@@ -96,13 +134,13 @@ static bool chain_has(const dsy_frame *f, const desync_queue_t *q, const desync_
     return false;
 }
 
-bool dsy_queue_in_chain(desync_queue_t *q) { return chain_has(tls_frame, q, NULL, 0); }
+bool dsy_queue_in_chain(desync_queue_t *q) { return chain_has(frame_top(), q, NULL, 0); }
 
 uint32_t dsy_queue_held(_Atomic(desync_queue_t *) *out, uint32_t max, uint32_t keep) {
     uint32_t total = 0, n = 0;
-    for (const dsy_frame *f = tls_frame; f; f = f->parent)
+    for (const dsy_frame *f = frame_top(); f; f = f->parent)
         total++;
-    const dsy_frame *f = tls_frame;
+    const dsy_frame *f = frame_top();
     for (uint32_t skip = total > keep ? total - keep : 0; skip; skip--)
         f = f->parent;
     for (; f; f = f->parent, n++)
@@ -202,10 +240,10 @@ static void *queue_data(desync_queue_t *q) {
 static enum dsy_run_result run_node(desync_queue_t *q, dsy_node *n, void *data) {
     if (n->ops->take_waiter)
         q->head = n;
-    dsy_frame f = {q, tls_frame, NULL};
-    tls_frame = &f;
+    dsy_frame f;
+    frame_push(&f, q);
     enum dsy_run_result r = n->ops->run(n, q, data);
-    tls_frame = f.parent;
+    frame_pop(&f);
     return r;
 }
 
@@ -232,6 +270,8 @@ static dsy_node *give_first_waiter(desync_queue_t *q) {
 void dsy_token_place(desync_queue_t *q, bool has_ref) {
     /* A token exists only while the queue is busy. */
     DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL);
+    if (forked_off_gated(q))
+        return; /* dropped, with its reference: a forked-off queue is never freed */
     if (!has_ref)
         dsy_queue_ref(q);
     uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
@@ -255,7 +295,8 @@ void dsy_token_place(desync_queue_t *q, bool has_ref) {
 
 /* Claims the token of a queue whose entry a worker took: clears LINKED, and
  * READY if set; true if READY was set (the token, with the entry's
- * reference, is now the caller's). A stale entry drops its reference. */
+ * reference, is now the caller's). For a stale entry the caller drops the
+ * entry's reference. */
 static bool claim_entry(desync_queue_t *q) {
     uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&q->state, &s,
@@ -263,10 +304,7 @@ static bool claim_entry(desync_queue_t *q) {
                                                   memory_order_acq_rel, memory_order_relaxed)) {
     }
     DSY_ASSERT(s & DSY_Q_LINKED);
-    if (s & DSY_Q_READY)
-        return true; /* the entry's reference now belongs to the token */
-    dsy_queue_unref(q);
-    return false;
+    return s & DSY_Q_READY; /* if so, the entry's reference now belongs to the token */
 }
 
 /* A waiter takes a READY token from the scheduler. If a run-list entry
@@ -288,8 +326,11 @@ void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
     if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_starved_count, memory_order_relaxed)) &&
         (atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_READY))
         dsy_sched_poke(q->sched);
+    dsy_hold h; /* from before the push (fork); the caller keeps q alive */
+    dsy_hold_push(&h, q);
     if (dsy_queue_push(q, n))
         dsy_token_place(q, false);
+    dsy_hold_pop(&h);
 }
 
 /* -------------------------------------------------------------- running */
@@ -318,24 +359,30 @@ static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran)
 
 /* Runs the queue with the token held, until it is idle, parked, or (when
  * limit > 0) `limit` jobs ran; returns true if the caller still holds the
- * token (only possible when the limit was hit). The token carries a ref. */
-static bool queue_run(desync_queue_t *q, unsigned limit) {
+ * token (only possible when the limit was hit: marked `owned` then). The
+ * token carries a ref. Pops the caller's hold h before the token goes. */
+static bool queue_run(desync_queue_t *q, unsigned limit, dsy_hold *h) {
     DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL && q->head);
     unsigned ran = 0;
     dsy_node *n = q->head;
     void *data = queue_data(q);
     for (;;) {
-        if (run_node(q, n, data) == DSY_PARKED)
+        if (run_node(q, n, data) == DSY_PARKED || survivor_left_forked(q)) {
+            dsy_hold_pop(h);
             return false;
+        }
         dsy_node *next = advance_lingering(q, n, ran);
         n->ops->finish(n);
         if (!next) {
+            dsy_hold_pop(h);
             dsy_queue_unref(q);
             return false;
         }
         n = next;
         if (limit && ++ran >= limit) {
             q->head = n;
+            atomic_store_explicit(&dsy_self.owned, q, memory_order_release);
+            dsy_hold_pop(h);
             return true;
         }
     }
@@ -345,23 +392,29 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n);
 
 bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
     DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL && q->head);
+    if (forked_off_gated(q))
+        return false; /* a token parked before the fork: dropped */
+    dsy_hold hold; /* fork: popped before the token (and its reference) goes */
+    dsy_hold_push(&hold, q);
     dsy_node *h = q->head;
     void *data = queue_data(q);
     for (;;) {
-        if (run_node(q, h, data) == DSY_PARKED)
+        if (run_node(q, h, data) == DSY_PARKED || survivor_left_forked(q)) {
+            dsy_hold_pop(&hold);
             return false;
+        }
         dsy_node *next = advance(q, h);
         h->ops->finish(h);
+        if (next && h == target)
+            next = combine_sleepers(q, next);
         if (!next) {
+            dsy_hold_pop(&hold);
             dsy_queue_unref(q);
-            return true; /* only possible once target (behind h) has finished */
+            return true; /* only possible once target (at or behind h) has finished */
         }
         if (h == target) {
-            if (!(next = combine_sleepers(q, next))) {
-                dsy_queue_unref(q);
-                return true;
-            }
             q->head = next;
+            dsy_hold_pop(&hold);
             dsy_token_place(q, true);
             return true;
         }
@@ -378,6 +431,8 @@ uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline) {
         if ((w = atomic_load_explicit(word, memory_order_acquire)) != DSY_W_WAITING)
             return w;
     } while (dsy_spin_round(&sp));
+    if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_restart_pending, memory_order_relaxed)))
+        dsy_sched_fork_restart(); /* a fork child: work listed at fork gets threads */
     for (;;) {
         w = DSY_W_WAITING;
         if (!atomic_compare_exchange_strong_explicit(word, &w, DSY_W_SLEEPING,
@@ -472,8 +527,9 @@ static enum dsy_run_result sync_run(dsy_node *n, desync_queue_t *q, void *data) 
     (void)data;
     sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
     /* Run on behalf of the waiter: its chain counts for deadlock checks. */
-    if (s->caller != tls_frame->parent)
-        tls_frame->behalf = s->caller;
+    dsy_frame *top = frame_top();
+    if (s->caller != top->parent)
+        top->behalf = s->caller;
     call_job(s->fn, s->with_data, s->data, s->arg);
     return DSY_DONE;
 }
@@ -523,41 +579,55 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
 
     /* Idle queue: run on this thread with one CAS each way. Nobody but us
      * reads our node while we hold the token, so only `next` is needed. The
-     * CAS releases that store to producers that link behind our node. */
+     * CAS releases that store to producers that link behind our node. The
+     * job's frame is pushed first and popped once the token is gone (fork);
+     * the caller's reference keeps q alive meanwhile. */
+    dsy_frame f;
+    frame_push(&f, q);
     dsy_node *expect = NULL;
     bool idle = atomic_compare_exchange_strong_explicit(&q->tail, &expect, &sn.node,
                                                         memory_order_acq_rel, memory_order_relaxed);
-    if (DSY_UNLIKELY(!idle) && !try_only && !dsy_queue_in_chain(q) &&
-        !(atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_READY)) {
-        /* Busy: watch for it to go idle for a moment before queueing. Our
-         * place is not fixed until we link a node, and a short job by another
-         * syncer is usually over sooner than a hand-off between threads. (Not
-         * when no thread runs it: then we drain it ourselves at once.) */
-        for (unsigned i = 0; i < DSY_SYNC_PRESPIN_ROUNDS && !idle; i++) {
-            dsy_cpu_relax();
-            expect = NULL;
-            idle = !atomic_load_explicit(&q->tail, memory_order_relaxed) &&
-                   atomic_compare_exchange_strong_explicit(&q->tail, &expect, &sn.node,
-                                                           memory_order_acq_rel,
-                                                           memory_order_relaxed);
+    if (DSY_UNLIKELY(!idle)) {
+        frame_pop(&f);
+        uint32_t st = atomic_load_explicit(&q->state, memory_order_relaxed);
+        if (st & DSY_Q_FORKED)
+            return DESYNC_EFORKED;
+        if (!try_only && !dsy_queue_in_chain(q) && !(st & DSY_Q_READY)) {
+            /* Busy: watch for it to go idle for a moment before queueing.
+             * Our place is not fixed until we link a node, and a short job by
+             * another syncer is usually over sooner than a hand-off between
+             * threads. (Not when no thread runs it: then we drain it
+             * ourselves at once.) */
+            frame_push(&f, q);
+            for (unsigned i = 0; i < DSY_SYNC_PRESPIN_ROUNDS && !idle; i++) {
+                dsy_cpu_relax();
+                expect = NULL;
+                idle = !atomic_load_explicit(&q->tail, memory_order_relaxed) &&
+                       atomic_compare_exchange_strong_explicit(&q->tail, &expect, &sn.node,
+                                                               memory_order_acq_rel,
+                                                               memory_order_relaxed);
+            }
+            if (!idle)
+                frame_pop(&f);
         }
     }
     if (DSY_LIKELY(idle)) {
         q->head = &sn.node;
-        dsy_frame f = {q, tls_frame, NULL};
-        tls_frame = &f;
         call_job(fn, with_data, data, arg);
-        tls_frame = f.parent;
         dsy_node *mine = &sn.node;
-        if (DSY_LIKELY(atomic_compare_exchange_strong_explicit(
-                &q->tail, &mine, NULL, memory_order_release, memory_order_relaxed)))
+        if (survivor_left_forked(q) ||
+            DSY_LIKELY(atomic_compare_exchange_strong_explicit(
+                &q->tail, &mine, NULL, memory_order_release, memory_order_relaxed))) {
+            frame_pop(&f);
             return 0;
+        }
         /* Jobs were queued behind ours: hand them on. */
         dsy_node *next = combine_sleepers(q, wait_next(&sn.node));
         if (next) {
             q->head = next;
             dsy_token_place(q, false);
         }
+        frame_pop(&f);
         return 0;
     }
     if (dsy_queue_in_chain(q))
@@ -574,12 +644,14 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
     sn.arg = arg;
     sn.data = data;
     sn.with_data = with_data;
-    sn.caller = tls_frame;
+    sn.caller = frame_top();
     atomic_init(&sn.word, DSY_W_WAITING);
     /* Our job may drop the last reference to q (a release inside it), and
      * another thread may run it: we hold a reference of our own, taken
      * before our node is linked, until we are done with q. */
     dsy_queue_ref(q);
+    dsy_hold h; /* fork: our node, on this stack, is in q until we return */
+    dsy_hold_push(&h, q);
     if (dsy_queue_push(q, &sn.node)) {
         /* The queue went idle in between: our node is the head, and the
          * token carries our reference. */
@@ -589,6 +661,7 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
         dsy_queue_unref(q);
     }
     dsy_wait_leave(&edge);
+    dsy_hold_pop(&h);
     return 0;
 }
 
@@ -650,6 +723,8 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
     bool with_data = flags & DSY_JOB_DATA, copy = flags & DSY_JOB_COPY;
     if (DSY_UNLIKELY(!q || !fn || (copy && len && !arg)))
         return DESYNC_EINVAL;
+    if (forked_off_gated(q))
+        return DESYNC_EFORKED;
     bool seg = false;
     dsy_job *j;
     enum job_storage where;
@@ -767,9 +842,13 @@ desync_queue_t *desync_queue_retain(desync_queue_t *q) {
 static void run_orphaned(desync_queue_t *q) {
     uint32_t s = atomic_load_explicit(&q->state, memory_order_acquire);
     while ((s & DSY_Q_READY) && !(s & DSY_Q_LINKED)) {
-        if (!steal(q, &s))
+        dsy_hold h; /* from before the steal (fork); our reference keeps q */
+        dsy_hold_push(&h, q);
+        if (!steal(q, &s)) {
+            dsy_hold_pop(&h);
             continue;
-        queue_run(q, 0); /* never MORE without a limit; idle or parked after */
+        }
+        queue_run(q, 0, &h); /* never MORE without a limit; idle or parked after */
         s = atomic_load_explicit(&q->state, memory_order_acquire);
     }
 }
@@ -777,10 +856,17 @@ static void run_orphaned(desync_queue_t *q) {
 void dsy_queue_help(desync_queue_t *q) {
     uint32_t s = atomic_load_explicit(&q->state, memory_order_acquire);
     while (s & DSY_Q_READY) {
-        if (!steal(q, &s))
+        dsy_hold h; /* from before the steal (fork) */
+        dsy_hold_push(&h, q);
+        if (!steal(q, &s)) {
+            dsy_hold_pop(&h);
             continue;
-        if (queue_run(q, DSY_SCHED_BATCH))
-            dsy_token_place(q, true); /* more to do: back to the scheduler */
+        }
+        if (queue_run(q, DSY_SCHED_BATCH, &h)) {
+            /* More to do: back to the scheduler. */
+            atomic_store_explicit(&dsy_self.owned, NULL, memory_order_relaxed);
+            dsy_token_place(q, true);
+        }
         return;
     }
 }
@@ -812,16 +898,27 @@ int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg)
 /* ------------------------------------------------- the queue as a runnable */
 
 /* A worker took q's entry: claim it (unless it holds the token already),
- * then run. */
+ * then run. Held from before the claim (fork); the entry's reference, then
+ * the token's, keeps q alive. */
 static dsy_run_status queue_runnable_run(dsy_runnable *r, unsigned limit, bool owned) {
     desync_queue_t *q = (desync_queue_t *)r;
-    if (!owned && !claim_entry(q))
+    dsy_hold h;
+    dsy_hold_push(&h, q);
+    if (owned) {
+        atomic_store_explicit(&dsy_self.owned, NULL, memory_order_relaxed);
+    } else if (!claim_entry(q)) {
+        dsy_hold_pop(&h);
+        dsy_queue_unref(q); /* the stale entry's reference */
         return DSY_RUN_RELEASED;
-    return queue_run(q, limit) ? DSY_RUN_MORE : DSY_RUN_RELEASED;
+    }
+    return queue_run(q, limit, &h) ? DSY_RUN_MORE : DSY_RUN_RELEASED;
 }
 
 /* The worker gives back the token it still holds (fairness). */
-static void queue_runnable_requeue(dsy_runnable *r) { dsy_token_place((desync_queue_t *)r, true); }
+static void queue_runnable_requeue(dsy_runnable *r) {
+    atomic_store_explicit(&dsy_self.owned, NULL, memory_order_release);
+    dsy_token_place((desync_queue_t *)r, true);
+}
 
 /* A closed scheduler has no run list: the token stays READY with no entry,
  * for a syncer or waiter to steal, and the entry's reference goes with it. */
@@ -835,9 +932,53 @@ static void queue_runnable_orphan(dsy_runnable *r) {
 
 /* Is this thread inside a job of a queue of s? The deadlock check's walk. */
 static bool queue_runnable_running_here(desync_scheduler_t *s) {
-    return chain_has(tls_frame, NULL, s, 0);
+    return chain_has(frame_top(), NULL, s, 0);
 }
 
 static const dsy_runnable_ops queue_runnable_ops = {queue_runnable_run, queue_runnable_requeue,
                                                     queue_runnable_orphan,
                                                     queue_runnable_running_here};
+
+/* ------------------------------------------------------------------ fork
+ *
+ * In the child of a fork, a busy queue that a vanished thread had marked (a
+ * frame, a hold, `owned`: internal.h) is forked off: its token was with that
+ * thread, or will be handed to it (a waiter), or its list may be half linked
+ * (a producer), and its list may hold nodes on that thread's stack, which new
+ * threads may reuse. So nothing runs it again: FORKED is set and READY
+ * cleared (an entry for it in a run list is stale), sync, desync and waits
+ * return DESYNC_EFORKED, and a token still held (by the thread that called
+ * fork, after its job) is dropped. Its jobs never run in the child and it is
+ * never freed there (one more reference). An idle queue marked by a vanished
+ * thread (its marker withdrawn a moment late) is left alone; a busy queue
+ * marked by one a moment early is forked off all the same.
+ */
+
+bool dsy_queue_forked_off(desync_queue_t *q) {
+    return atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_FORKED;
+}
+
+static void fork_off(desync_queue_t *q) {
+    if (!q || !atomic_load_explicit(&q->tail, memory_order_relaxed))
+        return;
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
+    if (s & DSY_Q_FORKED)
+        return;
+    atomic_store_explicit(&q->state, (s | DSY_Q_FORKED) & ~DSY_Q_READY, memory_order_relaxed);
+    dsy_queue_ref(q);
+}
+
+void dsy_queue_fork_vanished(dsy_thread *t) {
+    for (dsy_frame *f = atomic_load_explicit(&t->frame, memory_order_acquire); f; f = f->parent)
+        fork_off(f->q);
+    for (dsy_hold *h = atomic_load_explicit(&t->holds, memory_order_acquire); h; h = h->up)
+        fork_off(h->q);
+    fork_off(atomic_load_explicit(&t->owned, memory_order_acquire));
+}
+
+/* The threads the survivor ran jobs for (blocked syncers) vanished: their
+ * chains no longer count for deadlock checks. */
+void dsy_queue_fork_survivor(dsy_thread *t) {
+    for (dsy_frame *f = atomic_load_explicit(&t->frame, memory_order_relaxed); f; f = f->parent)
+        f->behalf = NULL;
+}

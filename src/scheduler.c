@@ -33,6 +33,8 @@
  * over next-slot entries that have waited through its whole spin phase.
  *
  * Lock order: the scheduler lock is a leaf; no job runs while it is held.
+ * (Around fork, the list of schedulers' mutex is taken before every
+ * scheduler's lock: see "fork" at the end of this file.)
  */
 #include "internal.h"
 #include "ring.h"
@@ -72,6 +74,7 @@ struct desync_scheduler {
     worker *zombies;
     bool closed;   /* freed by the user: no threads any more */
     bool immortal; /* the default scheduler */
+    bool fork_restart; /* lock: a fork child's run list waits for threads */
     dsy_refcount refs;
     _Atomic size_t spawn_failures; /* thread starts the system refused */
     /* The last try to get a thread for the run list failed (no thread could
@@ -84,6 +87,7 @@ struct desync_scheduler {
      * never needs memory: see dsy_sched_attach. */
     _Atomic size_t nattached;
     _Atomic size_t run_room;
+    struct desync_scheduler *list_prev, *list_next; /* every scheduler (fork) */
 };
 
 /* What find_work found. */
@@ -107,6 +111,11 @@ static void set_starved_locked(desync_scheduler_t *s, bool starved) {
     else
         atomic_fetch_sub_explicit(&dsy_sched_starved_count, 1, memory_order_relaxed);
 }
+static void sched_list_add(desync_scheduler_t *s);
+static void sched_list_remove(desync_scheduler_t *s);
+static dsy_thread *listing_begin(desync_scheduler_t *s, dsy_runnable *r);
+static void listing_end(dsy_thread *t);
+static void fork_restart_locked(desync_scheduler_t *s);
 
 /* ------------------------------------------------------------ run list */
 
@@ -230,6 +239,18 @@ static void kick_if_backlog(desync_scheduler_t *s) {
     unpark_worker(w);
 }
 
+/* One kick per waiting queue (lock held), while kicks wake or start threads. */
+static void kick_waiting_locked(desync_scheduler_t *s) {
+    for (size_t i = 0; i < s->run.len; i++) {
+        size_t before = atomic_load(&s->nthreads);
+        worker *w = kick_locked(s);
+        if (w)
+            dsy_unpark_one(&w->wake); /* w cannot exit while we hold the lock */
+        else if (atomic_load(&s->nthreads) == before)
+            break;
+    }
+}
+
 static void join_list(worker *z) {
     while (z) {
         worker *next = z->zombie_next;
@@ -248,7 +269,9 @@ void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) {
             return;
         r = old; /* the older one goes to the run list */
     }
+    dsy_thread *me = listing_begin(s, r);
     dsy_spin_lock(&s->lock);
+    listing_end(me);
     if (s->closed) {
         dsy_spin_unlock(&s->lock);
         rops(s)->orphan(r);
@@ -256,6 +279,8 @@ void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) {
     }
     runlist_push(s, r);
     worker *wake = kick_locked(s);
+    if (DSY_UNLIKELY(s->fork_restart))
+        fork_restart_locked(s);
     worker *z = s->zombies;
     s->zombies = NULL;
     dsy_spin_unlock(&s->lock);
@@ -448,6 +473,7 @@ static void *worker_main(void *arg) {
     worker *w = arg;
     desync_scheduler_t *s = w->s;
     tls_worker = w;
+    dsy_thread_self(); /* registered (for fork) before it takes any lock */
     for (;;) {
         dsy_runnable *r = NULL;
         work_kind k = find_work(w, &r);
@@ -470,12 +496,14 @@ static void *worker_main(void *arg) {
 
 /* ----------------------------------------------------------- lifetime */
 
-/* Initialises zeroed memory as a scheduler. */
+/* Initialises zeroed memory as a scheduler, and lists it (fork). */
 static void sched_init(desync_scheduler_t *s, size_t max_threads, bool immortal) {
+    dsy_fork_init();
     dsy_ring_init(&s->run);
     atomic_init(&s->max_threads, max_threads);
     dsy_ref_init(&s->refs, 1);
     s->immortal = immortal;
+    sched_list_add(s);
 }
 
 static desync_scheduler_t *sched_create(size_t max_threads, bool immortal) {
@@ -493,6 +521,7 @@ static void sched_release(desync_scheduler_t *s) {
     /* Only reachable after desync_scheduler_free: no threads remain, and no
      * runnable is left to have entries in the run list. */
     DSY_ASSERT(s->closed && !s->all && !s->run.len);
+    sched_list_remove(s);
     dsy_ring_destroy(&s->run);
     free(s);
 }
@@ -700,15 +729,7 @@ void desync_scheduler_set_max_threads(desync_scheduler_t *s, size_t n) {
     dsy_spin_lock(&s->lock);
     if (!s->closed)
         atomic_store(&s->max_threads, n);
-    /* Waiting work may now get threads: one kick per waiting queue. */
-    for (size_t i = 0; i < s->run.len; i++) {
-        size_t before = atomic_load(&s->nthreads);
-        worker *w = kick_locked(s);
-        if (w)
-            dsy_unpark_one(&w->wake); /* w cannot exit while we hold the lock */
-        else if (atomic_load(&s->nthreads) == before)
-            break;
-    }
+    kick_waiting_locked(s); /* waiting work may now get threads */
     dsy_spin_unlock(&s->lock);
 }
 
@@ -746,4 +767,148 @@ void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s) {
                 n++;
             }
     join_stopped(s, &me);
+}
+
+/* ------------------------------------------------------------------ fork
+ *
+ * Around fork (fork.c) the list mutex and every scheduler's lock are held,
+ * so the child finds no run list half updated. In the child no worker
+ * exists but the calling thread (a worker if it forked from a job):
+ *   - the run lists stay, and the entries in the next slots of vanished
+ *     workers, or in the hands of a vanished thread that was listing one
+ *     (between dsy_sched_submit's start and its lock), join them: work that
+ *     was queued at fork stays runnable;
+ *   - the vanished workers' structs are freed, unjoined (their threads do not
+ *     exist here; neither do the exited ones on the zombie list);
+ *   - counts are reset; threads start again on demand: at the first submit
+ *     to a scheduler that had work listed, or the first time a thread of the
+ *     child goes to sleep in the library (dsy_sched_fork_restart), so a child
+ *     that only calls exec or _exit starts none.
+ * Not covered: an entry a worker has popped and not yet claimed (a few
+ * instructions outside the lock) is lost with its worker; its queue stays
+ * ready and runs when a thread syncs or waits on it.
+ */
+
+static pthread_mutex_t sched_list_lock = PTHREAD_MUTEX_INITIALIZER;
+static desync_scheduler_t *sched_list;
+_Atomic bool dsy_sched_restart_pending;
+
+static void sched_list_add(desync_scheduler_t *s) {
+    pthread_mutex_lock(&sched_list_lock);
+    s->list_next = sched_list;
+    if (sched_list)
+        sched_list->list_prev = s;
+    sched_list = s;
+    pthread_mutex_unlock(&sched_list_lock);
+}
+
+static void sched_list_remove(desync_scheduler_t *s) {
+    pthread_mutex_lock(&sched_list_lock);
+    if (s->list_prev)
+        s->list_prev->list_next = s->list_next;
+    else
+        sched_list = s->list_next;
+    if (s->list_next)
+        s->list_next->list_prev = s->list_prev;
+    pthread_mutex_unlock(&sched_list_lock);
+}
+
+/* Marks r as being listed on s by this thread, from before it takes s's lock
+ * (where a fork may find it waiting) to listing_end, under the lock. The
+ * entry is stored first and cleared last, so the child never pairs an entry
+ * with another scheduler. */
+static dsy_thread *listing_begin(desync_scheduler_t *s, dsy_runnable *r) {
+    dsy_thread *t = dsy_thread_self();
+    atomic_store_explicit(&t->submit_entry, r, memory_order_relaxed);
+    atomic_store_explicit(&t->submit_sched, s, memory_order_release);
+    return t;
+}
+
+static void listing_end(dsy_thread *t) {
+    atomic_store_explicit(&t->submit_sched, NULL, memory_order_relaxed);
+    atomic_store_explicit(&t->submit_entry, NULL, memory_order_relaxed);
+}
+
+/* Child, lock held: r (from a vanished thread) joins s's run list. Without
+ * memory for the run list it is dropped: its queue stays ready, for a thread
+ * that syncs or waits on it. */
+static void fork_relist_locked(desync_scheduler_t *s, dsy_runnable *r) {
+    if (s->closed)
+        rops(s)->orphan(r);
+    else
+        (void)runlist_push(s, r);
+}
+
+static void fork_restart_locked(desync_scheduler_t *s) {
+    s->fork_restart = false;
+    kick_waiting_locked(s);
+}
+
+void dsy_sched_fork_prepare(void) {
+    pthread_mutex_lock(&sched_list_lock);
+    for (desync_scheduler_t *s = sched_list; s; s = s->list_next)
+        dsy_spin_lock(&s->lock);
+}
+
+void dsy_sched_fork_parent(void) {
+    for (desync_scheduler_t *s = sched_list; s; s = s->list_next)
+        dsy_spin_unlock(&s->lock);
+    pthread_mutex_unlock(&sched_list_lock);
+}
+
+void dsy_sched_fork_vanished(dsy_thread *t) {
+    desync_scheduler_t *s = atomic_load_explicit(&t->submit_sched, memory_order_acquire);
+    dsy_runnable *r = atomic_load_explicit(&t->submit_entry, memory_order_relaxed);
+    if (s && r)
+        fork_relist_locked(s, r);
+}
+
+void dsy_sched_fork_child(void) {
+    bool restart = false;
+    for (desync_scheduler_t *s = sched_list; s; s = s->list_next) {
+        worker *me = tls_worker && tls_worker->s == s ? tls_worker : NULL;
+        for (worker *o = s->all, *next; o; o = next) {
+            next = o->all_next;
+            dsy_runnable *r = atomic_exchange_explicit(&o->next_q, NULL, memory_order_relaxed);
+            if (r)
+                fork_relist_locked(s, r);
+            if (o != me)
+                free(o);
+        }
+        for (worker *z = s->zombies, *next; z; z = next) {
+            next = z->zombie_next;
+            free(z);
+        }
+        if (me) {
+            /* Forked from a job: the rest of that job is no pool job for the
+             * next-slot shortcut (no other thread would take work from it). */
+            me->all_next = NULL;
+            me->idle = false;
+            me->in_job = false;
+        }
+        s->all = me;
+        s->idle = NULL;
+        s->nidle = 0;
+        s->zombies = NULL;
+        atomic_store_explicit(&s->nthreads, me ? 1 : 0, memory_order_relaxed);
+        atomic_store_explicit(&s->nspinning, 0, memory_order_relaxed);
+        s->fork_restart = s->run.len > 0;
+        restart |= s->fork_restart;
+        dsy_spin_unlock(&s->lock);
+    }
+    atomic_store_explicit(&dsy_sched_restart_pending, restart, memory_order_relaxed);
+    pthread_mutex_unlock(&sched_list_lock);
+}
+
+void dsy_sched_fork_restart(void) {
+    if (!atomic_exchange_explicit(&dsy_sched_restart_pending, false, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&sched_list_lock);
+    for (desync_scheduler_t *s = sched_list; s; s = s->list_next) {
+        dsy_spin_lock(&s->lock);
+        if (s->fork_restart)
+            fork_restart_locked(s);
+        dsy_spin_unlock(&s->lock);
+    }
+    pthread_mutex_unlock(&sched_list_lock);
 }

@@ -74,7 +74,9 @@ TEST(core_strerror) {
                          DESYNC_ETIMEDOUT,
                          DESYNC_EAGAIN,
                          DESYNC_EOF,
-                         DESYNC_EPIPE};
+                         DESYNC_EPIPE,
+                         DESYNC_EFORKED,
+                         -1000 /* unknown: distinct from every known code */};
     const size_t n = sizeof codes / sizeof codes[0];
     const char *msg[sizeof codes / sizeof codes[0]];
     for (size_t i = 0; i < n; i++) {

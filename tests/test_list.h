@@ -242,3 +242,9 @@ TEST_ENTRY(fault_sweep_pipes, 120)
 TEST_ENTRY(fault_sweep_schedulers, 120)
 TEST_ENTRY(fault_sweep_threads, 120)
 TEST_ENTRY(fault_found_sync_job_releases_busy_object, 30)
+
+/* fork() while the library is in use (test_fork.c) */
+TEST_ENTRY(fork_child_runs_background_jobs, 60)
+TEST_ENTRY(fork_object_busy_at_fork_is_forked_off, 60)
+TEST_ENTRY(fork_from_job, 60)
+TEST_ENTRY(fork_under_load, 120)

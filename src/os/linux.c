@@ -31,6 +31,11 @@ void dsy_unpark_one(_Atomic uint32_t *word) {
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+/* A futex is only a word in memory: nothing to lock or reset at fork. */
+void dsy_os_fork_prepare(void) {}
+void dsy_os_fork_parent(void) {}
+void dsy_os_fork_child(void) {}
+
 int dsy_event_fd_open(int *read_fd, int *write_fd) {
     *write_fd = -1;
     *read_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -53,4 +53,11 @@ int dsy_event_fd_open(int *read_fd, int *write_fd);
  * counter or pipe is readable already, so a failed write is ignored. */
 void dsy_event_fd_signal(int fd);
 
+/* fork(): the OS layer's own global locks, taken before fork (after the rest
+ * of the library's) and released in the parent or reset in the child, where
+ * no other thread exists (called by fork.c's pthread_atfork handlers). */
+void dsy_os_fork_prepare(void);
+void dsy_os_fork_parent(void);
+void dsy_os_fork_child(void);
+
 #endif

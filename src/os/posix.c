@@ -61,6 +61,23 @@ void dsy_unpark_one(_Atomic uint32_t *word) {
     pthread_mutex_unlock(&park_table[i].m);
 }
 
+/* fork: no wait or wake may be half done in the child, and the condition
+ * variables there may still count waiters that vanished (a broadcast could
+ * then wait for them): every slot is locked around fork, and made anew in
+ * the child. */
+void dsy_os_fork_prepare(void) {
+    pthread_once(&park_once, park_init);
+    for (int i = 0; i < PARK_SLOTS; i++)
+        pthread_mutex_lock(&park_table[i].m);
+}
+
+void dsy_os_fork_parent(void) {
+    for (int i = PARK_SLOTS; i-- > 0;)
+        pthread_mutex_unlock(&park_table[i].m);
+}
+
+void dsy_os_fork_child(void) { park_init(); }
+
 static int set_flags(int fd) {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
