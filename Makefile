@@ -215,6 +215,7 @@ check-all:
 	$(MAKE) check-valgrind
 	$(MAKE) check-soak
 	$(MAKE) check-faults
+	$(MAKE) check-fork
 
 bench: $(BUILD)/bench
 	$(RUN_PREFIX) ./$(BUILD)/bench
