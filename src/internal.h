@@ -300,6 +300,10 @@ void dsy_sched_poke(desync_scheduler_t *s);
 /* True if the calling thread is a worker with no other entry waiting for it
  * (its next slot and its scheduler's run list are empty). */
 bool dsy_sched_nothing_else(void);
+/* The calling thread is about to sleep inside a job (a sync or a wait): an
+ * entry in its next slot would wait for it to wake, and may be what it waits
+ * for. If it is a worker, the entry goes to the run list, for other threads. */
+void dsy_sched_thread_blocks(void);
 
 /* Gives the block pools' free memory back to malloc: the calling thread's
  * caches and job segment, the depots and the segment cache (other threads'

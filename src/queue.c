@@ -433,6 +433,7 @@ uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline) {
     } while (dsy_spin_round(&sp));
     if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_restart_pending, memory_order_relaxed)))
         dsy_sched_fork_restart(); /* a fork child: work listed at fork gets threads */
+    dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us */
     for (;;) {
         w = DSY_W_WAITING;
         if (!atomic_compare_exchange_strong_explicit(word, &w, DSY_W_SLEEPING,

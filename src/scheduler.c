@@ -310,6 +310,21 @@ bool dsy_sched_nothing_else(void) {
            !atomic_load_explicit(&w->s->ready, memory_order_relaxed);
 }
 
+void dsy_sched_thread_blocks(void) {
+    worker *w = tls_worker;
+    if (DSY_LIKELY(!w) || !atomic_load_explicit(&w->next_q, memory_order_relaxed))
+        return;
+    dsy_runnable *r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
+    if (!r)
+        return;
+    /* Submitted as from any other thread: to the run list, waking or
+     * starting a worker for it. */
+    bool in_job = w->in_job;
+    w->in_job = false;
+    dsy_sched_submit(w->s, r);
+    w->in_job = in_job;
+}
+
 /* Spins for DSY_WORKER_SPIN_NS looking for work, then takes over next-slot
  * entries of other workers that waited through the whole spin. Returns an
  * entry, or NULL. */

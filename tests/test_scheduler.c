@@ -565,3 +565,79 @@ TEST(core_backlog_wakes_second_worker) {
     desync_scheduler_free(s);
     return 0;
 }
+
+/* ------------------------------------------------- work made ready inside a job */
+
+struct strand {
+    desync_t *b;
+    desync_queue_t *c;
+    atomic_int c_ran, before_sync, synced;
+};
+
+static desync_future_t *strand_c_job(void *arg) {
+    atomic_store(&((struct strand *)arg)->c_ran, 1);
+    return NULL;
+}
+
+/* On b: queues a job on the idle queue c and holds b until it has run. */
+static desync_future_t *strand_b_job(void *data, void *arg) {
+    (void)data;
+    struct strand *s = arg;
+    return desync_queue_future_desync(s->c, strand_c_job, s);
+}
+
+static void strand_noop(void *data, void *arg) {
+    (void)data;
+    (void)arg;
+}
+
+/* On a: syncs b, which runs b's pending async job on this worker. */
+static void strand_a_job(void *data, void *arg) {
+    (void)data;
+    struct strand *s = arg;
+    atomic_store(&s->before_sync, 1);
+    if (desync_sync(s->b, strand_noop, NULL) == 0)
+        atomic_store(&s->synced, 1);
+}
+
+/* A job on a worker syncs b and so runs b's pending work itself; that work
+ * makes the idle queue c ready and waits for it. c must run on another
+ * thread (the scheduler may start one) while the job waits. Found by
+ * fuzz/fuzz_api.c: c went into the blocked worker's next slot, which only a
+ * spinning worker takes over, so with the other thread asleep or never
+ * started the sync never returned. (If the job has not reached its sync when
+ * b is resumed, c runs elsewhere and the test passes without showing it.) */
+TEST(core_queue_made_ready_by_a_blocked_job_runs) {
+    desync_scheduler_t *sch = desync_scheduler_new(2);
+    CHECK(sch);
+    int va = 0, vb = 0;
+    desync_t *a = desync_new_on(sch, &va, NULL), *b = desync_new_on(sch, &vb, NULL);
+    desync_queue_t *c = desync_queue_new(sch);
+    CHECK(a && b && c);
+    struct strand s;
+    memset(&s, 0, sizeof s);
+    s.b = b;
+    s.c = c;
+    /* b is suspended, so a's job finds it busy and waits in line. */
+    desync_future_t *sf = desync_queue_suspend(desync_get_queue(b));
+    CHECK(sf);
+    void *resumer = NULL;
+    CHECK_EQ(desync_future_wait_for(sf, LONG_NS, &resumer), 0);
+    desync_future_free(sf);
+    desync_future_t *bf = desync_future_desync(b, strand_b_job, &s);
+    CHECK(bf);
+    CHECK_EQ(desync_desync(a, strand_a_job, &s), 0);
+    CHECK(test_wait_flag(&s.before_sync, 5000));
+    test_sleep_ms(30); /* let it reach the sync */
+    /* The token goes to the waiting sync: b's async job runs on a's worker. */
+    desync_resumer_resume(resumer);
+    CHECK(test_wait_flag(&s.synced, 5000));
+    CHECK_EQ(atomic_load(&s.c_ran), 1);
+    CHECK_EQ(desync_future_wait_for(bf, LONG_NS, NULL), 0);
+    desync_future_free(bf);
+    desync_release(a);
+    desync_release(b);
+    desync_queue_release(c);
+    desync_scheduler_free(sch);
+    return 0;
+}
