@@ -406,6 +406,16 @@ static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, dsy_fn f
     }
     out->q = q;
     out->node = &x->node;
+    /* `after` is ours from now on: nobody can wait on or poll it, so a
+     * future_sync job that completes it runs on its own queue when reached,
+     * as after then() or detach. Taking it over only when this node runs
+     * would hang if this node is queued behind that job. */
+    if (after && fut_lock_pending(after)) {
+        desync_queue_t *parked = fut_handle_gone_locked(after, true);
+        fut_unlock(after);
+        if (parked)
+            dsy_token_place(parked, true);
+    }
     dsy_queue_push_schedule(q, &x->node);
     return out;
 }
