@@ -19,6 +19,7 @@
 #   make check-faults         every allocation site and thread creation failed in
 #                             turn (tests/fault.h), in the ASan build (a few minutes)
 #   make check-fork           1,000 forks under load (slow; any SAN/CC/DEBUG too)
+#   make fuzz                 the API fuzzer for FUZZ_SECONDS (clang), in build-fuzz/
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -97,7 +98,7 @@ FAULT_LIB := $(BUILD)/libdesync_fault.a
 FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign pthread_create
 OBJCOPY ?= objcopy
 
-.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults check-fork
+.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults check-fork fuzz
 .DEFAULT_GOAL := all
 
 all: lib examples tests
@@ -217,6 +218,42 @@ check-all:
 	$(MAKE) check-faults
 	$(MAKE) check-fork
 
+# The API fuzzer (fuzz/fuzz_api.c; its top comment says what an input means
+# and what is checked): libFuzzer with ASan and UBSan, the library built with
+# assertions on (-DDESYNC_DEBUG) and coverage in build-fuzz/. `make fuzz`
+# runs the single- and the multi-threaded mode for FUZZ_SECONDS in all (half
+# each; FUZZ_MODE=st or mt runs one) on copies of the seed corpus fuzz/corpus/
+# in build/fuzz/ (fuzz/corpus is never written; see fuzz/run.sh), prints the
+# executions, and fails with the reproducer's path if it finds a crash, leak
+# or hang. Needs clang (FUZZ_CC). FUZZ_ARGS go to libFuzzer, FUZZ_DEFS to the
+# harness's compiler (e.g. -DFUZZ_MISUSE_CHECKS=1; remove build-fuzz/fuzz_api
+# when changing them).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_MODE ?= st mt
+FUZZ_ARGS ?=
+FUZZ_DEFS ?=
+FUZZ_BUILD := build-fuzz
+FUZZ_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -fvisibility=hidden \
+               -fno-omit-frame-pointer -fno-sanitize-recover=all -Iinclude -Isrc -DDESYNC_DEBUG
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/%.o)
+
+$(FUZZ_BUILD)/src/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_api: fuzz/fuzz_api.c $(FUZZ_LIB_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_DEFS) -fsanitize=fuzzer,address,undefined -MMD -MP -MF $@.d \
+	    -o $@ $< $(FUZZ_LIB_OBJS) $(LDLIBS)
+
+fuzz: $(FUZZ_BUILD)/fuzz_api
+	@sh fuzz/run.sh $(FUZZ_BUILD)/fuzz_api build/fuzz $(FUZZ_SECONDS) "$(FUZZ_MODE)" $(FUZZ_ARGS)
+
+# The slow checks, beyond `make test` (called by .ci/run), one after the
+# other even under -j (each one keeps the cores busy).
+check-all: check-valgrind
+	$(MAKE) fuzz
+
 bench: $(BUILD)/bench
 	$(RUN_PREFIX) ./$(BUILD)/bench
 
@@ -224,3 +261,4 @@ clean:
 	rm -rf build build-*
 
 -include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
+-include $(wildcard $(FUZZ_BUILD)/*.d $(FUZZ_BUILD)/*/*.d $(FUZZ_BUILD)/*/*/*.d)

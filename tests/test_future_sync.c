@@ -355,3 +355,32 @@ TEST(future_after_takes_over_future_sync) {
     }
     return 0;
 }
+
+/* desync_after takes over a future_sync future of its own object, queued
+ * ahead of it: the job must run on the queue ("when desync_after takes the
+ * future over, the job runs on the queue like a future_desync job"), with
+ * and without threads. Found by fuzz/fuzz_api.c: the future_sync node waited
+ * for a thread to drive it, and the after that owns its future (the only one
+ * that could) was queued behind it, so the object hung for good. */
+TEST(future_after_owns_future_sync_same_object) {
+    desync_scheduler_t *none = desync_scheduler_new(0);
+    CHECK(none);
+    for (int threads = 0; threads < 2; threads++) {
+        int val = 5;
+        desync_t *d = desync_new_on(threads ? NULL : none, &val, NULL);
+        CHECK(d);
+        struct sync_probe pr = {0};
+        desync_future_t *fs = desync_future_sync(d, probe_ready_int, &pr);
+        CHECK(fs);
+        desync_future_t *f = desync_after(d, fs, after_noop, NULL);
+        CHECK(f);
+        void *v = NULL;
+        CHECK_EQ(desync_future_wait_for(f, 2000000000ull, &v), 0);
+        CHECK_EQ(VI(v), 5);
+        CHECK_EQ(atomic_load(&pr.ran), 1);
+        desync_future_free(f);
+        desync_release(d);
+    }
+    desync_scheduler_free(none);
+    return 0;
+}

@@ -84,6 +84,7 @@ TEST_ENTRY(future_sync_polled, 10)
 TEST_ENTRY(future_detach, 10)
 TEST_ENTRY(future_after_owns_future_sync, 10)
 TEST_ENTRY(future_async_returns_future_sync, 10)
+TEST_ENTRY(future_after_owns_future_sync_same_object, 10)
 
 /* promises; reading a future (test_promise.c) */
 TEST_ENTRY(future_poll_waker, 10)
