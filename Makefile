@@ -217,6 +217,7 @@ check-all:
 	$(MAKE) check-soak
 	$(MAKE) check-faults
 	$(MAKE) check-fork
+	$(MAKE) fuzz
 
 # The API fuzzer (fuzz/fuzz_api.c; its top comment says what an input means
 # and what is checked): libFuzzer with ASan and UBSan, the library built with
