@@ -9,6 +9,7 @@
 #   make test SAN=address,undefined
 #   make test DEBUG=1         invariant checks (DSY_ASSERT) on, in build-debug/
 #   make test OS=posix        the portable OS layer instead of Linux's, in build-posix/
+#   make model                check the SPIN models of the queue protocol (models/)
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -77,7 +78,7 @@ BENCH_OBJS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench-obj/%.o)
 STATIC_LIB := $(BUILD)/libdesync.a
 SHARED_LIB := $(BUILD)/libdesync.so
 
-.PHONY: all lib examples tests test run bench clean check-valgrind check-all
+.PHONY: all lib examples tests test run bench clean check-valgrind check-all model
 .DEFAULT_GOAL := all
 
 all: lib examples tests
@@ -141,6 +142,11 @@ check-valgrind: $(EXAMPLES)
 	    echo "valgrind $$e"; \
 	    $(VALGRIND) ./$$e > /dev/null || { echo "FAIL valgrind $$e"; exit 1; }; \
 	done; echo "valgrind: $(words $(EXAMPLES)) examples clean"
+
+# The SPIN models (models/README.md): the correct ones must pass, every
+# injected-bug variant must be caught. Installs spin if it can, else skips.
+model:
+	@CC="$(CC)" models/run.sh build/model
 
 # The slow checks, beyond `make test` (called by .ci/run).
 check-all: check-valgrind

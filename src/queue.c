@@ -1,5 +1,6 @@
 /*
  * The serial job queue: the one place that owns every queue state transition.
+ * Model: models/queue.pml (make model); a protocol change changes it in the same commit.
  *
  * JOB LIST. An intrusive multi-producer list in the style of Dmitry Vyukov's
  * MPSC queue, without a stub node: a producer links a node with one atomic
