@@ -40,6 +40,12 @@ queue-stale-entry-runs queue.pml   fail -DCONFIG=1 -DBUG_STALE_ENTRY_RUNS
 queue-early-return    queue.pml    fail -DCONFIG=1 -DBUG_EARLY_RETURN
 queue-left-waiter     queue.pml    fail -DCONFIG=2 -DBUG_LEFT_WAITER
 queue-waiter-not-removed queue.pml fail -DCONFIG=2 -DBUG_WAITER_NOT_REMOVED
+deadlock-2cycle       deadlock.pml pass -DCONFIG=1
+deadlock-3threads     deadlock.pml pass -DCONFIG=2
+deadlock-walk-before-publish deadlock.pml fail -DCONFIG=2 -DBUG_WALK_BEFORE_PUBLISH
+deadlock-no-validate  deadlock.pml fail -DCONFIG=2 -DBUG_NO_VALIDATE
+deadlock-no-gen-check deadlock.pml fail -DCONFIG=2 -DBUG_NO_GEN_CHECK
+deadlock-hop-limit    deadlock.pml fail -DCONFIG=2 -DBUG_HOP_LIMIT
 "
 
 # One check: build the verifier in $out/<name>/, run it, print one line.
