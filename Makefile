@@ -20,6 +20,7 @@
 #                             turn (tests/fault.h), in the ASan build (a few minutes)
 #   make check-fork           1,000 forks under load (slow; any SAN/CC/DEBUG too)
 #   make fuzz                 the API fuzzer for FUZZ_SECONDS (clang), in build-fuzz/
+#   make model                check the SPIN models of the queue protocol (models/)
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -98,7 +99,7 @@ FAULT_LIB := $(BUILD)/libdesync_fault.a
 FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign pthread_create
 OBJCOPY ?= objcopy
 
-.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults check-fork fuzz
+.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults check-fork fuzz model
 .DEFAULT_GOAL := all
 
 all: lib examples tests
@@ -218,6 +219,7 @@ check-all:
 	$(MAKE) check-faults
 	$(MAKE) check-fork
 	$(MAKE) fuzz
+	$(MAKE) model
 
 # The API fuzzer (fuzz/fuzz_api.c; its top comment says what an input means
 # and what is checked): libFuzzer with ASan and UBSan, the library built with
@@ -252,8 +254,11 @@ fuzz: $(FUZZ_BUILD)/fuzz_api
 
 # The slow checks, beyond `make test` (called by .ci/run), one after the
 # other even under -j (each one keeps the cores busy).
-check-all: check-valgrind
-	$(MAKE) fuzz
+
+# The SPIN models (models/README.md): the correct ones must pass, every
+# injected-bug variant must be caught. Installs spin if it can, else skips.
+model:
+	@CC="$(CC)" models/run.sh build/model
 
 bench: $(BUILD)/bench
 	$(RUN_PREFIX) ./$(BUILD)/bench

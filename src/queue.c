@@ -1,5 +1,6 @@
 /*
  * The serial job queue: the one place that owns every queue state transition.
+ * Model: models/queue.pml (make model); a protocol change changes it in the same commit.
  *
  * JOB LIST. An intrusive multi-producer list in the style of Dmitry Vyukov's
  * MPSC queue, without a stub node: a producer links a node with one atomic
@@ -499,6 +500,19 @@ bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
     uint32_t old = atomic_fetch_sub_explicit(&q->state, DSY_WAITER, memory_order_release);
     DSY_ASSERT(old >= DSY_WAITER);
     (void)old;
+    /* Our node may have been run by another thread that has unlinked it
+     * (advance) but not yet written DONE into our word (finish): we drained
+     * the queue after stealing a token that a new busy period had made READY
+     * again (ABA on the state word). The word lives on our caller's stack:
+     * wait for that write, a few instructions away, before returning. Found
+     * by the SPIN model (models/queue.pml, variant BUG_EARLY_RETURN). */
+    while (done) {
+        uint32_t w = atomic_load_explicit(word, memory_order_acquire);
+        if (w == DSY_W_DONE)
+            break;
+        DSY_ASSERT(w == DSY_W_WAITING || w == DSY_W_SLEEPING);
+        dsy_wait_word(word, 0);
+    }
     return done;
 }
 
