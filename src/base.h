@@ -143,6 +143,18 @@ static inline bool dsy_ref_sub(dsy_refcount *r, uint32_t n) {
 
 static inline bool dsy_ref_dec(dsy_refcount *r) { return dsy_ref_sub(r, 1); }
 
+/* Unlinks node n from an intrusive doubly linked list whose first node is
+ * *head, through n's fields named prev and next. */
+#define DSY_DLIST_UNLINK(head, n, prev, next)                                               \
+    do {                                                                                   \
+        if ((n)->prev)                                                                     \
+            (n)->prev->next = (n)->next;                                                   \
+        else                                                                               \
+            *(head) = (n)->next;                                                           \
+        if ((n)->next)                                                                     \
+            (n)->next->prev = (n)->prev;                                                   \
+    } while (0)
+
 /* ------------------------------------------------------------- spinlock */
 
 /* A test-and-test-and-set spinlock for critical sections of a few

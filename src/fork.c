@@ -38,12 +38,7 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 /* ------------------------------------------------------------- registry */
 
 static void unregister_locked(dsy_thread *t) {
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        registry = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
+    DSY_DLIST_UNLINK(&registry, t, prev, next);
     t->prev = t->next = NULL;
 }
 

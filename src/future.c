@@ -547,22 +547,34 @@ static bool fut_forked_off(desync_future_t *f) {
            dsy_queue_forked_off(f->q);
 }
 
+/* The first steps of a wait and of a poll: FUT_COMPLETE (unlocked), or
+ * FUT_FORKED (unlocked), or FUT_PENDING with f locked. A future_sync job
+ * that is due (its token parked in f) is run here first. */
+typedef enum fut_look { FUT_COMPLETE, FUT_FORKED, FUT_PENDING } fut_look;
+
+static fut_look fut_lock_for_wait(desync_future_t *f) {
+    for (;;) {
+        if (!fut_lock_pending(f))
+            return FUT_COMPLETE;
+        if (fut_forked_off(f)) {
+            fut_unlock(f);
+            return FUT_FORKED;
+        }
+        if (!f->parked_q)
+            return FUT_PENDING;
+        run_parked(f);
+    }
+}
+
 int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value) {
     if (!f)
         return DESYNC_EINVAL;
     uint64_t deadline = dsy_deadline_after(timeout_ns);
     dsy_thread *me = dsy_thread_self(); /* registered before any lock is taken */
     for (;;) {
-        if (!fut_lock_pending(f))
-            return result(f, value);
-        if (fut_forked_off(f)) {
-            fut_unlock(f);
-            return DESYNC_EFORKED;
-        }
-        if (f->parked_q) {
-            run_parked(f);
-            continue;
-        }
+        fut_look look = fut_lock_for_wait(f);
+        if (look != FUT_PENDING)
+            return look == FUT_COMPLETE ? result(f, value) : DESYNC_EFORKED;
         desync_queue_t *q = f->q;
         if (q && dsy_queue_in_chain(q)) {
             fut_unlock(f);
@@ -650,26 +662,19 @@ int desync_future_wait(desync_future_t *f, void **value) { return desync_future_
 int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *waker) {
     if (!f)
         return DESYNC_EINVAL;
-    for (;;) {
-        if (!fut_lock_pending(f)) {
-            fut_quiesce(f);
-            return result(f, value);
-        }
-        if (fut_forked_off(f)) {
-            fut_unlock(f);
-            return DESYNC_EFORKED;
-        }
-        if (f->parked_q) {
-            run_parked(f);
-            continue;
-        }
-        f->has_waker = waker != NULL;
-        if (waker)
-            f->waker = *waker;
-        fut_unlock(f);
-        fut_quiesce(f); /* no call of a waker this poll replaced is under way */
-        return DESYNC_EAGAIN;
+    fut_look look = fut_lock_for_wait(f);
+    if (look == FUT_FORKED)
+        return DESYNC_EFORKED;
+    if (look == FUT_COMPLETE) {
+        fut_quiesce(f);
+        return result(f, value);
     }
+    f->has_waker = waker != NULL;
+    if (waker)
+        f->waker = *waker;
+    fut_unlock(f);
+    fut_quiesce(f); /* no call of a waker this poll replaced is under way */
+    return DESYNC_EAGAIN;
 }
 
 int desync_future_then(desync_future_t *f, desync_then_fn callback, void *arg) {

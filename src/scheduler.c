@@ -819,12 +819,7 @@ static void sched_list_add(desync_scheduler_t *s) {
 
 static void sched_list_remove(desync_scheduler_t *s) {
     pthread_mutex_lock(&sched_list_lock);
-    if (s->list_prev)
-        s->list_prev->list_next = s->list_next;
-    else
-        sched_list = s->list_next;
-    if (s->list_next)
-        s->list_next->list_prev = s->list_prev;
+    DSY_DLIST_UNLINK(&sched_list, s, list_prev, list_next);
     pthread_mutex_unlock(&sched_list_lock);
 }
 
