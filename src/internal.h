@@ -367,10 +367,10 @@ static inline dsy_thread *dsy_thread_self(void) {
 
 /* A hold on q (on the caller's stack) from now until dsy_hold_pop. */
 static inline void dsy_hold_push(dsy_hold *h, desync_queue_t *q) {
-    dsy_thread *t = dsy_thread_self();
+    (void)dsy_thread_self(); /* registers it */
     h->q = q;
-    h->up = atomic_load_explicit(&t->holds, memory_order_relaxed);
-    atomic_store_explicit(&t->holds, h, memory_order_release);
+    h->up = atomic_load_explicit(&dsy_self.holds, memory_order_relaxed);
+    atomic_store_explicit(&dsy_self.holds, h, memory_order_release);
 }
 
 static inline void dsy_hold_pop(dsy_hold *h) {
