@@ -326,7 +326,14 @@ static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data)
         if (x->kind == K_SUSPEND) {
             x->phase = P_SUSPENDED;
             dsy_queue_mark_suspended(q);
+            /* Once out is complete, whoever has the resumer may resume q,
+             * and another thread may finish this node (dropping its
+             * reference to out) while fut_complete still unlocks out: hold
+             * a reference of our own across the call. x is not touched
+             * afterwards. Found by the API fuzzer (multi-threaded mode). */
+            dsy_ref_inc(&out->refs);
             fut_complete(out, 0, x->u.resumer);
+            fut_unref(out);
             return DSY_PARKED;
         }
         if (x->kind == K_AFTER) {
