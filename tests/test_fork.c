@@ -482,6 +482,13 @@ static int fork_count(void) {
 }
 
 TEST(fork_under_load) {
+#if defined(DESYNC_TEST_NOPOOL) && defined(DESYNC_TEST_SANITIZED)
+    /* This ASan runtime takes no lock around fork: a fork while another
+     * thread is inside ASan's allocator leaves it locked in the child. With
+     * no pools every job is a malloc, so under load that happens (1 child in
+     * a CI run). The pooled ASan build and the other builds run it. */
+    TEST_SKIP("ASan without pools: its allocator is not fork-safe under load");
+#endif
     memset(&g_load, 0, sizeof g_load);
     g_load.priv = desync_scheduler_new(2);
     CHECK(g_load.priv);
