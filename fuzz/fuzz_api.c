@@ -76,6 +76,11 @@
  *    gone); a future gives the same result every time; a poll waker is called
  *    at most once, never after it was replaced, and before a poll that
  *    returns the result; a complete future's fd is readable;
+ *  - wake-ups on the spot: a send that gives a channel an item has called
+ *    the waker of the reader's last poll and completed its pending
+ *    next_future before it returns; completing or cancelling a promise
+ *    completes its future, calls its poll waker and its then-callback before
+ *    it returns (a lost wake-up would otherwise hide behind the final close);
  *  - no crash, no sanitizer report, no leak (everything is released at the
  *    end of each input and desync_shutdown returns the pools' memory).
  *
@@ -96,8 +101,9 @@
  *    or suspend it has not driven, a resumer) never blocks without bound (no
  *    sync, drain, last release or despawn), and its cleanup releases those
  *    first without blocking, so every hold ends. Jobs sync only on shared
- *    targets with a higher index than their own (no cycles), and not on a
- *    caller's thread that holds something.
+ *    targets with a higher index than their own (no cycles), not on a
+ *    caller's thread that holds something, and (FUZZ_WORKER_SYNC) not on a
+ *    worker thread.
  *  - No cycles: every wait of one queue for another points to a higher
  *    index (the shared targets come after the callers' own). A job syncs,
  *    and an async job returns a future of, only higher queues; an after
@@ -150,6 +156,15 @@
  * future_after_owns_future_sync_same_object). */
 #ifndef FUZZ_AFTER_TAKES_FSYNC
 #define FUZZ_AFTER_TAKES_FSYNC 1
+#endif
+
+/* 1: jobs on the scheduler's worker threads (multi-threaded mode) may sync
+ * other queues. 0 until a worker that blocks hands on the queue in its next
+ * slot: today a queue made ready inside the blocked job can wait there for
+ * good (test core_queue_made_ready_by_a_blocked_job_runs), so only jobs
+ * running on a caller's thread sync. */
+#ifndef FUZZ_WORKER_SYNC
+#define FUZZ_WORKER_SYNC 0
 #endif
 
 #if FUZZ_MISUSE_CHECKS
@@ -276,6 +291,7 @@ struct rec {
     _Atomic uintptr_t inner;
     /* items */
     int src;
+    bool counted; /* in its channel's inflight */
     _Atomic int fates, outcome;
     /* then / settle records */
     _Atomic int calls;
@@ -300,6 +316,7 @@ struct pmeta {
     int state; /* 0 pending, 1 completed, 2 cancelled */
     void *value;
     bool fut_alive, handed;
+    rec *then; /* the then-callback on its future, if any */
 };
 
 typedef struct pslot {
@@ -317,6 +334,7 @@ struct chmeta {
     int src;
     uint32_t seq;
     int rx;
+    sslot *ss; /* the receiver's slot while rx == RX_SLOT */
     _Atomic int handles;
     _Atomic long inflight; /* accepted or waiting, not read through the slot yet */
 };
@@ -520,7 +538,7 @@ static target *perm_target(int i) { return &W.perm[i & (NPERM - 1)]; }
 static int nested_sync_ok(rec *r, target *d) {
     if (!W.mt)
         return st_probe(d->q, d->chk, d->gid, d->perm);
-    if (d->gid <= r->gid || (tls_ctx && tls_holds))
+    if (d->gid <= r->gid || (tls_ctx && tls_holds) || (!tls_ctx && !FUZZ_WORKER_SYNC))
         return 0;
     return 1;
 }
@@ -820,7 +838,7 @@ static void send_outcome(rec *it, chmeta *cm, int status) {
     bool taken = status == 0;
     if (taken)
         atomic_store(&it->accepted, 1);
-    else
+    else if (it->counted)
         atomic_fetch_sub(&cm->inflight, 1);
     atomic_compare_exchange_strong(&it->outcome, &exp, taken ? OUT_TAKEN : OUT_REFUSED);
 }
@@ -996,7 +1014,10 @@ static void dispose(ctx *c, fslot *fs, int how) {
         break;
     }
     if (how == D_THEN) {
-        int rc = desync_future_then(fs->f, then_cb, settle_rec(fs));
+        rec *t = settle_rec(fs);
+        if (fs->kind == F_PROMISE)
+            fs->pm->then = t;
+        int rc = desync_future_then(fs->f, then_cb, t);
         REQUIRE(rc == 0, "then returned %d", rc);
     } else if (how == D_DETACH) {
         desync_future_detach(fs->f);
@@ -1425,11 +1446,35 @@ static void op_promise_new(ctx *c, uint8_t a, uint8_t b) {
     fs->pm = pm;
 }
 
+/* Completing a promise serves its future on the calling thread: complete,
+ * its poll waker called, its then-callback run. */
+static void check_promise_served(ctx *c, pmeta *pm) {
+    if (pm->then)
+        REQUIRE(atomic_load(&pm->then->calls) == 1,
+                "a then-callback did not run inside promise_complete");
+    for (int i = 0; i < NF; i++) {
+        fslot *fs = &c->f[i];
+        if (fs->kind != F_PROMISE || fs->pm != pm || fs->done)
+            continue;
+        if (fs->arm)
+            REQUIRE(atomic_load(&fs->arm->wakes) == 1,
+                    "a poll waker was not called inside promise_complete");
+        void *v = NULL;
+        int rc = desync_future_poll(fs->f, &v, NULL);
+        REQUIRE(rc != DESYNC_EAGAIN, "a future is pending after its promise completed");
+        arm_freeze(fs->arm);
+        fs->arm = NULL;
+        observe(c, fs, rc, v);
+    }
+}
+
 static void op_promise_done(ctx *c, uint8_t a, uint8_t b) {
     pslot *ps = &c->p[a % NP];
     bool cancel = b & 1;
     if (ps->p) {
+        pmeta *pm = ps->pm;
         promise_resolve(ps, cancel, b);
+        check_promise_served(c, pm);
         return;
     }
 #if FUZZ_MISUSE_CHECKS
@@ -1459,8 +1504,10 @@ static void stream_slot_free(sslot *ss) {
     REQUIRE(!atomic_load(&ss->nf), "harness: freeing a stream with a pending next_future");
     desync_stream_free(ss->s);
     arm_freeze(ss->arm);
-    if (ss->kind == S_CHAN)
+    if (ss->kind == S_CHAN) {
         ss->cm->rx = RX_FREED;
+        ss->cm->ss = NULL;
+    }
     memset(ss, 0, sizeof *ss);
 }
 
@@ -1499,6 +1546,7 @@ static void op_chan_new(ctx *c, uint8_t a, uint8_t b, uint8_t cc) {
     ss->kind = S_CHAN;
     ss->src = cm->src;
     ss->cm = cm;
+    cm->ss = ss;
     *slot = cm;
 }
 
@@ -1538,6 +1586,36 @@ static void op_chan_close(ctx *c, uint8_t a) {
 #endif
 }
 
+/* A channel wakes its reader inside the send that gave it an item (or a
+ * waiting sender): the waker of the reader's last poll has been called, and
+ * a pending next_future has completed. */
+static void check_reader_woken(ctx *c, chmeta *cm) {
+    sslot *ss = cm->ss;
+    if (cm->rx != RX_SLOT || !ss)
+        return;
+    if (ss->arm) {
+        REQUIRE(atomic_load(&ss->arm->wakes) == 1,
+                "a send gave a channel an item but its reader's waker was not called");
+        ss->arm = NULL; /* used up */
+    }
+    if (!atomic_load(&ss->nf))
+        return;
+    for (int i = 0; i < NF; i++) {
+        fslot *fs = &c->f[i];
+        if (fs->kind == F_NEXT && fs->ss == ss && !fs->done) {
+            void *v = NULL;
+            int rc = desync_future_poll(fs->f, &v, NULL);
+            REQUIRE(rc != DESYNC_EAGAIN,
+                    "a send gave a channel an item but the reader's next_future is pending");
+            observe(c, fs, rc, v);
+            arm_freeze(fs->arm);
+            fs->arm = NULL;
+        }
+    }
+    REQUIRE(!atomic_load(&ss->nf), "a send gave a channel an item but its next_future's then "
+                                   "callback did not run");
+}
+
 static void op_send(ctx *c, uint8_t a, uint8_t b, uint8_t cc) {
     chmeta *cm = c->ch[a % NCH];
     int how = b % 3;
@@ -1558,7 +1636,9 @@ static void op_send(ctx *c, uint8_t a, uint8_t b, uint8_t cc) {
         !(cm->rx == RX_SLOT && cm->cap > 0 && atomic_load(&cm->inflight) < (long)cm->cap))
         how = 0; /* it could block for good: try instead */
     rec *it = item_new(cm->src, ++cm->seq);
-    atomic_fetch_add(&cm->inflight, 1);
+    it->counted = !closed; /* after the last close nothing is taken */
+    if (it->counted)
+        atomic_fetch_add(&cm->inflight, 1);
     if (how == 1) {
         fslot *fs = &c->f[cc % NF];
         dispose(c, fs, D_FREE);
@@ -1568,6 +1648,8 @@ static void op_send(ctx *c, uint8_t a, uint8_t b, uint8_t cc) {
         fs->kind = F_SEND;
         fs->r = it;
         fs->cm = cm;
+        if (!closed && !gone)
+            check_reader_woken(c, cm);
         return;
     }
     int rc = how ? desync_channel_send(cm->c, it) : desync_channel_try_send(cm->c, it);
@@ -1578,10 +1660,12 @@ static void op_send(ctx *c, uint8_t a, uint8_t b, uint8_t cc) {
     else if (exact)
         REQUIRE((rc == DESYNC_EPIPE) == gone, "send returned %d with the reader %s", rc,
                 gone ? "freed" : "alive");
-    if (rc == 0)
+    if (rc == 0) {
         atomic_store(&it->accepted, 1);
-    else
+        check_reader_woken(c, cm);
+    } else if (it->counted) {
         atomic_fetch_sub(&cm->inflight, 1);
+    }
 }
 
 static int user_poll(void *self, void **item, const desync_waker_t *w) {
@@ -1668,6 +1752,7 @@ static void op_read(ctx *c, uint8_t a, uint8_t b, uint8_t cc) {
     }
     if (atomic_load(&ss->nf))
         return;
+    ss->arm = NULL; /* any read replaces the last poll's waker */
     switch (how) {
     case 0:
         rc = desync_stream_try_next(ss->s, &item);
@@ -1830,8 +1915,10 @@ static void op_pipe(ctx *c, uint8_t a, uint8_t b, uint8_t cc) {
         check_rc("pipe_in", rc, M_OK | M(DESYNC_EINVAL) | M(DESYNC_ENOMEM));
     REQUIRE(ok == valid, "a pipe with%s valid arguments %s", valid ? "" : "out",
             ok ? "succeeded" : "failed");
-    if (inm.kind == S_CHAN)
+    if (inm.kind == S_CHAN) {
         inm.cm->rx = ok ? RX_PIPE : RX_FREED; /* on failure the input is freed */
+        inm.cm->ss = NULL;
+    }
     if (!o)
         return;
     desync_stream_set_item_free(o, item_free_cb);

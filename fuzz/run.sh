@@ -31,8 +31,9 @@ for mode in $modes; do
         -print_final_stats=1 -artifact_prefix="$dir/artifacts/" $extra "$@" "$dir/corpus" \
         > "$dir/fuzz.log" 2>&1
     rc=$?
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/fuzz.log")
-    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$dir/fuzz.log")
+    # (a crash makes libFuzzer print its final stats twice)
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/fuzz.log" | head -n 1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$dir/fuzz.log" | head -n 1)
     echo "fuzz $mode: ${runs:-?} executions in $per s, ${rate:-?} exec/s (log: $dir/fuzz.log)"
     if [ "$rc" -ne 0 ]; then
         status=1
