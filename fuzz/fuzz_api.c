@@ -103,7 +103,7 @@
  *    first without blocking, so every hold ends. Jobs sync only on shared
  *    targets with a higher index than their own (no cycles), not on a
  *    caller's thread that holds something, and (FUZZ_WORKER_SYNC) not on a
- *    worker thread.
+ *    worker thread. Only caller 0 despawns threads (FUZZ_CONCURRENT_DESPAWN).
  *  - No cycles: every wait of one queue for another points to a higher
  *    index (the shared targets come after the callers' own). A job syncs,
  *    and an async job returns a future of, only higher queues; an after
@@ -165,6 +165,15 @@
  * running on a caller's thread sync. */
 #ifndef FUZZ_WORKER_SYNC
 #define FUZZ_WORKER_SYNC 0
+#endif
+
+/* 1: both callers may call desync_scheduler_despawn_threads_if_overloaded
+ * at once. 0 until concurrent despawns stop only the surplus: today each
+ * counts the threads the other is stopping, so both stop one and ready work
+ * can be left with no thread (test core_despawn_concurrent_keeps_a_thread);
+ * only caller 0 despawns. */
+#ifndef FUZZ_CONCURRENT_DESPAWN
+#define FUZZ_CONCURRENT_DESPAWN 0
 #endif
 
 #if FUZZ_MISUSE_CHECKS
@@ -2039,7 +2048,7 @@ static void op_sched(ctx *c, uint8_t b, uint8_t cc) {
         }
         break;
     case 2:
-        if (!ctx_has_holds(c))
+        if (!ctx_has_holds(c) && (FUZZ_CONCURRENT_DESPAWN || c->id == 0))
             desync_scheduler_despawn_threads_if_overloaded(W.sched);
         break;
     default:
