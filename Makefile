@@ -170,7 +170,7 @@ check-faults:
 # `make test` forks 50 children under load (20 in sanitizer builds); this
 # forks 1,000. Children that hang are killed by the test, so it cannot hang.
 check-fork: $(BUILD)/run_tests
-	DESYNC_TEST_FORKS=1000 DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-20} \
+	DESYNC_TEST_GDB=$$(command -v gdb) DESYNC_TEST_FORKS=1000 DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-20} \
 	$(RUN_PREFIX) ./$(BUILD)/run_tests fork_under_load
 
 run: all

@@ -18,7 +18,10 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,11 +60,39 @@ static void child_fail(int step, const char *what) {
     _exit(step);
 }
 
+/* The step a child is at, in a page it shares with its parent: a hung child
+ * is reported with the step it hung in. */
+static volatile int *g_child_step;
+
+static void child_step_init(void) {
+    if (g_child_step)
+        return;
+    void *page = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                      -1, 0);
+    if (page != MAP_FAILED)
+        g_child_step = page;
+}
+
 #define CHILD_CHECK(step, cond)                                                           \
     do {                                                                                  \
+        if (g_child_step)                                                                 \
+            *g_child_step = (step);                                                       \
         if (!(cond))                                                                      \
             child_fail(step, #cond);                                                      \
     } while (0)
+
+/* A hung child's threads, printed by gdb before it is killed, when
+ * $DESYNC_TEST_GDB is set (the CI's fork check sets it). */
+static void child_backtrace(pid_t pid) {
+    if (!getenv("DESYNC_TEST_GDB"))
+        return;
+    char cmd[160];
+    snprintf(cmd, sizeof cmd,
+             "gdb -q -batch -p %d -ex 'thread apply all bt' </dev/null 1>&2 2>/dev/null",
+             (int)pid);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(no backtrace: gdb failed)\n");
+}
 
 /* The child's exit code; -1 if it hung (killed after timeout_ms), 1000 +
  * signal number if a signal ended it. */
@@ -75,6 +106,9 @@ static int wait_child(pid_t pid, unsigned timeout_ms) {
         if (r < 0 && errno != EINTR)
             return -2;
         if (test_now_ns() > end) {
+            fprintf(stderr, "child %d hung at step %d\n", (int)pid,
+                    g_child_step ? *g_child_step : -1);
+            child_backtrace(pid);
             kill(pid, SIGKILL);
             while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
             }
@@ -176,6 +210,7 @@ static void child_background(void) {
 }
 
 TEST(fork_child_runs_background_jobs) {
+    child_step_init();
     desync_scheduler_t *s = desync_scheduler_default();
     CHECK(s);
     size_t max = desync_scheduler_max_threads(s);
@@ -256,6 +291,7 @@ static void *future_waiter_thread(void *arg) {
 }
 
 TEST(fork_object_busy_at_fork_is_forked_off) {
+    child_step_init();
     int xn = 0;
     desync_t *x = desync_new(&xn, NULL); /* a job of x runs on a pool thread */
     desync_t *y = desync_new(NULL, NULL); /* a job of y runs in a sync on a user thread */
@@ -362,6 +398,7 @@ static void fork_from_job(void *data, void *arg) {
 }
 
 TEST(fork_from_job) {
+    child_step_init();
     int n = 0;
     desync_t *d = desync_new(&n, NULL);
     CHECK(d);
@@ -521,10 +558,13 @@ TEST(fork_under_load) {
      * the child (google/sanitizers#1814, llvm-project#75290). */
     CHECK(test_wait_count(&g_load.rounds, 20000, LONG_MS));
     CHECK(test_wait_count(&g_load.received, 100, LONG_MS));
+    child_step_init();
     int nforks = fork_count(), failures = 0;
     uint64_t start = test_now_ns();
     for (int k = 0; k < nforks; k++) {
         pid_t pid;
+        if (g_child_step)
+            *g_child_step = 0;
         if (k % 2 == 0) {
             pid = fork();
             if (pid == 0)
