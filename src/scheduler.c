@@ -28,9 +28,12 @@
  * A thread that cannot be started (kick_locked) leaves the scheduler
  * "starved": pushes onto its waiting queues try again (dsy_sched_poke).
  *
- * Known limit: a queue in a worker's next slot waits for the job that made it
- * ready to return, unless another worker is spinning: a spinning worker takes
- * over next-slot entries that have waited through its whole spin phase.
+ * A queue in a worker's next slot waits for the job that made it ready to
+ * return, with two exceptions: when that job blocks in the library (a sync,
+ * a future wait), dsy_sched_thread_blocks moves the entry to the run list
+ * first; and a spinning worker takes over next-slot entries that have waited
+ * through its whole spin phase. A job that blocks outside the library (its
+ * own mutex, a sleep) delays that one entry until another worker spins.
  *
  * Lock order: the scheduler lock is a leaf; no job runs while it is held.
  * (Around fork, the list of schedulers' mutex is taken before every
@@ -635,7 +638,11 @@ static void join_stopped(desync_scheduler_t *s, const void *by) {
         pthread_join(v->thread, NULL);
         dsy_spin_lock(&s->lock);
         unlink_all(s, v);
+        /* v counted until now, so no kick could start a thread in its place
+         * (the count was at the limit): work that waits gets one now. */
+        worker *wake = s->run.len ? kick_locked(s) : NULL;
         dsy_spin_unlock(&s->lock);
+        unpark_worker(wake);
         free(v);
     }
 }
@@ -772,7 +779,11 @@ void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s) {
         return;
     const char me = 0;
     dsy_spin_lock(&s->lock);
-    size_t have = atomic_load(&s->nthreads), max = atomic_load(&s->max_threads);
+    /* Threads another despawn (or free) is stopping already go: counting
+     * them too, two despawns at once would stop every thread. */
+    size_t have = 0, max = atomic_load(&s->max_threads);
+    for (worker *o = s->all; o; o = o->all_next)
+        have += !atomic_load(&o->stop);
     size_t excess = have > max ? have - max : 0, n = 0;
     /* Idle workers first, then busy ones; never the calling thread. */
     for (int pass = 0; pass < 2; pass++)

@@ -641,3 +641,65 @@ TEST(core_queue_made_ready_by_a_blocked_job_runs) {
     desync_scheduler_free(sch);
     return 0;
 }
+
+/* ------------------------------------------------------- concurrent despawns */
+
+struct despawner {
+    pthread_t th;
+    desync_scheduler_t *s;
+};
+
+static void *despawn_main(void *arg) {
+    desync_scheduler_despawn_threads_if_overloaded(((struct despawner *)arg)->s);
+    return NULL;
+}
+
+struct held_job {
+    atomic_int started, release;
+};
+
+static void held_queue_job(void *arg) {
+    struct held_job *h = arg;
+    atomic_fetch_add(&h->started, 1);
+    while (!atomic_load(&h->release))
+        test_sleep_ms(1);
+}
+
+static void count_queue_job(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+
+/* Two despawns at once, one thread above the limit: they stop one thread,
+ * not both, and work queued meanwhile still runs. Found by fuzz/fuzz_api.c:
+ * each despawn counted the threads the other was already stopping, so both
+ * stopped one and no thread was left; the work in the run list (queued while
+ * the count was above the limit, so no thread was started for it) then
+ * waited for good. (If the second despawn comes after the first has joined
+ * its thread, the test passes without showing it.) */
+TEST(core_despawn_concurrent_keeps_a_thread) {
+    desync_scheduler_t *s = desync_scheduler_new(2);
+    CHECK(s);
+    desync_queue_t *q1 = desync_queue_new(s), *q2 = desync_queue_new(s), *q3 = desync_queue_new(s);
+    CHECK(q1 && q2 && q3);
+    struct held_job h;
+    memset(&h, 0, sizeof h);
+    CHECK_EQ(desync_queue_desync(q1, held_queue_job, &h), 0);
+    CHECK_EQ(desync_queue_desync(q2, held_queue_job, &h), 0);
+    CHECK(test_wait_count(&h.started, 2, 5000)); /* both threads busy */
+    desync_scheduler_set_max_threads(s, 1);
+    struct despawner d1 = {0, s}, d2 = {0, s};
+    CHECK_EQ(pthread_create(&d1.th, NULL, despawn_main, &d1), 0);
+    test_sleep_ms(30); /* d1 has stopped one busy thread and waits for it */
+    CHECK_EQ(pthread_create(&d2.th, NULL, despawn_main, &d2), 0);
+    test_sleep_ms(30);
+    atomic_int ran = 0;
+    CHECK_EQ(desync_queue_desync(q3, count_queue_job, &ran), 0);
+    atomic_store(&h.release, 1);
+    pthread_join(d1.th, NULL);
+    pthread_join(d2.th, NULL);
+    CHECK(test_wait_count(&ran, 1, 5000));
+    CHECK(desync_scheduler_thread_count(s) <= 1);
+    desync_queue_release(q1);
+    desync_queue_release(q2);
+    desync_queue_release(q3);
+    desync_scheduler_free(s);
+    return 0;
+}
