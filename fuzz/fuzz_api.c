@@ -113,14 +113,10 @@
  *  - A stream with a pending next_future is not read, freed or piped; a
  *    pending suspend or next_future future is disposed with then(), which
  *    resumes the queue or takes the item, so no resumer or item is lost.
- *  - Known misuse that crashes today is off unless FUZZ_MISUSE_CHECKS is 1:
- *    closing a channel more often than it has handles (to be ignored), send
- *    and retain after the last close (to return DESYNC_EPIPE / NULL),
- *    completing or cancelling a promise twice while its future lives (to
- *    return DESYNC_EINVAL; desync_promise_cancel then returns int). Switch it
- *    on once those changes are in: make the default below 1 (or try it with
- *    `make fuzz FUZZ_DEFS=-DFUZZ_MISUSE_CHECKS=1` after removing
- *    build-fuzz/fuzz_api).
+ *  - Misuse the library reports (FUZZ_MISUSE_CHECKS, on by default): closing
+ *    a channel more often than it has handles (ignored), send and retain
+ *    after the last close (DESYNC_EPIPE / NULL), completing or cancelling a
+ *    promise twice while its future lives (DESYNC_EINVAL).
  *
  * The cleanup at the end of an input: each caller completes its promises,
  * resumes, frees or detaches future_syncs, closes its channels, waits for
@@ -145,7 +141,7 @@
 #include <time.h>
 
 #ifndef FUZZ_MISUSE_CHECKS
-#define FUZZ_MISUSE_CHECKS 0
+#define FUZZ_MISUSE_CHECKS 1
 #endif
 
 /* 1: desync_after takes a future_sync future over when it is called, so
@@ -159,21 +155,17 @@
 #endif
 
 /* 1: jobs on the scheduler's worker threads (multi-threaded mode) may sync
- * other queues. 0 until a worker that blocks hands on the queue in its next
- * slot: today a queue made ready inside the blocked job can wait there for
- * good (test core_queue_made_ready_by_a_blocked_job_runs), so only jobs
- * running on a caller's thread sync. */
+ * other queues; 0 lets only jobs on a caller's thread sync (for a tree
+ * before test core_queue_made_ready_by_a_blocked_job_runs passed). */
 #ifndef FUZZ_WORKER_SYNC
-#define FUZZ_WORKER_SYNC 0
+#define FUZZ_WORKER_SYNC 1
 #endif
 
 /* 1: both callers may call desync_scheduler_despawn_threads_if_overloaded
- * at once. 0 until concurrent despawns stop only the surplus: today each
- * counts the threads the other is stopping, so both stop one and ready work
- * can be left with no thread (test core_despawn_concurrent_keeps_a_thread);
- * only caller 0 despawns. */
+ * at once; 0 lets only caller 0 despawn (for a tree before test
+ * core_despawn_concurrent_keeps_a_thread passed). */
 #ifndef FUZZ_CONCURRENT_DESPAWN
-#define FUZZ_CONCURRENT_DESPAWN 0
+#define FUZZ_CONCURRENT_DESPAWN 1
 #endif
 
 #if FUZZ_MISUSE_CHECKS
