@@ -13,7 +13,8 @@
  *     are forked off (their jobs never run in the child: the thread that was
  *     running them is gone, and the nodes of vanished waiters live on stacks
  *     that new threads may reuse); an entry it was handing to a scheduler is
- *     listed; it is taken off the waiter list of the future it waited on.
+ *     listed; it is taken off the waiter list of the future it waited on;
+ *     its deadlock-detection slot is freed (waitgraph.c).
  *   - the schedulers keep their run lists (work that was queued, not
  *     running, stays runnable) but lose their workers; threads start again
  *     on demand (dsy_sched_fork_restart).
@@ -92,6 +93,7 @@ static void fork_parent(void) {
 static void fork_child(void) {
     dsy_os_fork_child();
     dsy_pool_fork_child();
+    dsy_wait_fork_child();
     /* Before any thread starts here: a new thread may reuse a vanished one's
      * stack, where its record and frames are. */
     dsy_thread *self = &dsy_self;

@@ -247,6 +247,8 @@ typedef struct dsy_wait_edge {
 
 bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q);
 void dsy_wait_leave(dsy_wait_edge *e);
+/* In a fork child (fork.c): frees the slots of the threads that vanished. */
+void dsy_wait_fork_child(void);
 
 /* ----------------------------------------------------------- scheduler
  *

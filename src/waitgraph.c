@@ -35,6 +35,10 @@
  * when it exits. Past DSY_WG_SLOTS blocked-at-once threads, a thread without
  * a slot waits undetected; past DSY_WG_HELD nested jobs, the outer ones are
  * not listed. Both are documented limits.
+ *
+ * fork: the child frees every slot but the calling thread's. A thread that
+ * vanished halfway through slot_write left its generation odd for good, and
+ * every walk in the child would retry on it forever.
  */
 #include "internal.h"
 
@@ -197,4 +201,18 @@ bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q) {
 void dsy_wait_leave(dsy_wait_edge *e) {
     if (e->slot)
         slot_write(e->slot, e->outer, e->outer_held); /* the enclosing wait, if any */
+}
+
+void dsy_wait_fork_child(void) {
+    uint32_t hw = atomic_load_explicit(&slots_hw, memory_order_relaxed);
+    for (uint32_t i = 0; i < hw; i++) {
+        wg_slot *s = &slots[i];
+        if (s == tls_slot)
+            continue;
+        atomic_store_explicit(&s->waits_for, NULL, memory_order_relaxed);
+        atomic_store_explicit(&s->nheld, 0, memory_order_relaxed);
+        uint32_t g = atomic_load_explicit(&s->gen, memory_order_relaxed);
+        atomic_store_explicit(&s->gen, (g | 1u) + 1u, memory_order_relaxed); /* even, new */
+        atomic_store_explicit(&s->used, 0, memory_order_relaxed);
+    }
 }
