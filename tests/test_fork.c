@@ -84,7 +84,8 @@ static void child_step_init(void) {
 /* A hung child's threads, printed by gdb before it is killed, when
  * $DESYNC_TEST_GDB is set (the CI's fork check sets it). */
 static void child_backtrace(pid_t pid) {
-    if (!getenv("DESYNC_TEST_GDB"))
+    const char *gdb = getenv("DESYNC_TEST_GDB");
+    if (!gdb || !*gdb)
         return;
     char cmd[160];
     snprintf(cmd, sizeof cmd,
