@@ -108,6 +108,15 @@ static void resolve(snode *n, int status) {
     dsy_swaiter_wake(&n->w);
 }
 
+/* Tells the sends let_in returned that they were accepted. */
+static void resolve_all(snode *done) {
+    while (done) {
+        snode *n = done;
+        done = n->next; /* n may vanish once resolved */
+        resolve(n, 0);
+    }
+}
+
 /* ---------------------------------------------------------------- reader */
 
 /* Moves waiting sends into the ring while it has room (lock held); returns
@@ -149,12 +158,25 @@ static int chan_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
         }
     }
     pthread_mutex_unlock(&c->mu);
-    while (done) {
-        snode *n = done;
-        done = n->next; /* n may vanish once resolved */
-        resolve(n, 0);
-    }
+    resolve_all(done);
     return r;
+}
+
+static size_t chan_take(desync_stream_t *s, void **items, size_t max) {
+    desync_channel_t *c = (desync_channel_t *)s;
+    snode *done = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&c->mu);
+    if (c->ring.len) {
+        c->reader_waiting = false;
+        while (n < max && c->ring.len)
+            items[n++] = dsy_ring_take(&c->ring);
+        if (c->wq_head && c->ring.len <= c->cap / 2)
+            done = let_in(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    resolve_all(done);
+    return n;
 }
 
 static void chan_free(desync_stream_t *s) {
@@ -180,7 +202,7 @@ static void chan_free(desync_stream_t *s) {
     chan_unref(c);
 }
 
-static const dsy_stream_vt chan_vt = {chan_poll, chan_free, NULL, NULL, true};
+static const dsy_stream_vt chan_vt = {chan_poll, chan_free, NULL, NULL, chan_take, true};
 
 /* --------------------------------------------------------------- senders */
 

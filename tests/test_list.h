@@ -148,6 +148,7 @@ TEST_ENTRY(pipe_bad_input, 10)
 TEST_ENTRY(pipe_backpressure, 10)
 TEST_ENTRY(pipe_backpressure_depth_change, 10)
 TEST_ENTRY(pipe_backpressure_bounds_ready_input, 30)
+TEST_ENTRY(pipe_refill_at_half_keeps_depth, 60)
 TEST_ENTRY(pipe_blockage, 120)
 
 /* pipes: order with other jobs, async forms, threads (test_pipe_order.c) */

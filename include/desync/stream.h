@@ -164,7 +164,10 @@ DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_i
  * returned output stream. The pipe keeps d alive while the output exists;
  * freeing the output closes the pipe (input freed, no more processing). When
  * the input ends, the output ends after the last processed item. Reading
- * stops while the output holds `depth` unread items (default 5).
+ * stops while the output holds `depth` unread items (default 5): the pipe
+ * never holds more (items taken from the input and not processed yet
+ * count too), and once stopped it reads again when the reader has left
+ * half the depth (rounded up) free, a batch at a time.
  * NULL for NULL arguments or on ENOMEM (input is freed either way). Out of
  * memory later: see desync_pipe_in (the output reports DESYNC_ENOMEM; an
  * item process returned that cannot be queued goes to the output's
