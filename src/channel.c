@@ -8,9 +8,14 @@
  *   ring     accepted items, at most `cap` (grown by doubling up to cap);
  *   waitq    sends not accepted yet, in arrival order: blocking sends (a node
  *            on the sender's stack with a dsy_swaiter) and send futures (a
- *            heap node with a promise). When the reader takes an item, the
- *            first waiting send moves into the ring (cap > 0) or is handed
- *            to the reader directly (cap 0), and is told it was accepted.
+ *            heap node with a promise). Once the reader's takes leave the
+ *            ring at half the capacity or less (cap > 0), the waiting sends
+ *            move into the ring while it has room and are told they were
+ *            accepted; with cap 0 the first one is handed to the reader
+ *            directly. Letting senders in by half a ring rather than per
+ *            item wakes a sender that keeps the channel full once per cap/2
+ *            items instead of once per item (for cap 1 and 2, the two are
+ *            the same).
  *   rslot    the reader's waker (set when its poll found nothing).
  *
  * Rendezvous (cap 0): send and send_future complete only once the reader has
@@ -103,7 +108,30 @@ static void resolve(snode *n, int status) {
     dsy_swaiter_wake(&n->w);
 }
 
+/* Tells the sends let_in returned that they were accepted. */
+static void resolve_all(snode *done) {
+    while (done) {
+        snode *n = done;
+        done = n->next; /* n may vanish once resolved */
+        resolve(n, 0);
+    }
+}
+
 /* ---------------------------------------------------------------- reader */
+
+/* Moves waiting sends into the ring while it has room (lock held); returns
+ * them, linked through `next`, to be resolved once the lock is dropped. */
+static snode *let_in(desync_channel_t *c) {
+    snode *first = NULL, **link = &first;
+    while (c->wq_head && c->ring.len < c->cap && ring_room(c)) {
+        snode *n = wq_pop(c);
+        dsy_ring_put(&c->ring, n->item);
+        *link = n;
+        link = &n->next;
+    }
+    *link = NULL;
+    return first;
+}
 
 static int chan_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
     desync_channel_t *c = (desync_channel_t *)s;
@@ -114,12 +142,11 @@ static int chan_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
     c->reader_waiting = false;
     if (c->ring.len) {
         *item = dsy_ring_take(&c->ring);
-        if (c->wq_head && c->ring.len < c->cap) {
-            done = wq_pop(c);
-            dsy_ring_put(&c->ring, done->item); /* room: we just took one */
-        }
+        if (c->wq_head && c->ring.len <= c->cap / 2)
+            done = let_in(c);
     } else if (c->wq_head) {
-        done = wq_pop(c);
+        done = wq_pop(c); /* cap 0 (or no memory to let it in) */
+        done->next = NULL;
         *item = done->item;
     } else if (c->senders == 0) {
         r = DESYNC_EOF;
@@ -131,9 +158,25 @@ static int chan_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
         }
     }
     pthread_mutex_unlock(&c->mu);
-    if (done)
-        resolve(done, 0);
+    resolve_all(done);
     return r;
+}
+
+static size_t chan_take(desync_stream_t *s, void **items, size_t max) {
+    desync_channel_t *c = (desync_channel_t *)s;
+    snode *done = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&c->mu);
+    if (c->ring.len) {
+        c->reader_waiting = false;
+        while (n < max && c->ring.len)
+            items[n++] = dsy_ring_take(&c->ring);
+        if (c->wq_head && c->ring.len <= c->cap / 2)
+            done = let_in(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    resolve_all(done);
+    return n;
 }
 
 static void chan_free(desync_stream_t *s) {
@@ -159,7 +202,7 @@ static void chan_free(desync_stream_t *s) {
     chan_unref(c);
 }
 
-static const dsy_stream_vt chan_vt = {chan_poll, chan_free, NULL, NULL, true};
+static const dsy_stream_vt chan_vt = {chan_poll, chan_free, NULL, NULL, chan_take, true};
 
 /* --------------------------------------------------------------- senders */
 

@@ -14,8 +14,9 @@
  *   - the input said EAGAIN: its waker will kick us;
  *   - the budget is used up and a job is in flight: that job's end kicks
  *     (WANT_JOB; takes by the reader do not, so batches stay large);
- *   - the budget is used up and no job is in flight: the reader's next take
- *     kicks (WANT_TAKE).
+ *   - the budget is used up and no job is in flight: the reader's take
+ *     that leaves half the depth (rounded up) free kicks (WANT_TAKE), so
+ *     the pump refills in batches of half the depth, not one per take.
  * Both WANT bits are re-checked after they are published (the other side
  * does "change the count, then read state", seq_cst on both sides), so a
  * kick cannot be lost.
@@ -26,8 +27,9 @@
  *   - a job the user queued on d before an item was sent is ahead of the
  *     job processing that item (which is queued after the item was polled,
  *     which is after it was sent): it runs first;
- *   - when the input wakes us from inside send (channels and pipe outputs
- *     do), the pump polls the item and queues its job before send returns,
+ *   - when the input wakes us from inside send (channels do; a pipe output
+ *     wakes at the end of the batch that produced the item), the pump
+ *     polls the item and queues its job before send returns,
  *     so a job the user queues after send returned runs after the item is
  *     processed. This holds whenever the pipe is not held back by
  *     backpressure and no other thread is pumping it at that instant (then
@@ -49,9 +51,12 @@
  *     on its stack and no counter is touched, as it holds the pump and no
  *     other job of the pipe exists). try_sync never blocks: a busy d gets
  *     the batch queued as usual.
- *   - a job whose end finds the output full waits up to DSY_PUMP_SPIN_NS for a
- *     take before parking the pump, so a reader that keeps up finds the
- *     next batch already queued on the same worker.
+ *   - a job whose end finds the output full waits up to DSY_PUMP_SPIN_NS for
+ *     the reader to take half of it before parking the pump, so a reader
+ *     that keeps up finds the next batch already queued on the same worker.
+ *   - a job wakes its output's reader once, after its batch (see
+ *     process_job), so a pipe reading this one polls the whole batch and
+ *     queues one job for it.
  *
  * Wakes of the input: internal streams (channels, pipe outputs, arrays) wake
  * without their own locks held, so the waker pumps right there. A user
@@ -200,11 +205,15 @@ static bool put_pending(dsy_pipe *p, void *item) {
     return false;
 }
 
-static bool budget_left(dsy_pipe *p) {
+/* The pump, stopped by a full budget with no job in flight, resumes once
+ * at least half the depth (rounded up) is free again: it then refills in
+ * one batch instead of one item per take. */
+static bool refill_ok(dsy_pipe *p) {
     size_t used = atomic_load_explicit(&p->held, memory_order_seq_cst);
     if (p->has_output)
         used += dsy_spsc_count(&p->outq);
-    return used < atomic_load_explicit(&p->depth, memory_order_relaxed);
+    size_t depth = atomic_load_explicit(&p->depth, memory_order_relaxed);
+    return used <= depth / 2;
 }
 
 /* Is the job running on d's queue allowed to call process? */
@@ -236,14 +245,26 @@ static void process_job(void *a) {
     /* Reliable for the whole job: d cannot be destroyed while it runs. */
     bool live = job_live(p);
     void *data = live ? desync_data(p->d) : NULL;
+    /* The output's reader is woken once, after the batch (a reader that
+     * keeps up sees each item through `ready` anyway), unless the first
+     * item took long enough that waiting for the batch would hold items
+     * back: then after each item. */
+    bool each = n == 1;
+    uint64_t t0 = !each && p->has_output ? dsy_now_ns() : 0;
+    void *items[DSY_PIPE_MAX_BATCH];
+    DSY_ASSERT(n <= DSY_PIPE_MAX_BATCH);
+    size_t got = dsy_spsc_pop_n(&p->pending, items, n); /* queued before this job */
+    DSY_ASSERT(got == n);
+    (void)got;
     for (size_t i = 0; i < n; i++) {
-        void *item = NULL;
-        dsy_spsc_pop(&p->pending, &item); /* queued before this job */
+        void *item = items[i];
         if (!live) {
             if (p->in_item_free)
                 p->in_item_free(item);
         } else if (p->has_output) {
-            live = put_output(p, p->fn(data, item, p->arg), true);
+            live = put_output(p, p->fn(data, item, p->arg), each || i + 1 == n);
+            if (i == 0 && !each)
+                each = dsy_now_ns() - t0 >= DSY_PIPE_SLOW_ITEM_NS;
         } else {
             p->fn_in(data, item, p->arg);
         }
@@ -385,18 +406,18 @@ static bool queue_batch(dsy_pipe *p, size_t n) {
     return ok;
 }
 
-/* Polls up to budget items into items[]; returns how many, *r the last
- * poll's result (0 if the budget ran out first). */
-static size_t poll_some(dsy_pipe *p, void **items, size_t budget, int *r) {
-    size_t n = 0;
-    *r = 0;
-    while (n < budget) {
-        *r = dsy_stream_poll(p->input, &items[n], &p->in_waker);
-        if (*r != 0)
-            break;
-        n++;
-    }
-    return n;
+/* Pump only: keeps n polled items for the job that will process them.
+ * False if there was no memory: those items went to the input's item_free
+ * and the pipe failed. */
+static bool put_pending_n(dsy_pipe *p, void **items, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!put_pending(p, items[i])) {
+            while (++i < n) /* items[i] went to item_free already */
+                if (p->in_item_free)
+                    p->in_item_free(items[i]);
+            return false;
+        }
+    return true;
 }
 
 /* One round of pumping; true if it stopped on the budget (not on the
@@ -422,42 +443,26 @@ static bool pump_step(dsy_pipe *p) {
          * wait for the batch, so run it right here if d is idle (handing it
          * to another core costs more than the whole batch). */
         void *items[DSY_PIPE_INLINE_MAX];
-        n = poll_some(p, items, budget, &r);
+        n = dsy_stream_poll_n(p->input, items, budget, &p->in_waker, &r);
         if (n) {
             inline_arg a = {p, items, n};
-            if (desync_queue_try_sync(p->q, inline_job, &a) != 0) {
-                size_t i = 0;
-                while (i < n && put_pending(p, items[i]))
-                    i++;
-                if (i == n)
-                    queue_batch(p, n);
-                else
-                    while (++i < n) /* items[i] went to item_free already */
-                        if (p->in_item_free)
-                            p->in_item_free(items[i]);
-            }
+            if (desync_queue_try_sync(p->q, inline_job, &a) != 0 && put_pending_n(p, items, n))
+                queue_batch(p, n);
         }
     } else {
-        bool ok = true;
+        /* Batches of up to DSY_PIPE_MAX_BATCH items, taken from the input at
+         * once where it can (one lock or count update per batch); async
+         * pipes queue one job per item. */
+        size_t max = p->is_async ? 1 : DSY_PIPE_MAX_BATCH;
         while (budget) {
-            void *item;
-            r = dsy_stream_poll(p->input, &item, &p->in_waker);
+            void *items[DSY_PIPE_MAX_BATCH];
+            n = dsy_stream_poll_n(p->input, items, budget < max ? budget : max, &p->in_waker, &r);
+            if (n && (!put_pending_n(p, items, n) || !queue_batch(p, n)))
+                break;
+            budget -= n;
             if (r != 0)
                 break;
-            if (!(ok = put_pending(p, item)))
-                break;
-            budget--;
-            if (p->is_async) {
-                if (!(ok = queue_batch(p, 1)))
-                    break;
-            } else if (++n == DSY_PIPE_MAX_BATCH) {
-                n = 0;
-                if (!(ok = queue_batch(p, DSY_PIPE_MAX_BATCH)))
-                    break;
-            }
         }
-        if (ok && n)
-            queue_batch(p, n);
     }
     if (atomic_load_explicit(&p->closed, memory_order_acquire)) {
         close_input(p); /* failed (or closed) meanwhile */
@@ -480,9 +485,13 @@ static bool pump_step(dsy_pipe *p) {
  * a little instead of parking the pump (a parked pump costs the reader a
  * kick and the next batch a trip through the scheduler). */
 static bool wait_for_take(dsy_pipe *p) {
+    /* Not while this worker has other work waiting: that may be the reader
+     * (a pipe reading ours, whose job sits in our next slot). */
+    if (!dsy_sched_nothing_else())
+        return false;
     dsy_spin sp = dsy_spin_for(DSY_PUMP_SPIN_NS, 0);
     do {
-        if (budget_left(p) || atomic_load_explicit(&p->closed, memory_order_relaxed))
+        if (refill_ok(p) || atomic_load_explicit(&p->closed, memory_order_relaxed))
             return true;
     } while (dsy_spin_round(&sp));
     return false;
@@ -517,7 +526,7 @@ static void pump_run(dsy_pipe *p, bool in_job) {
         /* Re-check what we wait for, now that the others can see it. */
         bool retry = want == PS_WANT_JOB
                          ? atomic_load_explicit(&p->jobs, memory_order_seq_cst) == 0
-                         : budget_left(p) || atomic_load_explicit(&p->closed, memory_order_seq_cst);
+                         : refill_ok(p) || atomic_load_explicit(&p->closed, memory_order_seq_cst);
         uint32_t e = want;
         if (!retry || !atomic_compare_exchange_strong_explicit(&p->state, &e, PS_RUN,
                                                                memory_order_seq_cst,
@@ -567,7 +576,7 @@ static void input_wake(void *ctx) {
 /* ---------------------------------------------------------------- output */
 
 static void after_take(dsy_pipe *p) {
-    if (atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_TAKE)
+    if ((atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_TAKE) && refill_ok(p))
         pump_kick(p);
 }
 
@@ -597,6 +606,14 @@ static int out_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
     return DESYNC_EAGAIN;
 }
 
+static size_t out_take(desync_stream_t *s, void **items, size_t max) {
+    dsy_pipe *p = (dsy_pipe *)s;
+    size_t n = dsy_spsc_pop_n(&p->outq, items, max);
+    if (n)
+        after_take(p);
+    return n;
+}
+
 static bool out_ready(desync_stream_t *s) {
     dsy_pipe *p = (dsy_pipe *)s;
     return dsy_spsc_count(&p->outq) || atomic_load_explicit(&p->ended, memory_order_acquire);
@@ -623,7 +640,7 @@ static void out_free(desync_stream_t *s) {
  * thread that may never come. */
 static void out_help(desync_stream_t *s) { dsy_queue_help(((dsy_pipe *)s)->q); }
 
-static const dsy_stream_vt pipe_out_vt = {out_poll, out_free, out_ready, out_help, true};
+static const dsy_stream_vt pipe_out_vt = {out_poll, out_free, out_ready, out_help, out_take, true};
 
 void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t depth) {
     if (!pipe_output || pipe_output->vt != &pipe_out_vt)

@@ -217,13 +217,8 @@ int dsy_spsc_push(dsy_spsc *q, void *v, bool sc) {
     return 0;
 }
 
-bool dsy_spsc_pop(dsy_spsc *q, void **v) {
-    size_t c = atomic_load_explicit(&q->popped, memory_order_relaxed);
-    if (q->seen == c) {
-        q->seen = atomic_load_explicit(&q->pushed, memory_order_acquire);
-        if (q->seen == c)
-            return false;
-    }
+/* Consumer: the next item, which is known to be there. */
+static void *spsc_next(dsy_spsc *q) {
     if (DSY_UNLIKELY(q->hi == DSY_SEG_N)) {
         dsy_seg *old = q->head;
         q->head = atomic_load_explicit(&old->next, memory_order_acquire);
@@ -235,9 +230,31 @@ bool dsy_spsc_pop(dsy_spsc *q, void **v) {
         else
             free(old);
     }
-    *v = q->head->v[q->hi++];
+    return q->head->v[q->hi++];
+}
+
+bool dsy_spsc_pop(dsy_spsc *q, void **v) {
+    size_t c = atomic_load_explicit(&q->popped, memory_order_relaxed);
+    if (q->seen == c) {
+        q->seen = atomic_load_explicit(&q->pushed, memory_order_acquire);
+        if (q->seen == c)
+            return false;
+    }
+    *v = spsc_next(q);
     atomic_store_explicit(&q->popped, c + 1, memory_order_seq_cst);
     return true;
+}
+
+size_t dsy_spsc_pop_n(dsy_spsc *q, void **v, size_t max) {
+    size_t c = atomic_load_explicit(&q->popped, memory_order_relaxed);
+    if (q->seen - c < max)
+        q->seen = atomic_load_explicit(&q->pushed, memory_order_acquire);
+    size_t n = q->seen - c < max ? q->seen - c : max;
+    for (size_t i = 0; i < n; i++)
+        v[i] = spsc_next(q);
+    if (n)
+        atomic_store_explicit(&q->popped, c + n, memory_order_seq_cst);
+    return n;
 }
 
 size_t dsy_spsc_count(dsy_spsc *q) {
@@ -287,7 +304,7 @@ static void user_free(desync_stream_t *s) {
     user_unref(s);
 }
 
-static const dsy_stream_vt user_vt = {user_poll, user_free, NULL, NULL, false};
+static const dsy_stream_vt user_vt = {user_poll, user_free, NULL, NULL, NULL, false};
 
 desync_stream_t *desync_stream_new(const desync_stream_ops_t *ops, void *self) {
     if (!ops || !ops->poll_next)
@@ -332,7 +349,7 @@ static void arr_free(desync_stream_t *s) {
     dsy_handle_free(a, sizeof *a + a->n * sizeof(void *));
 }
 
-static const dsy_stream_vt arr_vt = {arr_poll, arr_free, arr_ready, NULL, true};
+static const dsy_stream_vt arr_vt = {arr_poll, arr_free, arr_ready, NULL, NULL, true};
 
 desync_stream_t *desync_stream_from_array(void *const *items, size_t count) {
     if (!items && count)

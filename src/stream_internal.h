@@ -112,6 +112,9 @@ void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *));
 int dsy_spsc_push(dsy_spsc *q, void *v, bool sc);
 /* true with *v set, false when empty. The count store is seq_cst. */
 bool dsy_spsc_pop(dsy_spsc *q, void **v);
+/* Pops up to max items into v (oldest first) with one count store
+ * (seq_cst); returns how many. */
+size_t dsy_spsc_pop_n(dsy_spsc *q, void **v, size_t max);
 /* Items queued, seen from any thread (never less than the true count). */
 size_t dsy_spsc_count(dsy_spsc *q);
 
@@ -129,6 +132,10 @@ typedef struct dsy_stream_vt {
      * (a pipe's jobs on a scheduler with 0 threads, or whose threads are all
      * busy). */
     void (*help)(desync_stream_t *s);
+    /* Optional: takes up to max items the stream holds already, at once
+     * (one lock or one count update for all); never waits, never reports
+     * the end, leaves the waker alone. dsy_stream_poll_n uses it. */
+    size_t (*take)(desync_stream_t *s, void **items, size_t max);
     /* Its wakers are never called with a lock of the stream held, and its
      * free waits for wake calls in flight: a waker may poll it again on the
      * waking thread. False for user streams (their wakes are trampolined
@@ -158,6 +165,18 @@ extern DSY_TLS desync_stream_t *dsy_tls_blocking_reader;
 
 static inline int dsy_stream_poll(desync_stream_t *s, void **item, const desync_waker_t *w) {
     return s->vt->poll(s, item, w);
+}
+
+/* Polls up to max items into items[] (take first, then poll one by one);
+ * returns how many. *r is 0 if it stopped at max, else the result of the
+ * poll that found no item (EAGAIN with w stored, the end, an error). */
+static inline size_t dsy_stream_poll_n(desync_stream_t *s, void **items, size_t max,
+                                       const desync_waker_t *w, int *r) {
+    size_t n = s->vt->take && max > 1 ? s->vt->take(s, items, max) : 0;
+    *r = 0;
+    while (n < max && (*r = dsy_stream_poll(s, &items[n], w)) == 0)
+        n++;
+    return n;
 }
 
 #endif

@@ -124,6 +124,11 @@
 /* A process job whose end finds the output full waits this long for the
  * reader to take an item before it parks the pump. W8. */
 #define DSY_PUMP_SPIN_NS 3000u
+/* A process job wakes its output's reader once per batch, unless the
+ * batch's first item took this long: then after each item, so slow items
+ * are not held back for the whole batch. Smaller wakes a downstream pipe
+ * (and queues its job) per item more often. R2, W8. */
+#define DSY_PIPE_SLOW_ITEM_NS 20000u
 /* A blocked reader runs a batch of at most this many items itself. W8. */
 #define DSY_PIPE_INLINE_MAX 32u
 

@@ -34,14 +34,20 @@ TEST(pipe_backpressure) {
     CHECK_EQ(desync_channel_try_send(c, P(5)), DESYNC_EAGAIN);
     test_sleep_ms(20);
     CHECK_EQ(desync_channel_try_send(c, P(5)), DESYNC_EAGAIN);
-    /* Reading one output lets the pipe take the 4th: room again. */
+    /* Reading one output leaves 2 unread: above half the depth, the pipe
+     * still does not read. Reading the second lets it take the 4th: room
+     * again. */
     void *v;
     CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
     CHECK_EQ(U(v), 1);
+    desync_sync(d, noop_job, NULL);
+    test_sleep_ms(20);
+    CHECK_EQ(desync_channel_try_send(c, P(5)), DESYNC_EAGAIN);
+    CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
+    CHECK_EQ(U(v), 2);
     try_send_ctx t = {c, P(5)};
     CHECK(test_wait_until(try_send_ok, &t, 5000));
-    CHECK_EQ(desync_channel_try_send(c, P(6)), DESYNC_EAGAIN);
-    for (int i = 2; i <= 5; i++) {
+    for (int i = 3; i <= 5; i++) {
         CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
         CHECK_EQ(U(v), i);
     }
@@ -158,6 +164,53 @@ TEST(pipe_blockage) {
     CHECK_EQ(ra.err, 0);
     desync_stream_free(ra.out);
     desync_stream_free(back_rx);
+    desync_release(d);
+    return 0;
+}
+
+/* With refills at half the depth, a pipe still never holds more than depth
+ * unread items, whether the reader is quick or slow, and loses no kick. */
+typedef struct {
+    atomic_int processed;
+} proc_count;
+
+static void *count_identity(void *data, void *item, void *arg) {
+    (void)data;
+    atomic_fetch_add(&((proc_count *)arg)->processed, 1);
+    return item;
+}
+
+TEST(pipe_refill_at_half_keeps_depth) {
+    enum { DEPTH = 8 };
+    int n = TEST_SCALED(20000);
+    desync_t *d = desync_new(vec_new(), vec_destroy);
+    desync_stream_t *rx;
+    desync_channel_t *c = desync_channel_new(64, &rx);
+    proc_count pc = {0};
+    desync_stream_t *out = desync_pipe(d, rx, count_identity, &pc);
+    desync_pipe_set_backpressure_depth(out, DEPTH);
+    int sent = 0;
+    for (int k = 1; k <= n; k++) {
+        while (sent < n && desync_channel_try_send(c, P(sent + 1)) == 0)
+            sent++;
+        void *v;
+        /* Alternate blocking and non-blocking reads, so that the pipe is
+         * refilled from the reader's thread and from d's queue. */
+        int rc;
+        if (k % 3)
+            rc = desync_stream_next_for(out, 5 * SEC, &v);
+        else
+            while ((rc = desync_stream_try_next(out, &v)) == DESYNC_EAGAIN)
+                test_sleep_ms(0);
+        CHECK_EQ(rc, 0);
+        CHECK_EQ(U(v), k);
+        /* Processed and not yet read (this one is read): at most DEPTH. */
+        CHECK(atomic_load(&pc.processed) - k <= DEPTH);
+    }
+    desync_channel_close(c);
+    void *v;
+    CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), DESYNC_EOF);
+    desync_stream_free(out);
     desync_release(d);
     return 0;
 }

@@ -525,6 +525,48 @@ TEST(channel_send_future) {
     return 0;
 }
 
+/* Sends that wait on a full channel are let in once the reader has taken
+ * it down to half its capacity (all that fit, in order), not one per take:
+ * a sender that keeps the channel full wakes once per half channel. */
+TEST(channel_waiting_sends_let_in_at_half) {
+    desync_stream_t *rx;
+    desync_channel_t *c = desync_channel_new(4, &rx);
+    for (int i = 1; i <= 4; i++)
+        CHECK_EQ(desync_channel_try_send(c, P(i)), 0);
+    desync_future_t *f[3];
+    for (int i = 0; i < 3; i++) {
+        f[i] = desync_channel_send_future(c, P(5 + i));
+        CHECK(f[i]);
+        CHECK_EQ(desync_future_poll(f[i], NULL, NULL), DESYNC_EAGAIN);
+    }
+    void *v;
+    CHECK_EQ(desync_stream_try_next(rx, &v), 0);
+    CHECK_EQ(U(v), 1);
+    /* 3 of 4 left: above half, the sends still wait (and try_send with
+     * them). */
+    CHECK_EQ(desync_future_poll(f[0], NULL, NULL), DESYNC_EAGAIN);
+    CHECK_EQ(desync_channel_try_send(c, P(99)), DESYNC_EAGAIN);
+    CHECK_EQ(desync_stream_try_next(rx, &v), 0);
+    CHECK_EQ(U(v), 2);
+    /* 2 left: the first two waiting sends fill the channel again. */
+    CHECK_EQ(desync_future_poll(f[0], NULL, NULL), 0);
+    CHECK_EQ(desync_future_poll(f[1], NULL, NULL), 0);
+    CHECK_EQ(desync_future_poll(f[2], NULL, NULL), DESYNC_EAGAIN);
+    for (int i = 3; i <= 7; i++) {
+        CHECK_EQ(desync_stream_try_next(rx, &v), 0);
+        CHECK_EQ(U(v), i);
+        if (i == 4) /* 2 left (5 and 6): 7 comes in */
+            CHECK_EQ(desync_future_poll(f[2], NULL, NULL), 0);
+    }
+    CHECK_EQ(desync_stream_try_next(rx, &v), DESYNC_EAGAIN);
+    for (int i = 0; i < 3; i++)
+        desync_future_free(f[i]);
+    desync_channel_close(c);
+    CHECK_EQ(desync_stream_try_next(rx, &v), DESYNC_EOF);
+    desync_stream_free(rx);
+    return 0;
+}
+
 /* Queued send futures are delivered even after the handle closed. */
 TEST(channel_close_delivers_queued_items) {
     desync_stream_t *rx;

@@ -68,7 +68,11 @@ DESYNC_API desync_channel_t *desync_channel_new(size_t capacity, desync_stream_t
 DESYNC_API desync_channel_t *desync_channel_retain(desync_channel_t *c);
 
 /*
- * Blocks while the channel is full, then queues item: 0. DESYNC_EPIPE if the
+ * Blocks while the channel is full, then queues item: 0. A send that had to
+ * wait is let in once the reader has taken the channel down to half its
+ * capacity or less (rounded down; with several sends waiting, as many as
+ * fit then, in order), so a sender that keeps the channel full wakes once
+ * per capacity/2 items rather than once per item. DESYNC_EPIPE if the
  * reader was freed, or if every sending handle was already closed (a send
  * after close; the reader may have seen the end): the item is not taken and
  * stays the caller's. DESYNC_ENOMEM if the buffer could not grow (item not
@@ -76,11 +80,13 @@ DESYNC_API desync_channel_t *desync_channel_retain(desync_channel_t *c);
  */
 DESYNC_API int desync_channel_send(desync_channel_t *c, void *item);
 
-/* As send, but DESYNC_EAGAIN instead of blocking when full (the same other
- * errors: DESYNC_EPIPE, DESYNC_ENOMEM, DESYNC_EINVAL). */
+/* As send, but DESYNC_EAGAIN instead of blocking when full or while other
+ * sends wait to be let in (the same other errors: DESYNC_EPIPE,
+ * DESYNC_ENOMEM, DESYNC_EINVAL). */
 DESYNC_API int desync_channel_try_send(desync_channel_t *c, void *item);
 
-/* A future that completes (value NULL) once item was accepted, or with
+/* A future that completes (value NULL) once item was accepted (when the
+ * channel is full, as a waiting send is: see desync_channel_send), or with
  * DESYNC_ECANCELED if the reader went away first or every sending handle
  * was closed (the item then was not taken). NULL for NULL c or on ENOMEM. */
 DESYNC_API desync_future_t *desync_channel_send_future(desync_channel_t *c, void *item);
@@ -158,7 +164,10 @@ DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_i
  * returned output stream. The pipe keeps d alive while the output exists;
  * freeing the output closes the pipe (input freed, no more processing). When
  * the input ends, the output ends after the last processed item. Reading
- * stops while the output holds `depth` unread items (default 5).
+ * stops while the output holds `depth` unread items (default 5): the pipe
+ * never holds more (items taken from the input and not processed yet
+ * count too), and once stopped it reads again when the reader has left
+ * half the depth (rounded up) free, a batch at a time.
  * NULL for NULL arguments or on ENOMEM (input is freed either way). Out of
  * memory later: see desync_pipe_in (the output reports DESYNC_ENOMEM; an
  * item process returned that cannot be queued goes to the output's
