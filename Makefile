@@ -340,6 +340,63 @@ model:
 bench: $(BUILD)/bench
 	$(RUN_PREFIX) ./$(BUILD)/bench
 
+# Installation. `make install PREFIX=/usr DESTDIR=/tmp/stage` stages a tree
+# for a package; LIBDIR (e.g. /usr/lib/x86_64-linux-gnu), INCLUDEDIR,
+# PKGCONFIGDIR and CMAKEDIR can be set on their own. Installs the libraries
+# of this build's flavour ($(BUILD)): `make install SAN=thread` installs a
+# ThreadSanitizer build. The pkg-config and CMake files are written from
+# desync.pc.in and cmake/*.cmake.in with the version and these directories;
+# the CMake files find the libraries relative to themselves.
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CMAKEDIR ?= $(LIBDIR)/cmake/desync
+DESTDIR ?=
+INSTALL ?= install
+LDCONFIG ?= ldconfig
+PUBLIC_HEADERS := $(wildcard include/desync/*.h)
+
+relpath = $(shell realpath -m --relative-to=$(1) $(2))
+# Each @NAME@ of the templates.
+INSTALL_SUBST := -e 's|@VERSION@|$(VERSION)|g' -e 's|@SOVERSION@|$(SOVERSION)|g' \
+    -e 's|@VERSION_MAJOR@|$(VERSION_MAJOR)|g' -e 's|@VERSION_MINOR@|$(VERSION_MINOR)|g' \
+    -e 's|@PREFIX@|$(PREFIX)|g' \
+    -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|g' \
+    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|g' \
+    -e 's|@CMAKEDIR_TO_PREFIX@|$(call relpath,$(CMAKEDIR),$(PREFIX))|g' \
+    -e 's|@PREFIX_TO_LIBDIR@|$(call relpath,$(PREFIX),$(LIBDIR))|g' \
+    -e 's|@PREFIX_TO_INCLUDEDIR@|$(call relpath,$(PREFIX),$(INCLUDEDIR))|g' \
+    -e "s|@SIZEOF_VOID_P@|$$(echo __SIZEOF_POINTER__ | $(CC) -E -P - | tr -d ' ')|g"
+
+install: lib
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/desync \
+	    $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(CMAKEDIR)
+	$(INSTALL) -m 644 $(SHARED_REAL) $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libdesync.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SHARED_SONAME)
+	ln -sf $(SHARED_SONAME) $(DESTDIR)$(LIBDIR)/libdesync.so
+	$(INSTALL) -m 644 include/desync.h $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/desync/
+	sed $(INSTALL_SUBST) desync.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/desync.pc
+	sed $(INSTALL_SUBST) cmake/desync-config.cmake.in > $(DESTDIR)$(CMAKEDIR)/desync-config.cmake
+	sed $(INSTALL_SUBST) cmake/desync-config-version.cmake.in \
+	    > $(DESTDIR)$(CMAKEDIR)/desync-config-version.cmake
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/desync.pc $(DESTDIR)$(CMAKEDIR)/*.cmake
+	@# Without this, programs installed into /usr/local would not find the
+	@# new soname until the next ldconfig run.
+	@if [ -z "$(DESTDIR)" ] && [ -w /etc/ld.so.cache ] && command -v $(LDCONFIG) >/dev/null; then \
+	    echo "$(LDCONFIG)"; $(LDCONFIG); fi
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libdesync.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SHARED_SONAME) \
+	    $(DESTDIR)$(LIBDIR)/libdesync.so $(DESTDIR)$(LIBDIR)/libdesync.a \
+	    $(DESTDIR)$(INCLUDEDIR)/desync.h $(PUBLIC_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
+	    $(DESTDIR)$(PKGCONFIGDIR)/desync.pc $(DESTDIR)$(CMAKEDIR)/desync-config.cmake \
+	    $(DESTDIR)$(CMAKEDIR)/desync-config-version.cmake
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/desync $(DESTDIR)$(CMAKEDIR) 2>/dev/null
+	@if [ -z "$(DESTDIR)" ] && [ -w /etc/ld.so.cache ] && command -v $(LDCONFIG) >/dev/null; then \
+	    echo "$(LDCONFIG)"; $(LDCONFIG); fi
+
 clean:
 	rm -rf build build-*
 
