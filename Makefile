@@ -125,7 +125,7 @@ FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign pthread_create
 OBJCOPY ?= objcopy
 
 .PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults check-fork fuzz model \
-        install uninstall check-symbols check-version
+        install uninstall check-symbols check-version print-version print-soversion
 .DEFAULT_GOAL := all
 
 all: lib examples tests
@@ -230,6 +230,12 @@ ifeq ($(TESTS),)
 	DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \
 	$(RUN_PREFIX) ./$(BUILD)/run_tests_shared $(SHARED_TESTS)
 endif
+
+# For scripts (.ci/consumers): the version and the soname's version.
+print-version:
+	@echo $(VERSION)
+print-soversion:
+	@echo $(SOVERSION)
 
 check-symbols: $(STATIC_LIB) $(SHARED_REAL)
 	tests/check_symbols.sh --shared $(SHARED_REAL) --static $(STATIC_LIB) $(SOVERSION)
