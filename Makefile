@@ -237,6 +237,22 @@ print-version:
 print-soversion:
 	@echo $(SOVERSION)
 
+# debian/ follows include/desync/version.h: the changelog's upstream
+# version is VERSION, and the shared-library package is named after the
+# soname (renamed, with its .install and .symbols files, at each 0.x minor).
+# (The sed script is in a variable: make would count its parentheses.)
+deb_version_sed := 1s/^[^(]*(\([0-9]*:\)\{0,1\}\([^)-]*\).*/\2/p
+DEB_VERSION = $(shell sed -n '$(deb_version_sed)' debian/changelog)
+check-version:
+	@test "$(DEB_VERSION)" = "$(VERSION)" || \
+	    { echo "debian/changelog says $(DEB_VERSION), include/desync/version.h $(VERSION)"; exit 1; }
+	@grep -qx 'Package: libdesync$(SOVERSION)' debian/control && \
+	    grep -q 'Depends: libdesync$(SOVERSION) (= $${binary:Version})' debian/control && \
+	    test -f debian/libdesync$(SOVERSION).install && \
+	    grep -q '^libdesync.so.$(SOVERSION) libdesync$(SOVERSION) ' debian/libdesync$(SOVERSION).symbols || \
+	    { echo "debian/: the library package must be libdesync$(SOVERSION) (control, .install, .symbols)"; exit 1; }
+	@echo "check-version: $(VERSION), soname libdesync.so.$(SOVERSION), package libdesync$(SOVERSION)"
+
 check-symbols: $(STATIC_LIB) $(SHARED_REAL)
 	tests/check_symbols.sh --shared $(SHARED_REAL) --static $(STATIC_LIB) $(SOVERSION)
 
