@@ -21,6 +21,10 @@
 #   make check-fork           1,000 forks under load (slow; any SAN/CC/DEBUG too)
 #   make fuzz                 the API fuzzer for FUZZ_SECONDS (clang), in build-fuzz/
 #   make model                check the SPIN models of the queue protocol (models/)
+#   make install              install into PREFIX (default /usr/local), staged
+#                             under DESTDIR if set; make uninstall removes it
+#   make check-symbols        what the libraries export (also run by make test)
+#   make check-version        the version in debian/changelog is the headers'
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -36,6 +40,19 @@ comma := ,
 
 # The OS layer (src/os/): sets OS and OS_SRCS.
 include src/os/os.mk
+
+# The version, read from include/desync/version.h (the one place it is
+# written). While MAJOR is 0 the soname carries the minor (libdesync.so.0.1):
+# every 0.x minor release may change the ABI. From 1.0 it is the major alone.
+version_part = $(shell sed -n 's/^.define DESYNC_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' include/desync/version.h)
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION_MINOR := $(call version_part,MINOR)
+VERSION_PATCH := $(call version_part,PATCH)
+ifeq ($(and $(VERSION_MAJOR),$(VERSION_MINOR),$(VERSION_PATCH)),)
+$(error could not read the version from include/desync/version.h)
+endif
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+SOVERSION := $(if $(filter 0,$(VERSION_MAJOR)),$(VERSION_MAJOR).$(VERSION_MINOR),$(VERSION_MAJOR))
 
 # Sanitizer builds always check the library's invariants.
 DEBUG_ON := $(if $(or $(SAN),$(filter-out 0,$(DEBUG))),1)
@@ -91,7 +108,15 @@ BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_OBJS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench-obj/%.o)
 
 STATIC_LIB := $(BUILD)/libdesync.a
+# The shared library's file, its soname link and the link `-ldesync` finds.
+SHARED_REAL := $(BUILD)/libdesync.so.$(VERSION)
+SHARED_SONAME := libdesync.so.$(SOVERSION)
 SHARED_LIB := $(BUILD)/libdesync.so
+SHARED_LINKS := $(BUILD)/$(SHARED_SONAME) $(SHARED_LIB)
+# All objects linked into one, with the hidden (internal) names made local:
+# the static archive then defines only the public desync_* names.
+STATIC_OBJ := $(BUILD)/libdesync-all.o
+LD ?= ld
 # The test binary links a copy of the static library whose objects call the
 # fault-injection hooks of tests/fault.c instead of these functions, so tests
 # can fail the library's own allocations and thread creations (tests/fault.h).
@@ -99,25 +124,45 @@ FAULT_LIB := $(BUILD)/libdesync_fault.a
 FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign pthread_create
 OBJCOPY ?= objcopy
 
-.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults check-fork fuzz model
+.PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults check-fork fuzz model \
+        install uninstall check-symbols check-version print-version print-soversion
 .DEFAULT_GOAL := all
 
 all: lib examples tests
 
-lib: $(STATIC_LIB) $(SHARED_LIB)
+lib: $(STATIC_LIB) $(SHARED_REAL) $(SHARED_LINKS)
 
 examples: $(EXAMPLES)
 
-tests: $(BUILD)/run_tests $(BUILD)/soak
+tests: $(BUILD)/run_tests $(BUILD)/run_tests_shared $(BUILD)/soak
 
-$(STATIC_LIB): $(LIB_OBJS)
+# `ld -r` links the objects into one relocatable object, resolving the
+# internal calls between them; --localize-hidden then turns every hidden
+# (non-DESYNC_API) symbol into a local one. The code keeps its dsy_ names.
+$(STATIC_OBJ): $(LIB_OBJS)
 	@mkdir -p $(@D)
+	$(LD) -r -o $@.tmp $^
+	$(OBJCOPY) --localize-hidden $@.tmp $@
+	rm -f $@.tmp
+
+$(STATIC_LIB): $(STATIC_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $^
 
-$(SHARED_LIB): $(LIB_OBJS)
+# The linker version script (exports desync_* only) for this soname.
+$(BUILD)/desync.map: src/desync.map.in include/desync/version.h
 	@mkdir -p $(@D)
-	$(CC) -shared -o $@ $^ $(ALL_LDFLAGS) $(LDLIBS)
+	sed 's/@SOVERSION@/$(SOVERSION)/' $< > $@
+
+# -z defs: every symbol the library uses must come from its own objects or a
+# library it names (not in sanitizer builds, whose runtime is linked into the
+# program, not the library, by clang).
+$(SHARED_REAL): $(LIB_OBJS) $(BUILD)/desync.map
+	$(CC) -shared -Wl,-soname,$(SHARED_SONAME) -Wl,--version-script=$(BUILD)/desync.map \
+	    $(if $(SAN),,-Wl,-z,defs) -o $@ $(LIB_OBJS) $(ALL_LDFLAGS) $(LDLIBS)
+
+$(SHARED_LINKS): $(SHARED_REAL)
+	ln -sf $(notdir $<) $@
 
 $(BUILD)/src/%.o: src/%.c
 	@mkdir -p $(@D)
@@ -141,6 +186,12 @@ $(FAULT_LIB): $(STATIC_LIB)
 $(BUILD)/run_tests: $(TEST_OBJS) $(FAULT_LIB)
 	$(CC) -o $@ $(TEST_OBJS) $(FAULT_LIB) $(ALL_LDFLAGS) $(LDLIBS)
 
+# The same tests linked against the shared library (found next to the binary
+# through its rpath): a call the tests make that the library does not export
+# fails this link.
+$(BUILD)/run_tests_shared: $(TEST_OBJS) $(SHARED_REAL) $(SHARED_LINKS)
+	$(CC) -o $@ $(TEST_OBJS) $(SHARED_REAL) -Wl,-rpath,'$$ORIGIN' $(ALL_LDFLAGS) $(LDLIBS)
+
 $(BUILD)/soak: $(BUILD)/tests/soak.o $(STATIC_LIB)
 	$(CC) -o $@ $< $(STATIC_LIB) $(ALL_LDFLAGS) $(LDLIBS)
 
@@ -153,9 +204,57 @@ $(BUILD)/bench: $(BENCH_OBJS) $(STATIC_LIB)
 # Arguments for the test runner, e.g. `make test TESTS="core_sync_retrieve"`.
 TESTS ?=
 
-test: $(BUILD)/run_tests
+# With no TESTS, `make test` also checks what the libraries export
+# (check-symbols) and runs a subset of the suite with the test binary linked
+# against the shared library (run_tests_shared): the link catches a call the
+# library does not export, the run shows the shared library works. A subset,
+# one to three quick tests per topic file (about 2 s), because the whole suite
+# again would double the time of `make test`; the fault tests cannot run
+# there (the shared library calls the real malloc, not tests/fault.c's).
+SHARED_TESTS := core_sync_retrieve core_async_update_then_sync core_release_from_own_job \
+    core_order_many_jobs core_try_sync core_desync_copy core_queue_api core_get_queue \
+    core_reentrant_chain_cross_thread core_scheduler_basics core_scheduler_free_waits \
+    core_bad_input core_strerror core_stress_mixed future_wait_for_future future_and_sync \
+    future_sync_polled future_poll_waker future_fd future_then future_promise_cancel \
+    future_suspend_local_drain stream_array_reads stream_user_reads_and_frees \
+    channel_rendezvous channel_send_future pipe_through pipe_chain pipe_backpressure \
+    pipe_in_async shutdown_at_exit_loses_nothing shutdown_drain_waits_for_jobs_queued_by_jobs \
+    deadlock_cycle_two_threads_sync deadlock_cycle_futures misuse_channel_send_after_close_epipe \
+    race_pipe_through_1000 fork_child_runs_background_jobs version_matches_headers
+
+test: $(BUILD)/run_tests $(if $(TESTS),,check-symbols $(BUILD)/run_tests_shared)
 	DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \
 	$(RUN_PREFIX) ./$(BUILD)/run_tests $(TESTS)
+ifeq ($(TESTS),)
+	@echo "== the same tests linked against the shared library (a subset)"
+	DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \
+	$(RUN_PREFIX) ./$(BUILD)/run_tests_shared $(SHARED_TESTS)
+endif
+
+# For scripts (.ci/consumers): the version and the soname's version.
+print-version:
+	@echo $(VERSION)
+print-soversion:
+	@echo $(SOVERSION)
+
+# debian/ follows include/desync/version.h: the changelog's upstream
+# version is VERSION, and the shared-library package is named after the
+# soname (renamed, with its .install and .symbols files, at each 0.x minor).
+# (The sed script is in a variable: make would count its parentheses.)
+deb_version_sed := 1s/^[^(]*(\([0-9]*:\)\{0,1\}\([^)-]*\).*/\2/p
+DEB_VERSION = $(shell sed -n '$(deb_version_sed)' debian/changelog)
+check-version:
+	@test "$(DEB_VERSION)" = "$(VERSION)" || \
+	    { echo "debian/changelog says $(DEB_VERSION), include/desync/version.h $(VERSION)"; exit 1; }
+	@grep -qx 'Package: libdesync$(SOVERSION)' debian/control && \
+	    grep -q 'Depends: libdesync$(SOVERSION) (= $${binary:Version})' debian/control && \
+	    test -f debian/libdesync$(SOVERSION).install && \
+	    grep -q '^libdesync.so.$(SOVERSION) libdesync$(SOVERSION) ' debian/libdesync$(SOVERSION).symbols || \
+	    { echo "debian/: the library package must be libdesync$(SOVERSION) (control, .install, .symbols)"; exit 1; }
+	@echo "check-version: $(VERSION), soname libdesync.so.$(SOVERSION), package libdesync$(SOVERSION)"
+
+check-symbols: $(STATIC_LIB) $(SHARED_REAL)
+	tests/check_symbols.sh --shared $(SHARED_REAL) --static $(STATIC_LIB) $(SOVERSION)
 
 # The fault-injection tests (tests/fault.h) with every allocation site and
 # thread start failed in turn instead of a sample, in the ASan + UBSan build
@@ -262,6 +361,63 @@ model:
 
 bench: $(BUILD)/bench
 	$(RUN_PREFIX) ./$(BUILD)/bench
+
+# Installation. `make install PREFIX=/usr DESTDIR=/tmp/stage` stages a tree
+# for a package; LIBDIR (e.g. /usr/lib/x86_64-linux-gnu), INCLUDEDIR,
+# PKGCONFIGDIR and CMAKEDIR can be set on their own. Installs the libraries
+# of this build's flavour ($(BUILD)): `make install SAN=thread` installs a
+# ThreadSanitizer build. The pkg-config and CMake files are written from
+# desync.pc.in and cmake/*.cmake.in with the version and these directories;
+# the CMake files find the libraries relative to themselves.
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CMAKEDIR ?= $(LIBDIR)/cmake/desync
+DESTDIR ?=
+INSTALL ?= install
+LDCONFIG ?= ldconfig
+PUBLIC_HEADERS := $(wildcard include/desync/*.h)
+
+relpath = $(shell realpath -m --relative-to=$(1) $(2))
+# Each @NAME@ of the templates.
+INSTALL_SUBST := -e 's|@VERSION@|$(VERSION)|g' -e 's|@SOVERSION@|$(SOVERSION)|g' \
+    -e 's|@VERSION_MAJOR@|$(VERSION_MAJOR)|g' -e 's|@VERSION_MINOR@|$(VERSION_MINOR)|g' \
+    -e 's|@PREFIX@|$(PREFIX)|g' \
+    -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|g' \
+    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|g' \
+    -e 's|@CMAKEDIR_TO_PREFIX@|$(call relpath,$(CMAKEDIR),$(PREFIX))|g' \
+    -e 's|@PREFIX_TO_LIBDIR@|$(call relpath,$(PREFIX),$(LIBDIR))|g' \
+    -e 's|@PREFIX_TO_INCLUDEDIR@|$(call relpath,$(PREFIX),$(INCLUDEDIR))|g' \
+    -e "s|@SIZEOF_VOID_P@|$$(echo __SIZEOF_POINTER__ | $(CC) -E -P - | tr -d ' ')|g"
+
+install: lib
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/desync \
+	    $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(CMAKEDIR)
+	$(INSTALL) -m 644 $(SHARED_REAL) $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libdesync.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SHARED_SONAME)
+	ln -sf $(SHARED_SONAME) $(DESTDIR)$(LIBDIR)/libdesync.so
+	$(INSTALL) -m 644 include/desync.h $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/desync/
+	sed $(INSTALL_SUBST) desync.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/desync.pc
+	sed $(INSTALL_SUBST) cmake/desync-config.cmake.in > $(DESTDIR)$(CMAKEDIR)/desync-config.cmake
+	sed $(INSTALL_SUBST) cmake/desync-config-version.cmake.in \
+	    > $(DESTDIR)$(CMAKEDIR)/desync-config-version.cmake
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/desync.pc $(DESTDIR)$(CMAKEDIR)/*.cmake
+	@# Without this, programs installed into /usr/local would not find the
+	@# new soname until the next ldconfig run.
+	@if [ -z "$(DESTDIR)" ] && [ -w /etc/ld.so.cache ] && command -v $(LDCONFIG) >/dev/null; then \
+	    echo "$(LDCONFIG)"; $(LDCONFIG); fi
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libdesync.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SHARED_SONAME) \
+	    $(DESTDIR)$(LIBDIR)/libdesync.so $(DESTDIR)$(LIBDIR)/libdesync.a \
+	    $(DESTDIR)$(INCLUDEDIR)/desync.h $(PUBLIC_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
+	    $(DESTDIR)$(PKGCONFIGDIR)/desync.pc $(DESTDIR)$(CMAKEDIR)/desync-config.cmake \
+	    $(DESTDIR)$(CMAKEDIR)/desync-config-version.cmake
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/desync $(DESTDIR)$(CMAKEDIR) 2>/dev/null
+	@if [ -z "$(DESTDIR)" ] && [ -w /etc/ld.so.cache ] && command -v $(LDCONFIG) >/dev/null; then \
+	    echo "$(LDCONFIG)"; $(LDCONFIG); fi
 
 clean:
 	rm -rf build build-*

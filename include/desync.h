@@ -61,13 +61,16 @@
  * them first.
  *
  * Topic headers: <desync/future.h> (futures, promises, suspend/resume) and
- * <desync/stream.h> (streams, channels, pipes) are included below.
+ * <desync/stream.h> (streams, channels, pipes) are included below, and
+ * <desync/version.h> (DESYNC_VERSION_* macros) above.
  */
 #ifndef DESYNC_H
 #define DESYNC_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "desync/version.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -95,6 +98,19 @@ extern "C" {
 
 /* A static, human-readable description of an error code (never NULL). */
 DESYNC_API const char *desync_strerror(int err);
+
+/* ------------------------------------------------------------- version */
+
+/* The version of the library the program runs with, as DESYNC_VERSION_NUMBER
+ * encodes it (MAJOR * 10000 + MINOR * 100 + PATCH; see <desync/version.h>).
+ * It can differ from the DESYNC_VERSION_* macros the program was compiled
+ * with when a newer release of the same soname is installed. Never fails,
+ * never blocks. */
+DESYNC_API int desync_version(void);
+
+/* The same version as a static string "MAJOR.MINOR.PATCH" (never NULL; do
+ * not free). Never fails, never blocks. */
+DESYNC_API const char *desync_version_string(void);
 
 /* ------------------------------------------------------------- handles */
 

@@ -255,3 +255,6 @@ TEST_ENTRY(fork_object_busy_at_fork_is_forked_off, 60)
 TEST_ENTRY(fork_from_job, 60)
 TEST_ENTRY(fork_under_load, 120)
 TEST_ENTRY(fork_while_threads_block_in_sync, 60)
+
+/* version (test_version.c) */
+TEST_ENTRY(version_matches_headers, 5)
