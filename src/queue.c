@@ -697,41 +697,49 @@ static enum dsy_run_result job_run_obj(dsy_node *n, desync_queue_t *q, void *dat
     return DSY_DONE;
 }
 
-/* Five finishes: pool or segment node, inline or separately allocated copy,
- * or a wide node (a 128-byte pool block). */
-static void job_finish(dsy_node *n) { dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), false); }
-static void job_finish_wide(dsy_node *n) {
-    dsy_pool_free(DSY_CONTAINER_OF(n, dsy_job, node), DSY_POOL_128);
+/* Where a job node and its copy live (job_ops' second index): a node of
+ * one cache line with its copy inline or separately allocated (BIG), or a
+ * wide node (two lines, the copy inline); each from the block pool or from
+ * a job segment. */
+enum job_storage { JOB_POOL, JOB_SEG, JOB_POOL_BIG, JOB_SEG_BIG, JOB_POOL_WIDE, JOB_SEG_WIDE };
+
+static void job_finish(dsy_node *n) {
+    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), 1, false);
 }
 static void job_finish_seg(dsy_node *n) {
-    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), true);
+    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), 1, true);
 }
 static void job_finish_big(dsy_node *n) {
     dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
     free(j->arg);
-    dsy_job_release(j, false);
+    dsy_job_release(j, 1, false);
 }
 static void job_finish_big_seg(dsy_node *n) {
     dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
     free(j->arg);
-    dsy_job_release(j, true);
+    dsy_job_release(j, 1, true);
+}
+static void job_finish_wide(dsy_node *n) {
+    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), 2, false);
+}
+static void job_finish_wide_seg(dsy_node *n) {
+    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), 2, true);
 }
 
-/* Where a job node and its copy live (job_ops' second index). */
-enum job_storage { JOB_POOL, JOB_SEG, JOB_POOL_BIG, JOB_SEG_BIG, JOB_WIDE };
-
 /* job_ops[with_data][job_storage] */
-static const dsy_node_ops job_ops[2][5] = {
+static const dsy_node_ops job_ops[2][6] = {
     {{job_run_q, job_finish, NULL},
      {job_run_q, job_finish_seg, NULL},
      {job_run_q, job_finish_big, NULL},
      {job_run_q, job_finish_big_seg, NULL},
-     {job_run_q, job_finish_wide, NULL}},
+     {job_run_q, job_finish_wide, NULL},
+     {job_run_q, job_finish_wide_seg, NULL}},
     {{job_run_obj, job_finish, NULL},
      {job_run_obj, job_finish_seg, NULL},
      {job_run_obj, job_finish_big, NULL},
      {job_run_obj, job_finish_big_seg, NULL},
-     {job_run_obj, job_finish_wide, NULL}},
+     {job_run_obj, job_finish_wide, NULL},
+     {job_run_obj, job_finish_wide_seg, NULL}},
 };
 
 int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags) {
@@ -740,38 +748,31 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
         return DESYNC_EINVAL;
     if (forked_off_gated(q))
         return DESYNC_EFORKED;
-    bool seg = false;
-    dsy_job *j;
-    enum job_storage where;
-    if (copy && len > DSY_INLINE_ARG && len <= DSY_INLINE_ARG_WIDE) {
-        j = dsy_pool_alloc(DSY_POOL_128);
-        if (DSY_UNLIKELY(!j))
-            return DESYNC_ENOMEM;
-        /* The buffer runs past buf to the end of the 128-byte block. */
+    bool seg = false, wide = copy && len > DSY_INLINE_ARG && len <= DSY_INLINE_ARG_WIDE;
+    dsy_job *j = dsy_job_alloc(wide ? 2 : 1, &seg);
+    if (DSY_UNLIKELY(!j))
+        return DESYNC_ENOMEM;
+    enum job_storage where = seg ? JOB_SEG : JOB_POOL;
+    if (!copy) {
+        j->arg = (void *)(uintptr_t)arg;
+    } else if (wide) {
+        /* The buffer runs past buf to the end of the node's second line. */
         unsigned char *buf = (unsigned char *)j + offsetof(dsy_job, buf);
         memcpy(buf, arg, len);
         j->arg = buf;
-        where = JOB_WIDE;
+        where = seg ? JOB_SEG_WIDE : JOB_POOL_WIDE;
+    } else if (len <= DSY_INLINE_ARG) {
+        if (len)
+            memcpy(j->buf, arg, len);
+        j->arg = j->buf;
     } else {
-        j = dsy_job_alloc(&seg);
-        if (DSY_UNLIKELY(!j))
+        j->arg = malloc(len);
+        if (!j->arg) {
+            dsy_job_release(j, 1, seg);
             return DESYNC_ENOMEM;
-        where = seg ? JOB_SEG : JOB_POOL;
-        if (!copy) {
-            j->arg = (void *)(uintptr_t)arg;
-        } else if (len <= DSY_INLINE_ARG) {
-            if (len)
-                memcpy(j->buf, arg, len);
-            j->arg = j->buf;
-        } else {
-            j->arg = malloc(len);
-            if (!j->arg) {
-                dsy_job_release(j, seg);
-                return DESYNC_ENOMEM;
-            }
-            memcpy(j->arg, arg, len);
-            where = seg ? JOB_SEG_BIG : JOB_POOL_BIG;
         }
+        memcpy(j->arg, arg, len);
+        where = seg ? JOB_SEG_BIG : JOB_POOL_BIG;
     }
     j->node.ops = &job_ops[with_data][where];
     j->fn = fn;

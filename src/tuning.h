@@ -103,8 +103,13 @@
 /* ... after this many jobs from the block pool (light users do not hold a
  * segment each). W2, W4. */
 #define DSY_SEG_AFTER 1024u
-/* ... and keeps this many free segments for reuse. */
-#define DSY_SEG_CACHE 16u
+/* Segments are mapped from the OS this many at a time (1 MiB)... */
+#define DSY_SEG_MAP_BATCH 16u
+/* ... and this many free ones are kept for reuse (16 MiB); beyond that a
+ * segment that empties goes back to the OS. A queue whose backlog grows
+ * (producers outrun its thread: R1) takes them back without a page fault;
+ * each one returned costs a munmap (a TLB flush on every core). */
+#define DSY_SEG_KEEP 256u
 
 /* -------------------------------------------------------------- streams */
 
