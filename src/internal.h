@@ -115,6 +115,11 @@ struct desync_queue {
     /* References: users, the owning desync_t, a run token in transit. */
     dsy_refcount refs;
     desync_scheduler_t *sched;
+    /* Nodes linked by dsy_queue_push, and nodes unlinked by the token
+     * holders (added in batches): pushed - unlinked is the backlog, give or
+     * take the batches in flight. Both on the line of `tail`, which a
+     * producer owns anyway when it pushes. */
+    _Atomic uint32_t pushed, unlinked;
 };
 
 /* desync_t: a queue plus the data it protects. */
