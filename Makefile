@@ -121,7 +121,7 @@ LD ?= ld
 # fault-injection hooks of tests/fault.c instead of these functions, so tests
 # can fail the library's own allocations and thread creations (tests/fault.h).
 FAULT_LIB := $(BUILD)/libdesync_fault.a
-FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign pthread_create
+FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign mmap pthread_create
 OBJCOPY ?= objcopy
 
 .PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults check-fork fuzz model \

@@ -282,8 +282,12 @@ DESYNC_API void desync_queue_release(desync_queue_t *q);
  * the scheduler section). `arg` is passed as it is: what it points to must
  * stay valid until the job has run (the job may free it); use
  * desync_queue_desync_copy for data on the caller's stack. Never blocks
- * (from a job, it never waits for that job). DESYNC_EINVAL (NULL q or job),
- * DESYNC_ENOMEM (no memory for the job; nothing queued).
+ * (from a job, it never waits for that job). When the queue is more than
+ * 4,096 jobs behind, one call in 64 yields the CPU (sched_yield) so that
+ * the queue's thread can catch up: with more busy producer threads than
+ * cores it would otherwise get no more CPU than any one of them, and the
+ * backlog's memory would grow. DESYNC_EINVAL (NULL q or job), DESYNC_ENOMEM
+ * (no memory for the job; nothing queued).
  */
 DESYNC_API int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 

@@ -6,7 +6,7 @@
  * use the library:
  *   - prepare takes every global lock of the library: the registry mutex,
  *     the scheduler list and every scheduler's lock, the pools' depot and
- *     segment-cache mutexes, the OS layer's (in this order); parent releases
+ *     free-segment mutexes, the OS layer's (in this order); parent releases
  *     them; child releases or resets them, with the state they guard whole.
  *   - child then looks at the record of every thread that vanished: queues
  *     whose token it held, or that it waited for or was linking a node into,

@@ -66,15 +66,16 @@ typedef struct dsy_job {
 } dsy_job;
 
 /* Copies of up to DSY_INLINE_ARG_WIDE bytes (a typical log line) go in a
- * wide node: the same layout, in a 128-byte pool block whose buffer runs on
- * past buf (no malloc per job). */
+ * wide node: the same layout over two cache lines (128 bytes), its buffer
+ * running on past buf (no malloc per job). */
 #define DSY_INLINE_ARG_WIDE (128 - offsetof(dsy_job, buf))
 
-/* A job node: from the calling thread's job segment (*from_seg = true; see
- * jobpool.c) or from the block pool. NULL on ENOMEM. */
-dsy_job *dsy_job_alloc(bool *from_seg);
-/* Frees a finished job node (from_seg as returned by dsy_job_alloc). */
-void dsy_job_release(dsy_job *j, bool from_seg);
+/* A job node of `lines` cache lines (1, or 2 for a wide node): from the
+ * calling thread's job segment (*from_seg = true; see jobpool.c) or from the
+ * block pool. NULL on ENOMEM. */
+dsy_job *dsy_job_alloc(unsigned lines, bool *from_seg);
+/* Frees a finished job node (lines and from_seg as at dsy_job_alloc). */
+void dsy_job_release(dsy_job *j, unsigned lines, bool from_seg);
 
 /* The same pool for other small blocks: class DSY_POOL_64 or DSY_POOL_128
  * (block sizes in bytes). A block must be freed with the class it came from. */
@@ -114,6 +115,11 @@ struct desync_queue {
     /* References: users, the owning desync_t, a run token in transit. */
     dsy_refcount refs;
     desync_scheduler_t *sched;
+    /* Nodes linked by dsy_queue_push, and nodes unlinked by the token
+     * holders (added in batches): pushed - unlinked is the backlog, give or
+     * take the batches in flight. Both on the line of `tail`, which a
+     * producer owns anyway when it pushes. */
+    _Atomic uint32_t pushed, unlinked;
 };
 
 /* desync_t: a queue plus the data it protects. */

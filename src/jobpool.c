@@ -17,7 +17,7 @@
  * NOPOOL builds (DSY_NOPOOL) take every block and job node straight from
  * malloc and poison it on free (dsy_handle_free), so that a freed future or
  * job is freed memory to ASan and valgrind instead of a live pool block.
- * fork: the depot and segment-cache mutexes are held around fork (see
+ * fork: the depot and free-segment mutexes are held around fork (see
  * fork.c). In the child, the caches and segments of the threads that
  * vanished are leaked (their blocks may still be in use by queued jobs).
  */
@@ -197,7 +197,8 @@ static void depots_clear(void) {
  * order, which the hardware prefetcher follows, instead of chasing pointers
  * to scattered nodes (each a cache miss that crosses cores), and nodes cost
  * no free-list traffic. A segment counts its unfinished jobs, plus one for
- * its owner while the owner still allocates from it; whoever drops the count
+ * its owner while the owner still allocates from it (a wide node takes two
+ * consecutive slots and counts two); whoever drops the count
  * to zero recycles the segment. Slots are never reused within a segment's
  * life, so there is no ABA. Threads start with the block pool and switch to
  * segments after SEG_AFTER jobs, so light users do not hold 64 KiB each.
@@ -205,10 +206,10 @@ static void depots_clear(void) {
 #define SEG_BYTES DSY_SEG_BYTES
 #define SEG_SLOTS (SEG_BYTES / sizeof(dsy_job) - 1)
 #define SEG_AFTER DSY_SEG_AFTER
-#define SEG_CACHE DSY_SEG_CACHE
 
 typedef struct segment {
-    dsy_refcount live; /* unfinished jobs + 1 while the owner allocates */
+    dsy_refcount live;          /* unfinished jobs + 1 while the owner allocates */
+    struct segment *next_free;  /* on the free list (seg_free.lock) */
     _Alignas(64) dsy_job slots[SEG_SLOTS];
 } segment;
 
@@ -216,35 +217,66 @@ _Static_assert(sizeof(segment) <= SEG_BYTES, "a segment fits its alignment");
 
 static DSY_TLS segment *tls_seg;
 static DSY_TLS unsigned tls_seg_next, tls_jobs;
+
+/* Free segments, for reuse. Their memory comes from the OS in batches of
+ * DSY_SEG_MAP_BATCH (dsy_os_map), not from malloc: glibc serves 64 KiB
+ * aligned blocks from mmap or from heaps it trims, and a queue whose
+ * backlog grew and drained paid a munmap, with a TLB flush on every core,
+ * for most segments (R1: ten times slower drains). At most DSY_SEG_KEEP
+ * stay here; beyond that an emptied segment goes back to the OS. */
 static struct {
     pthread_mutex_t lock;
-    segment *free[SEG_CACHE];
+    segment *list;
     unsigned n;
-} seg_cache = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0};
+} seg_free = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
 
 static segment *seg_new(void) {
-    segment *g = NULL;
-    pthread_mutex_lock(&seg_cache.lock);
-    if (seg_cache.n)
-        g = seg_cache.free[--seg_cache.n];
-    pthread_mutex_unlock(&seg_cache.lock);
-    if (!g)
-        g = aligned_alloc(SEG_BYTES, SEG_BYTES);
-    if (g)
-        dsy_ref_init(&g->live, (uint32_t)SEG_SLOTS + 1);
+    pthread_mutex_lock(&seg_free.lock);
+    segment *g = seg_free.list;
+    if (g) {
+        seg_free.list = g->next_free;
+        seg_free.n--;
+    }
+    pthread_mutex_unlock(&seg_free.lock);
+    if (!g) {
+        unsigned char *run = dsy_os_map((size_t)DSY_SEG_MAP_BATCH * SEG_BYTES, SEG_BYTES);
+        if (!run)
+            return NULL;
+        g = (segment *)(void *)run;
+        /* The rest of the batch joins the free list, chained first. */
+        segment *first = NULL, *last = NULL;
+        for (unsigned i = 1; i < DSY_SEG_MAP_BATCH; i++) {
+            segment *x = (segment *)(void *)(run + (size_t)i * SEG_BYTES);
+            x->next_free = first;
+            first = x;
+            if (!last)
+                last = x;
+        }
+        if (first) {
+            pthread_mutex_lock(&seg_free.lock);
+            last->next_free = seg_free.list;
+            seg_free.list = first;
+            seg_free.n += DSY_SEG_MAP_BATCH - 1;
+            pthread_mutex_unlock(&seg_free.lock);
+        }
+    }
+    dsy_ref_init(&g->live, (uint32_t)SEG_SLOTS + 1);
     return g;
 }
 
 static void seg_put(segment *g, uint32_t n) {
     if (!dsy_ref_sub(&g->live, n))
         return;
-    pthread_mutex_lock(&seg_cache.lock);
-    if (seg_cache.n < SEG_CACHE) {
-        seg_cache.free[seg_cache.n++] = g;
+    pthread_mutex_lock(&seg_free.lock);
+    if (seg_free.n < DSY_SEG_KEEP) {
+        g->next_free = seg_free.list;
+        seg_free.list = g;
+        seg_free.n++;
         g = NULL;
     }
-    pthread_mutex_unlock(&seg_cache.lock);
-    free(g);
+    pthread_mutex_unlock(&seg_free.lock);
+    if (g)
+        dsy_os_unmap(g, SEG_BYTES);
 }
 
 /* The owner stops allocating from its segment: the unused slots and its
@@ -261,11 +293,12 @@ static segment *seg_of(dsy_job *j) {
     return (segment *)(void *)((uintptr_t)j & ~(uintptr_t)(SEG_BYTES - 1));
 }
 
-dsy_job *dsy_job_alloc(bool *from_seg) {
-    if (DSY_NOPOOL) {
-        *from_seg = false;
-        return dsy_pool_alloc(DSY_POOL_64);
-    }
+dsy_job *dsy_job_alloc(unsigned lines, bool *from_seg) {
+    DSY_ASSERT(lines == 1 || lines == 2);
+    unsigned cls = lines == 1 ? DSY_POOL_64 : DSY_POOL_128;
+    *from_seg = false;
+    if (DSY_NOPOOL)
+        return dsy_pool_alloc(cls);
     if (DSY_UNLIKELY(!tls_seg) && ++tls_jobs >= SEG_AFTER) {
         if (!registered)
             cache_register(); /* the segment is retired at thread exit */
@@ -273,9 +306,16 @@ dsy_job *dsy_job_alloc(bool *from_seg) {
         tls_seg_next = 0;
     }
     segment *g = tls_seg;
+    if (DSY_UNLIKELY(g && tls_seg_next + lines > SEG_SLOTS)) {
+        /* No room for a wide node: the last slot goes unused. */
+        seg_retire();
+        g = tls_seg = seg_new();
+        tls_seg_next = 0;
+    }
     if (DSY_LIKELY(g != NULL)) {
         dsy_job *j = &g->slots[tls_seg_next];
-        if (++tls_seg_next == SEG_SLOTS) {
+        tls_seg_next += lines;
+        if (tls_seg_next == SEG_SLOTS) {
             tls_seg = NULL; /* full: the next allocation starts a new one */
             tls_jobs = SEG_AFTER;
             seg_put(g, 1);
@@ -283,28 +323,28 @@ dsy_job *dsy_job_alloc(bool *from_seg) {
         *from_seg = true;
         return j;
     }
-    *from_seg = false;
-    return dsy_pool_alloc(DSY_POOL_64);
+    return dsy_pool_alloc(cls);
 }
 
-void dsy_job_release(dsy_job *j, bool from_seg) {
+void dsy_job_release(dsy_job *j, unsigned lines, bool from_seg) {
     if (from_seg)
-        seg_put(seg_of(j), 1);
+        seg_put(seg_of(j), lines);
     else
-        dsy_pool_free(j, DSY_POOL_64);
+        dsy_pool_free(j, lines == 1 ? DSY_POOL_64 : DSY_POOL_128);
 }
 
-/* Frees the segments kept for reuse. */
-static void seg_cache_clear(void) {
-    pthread_mutex_lock(&seg_cache.lock);
-    unsigned n = seg_cache.n;
-    segment *free_segs[SEG_CACHE];
-    for (unsigned i = 0; i < n; i++)
-        free_segs[i] = seg_cache.free[i];
-    seg_cache.n = 0;
-    pthread_mutex_unlock(&seg_cache.lock);
-    for (unsigned i = 0; i < n; i++)
-        free(free_segs[i]);
+/* Returns the free segments to the OS. */
+static void seg_free_clear(void) {
+    pthread_mutex_lock(&seg_free.lock);
+    segment *g = seg_free.list;
+    seg_free.list = NULL;
+    seg_free.n = 0;
+    pthread_mutex_unlock(&seg_free.lock);
+    while (g) {
+        segment *next = g->next_free;
+        dsy_os_unmap(g, SEG_BYTES);
+        g = next;
+    }
 }
 
 void dsy_pool_reclaim(void) {
@@ -312,7 +352,7 @@ void dsy_pool_reclaim(void) {
     tls_jobs = 0; /* start from the block pool again */
     cache_clear();
     depots_clear();
-    seg_cache_clear();
+    seg_free_clear();
 }
 
 /* ------------------------------------------------------------------ fork */
@@ -320,11 +360,11 @@ void dsy_pool_reclaim(void) {
 void dsy_pool_fork_prepare(void) {
     for (unsigned cls = 0; cls < NCLASS; cls++)
         pthread_mutex_lock(&depots[cls].lock);
-    pthread_mutex_lock(&seg_cache.lock);
+    pthread_mutex_lock(&seg_free.lock);
 }
 
 void dsy_pool_fork_parent(void) {
-    pthread_mutex_unlock(&seg_cache.lock);
+    pthread_mutex_unlock(&seg_free.lock);
     for (unsigned cls = NCLASS; cls-- > 0;)
         pthread_mutex_unlock(&depots[cls].lock);
 }

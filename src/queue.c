@@ -52,6 +52,13 @@
  * DESYNC_EFORKED, and whoever still holds its token (the forking thread,
  * after its job) drops it.
  *
+ * BACKLOG. `pushed` counts the nodes dsy_queue_push links, `unlinked` the
+ * nodes token holders unlink (added every DSY_BACKLOG_YIELD_EVERY and when a
+ * run ends, while the holder still keeps q alive). Both are relaxed: their
+ * difference is only a hint. A desync onto a queue more than
+ * DSY_BACKLOG_YIELD jobs behind yields now and then (never waits): with
+ * more producers than cores, the queue's thread gets the CPU to catch up.
+ *
  * RUNNING. A worker that has run a fed queue's last job polls for the next
  * one for up to LINGER_NS before the queue goes idle, so a steady producer
  * does not send the queue through the scheduler on every job. Runners keep
@@ -155,6 +162,8 @@ static const dsy_runnable_ops queue_runnable_ops;
 int dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
     atomic_init(&q->tail, NULL);
     q->head = NULL;
+    atomic_init(&q->pushed, 0);
+    atomic_init(&q->unlinked, 0);
     atomic_init(&q->state, (flags & DSY_QUEUE_OF_OBJECT) ? DSY_Q_OBJECT : 0u);
     dsy_ref_init(&q->refs, 1);
     q->sched = s;
@@ -194,6 +203,8 @@ void dsy_queue_resume(desync_queue_t *q) {
 
 int dsy_queue_push(desync_queue_t *q, dsy_node *n) {
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+    /* Before the exchange: once n is linked, q may be freed. */
+    atomic_fetch_add_explicit(&q->pushed, 1, memory_order_relaxed);
     dsy_node *prev = atomic_exchange_explicit(&q->tail, n, memory_order_acq_rel);
     if (prev == NULL) {
         q->head = n; /* we hold the new token */
@@ -227,6 +238,12 @@ static dsy_node *advance(desync_queue_t *q, dsy_node *n) {
         next = wait_next(n);
     }
     return next;
+}
+
+/* Adds n nodes that the caller unlinked to the count (while q is alive). */
+static inline void count_unlinked(desync_queue_t *q, uint32_t n) {
+    if (n)
+        atomic_fetch_add_explicit(&q->unlinked, n, memory_order_relaxed);
 }
 
 /* The object's data, for jobs that take it (NULL for a bare queue). */
@@ -365,22 +382,30 @@ static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran)
 static bool queue_run(desync_queue_t *q, unsigned limit, dsy_hold *h) {
     DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL && q->head);
     unsigned ran = 0;
+    uint32_t unlinked = 0; /* not yet counted */
     dsy_node *n = q->head;
     void *data = queue_data(q);
     for (;;) {
         if (run_node(q, n, data) == DSY_PARKED || survivor_left_forked(q)) {
+            count_unlinked(q, unlinked);
             dsy_hold_pop(h);
             return false;
         }
         dsy_node *next = advance_lingering(q, n, ran);
         n->ops->finish(n);
+        if (++unlinked == DSY_BACKLOG_YIELD_EVERY) {
+            count_unlinked(q, unlinked);
+            unlinked = 0;
+        }
         if (!next) {
+            count_unlinked(q, unlinked);
             dsy_hold_pop(h);
             dsy_queue_unref(q);
             return false;
         }
         n = next;
         if (limit && ++ran >= limit) {
+            count_unlinked(q, unlinked);
             q->head = n;
             atomic_store_explicit(&dsy_self.owned, q, memory_order_release);
             dsy_hold_pop(h);
@@ -399,21 +424,26 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
     dsy_hold_push(&hold, q);
     dsy_node *h = q->head;
     void *data = queue_data(q);
+    uint32_t unlinked = 0; /* not yet counted (the caller keeps q alive) */
     for (;;) {
         if (run_node(q, h, data) == DSY_PARKED || survivor_left_forked(q)) {
+            count_unlinked(q, unlinked);
             dsy_hold_pop(&hold);
             return false;
         }
         dsy_node *next = advance(q, h);
         h->ops->finish(h);
+        unlinked++;
         if (next && h == target)
             next = combine_sleepers(q, next);
         if (!next) {
+            count_unlinked(q, unlinked);
             dsy_hold_pop(&hold);
             dsy_queue_unref(q);
             return true; /* only possible once target (at or behind h) has finished */
         }
         if (h == target) {
+            count_unlinked(q, unlinked);
             q->head = next;
             dsy_hold_pop(&hold);
             dsy_token_place(q, true);
@@ -577,6 +607,7 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
         run_node(q, n, NULL); /* sync nodes carry their data */
         dsy_node *next = advance(q, n);
         n->ops->finish(n);
+        count_unlinked(q, 1); /* the caller keeps q alive */
         if (!next)
             return NULL;
         n = next;
@@ -697,41 +728,49 @@ static enum dsy_run_result job_run_obj(dsy_node *n, desync_queue_t *q, void *dat
     return DSY_DONE;
 }
 
-/* Five finishes: pool or segment node, inline or separately allocated copy,
- * or a wide node (a 128-byte pool block). */
-static void job_finish(dsy_node *n) { dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), false); }
-static void job_finish_wide(dsy_node *n) {
-    dsy_pool_free(DSY_CONTAINER_OF(n, dsy_job, node), DSY_POOL_128);
+/* Where a job node and its copy live (job_ops' second index): a node of
+ * one cache line with its copy inline or separately allocated (BIG), or a
+ * wide node (two lines, the copy inline); each from the block pool or from
+ * a job segment. */
+enum job_storage { JOB_POOL, JOB_SEG, JOB_POOL_BIG, JOB_SEG_BIG, JOB_POOL_WIDE, JOB_SEG_WIDE };
+
+static void job_finish(dsy_node *n) {
+    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), 1, false);
 }
 static void job_finish_seg(dsy_node *n) {
-    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), true);
+    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), 1, true);
 }
 static void job_finish_big(dsy_node *n) {
     dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
     free(j->arg);
-    dsy_job_release(j, false);
+    dsy_job_release(j, 1, false);
 }
 static void job_finish_big_seg(dsy_node *n) {
     dsy_job *j = DSY_CONTAINER_OF(n, dsy_job, node);
     free(j->arg);
-    dsy_job_release(j, true);
+    dsy_job_release(j, 1, true);
+}
+static void job_finish_wide(dsy_node *n) {
+    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), 2, false);
+}
+static void job_finish_wide_seg(dsy_node *n) {
+    dsy_job_release(DSY_CONTAINER_OF(n, dsy_job, node), 2, true);
 }
 
-/* Where a job node and its copy live (job_ops' second index). */
-enum job_storage { JOB_POOL, JOB_SEG, JOB_POOL_BIG, JOB_SEG_BIG, JOB_WIDE };
-
 /* job_ops[with_data][job_storage] */
-static const dsy_node_ops job_ops[2][5] = {
+static const dsy_node_ops job_ops[2][6] = {
     {{job_run_q, job_finish, NULL},
      {job_run_q, job_finish_seg, NULL},
      {job_run_q, job_finish_big, NULL},
      {job_run_q, job_finish_big_seg, NULL},
-     {job_run_q, job_finish_wide, NULL}},
+     {job_run_q, job_finish_wide, NULL},
+     {job_run_q, job_finish_wide_seg, NULL}},
     {{job_run_obj, job_finish, NULL},
      {job_run_obj, job_finish_seg, NULL},
      {job_run_obj, job_finish_big, NULL},
      {job_run_obj, job_finish_big_seg, NULL},
-     {job_run_obj, job_finish_wide, NULL}},
+     {job_run_obj, job_finish_wide, NULL},
+     {job_run_obj, job_finish_wide_seg, NULL}},
 };
 
 int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags) {
@@ -740,41 +779,40 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
         return DESYNC_EINVAL;
     if (forked_off_gated(q))
         return DESYNC_EFORKED;
-    bool seg = false;
-    dsy_job *j;
-    enum job_storage where;
-    if (copy && len > DSY_INLINE_ARG && len <= DSY_INLINE_ARG_WIDE) {
-        j = dsy_pool_alloc(DSY_POOL_128);
-        if (DSY_UNLIKELY(!j))
-            return DESYNC_ENOMEM;
-        /* The buffer runs past buf to the end of the 128-byte block. */
+    bool seg = false, wide = copy && len > DSY_INLINE_ARG && len <= DSY_INLINE_ARG_WIDE;
+    dsy_job *j = dsy_job_alloc(wide ? 2 : 1, &seg);
+    if (DSY_UNLIKELY(!j))
+        return DESYNC_ENOMEM;
+    enum job_storage where = seg ? JOB_SEG : JOB_POOL;
+    if (!copy) {
+        j->arg = (void *)(uintptr_t)arg;
+    } else if (wide) {
+        /* The buffer runs past buf to the end of the node's second line. */
         unsigned char *buf = (unsigned char *)j + offsetof(dsy_job, buf);
         memcpy(buf, arg, len);
         j->arg = buf;
-        where = JOB_WIDE;
+        where = seg ? JOB_SEG_WIDE : JOB_POOL_WIDE;
+    } else if (len <= DSY_INLINE_ARG) {
+        if (len)
+            memcpy(j->buf, arg, len);
+        j->arg = j->buf;
     } else {
-        j = dsy_job_alloc(&seg);
-        if (DSY_UNLIKELY(!j))
+        j->arg = malloc(len);
+        if (!j->arg) {
+            dsy_job_release(j, 1, seg);
             return DESYNC_ENOMEM;
-        where = seg ? JOB_SEG : JOB_POOL;
-        if (!copy) {
-            j->arg = (void *)(uintptr_t)arg;
-        } else if (len <= DSY_INLINE_ARG) {
-            if (len)
-                memcpy(j->buf, arg, len);
-            j->arg = j->buf;
-        } else {
-            j->arg = malloc(len);
-            if (!j->arg) {
-                dsy_job_release(j, seg);
-                return DESYNC_ENOMEM;
-            }
-            memcpy(j->arg, arg, len);
-            where = seg ? JOB_SEG_BIG : JOB_POOL_BIG;
         }
+        memcpy(j->arg, arg, len);
+        where = seg ? JOB_SEG_BIG : JOB_POOL_BIG;
     }
     j->node.ops = &job_ops[with_data][where];
     j->fn = fn;
+    /* A queue far behind its producers: let its thread have the CPU now and
+     * then (DSY_BACKLOG_YIELD). Never a wait. */
+    uint32_t pushed = atomic_load_explicit(&q->pushed, memory_order_relaxed);
+    if (DSY_UNLIKELY(pushed % DSY_BACKLOG_YIELD_EVERY == 0) &&
+        pushed - atomic_load_explicit(&q->unlinked, memory_order_relaxed) > DSY_BACKLOG_YIELD)
+        dsy_yield();
     dsy_queue_push_schedule(q, &j->node);
     return 0;
 }

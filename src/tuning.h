@@ -103,8 +103,22 @@
 /* ... after this many jobs from the block pool (light users do not hold a
  * segment each). W2, W4. */
 #define DSY_SEG_AFTER 1024u
-/* ... and keeps this many free segments for reuse. */
-#define DSY_SEG_CACHE 16u
+/* A producer that finds a queue more than this many jobs behind gives up
+ * its time slice now and then (one push in DSY_BACKLOG_YIELD_EVERY): with
+ * more producer threads than cores the queue's one thread gets as much CPU
+ * as any producer, falls behind, and the backlog's memory grows without
+ * bound (R1: 8 threads logging to one object on 2 cores). A yield is not a
+ * wait: with nothing else to run it returns at once. */
+#define DSY_BACKLOG_YIELD 4096u
+#define DSY_BACKLOG_YIELD_EVERY 64u
+
+/* Segments are mapped from the OS this many at a time (1 MiB)... */
+#define DSY_SEG_MAP_BATCH 16u
+/* ... and this many free ones are kept for reuse (16 MiB); beyond that a
+ * segment that empties goes back to the OS. A queue whose backlog grows
+ * (producers outrun its thread: R1) takes them back without a page fault;
+ * each one returned costs a munmap (a TLB flush on every core). */
+#define DSY_SEG_KEEP 256u
 
 /* -------------------------------------------------------------- streams */
 

@@ -70,6 +70,7 @@ void *dsy_fault_calloc(size_t k, size_t n);
 void *dsy_fault_realloc(void *p, size_t n);
 void *dsy_fault_aligned_alloc(size_t align, size_t n);
 int dsy_fault_posix_memalign(void **p, size_t align, size_t n);
+void *dsy_fault_mmap(void *addr, size_t n, int prot, int flags, int fd, off_t off);
 int dsy_fault_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *),
                              void *arg);
 
@@ -85,6 +86,15 @@ void *dsy_fault_aligned_alloc(size_t align, size_t n) {
 
 int dsy_fault_posix_memalign(void **p, size_t align, size_t n) {
     return must_fail(FAULT_ALLOC) ? ENOMEM : posix_memalign(p, align, n);
+}
+
+/* The library maps memory only for job segments: an allocation too. */
+void *dsy_fault_mmap(void *addr, size_t n, int prot, int flags, int fd, off_t off) {
+    if (must_fail(FAULT_ALLOC)) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    return mmap(addr, n, prot, flags, fd, off);
 }
 
 int dsy_fault_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *),

@@ -5,7 +5,7 @@
  * How only the library's calls are caught: the test binary links
  * libdesync_fault.a, a copy of libdesync.a whose objects call
  * dsy_fault_malloc, dsy_fault_calloc, ... dsy_fault_pthread_create (fault.c)
- * instead of malloc, calloc, realloc, aligned_alloc, posix_memalign and
+ * instead of malloc, calloc, realloc, aligned_alloc, posix_memalign, mmap and
  * pthread_create (the Makefile renames the references with objcopy
  * --redefine-sym). The tests' own allocations are not counted. free is not
  * hooked (it never fails). The release libraries and the examples are not

@@ -16,7 +16,8 @@
 
 /* ---------------------------------------------------------- desync_copy */
 
-static const size_t copy_sizes[] = {0, 1, 32, 33, 4096};
+/* Inline (up to 32 bytes), wide nodes (33 to 96), separately allocated. */
+static const size_t copy_sizes[] = {0, 1, 32, 33, 64, 96, 97, 4096};
 #define NCOPY_SIZES (sizeof copy_sizes / sizeof copy_sizes[0])
 
 static unsigned char copy_pattern(size_t i, size_t size, int round) {
@@ -89,6 +90,23 @@ TEST(core_desync_copy) {
     CHECK_EQ(desync_sync(d, noop_job, NULL), 0);
     desync_release(d);
     CHECK_EQ(n, 1);
+    return 0;
+}
+
+/* Enough copies, all queued at once (0 threads), that the producer moves
+ * from the block pool to job segments and through several of them: wide
+ * nodes take two slots, and one that does not fit a segment's last slot
+ * starts the next segment. */
+TEST(core_desync_copy_across_segments) {
+    desync_scheduler_t *s0 = desync_scheduler_new(0);
+    CHECK(s0);
+    struct copy_state st = {0, 0};
+    desync_t *d = desync_new_on(s0, &st, NULL);
+    CHECK(d);
+    if (run_copy_rounds(d, &st, TEST_SCALED(600) < 200 ? 200 : TEST_SCALED(600)))
+        return 1;
+    desync_release(d);
+    desync_scheduler_free(s0);
     return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,3 +44,21 @@ int dsy_thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
         return 0;
     return rc == ENOMEM ? DESYNC_ENOMEM : DESYNC_EAGAIN;
 }
+
+/* Maps bytes + align and trims both ends to the alignment. (The
+ * fault-injection build of the tests fails mmap like an allocation.) */
+void *dsy_os_map(size_t bytes, size_t align) {
+    size_t len = bytes + align;
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    uintptr_t start = (uintptr_t)m, aligned = (start + align - 1) & ~(uintptr_t)(align - 1);
+    if (aligned > start)
+        munmap(m, aligned - start);
+    size_t tail = start + len - (aligned + bytes);
+    if (tail)
+        munmap((void *)(aligned + bytes), tail);
+    return (void *)aligned;
+}
+
+void dsy_os_unmap(void *p, size_t bytes) { munmap(p, bytes); }

@@ -5,7 +5,7 @@
  *   src/os/linux.c   futex parking, eventfd
  *   src/os/posix.c   a hashed table of mutex/condvar pairs, pipe() fds
  *   src/os/common.c  what both share: clocks, CPU count, yield, sleep,
- *                    thread start (plain POSIX)
+ *                    thread start, page mappings (plain POSIX)
  *
  * A port to another system (macOS, the BSDs) needs only posix.c, or a file of
  * its own next to linux.c with the same functions (for example one using
@@ -21,6 +21,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Sleeps while *word == expected, until woken or timeout_ns has passed
@@ -43,6 +44,13 @@ void dsy_sleep_ns(uint64_t ns);
  * threads take no signals: those belong to the application's threads).
  * 0, DESYNC_ENOMEM or DESYNC_EAGAIN. */
 int dsy_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+
+/* Memory straight from the OS, for the job segments: `bytes` (a multiple of
+ * `align`, itself a power of two and a multiple of the page size) aligned to
+ * `align`, zero-filled, or NULL. dsy_os_unmap returns any page-aligned part
+ * of such a mapping. */
+void *dsy_os_map(size_t bytes, size_t align);
+void dsy_os_unmap(void *p, size_t bytes);
 
 /* An event fd for poll(): *read_fd becomes readable once signalled. On Linux
  * an eventfd (*write_fd = -1: signal read_fd itself), elsewhere a pipe.
