@@ -51,7 +51,9 @@
  * 1,024 threads blocked at once, or through jobs nested more than 16 deep.
  *
  * Memory: job nodes, futures and their queue nodes come from per-thread pools
- * that keep freed blocks for reuse (no malloc per job in a steady state). The
+ * that keep freed blocks for reuse (no malloc per job in a steady state); a
+ * thread that queues many jobs takes their nodes from 64 KiB segments mapped
+ * from the OS, of which up to 256 free ones (16 MiB) are kept for reuse. The
  * pools keep that memory after the objects are gone; desync_shutdown() gives
  * it back, and a thread's own cache goes back when the thread exits.
  *
