@@ -53,8 +53,9 @@
  * after its job) drops it.
  *
  * BACKLOG. `pushed` counts the nodes dsy_queue_push links, `unlinked` the
- * nodes token holders unlink (added every DSY_BACKLOG_YIELD_EVERY and when a
- * run ends, while the holder still keeps q alive). Both are relaxed: their
+ * nodes token holders unlink (added every DSY_BACKLOG_YIELD_EVERY, when a
+ * run ends, and before a node that may hand the token on is run: the token
+ * carries the reference that keeps q alive). Both are relaxed: their
  * difference is only a hint. A desync onto a queue more than
  * DSY_BACKLOG_YIELD jobs behind yields now and then (never waits): with
  * more producers than cores, the queue's thread gets the CPU to catch up.
@@ -386,8 +387,12 @@ static bool queue_run(desync_queue_t *q, unsigned limit, dsy_hold *h) {
     dsy_node *n = q->head;
     void *data = queue_data(q);
     for (;;) {
-        if (run_node(q, n, data) == DSY_PARKED || survivor_left_forked(q)) {
+        if (n->ops->take_waiter) {
+            /* n may hand the token (and its reference) on: count first. */
             count_unlinked(q, unlinked);
+            unlinked = 0;
+        }
+        if (run_node(q, n, data) == DSY_PARKED || survivor_left_forked(q)) {
             dsy_hold_pop(h);
             return false;
         }
@@ -426,8 +431,12 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
     void *data = queue_data(q);
     uint32_t unlinked = 0; /* not yet counted (the caller keeps q alive) */
     for (;;) {
-        if (run_node(q, h, data) == DSY_PARKED || survivor_left_forked(q)) {
+        if (h->ops->take_waiter) {
+            /* h may hand the token on (and q be freed): count first. */
             count_unlinked(q, unlinked);
+            unlinked = 0;
+        }
+        if (run_node(q, h, data) == DSY_PARKED || survivor_left_forked(q)) {
             dsy_hold_pop(&hold);
             return false;
         }
