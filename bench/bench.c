@@ -29,6 +29,7 @@
 #include <strings.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,8 +68,40 @@ uint64_t scaled(uint64_t n) {
     return v < 1.0 ? 1 : (uint64_t)(v + 0.5);
 }
 
+static uint64_t g_run_ops; /* ops of the run in progress (0: unknown) */
+
+void count_ops(uint64_t ops) {
+    g_run_ops = ops;
+}
+
 sample_t per_op(uint64_t ns, uint64_t ops) {
-    return (sample_t){(double)ns / (double)ops, NAN};
+    count_ops(ops);
+    return (sample_t){(double)ns / (double)ops, NAN, NAN};
+}
+
+uint64_t cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU time of the waited-for children so far (ns). */
+static uint64_t children_cpu_ns(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000u +
+           ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
+}
+
+/* One run of v, with its CPU time per op (whole call: setup and checks
+ * included; a child process's CPU counts once it has been waited for). */
+static sample_t run_once(const variant_t *v) {
+    g_run_ops = 0;
+    uint64_t c0 = cpu_ns() + children_cpu_ns();
+    sample_t s = v->fn(v->n);
+    uint64_t c1 = cpu_ns() + children_cpu_ns();
+    s.cpu = g_run_ops ? (double)(c1 - c0) / (double)g_run_ops : NAN;
+    return s;
 }
 
 /* ------------------------------------------------------ temporary files */
@@ -274,29 +307,35 @@ static void print_runs(const char *label, const char *unit, const double *v, dou
 }
 
 #define MAX_VARIANTS 4
-static double g_last_runs[MAX_VARIANTS][MAX_RUNS];
+static double g_last_runs[MAX_VARIANTS][MAX_RUNS], g_last_cpu[MAX_VARIANTS];
 
 const double *measured_runs(int i) {
     return g_last_runs[i];
 }
 
+double measured_cpu(int i) {
+    return g_last_cpu[i];
+}
+
 void measure(const char *wl, variant_t *v, int nv) {
-    static double ns[MAX_VARIANTS][MAX_RUNS], bytes[MAX_VARIANTS][MAX_RUNS];
+    static double ns[MAX_VARIANTS][MAX_RUNS], bytes[MAX_VARIANTS][MAX_RUNS],
+        cpu[MAX_VARIANTS][MAX_RUNS];
     if (nv > MAX_VARIANTS)
         die("too many variants");
     for (int i = 0; i < nv; i++) {
         phase_begin(v[i].n, "%s %s warm-up", wl, v[i].name);
-        v[i].fn(v[i].n);
+        run_once(&v[i]);
         phase_end();
         sleep_ms(SETTLE_MS);
     }
     for (int r = 0; r < g_runs; r++) {
         for (int i = 0; i < nv; i++) {
             phase_begin(v[i].n, "%s %s run %d/%d", wl, v[i].name, r + 1, g_runs);
-            sample_t s = v[i].fn(v[i].n);
+            sample_t s = run_once(&v[i]);
             phase_end();
             ns[i][r] = s.ns;
             bytes[i][r] = s.bytes;
+            cpu[i][r] = s.cpu;
             sleep_ms(SETTLE_MS);
         }
     }
@@ -313,6 +352,12 @@ void measure(const char *wl, variant_t *v, int nv) {
             memcpy(shown, bytes[i], sizeof(double) * (size_t)g_runs);
             v[i].med_bytes = median(bytes[i], g_runs);
             print_runs("  bytes/object", "B", shown, v[i].med_bytes);
+        }
+        g_last_cpu[i] = NAN;
+        if (!isnan(cpu[i][0])) {
+            memcpy(shown, cpu[i], sizeof(double) * (size_t)g_runs);
+            g_last_cpu[i] = median(cpu[i], g_runs);
+            print_runs("  cpu", "ns", shown, g_last_cpu[i]);
         }
     }
 }
@@ -426,24 +471,29 @@ static void fmt_num(char *buf, size_t len, double v) {
 }
 
 static void print_table(void) {
-    printf("\n%-20s %-11s %12s %12s %7s  %s\n", "workload", "per", "libdesync ns", "baseline ns",
-           "ratio", "baseline / extra");
+    printf("\n%-20s %-11s %12s %12s %7s %9s %9s  %s\n", "workload", "per", "libdesync ns",
+           "baseline ns", "ratio", "lib cpu", "base cpu", "baseline / extra");
     for (int i = 0; i < NW; i++) {
         row_t *r = &g_rows[i];
         if (!r->ran)
             continue;
-        char wl[32], lib[16], base[16], ratio[16];
+        char wl[32], lib[16], base[16], ratio[16], lcpu[16], bcpu[16];
         snprintf(wl, sizeof wl, "%s %s", r->id, r->name);
         fmt_num(lib, sizeof lib, r->lib_ns);
         fmt_num(base, sizeof base, r->base_ns);
-        if (isnan(r->lib_ns))
+        fmt_num(lcpu, sizeof lcpu, r->lib_cpu);
+        fmt_num(bcpu, sizeof bcpu, r->base_cpu);
+        if (isnan(r->lib_ns) || isnan(r->base_ns))
             snprintf(ratio, sizeof ratio, "-");
         else
             snprintf(ratio, sizeof ratio, "%.2f", r->base_ns / r->lib_ns);
-        printf("%-20s %-11s %12s %12s %7s  %s\n", wl, r->unit, lib, base, ratio, r->extra);
+        printf("%-20s %-11s %12s %12s %7s %9s %9s  %s\n", wl, r->unit, lib, base, ratio, lcpu,
+               bcpu, r->extra);
     }
     printf("\nratio = baseline ns / libdesync ns (above 1: libdesync is faster). Probes (P1, P2)\n"
-           "have no libdesync variant: their figure is in the baseline column.\n"
+           "have no libdesync variant: their figure is in the baseline column. lib cpu, base "
+           "cpu:\nCPU ns per unit, all threads of the process (a child's for W6), whole run "
+           "with its setup;\nabove the wall ns: more than one core was busy.\n"
            "Medians of %d runs after 1 warm-up (probes: of both passes' runs).\n",
            g_runs);
 }
@@ -512,6 +562,7 @@ int main(int argc, char **argv) {
     int others = 0;
     for (int i = 0; i < NW; i++) {
         g_rows[i].lib_bytes = NAN;
+        g_rows[i].lib_cpu = g_rows[i].base_cpu = NAN;
         g_rows[i].mem_ok = -1;
     }
     for (int i = 0; i < NW; i++) {

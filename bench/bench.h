@@ -18,10 +18,14 @@
 
 /* ------------------------------------------------------------ harness */
 
-/* One measured run: ns per operation, and bytes per object (NaN: none). */
+/* One measured run: ns per operation, and bytes per object (NaN: none).
+ * measure() adds the CPU time per operation (cpu, in ns): the process's CPU
+ * time (all threads, and any child process run meanwhile) over the whole
+ * run, divided by the ops count the run gave per_op() or count_ops(). */
 typedef struct {
     double ns;
     double bytes;
+    double cpu;
 } sample_t;
 
 typedef sample_t (*run_fn)(uint64_t n);
@@ -45,6 +49,7 @@ typedef struct {
     const char *id, *name, *unit;
     int ran;
     double lib_ns, base_ns;
+    double lib_cpu, base_cpu; /* CPU ns per unit (NaN: not measured) */
     double lib_bytes;
     int mem_ok;
     char extra[512];
@@ -58,7 +63,12 @@ extern _Atomic uint64_t g_progress;
 
 uint64_t now_ns(void);
 uint64_t scaled(uint64_t n);
+/* Also records ops for the CPU figure (count_ops). */
 sample_t per_op(uint64_t ns, uint64_t ops);
+/* The number of operations of the run in progress, for its CPU per op. */
+void count_ops(uint64_t ops);
+/* CPU time used so far by this process, all threads (ns). */
+uint64_t cpu_ns(void);
 /* Names the run in progress for the watchdog and crash messages. */
 void phase_begin(uint64_t total, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void phase_step(const char *step);
@@ -68,6 +78,8 @@ void expect_eq(const char *what, uint64_t got, uint64_t want);
 void measure(const char *wl, variant_t *v, int nv);
 /* The g_runs ns figures of variant i in the last measure(), in run order. */
 const double *measured_runs(int i);
+/* The median CPU ns per op of variant i in the last measure() (NaN: none). */
+double measured_cpu(int i);
 long status_kib(const char *key);
 double median(double *v, int n); /* sorts v */
 void sleep_ms(unsigned ms);

@@ -76,6 +76,9 @@ static uint64_t mq_read(mq_t *q, const uint64_t *counter) {
 static void set_row(row_t *row, const variant_t *lib, const variant_t *base) {
     row->lib_ns = lib->med_ns;
     row->base_ns = base->med_ns;
+    /* lib and base are v[0] and v[1] of the last measure() */
+    row->lib_cpu = measured_cpu(0);
+    row->base_cpu = measured_cpu(1);
 }
 
 /* ------------------------------------------------------- W1 sync-idle */
@@ -507,7 +510,8 @@ child_result_t w6_mutex_child(uint64_t n) {
 
 static sample_t w6_in_child(const char *what, uint64_t n) {
     child_result_t c = run_child(what, n);
-    return (sample_t){c.ns, (c.hwm_kib - c.rss0_kib) * 1024.0 / (double)n};
+    count_ops(n);
+    return (sample_t){c.ns, (c.hwm_kib - c.rss0_kib) * 1024.0 / (double)n, NAN};
 }
 
 static sample_t w6_desync(uint64_t n) {
@@ -707,7 +711,9 @@ static double w8_desync_core(uint64_t n) {
 }
 
 static sample_t w8_desync(uint64_t n) {
-    return (sample_t){w8_desync_core(n), NAN};
+    sample_t s = {w8_desync_core(n), NAN, NAN};
+    count_ops(n);
+    return s;
 }
 
 child_result_t w8_rss_child(uint64_t n) {
