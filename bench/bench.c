@@ -4,11 +4,15 @@
  * process and the same run, and the machine-limit probes P1, P2 (run first,
  * and again at the end). The targets of issue 10 are printed last.
  *
- *   bench [P1 P2 W1 ... W8 W3b R1 R2]   no argument: everything
+ *   bench [P1 P2 W1 ... W8 W3b R1 R2 C3 C6 C2 CM]   no argument: everything
+ *   (C3 C6 C2 CM: the curves of curves.c, also written as CSV files)
  *   BENCH_RUNS=n           measured runs per variant, after 1 warm-up (5)
+ *   BENCH_CURVE_RUNS=n     measured runs per variant and point of the curves (3)
  *   BENCH_SCALE=x          multiplies every iteration count (1.0)
  *   BENCH_TIMEOUT=s        one run longer than this is reported as a hang
  *                          (150, multiplied by BENCH_SCALE when above 1)
+ *   BENCH_CSV_DIR=dir      where the curves' CSV files go (bench-csv beside
+ *                          this program: build/bench-csv for build/bench)
  *
  * A watchdog ends the program with a message naming the workload, variant
  * and run if one run exceeds its time limit; a crash names them too. W6 and
@@ -37,6 +41,8 @@
 #define SETTLE_MS 10     /* pause between runs: lets idle threads settle */
 
 int g_runs = 5;
+int g_curve_runs = 3;
+int g_skip_warmup;
 double g_scale = 1.0;
 static unsigned g_timeout_s = 150;
 _Atomic uint64_t g_progress;
@@ -322,7 +328,7 @@ void measure(const char *wl, variant_t *v, int nv) {
         cpu[MAX_VARIANTS][MAX_RUNS];
     if (nv > MAX_VARIANTS)
         die("too many variants");
-    for (int i = 0; i < nv; i++) {
+    for (int i = 0; i < nv && !g_skip_warmup; i++) {
         phase_begin(v[i].n, "%s %s warm-up", wl, v[i].name);
         run_once(&v[i]);
         phase_end();
@@ -451,12 +457,16 @@ static row_t g_rows[] = {
     {.id = "W8", .name = "pipe", .unit = "item"},
     {.id = "R1", .name = "logger", .unit = "line"},
     {.id = "R2", .name = "word-count", .unit = "line"},
+    {.id = "C3", .name = "curve-threads", .unit = "op"},
+    {.id = "C6", .name = "curve-objects", .unit = "object"},
+    {.id = "C2", .name = "curve-producers", .unit = "job"},
+    {.id = "CM", .name = "many-on-many", .unit = "op"},
 };
 
 static void (*const g_workloads[])(row_t *) = {
     p1_cache_line, p2_spsc_ring, w1_sync_idle, w2_desync_stream, w3_contended_sync,
     w3b_contended_8, w4_mixed, w5_ping_pong, w6_many_objects, w7_future, w8_pipe,
-    r1_logger, r2_word_count,
+    r1_logger, r2_word_count, c3_threads, c6_objects, c2_producers, cm_many,
 };
 
 #define NPROBES 2 /* g_rows[0..1]: always run first */
@@ -494,14 +504,33 @@ static void print_table(void) {
            "have no libdesync variant: their figure is in the baseline column. lib cpu, base "
            "cpu:\nCPU ns per unit, all threads of the process (a child's for W6), whole run "
            "with its setup;\nabove the wall ns: more than one core was busy.\n"
-           "Medians of %d runs after 1 warm-up (probes: of both passes' runs).\n",
-           g_runs);
+           "Medians of %d runs after 1 warm-up (probes: of both passes' runs; curves C*: of "
+           "%d runs,\nC6 without warm-up); a curve's row shows its largest size.\n",
+           g_runs, g_curve_runs);
+}
+
+/* BENCH_CSV_DIR, else bench-csv in the directory of this program. */
+static const char *csv_dir(void) {
+    static char dir[4096];
+    const char *e = getenv("BENCH_CSV_DIR");
+    if (e && *e)
+        return e;
+    ssize_t len = readlink("/proc/self/exe", dir, sizeof dir - 16);
+    if (len <= 0)
+        return "bench-csv";
+    dir[len] = 0;
+    char *slash = strrchr(dir, '/');
+    snprintf(slash ? slash + 1 : dir, 16, "bench-csv");
+    return dir;
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2]\n"
+    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2 C3 C6 C2 CM]\n"
                     "env: BENCH_RUNS (default 5), BENCH_SCALE (default 1.0), BENCH_TIMEOUT "
-                    "(seconds per run, default 150)\n");
+                    "(seconds per run, default 150),\n"
+                    "     BENCH_CURVE_RUNS (runs per point of the curves, default 3),\n"
+                    "     BENCH_CSV_DIR (the curves' CSV files; default bench-csv beside "
+                    "this program)\n");
     return 2;
 }
 
@@ -516,6 +545,16 @@ int main(int argc, char **argv) {
             return 2;
         }
         g_runs = (int)v;
+    }
+    e = getenv("BENCH_CURVE_RUNS");
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end || v < 1 || v > MAX_RUNS) {
+            fprintf(stderr, "bench: BENCH_CURVE_RUNS must be 1..%d\n", MAX_RUNS);
+            return 2;
+        }
+        g_curve_runs = (int)v;
     }
     e = getenv("BENCH_SCALE");
     if (e && *e) {
@@ -579,6 +618,7 @@ int main(int argc, char **argv) {
         probes_again(&g_rows[0], &g_rows[1]);
     }
     print_table();
+    curves_report(csv_dir());
     print_targets(g_rows, NW);
     bench_tmp_cleanup();
     printf("total time %.1f s\n", (double)(now_ns() - t0) / 1e9);

@@ -56,6 +56,8 @@ typedef struct {
 } row_t;
 
 extern int g_runs;
+extern int g_curve_runs; /* g_runs for the curves' points (BENCH_CURVE_RUNS) */
+extern int g_skip_warmup; /* measure() without warm-up runs (fresh child processes) */
 extern double g_scale;
 extern _Atomic uint64_t g_progress;
 
@@ -126,6 +128,41 @@ void w6_many_objects(row_t *row);
 void w7_future(row_t *row);
 void w8_pipe(row_t *row);
 
+/* Shared with curves.c. job_inc: counter++ on the object's u64. lib_counter:
+ * an object owning a heap u64 (freed with it); lib_read: its value by sync.
+ * qjob_inc, mq_read: the same on a baseline queue. w3_run: `threads`
+ * threads (the caller one of them, at most W3_MAX_THREADS) each sync n
+ * counter++ on one object (use_lib) or under one mutex; ns per op. w6_*:
+ * one W6 run of n objects in a child process (libdesync, mutex + u64). */
+void job_inc(void *data, void *arg);
+desync_t *lib_counter(void);
+uint64_t lib_read(desync_t *d);
+#define W3_MAX_THREADS 64
+sample_t w3_run(uint64_t n, int threads, int use_lib);
+sample_t w6_desync(uint64_t n);
+sample_t w6_mutex(uint64_t n);
+
+/* Curves (curves.c): one workload at several sizes, beside its baseline at
+ * each size; printed after the table and written as CSV files. */
+#define CURVE_MAX_POINTS 8
+typedef struct {
+    const char *id, *file, *title, *xname, *unit, *lib_name, *base_name;
+    int np;
+    double x[CURVE_MAX_POINTS];
+    double lib_ns[CURVE_MAX_POINTS], base_ns[CURVE_MAX_POINTS];
+    double lib_cpu[CURVE_MAX_POINTS], base_cpu[CURVE_MAX_POINTS];
+} curve_t;
+
+void c3_threads(row_t *row);
+void c6_objects(row_t *row);
+void c2_producers(row_t *row);
+void cm_many(row_t *row);
+/* The curve measured in this run with this id, or NULL. */
+const curve_t *curve_get(const char *id);
+/* Prints the curves that ran and writes each as dir/<file>.csv (dir made
+ * if missing; the curves' old files there are removed first). */
+void curves_report(const char *dir);
+
 void p1_cache_line(row_t *row);
 void p2_spsc_ring(row_t *row);
 /* Measures P1 and P2 again at the end of the run; each row then holds the
@@ -153,6 +190,10 @@ child_result_t w8_rss_child(uint64_t n);
 /* ----------------------------------------------------------- baselines */
 
 typedef void (*qjob_fn)(void *arg);
+typedef struct mq mq_t;
+void qjob_inc(void *arg);
+/* Reads *counter with a sync job on the baseline queue. */
+uint64_t mq_read(mq_t *q, const uint64_t *counter);
 
 /* Mutex + condvar job queue (growable ring of {fn, arg}), one worker thread. */
 typedef struct {
@@ -160,14 +201,14 @@ typedef struct {
     void *arg;
 } qjob_t;
 
-typedef struct {
+struct mq {
     pthread_mutex_t m;
     pthread_cond_t cv;
     qjob_t *ring;
     size_t cap, head, len;
     int stop;
     pthread_t thread;
-} mq_t;
+};
 
 void mq_init(mq_t *q);
 void mq_push(mq_t *q, qjob_fn fn, void *arg);

@@ -15,7 +15,7 @@
 
 /* --------------------------------------------------------------- common */
 
-static void job_inc(void *data, void *arg) {
+void job_inc(void *data, void *arg) {
     (void)arg;
     ++*(uint64_t *)data;
 }
@@ -25,7 +25,7 @@ static void job_read(void *data, void *arg) {
 }
 
 /* A Desync object owning a heap u64 counter (freed by the library). */
-static desync_t *lib_counter(void) {
+desync_t *lib_counter(void) {
     uint64_t *c = calloc(1, sizeof *c);
     if (!c)
         die("out of memory");
@@ -35,7 +35,7 @@ static desync_t *lib_counter(void) {
     return d;
 }
 
-static uint64_t lib_read(desync_t *d) {
+uint64_t lib_read(desync_t *d) {
     uint64_t v = 0;
     CHECK_DS(desync_sync(d, job_read, &v));
     return v;
@@ -52,7 +52,7 @@ static void mc_inc(mcounter_t *c) {
     pthread_mutex_unlock(&c->m);
 }
 
-static void qjob_inc(void *arg) {
+void qjob_inc(void *arg) {
     ++*(uint64_t *)arg;
 }
 
@@ -67,7 +67,7 @@ static void qjob_read(void *arg) {
 }
 
 /* Reads *counter with a sync job on the baseline queue. */
-static uint64_t mq_read(mq_t *q, const uint64_t *counter) {
+uint64_t mq_read(mq_t *q, const uint64_t *counter) {
     qread_t r = {counter, 0};
     mq_sync(q, qjob_read, &r);
     return r.out;
@@ -175,8 +175,6 @@ typedef struct {
     pthread_barrier_t bar;
 } w3_t;
 
-#define W3_MAX_THREADS 64
-
 static void w3_desync_loop(w3_t *w, int main_thread) {
     for (uint64_t i = 0; i < w->n; i++) {
         if (desync_sync(w->d, job_inc, NULL) != 0)
@@ -210,7 +208,7 @@ static void *w3_mutex_thread(void *p) {
 
 /* `threads` threads (the main thread is one of them) each do n ops on one
  * object (use_lib) or under one mutex; ns per op over all ops. */
-static sample_t w3_run(uint64_t n, int threads, int use_lib) {
+sample_t w3_run(uint64_t n, int threads, int use_lib) {
     w3_t w = {.d = use_lib ? lib_counter() : NULL, .mc = {PTHREAD_MUTEX_INITIALIZER, 0}, .n = n};
     pthread_t t[W3_MAX_THREADS];
     CHECK_PT(pthread_barrier_init(&w.bar, NULL, (unsigned)threads));
@@ -514,11 +512,11 @@ static sample_t w6_in_child(const char *what, uint64_t n) {
     return (sample_t){c.ns, (c.hwm_kib - c.rss0_kib) * 1024.0 / (double)n, NAN};
 }
 
-static sample_t w6_desync(uint64_t n) {
+sample_t w6_desync(uint64_t n) {
     return w6_in_child("w6-desync", n);
 }
 
-static sample_t w6_mutex(uint64_t n) {
+sample_t w6_mutex(uint64_t n) {
     return w6_in_child("w6-mutex", n);
 }
 
