@@ -4,7 +4,7 @@
  * process and the same run, and the machine-limit probes P1, P2 (run first,
  * and again at the end). The targets of issue 10 are printed last.
  *
- *   bench [P1 P2 W1 ... W8 W3b R1 R2 C3 C6 C2 CM]   no argument: everything
+ *   bench [P1 P2 W1 ... W8 W3b R1 R2 C3 C6 C2 CM IB]   no argument: everything
  *   (C3 C6 C2 CM: the curves of curves.c, also written as CSV files)
  *   BENCH_RUNS=n           measured runs per variant, after 1 warm-up (5)
  *   BENCH_CURVE_RUNS=n     measured runs per variant and point of the curves (3)
@@ -433,6 +433,10 @@ static int child_main(const char *what, const char *nstr) {
         c = w6_mutex_child(n);
     else if (strcmp(what, "w8-rss") == 0)
         c = w8_rss_child(n);
+    else if (strcmp(what, "ib-desync") == 0)
+        c = ib_desync_child(n);
+    else if (strcmp(what, "ib-mutex") == 0)
+        c = ib_mutex_child(n);
     else
         die("unknown child '%s'", what);
     phase_end();
@@ -461,12 +465,14 @@ static row_t g_rows[] = {
     {.id = "C6", .name = "curve-objects", .unit = "object"},
     {.id = "C2", .name = "curve-producers", .unit = "job"},
     {.id = "CM", .name = "many-on-many", .unit = "op"},
+    {.id = "IB", .name = "idle-burn", .unit = "% of a core"},
 };
 
 static void (*const g_workloads[])(row_t *) = {
     p1_cache_line, p2_spsc_ring, w1_sync_idle, w2_desync_stream, w3_contended_sync,
     w3b_contended_8, w4_mixed, w5_ping_pong, w6_many_objects, w7_future, w8_pipe,
     r1_logger, r2_word_count, c3_threads, c6_objects, c2_producers, cm_many,
+    ib_idle_burn,
 };
 
 #define NPROBES 2 /* g_rows[0..1]: always run first */
@@ -525,7 +531,7 @@ static const char *csv_dir(void) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2 C3 C6 C2 CM]\n"
+    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2 C3 C6 C2 CM IB]\n"
                     "env: BENCH_RUNS (default 5), BENCH_SCALE (default 1.0), BENCH_TIMEOUT "
                     "(seconds per run, default 150),\n"
                     "     BENCH_CURVE_RUNS (runs per point of the curves, default 3),\n"

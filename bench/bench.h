@@ -4,7 +4,8 @@
  * baseline.c: the hand-written mutex/condvar primitives the baselines use.
  * workloads.c: W1..W8 (bench/README.md), libdesync and baseline variants.
  * probes.c: P1, P2, the machine-limit probes. programs.c: R1, R2, the real
- * programs. targets.c: the targets of issue 10, printed as met / MISSED.
+ * programs. curves.c: C3, C6, C2, CM, the curves. idle.c: IB, idle burn.
+ * targets.c: the targets of issue 10, printed as met / MISSED.
  */
 #ifndef DESYNC_BENCH_H
 #define DESYNC_BENCH_H
@@ -186,6 +187,11 @@ void print_targets(const row_t *rows, int n);
 child_result_t w6_desync_child(uint64_t n);
 child_result_t w6_mutex_child(uint64_t n);
 child_result_t w8_rss_child(uint64_t n);
+/* IB (idle.c): ms milliseconds of one job per ms over 1,000 objects; ns is
+ * the % of one core used, extra the context switches per second. */
+child_result_t ib_desync_child(uint64_t ms);
+child_result_t ib_mutex_child(uint64_t ms);
+void ib_idle_burn(row_t *row);
 
 /* ----------------------------------------------------------- baselines */
 
