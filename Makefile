@@ -359,8 +359,12 @@ fuzz: $(FUZZ_BUILD)/fuzz_api
 model:
 	@CC="$(CC)" models/run.sh build/model
 
+# The benchmarks (bench/README.md), then the chart of their curves from the
+# CSV files in $(BUILD)/bench-csv/ (bench/chart.sh: installs gnuplot if it
+# can, else skips the chart with a message).
 bench: $(BUILD)/bench
 	$(RUN_PREFIX) ./$(BUILD)/bench
+	@sh bench/chart.sh $(BUILD)/bench-csv
 
 # Installation. `make install PREFIX=/usr DESTDIR=/tmp/stage` stages a tree
 # for a package; LIBDIR (e.g. /usr/lib/x86_64-linux-gnu), INCLUDEDIR,

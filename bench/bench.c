@@ -4,11 +4,15 @@
  * process and the same run, and the machine-limit probes P1, P2 (run first,
  * and again at the end). The targets of issue 10 are printed last.
  *
- *   bench [P1 P2 W1 ... W8 W3b R1 R2]   no argument: everything
+ *   bench [P1 P2 W1 ... W8 W3b R1 R2 C3 C6 C2 CM IB]   no argument: everything
+ *   (C3 C6 C2 CM: the curves of curves.c, also written as CSV files)
  *   BENCH_RUNS=n           measured runs per variant, after 1 warm-up (5)
+ *   BENCH_CURVE_RUNS=n     measured runs per variant and point of the curves (3)
  *   BENCH_SCALE=x          multiplies every iteration count (1.0)
  *   BENCH_TIMEOUT=s        one run longer than this is reported as a hang
  *                          (150, multiplied by BENCH_SCALE when above 1)
+ *   BENCH_CSV_DIR=dir      where the curves' CSV files go (bench-csv beside
+ *                          this program: build/bench-csv for build/bench)
  *
  * A watchdog ends the program with a message naming the workload, variant
  * and run if one run exceeds its time limit; a crash names them too. W6 and
@@ -29,6 +33,7 @@
 #include <strings.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +41,8 @@
 #define SETTLE_MS 10     /* pause between runs: lets idle threads settle */
 
 int g_runs = 5;
+int g_curve_runs = 3;
+int g_skip_warmup;
 double g_scale = 1.0;
 static unsigned g_timeout_s = 150;
 _Atomic uint64_t g_progress;
@@ -67,8 +74,40 @@ uint64_t scaled(uint64_t n) {
     return v < 1.0 ? 1 : (uint64_t)(v + 0.5);
 }
 
+static uint64_t g_run_ops; /* ops of the run in progress (0: unknown) */
+
+void count_ops(uint64_t ops) {
+    g_run_ops = ops;
+}
+
 sample_t per_op(uint64_t ns, uint64_t ops) {
-    return (sample_t){(double)ns / (double)ops, NAN};
+    count_ops(ops);
+    return (sample_t){(double)ns / (double)ops, NAN, NAN};
+}
+
+uint64_t cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU time of the waited-for children so far (ns). */
+static uint64_t children_cpu_ns(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000u +
+           ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
+}
+
+/* One run of v, with its CPU time per op (whole call: setup and checks
+ * included; a child process's CPU counts once it has been waited for). */
+static sample_t run_once(const variant_t *v) {
+    g_run_ops = 0;
+    uint64_t c0 = cpu_ns() + children_cpu_ns();
+    sample_t s = v->fn(v->n);
+    uint64_t c1 = cpu_ns() + children_cpu_ns();
+    s.cpu = g_run_ops ? (double)(c1 - c0) / (double)g_run_ops : NAN;
+    return s;
 }
 
 /* ------------------------------------------------------ temporary files */
@@ -274,29 +313,35 @@ static void print_runs(const char *label, const char *unit, const double *v, dou
 }
 
 #define MAX_VARIANTS 4
-static double g_last_runs[MAX_VARIANTS][MAX_RUNS];
+static double g_last_runs[MAX_VARIANTS][MAX_RUNS], g_last_cpu[MAX_VARIANTS];
 
 const double *measured_runs(int i) {
     return g_last_runs[i];
 }
 
+double measured_cpu(int i) {
+    return g_last_cpu[i];
+}
+
 void measure(const char *wl, variant_t *v, int nv) {
-    static double ns[MAX_VARIANTS][MAX_RUNS], bytes[MAX_VARIANTS][MAX_RUNS];
+    static double ns[MAX_VARIANTS][MAX_RUNS], bytes[MAX_VARIANTS][MAX_RUNS],
+        cpu[MAX_VARIANTS][MAX_RUNS];
     if (nv > MAX_VARIANTS)
         die("too many variants");
-    for (int i = 0; i < nv; i++) {
+    for (int i = 0; i < nv && !g_skip_warmup; i++) {
         phase_begin(v[i].n, "%s %s warm-up", wl, v[i].name);
-        v[i].fn(v[i].n);
+        run_once(&v[i]);
         phase_end();
         sleep_ms(SETTLE_MS);
     }
     for (int r = 0; r < g_runs; r++) {
         for (int i = 0; i < nv; i++) {
             phase_begin(v[i].n, "%s %s run %d/%d", wl, v[i].name, r + 1, g_runs);
-            sample_t s = v[i].fn(v[i].n);
+            sample_t s = run_once(&v[i]);
             phase_end();
             ns[i][r] = s.ns;
             bytes[i][r] = s.bytes;
+            cpu[i][r] = s.cpu;
             sleep_ms(SETTLE_MS);
         }
     }
@@ -313,6 +358,12 @@ void measure(const char *wl, variant_t *v, int nv) {
             memcpy(shown, bytes[i], sizeof(double) * (size_t)g_runs);
             v[i].med_bytes = median(bytes[i], g_runs);
             print_runs("  bytes/object", "B", shown, v[i].med_bytes);
+        }
+        g_last_cpu[i] = NAN;
+        if (!isnan(cpu[i][0])) {
+            memcpy(shown, cpu[i], sizeof(double) * (size_t)g_runs);
+            g_last_cpu[i] = median(cpu[i], g_runs);
+            print_runs("  cpu", "ns", shown, g_last_cpu[i]);
         }
     }
 }
@@ -382,6 +433,10 @@ static int child_main(const char *what, const char *nstr) {
         c = w6_mutex_child(n);
     else if (strcmp(what, "w8-rss") == 0)
         c = w8_rss_child(n);
+    else if (strcmp(what, "ib-desync") == 0)
+        c = ib_desync_child(n);
+    else if (strcmp(what, "ib-mutex") == 0)
+        c = ib_mutex_child(n);
     else
         die("unknown child '%s'", what);
     phase_end();
@@ -406,12 +461,18 @@ static row_t g_rows[] = {
     {.id = "W8", .name = "pipe", .unit = "item"},
     {.id = "R1", .name = "logger", .unit = "line"},
     {.id = "R2", .name = "word-count", .unit = "line"},
+    {.id = "C3", .name = "curve-threads", .unit = "op"},
+    {.id = "C6", .name = "curve-objects", .unit = "object"},
+    {.id = "C2", .name = "curve-producers", .unit = "job"},
+    {.id = "CM", .name = "many-on-many", .unit = "op"},
+    {.id = "IB", .name = "idle-burn", .unit = "% of a core"},
 };
 
 static void (*const g_workloads[])(row_t *) = {
     p1_cache_line, p2_spsc_ring, w1_sync_idle, w2_desync_stream, w3_contended_sync,
     w3b_contended_8, w4_mixed, w5_ping_pong, w6_many_objects, w7_future, w8_pipe,
-    r1_logger, r2_word_count,
+    r1_logger, r2_word_count, c3_threads, c6_objects, c2_producers, cm_many,
+    ib_idle_burn,
 };
 
 #define NPROBES 2 /* g_rows[0..1]: always run first */
@@ -426,32 +487,56 @@ static void fmt_num(char *buf, size_t len, double v) {
 }
 
 static void print_table(void) {
-    printf("\n%-20s %-11s %12s %12s %7s  %s\n", "workload", "per", "libdesync ns", "baseline ns",
-           "ratio", "baseline / extra");
+    printf("\n%-20s %-11s %12s %12s %7s %9s %9s  %s\n", "workload", "per", "libdesync ns",
+           "baseline ns", "ratio", "lib cpu", "base cpu", "baseline / extra");
     for (int i = 0; i < NW; i++) {
         row_t *r = &g_rows[i];
         if (!r->ran)
             continue;
-        char wl[32], lib[16], base[16], ratio[16];
+        char wl[32], lib[16], base[16], ratio[16], lcpu[16], bcpu[16];
         snprintf(wl, sizeof wl, "%s %s", r->id, r->name);
         fmt_num(lib, sizeof lib, r->lib_ns);
         fmt_num(base, sizeof base, r->base_ns);
-        if (isnan(r->lib_ns))
+        fmt_num(lcpu, sizeof lcpu, r->lib_cpu);
+        fmt_num(bcpu, sizeof bcpu, r->base_cpu);
+        if (isnan(r->lib_ns) || isnan(r->base_ns))
             snprintf(ratio, sizeof ratio, "-");
         else
             snprintf(ratio, sizeof ratio, "%.2f", r->base_ns / r->lib_ns);
-        printf("%-20s %-11s %12s %12s %7s  %s\n", wl, r->unit, lib, base, ratio, r->extra);
+        printf("%-20s %-11s %12s %12s %7s %9s %9s  %s\n", wl, r->unit, lib, base, ratio, lcpu,
+               bcpu, r->extra);
     }
     printf("\nratio = baseline ns / libdesync ns (above 1: libdesync is faster). Probes (P1, P2)\n"
-           "have no libdesync variant: their figure is in the baseline column.\n"
-           "Medians of %d runs after 1 warm-up (probes: of both passes' runs).\n",
-           g_runs);
+           "have no libdesync variant: their figure is in the baseline column. lib cpu, base "
+           "cpu:\nCPU ns per unit, all threads of the process (a child's for W6), whole run "
+           "with its setup;\nabove the wall ns: more than one core was busy.\n"
+           "Medians of %d runs after 1 warm-up (probes: of both passes' runs; curves C*: of "
+           "%d runs,\nC6 without warm-up); a curve's row shows its largest size.\n",
+           g_runs, g_curve_runs);
+}
+
+/* BENCH_CSV_DIR, else bench-csv in the directory of this program. */
+static const char *csv_dir(void) {
+    static char dir[4096];
+    const char *e = getenv("BENCH_CSV_DIR");
+    if (e && *e)
+        return e;
+    ssize_t len = readlink("/proc/self/exe", dir, sizeof dir - 16);
+    if (len <= 0)
+        return "bench-csv";
+    dir[len] = 0;
+    char *slash = strrchr(dir, '/');
+    snprintf(slash ? slash + 1 : dir, 16, "bench-csv");
+    return dir;
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2]\n"
+    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2 C3 C6 C2 CM IB]\n"
                     "env: BENCH_RUNS (default 5), BENCH_SCALE (default 1.0), BENCH_TIMEOUT "
-                    "(seconds per run, default 150)\n");
+                    "(seconds per run, default 150),\n"
+                    "     BENCH_CURVE_RUNS (runs per point of the curves, default 3),\n"
+                    "     BENCH_CSV_DIR (the curves' CSV files; default bench-csv beside "
+                    "this program)\n");
     return 2;
 }
 
@@ -466,6 +551,16 @@ int main(int argc, char **argv) {
             return 2;
         }
         g_runs = (int)v;
+    }
+    e = getenv("BENCH_CURVE_RUNS");
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end || v < 1 || v > MAX_RUNS) {
+            fprintf(stderr, "bench: BENCH_CURVE_RUNS must be 1..%d\n", MAX_RUNS);
+            return 2;
+        }
+        g_curve_runs = (int)v;
     }
     e = getenv("BENCH_SCALE");
     if (e && *e) {
@@ -512,6 +607,7 @@ int main(int argc, char **argv) {
     int others = 0;
     for (int i = 0; i < NW; i++) {
         g_rows[i].lib_bytes = NAN;
+        g_rows[i].lib_cpu = g_rows[i].base_cpu = NAN;
         g_rows[i].mem_ok = -1;
     }
     for (int i = 0; i < NW; i++) {
@@ -528,6 +624,7 @@ int main(int argc, char **argv) {
         probes_again(&g_rows[0], &g_rows[1]);
     }
     print_table();
+    curves_report(csv_dir());
     print_targets(g_rows, NW);
     bench_tmp_cleanup();
     printf("total time %.1f s\n", (double)(now_ns() - t0) / 1e9);

@@ -4,7 +4,8 @@
  * baseline.c: the hand-written mutex/condvar primitives the baselines use.
  * workloads.c: W1..W8 (bench/README.md), libdesync and baseline variants.
  * probes.c: P1, P2, the machine-limit probes. programs.c: R1, R2, the real
- * programs. targets.c: the targets of issue 10, printed as met / MISSED.
+ * programs. curves.c: C3, C6, C2, CM, the curves. idle.c: IB, idle burn.
+ * targets.c: the targets of issue 10, printed as met / MISSED.
  */
 #ifndef DESYNC_BENCH_H
 #define DESYNC_BENCH_H
@@ -18,10 +19,14 @@
 
 /* ------------------------------------------------------------ harness */
 
-/* One measured run: ns per operation, and bytes per object (NaN: none). */
+/* One measured run: ns per operation, and bytes per object (NaN: none).
+ * measure() adds the CPU time per operation (cpu, in ns): the process's CPU
+ * time (all threads, and any child process run meanwhile) over the whole
+ * run, divided by the ops count the run gave per_op() or count_ops(). */
 typedef struct {
     double ns;
     double bytes;
+    double cpu;
 } sample_t;
 
 typedef sample_t (*run_fn)(uint64_t n);
@@ -45,12 +50,15 @@ typedef struct {
     const char *id, *name, *unit;
     int ran;
     double lib_ns, base_ns;
+    double lib_cpu, base_cpu; /* CPU ns per unit (NaN: not measured) */
     double lib_bytes;
     int mem_ok;
     char extra[512];
 } row_t;
 
 extern int g_runs;
+extern int g_curve_runs; /* g_runs for the curves' points (BENCH_CURVE_RUNS) */
+extern int g_skip_warmup; /* measure() without warm-up runs (fresh child processes) */
 extern double g_scale;
 extern _Atomic uint64_t g_progress;
 
@@ -58,7 +66,12 @@ extern _Atomic uint64_t g_progress;
 
 uint64_t now_ns(void);
 uint64_t scaled(uint64_t n);
+/* Also records ops for the CPU figure (count_ops). */
 sample_t per_op(uint64_t ns, uint64_t ops);
+/* The number of operations of the run in progress, for its CPU per op. */
+void count_ops(uint64_t ops);
+/* CPU time used so far by this process, all threads (ns). */
+uint64_t cpu_ns(void);
 /* Names the run in progress for the watchdog and crash messages. */
 void phase_begin(uint64_t total, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void phase_step(const char *step);
@@ -68,6 +81,8 @@ void expect_eq(const char *what, uint64_t got, uint64_t want);
 void measure(const char *wl, variant_t *v, int nv);
 /* The g_runs ns figures of variant i in the last measure(), in run order. */
 const double *measured_runs(int i);
+/* The median CPU ns per op of variant i in the last measure() (NaN: none). */
+double measured_cpu(int i);
 long status_kib(const char *key);
 double median(double *v, int n); /* sorts v */
 void sleep_ms(unsigned ms);
@@ -114,6 +129,41 @@ void w6_many_objects(row_t *row);
 void w7_future(row_t *row);
 void w8_pipe(row_t *row);
 
+/* Shared with curves.c. job_inc: counter++ on the object's u64. lib_counter:
+ * an object owning a heap u64 (freed with it); lib_read: its value by sync.
+ * qjob_inc, mq_read: the same on a baseline queue. w3_run: `threads`
+ * threads (the caller one of them, at most W3_MAX_THREADS) each sync n
+ * counter++ on one object (use_lib) or under one mutex; ns per op. w6_*:
+ * one W6 run of n objects in a child process (libdesync, mutex + u64). */
+void job_inc(void *data, void *arg);
+desync_t *lib_counter(void);
+uint64_t lib_read(desync_t *d);
+#define W3_MAX_THREADS 64
+sample_t w3_run(uint64_t n, int threads, int use_lib);
+sample_t w6_desync(uint64_t n);
+sample_t w6_mutex(uint64_t n);
+
+/* Curves (curves.c): one workload at several sizes, beside its baseline at
+ * each size; printed after the table and written as CSV files. */
+#define CURVE_MAX_POINTS 8
+typedef struct {
+    const char *id, *file, *title, *xname, *unit, *lib_name, *base_name;
+    int np;
+    double x[CURVE_MAX_POINTS];
+    double lib_ns[CURVE_MAX_POINTS], base_ns[CURVE_MAX_POINTS];
+    double lib_cpu[CURVE_MAX_POINTS], base_cpu[CURVE_MAX_POINTS];
+} curve_t;
+
+void c3_threads(row_t *row);
+void c6_objects(row_t *row);
+void c2_producers(row_t *row);
+void cm_many(row_t *row);
+/* The curve measured in this run with this id, or NULL. */
+const curve_t *curve_get(const char *id);
+/* Prints the curves that ran and writes each as dir/<file>.csv (dir made
+ * if missing; the curves' old files there are removed first). */
+void curves_report(const char *dir);
+
 void p1_cache_line(row_t *row);
 void p2_spsc_ring(row_t *row);
 /* Measures P1 and P2 again at the end of the run; each row then holds the
@@ -137,10 +187,19 @@ void print_targets(const row_t *rows, int n);
 child_result_t w6_desync_child(uint64_t n);
 child_result_t w6_mutex_child(uint64_t n);
 child_result_t w8_rss_child(uint64_t n);
+/* IB (idle.c): ms milliseconds of one job per ms over 1,000 objects; ns is
+ * the % of one core used, extra the context switches per second. */
+child_result_t ib_desync_child(uint64_t ms);
+child_result_t ib_mutex_child(uint64_t ms);
+void ib_idle_burn(row_t *row);
 
 /* ----------------------------------------------------------- baselines */
 
 typedef void (*qjob_fn)(void *arg);
+typedef struct mq mq_t;
+void qjob_inc(void *arg);
+/* Reads *counter with a sync job on the baseline queue. */
+uint64_t mq_read(mq_t *q, const uint64_t *counter);
 
 /* Mutex + condvar job queue (growable ring of {fn, arg}), one worker thread. */
 typedef struct {
@@ -148,14 +207,14 @@ typedef struct {
     void *arg;
 } qjob_t;
 
-typedef struct {
+struct mq {
     pthread_mutex_t m;
     pthread_cond_t cv;
     qjob_t *ring;
     size_t cap, head, len;
     int stop;
     pthread_t thread;
-} mq_t;
+};
 
 void mq_init(mq_t *q);
 void mq_push(mq_t *q, qjob_fn fn, void *arg);

@@ -166,6 +166,7 @@ static void probe(row_t *row, const char *id, run_fn fn, uint64_t n, const char 
     memcpy(tmp, all, sizeof(double) * (size_t)*count);
     row->lib_ns = NAN;
     row->base_ns = median(tmp, *count);
+    row->base_cpu = measured_cpu(0); /* this pass's */
 }
 
 void p1_cache_line(row_t *row) {

@@ -191,6 +191,8 @@ void r1_logger(row_t *row) {
     measure("R1", v, 2);
     row->lib_ns = v[0].med_ns;
     row->base_ns = v[1].med_ns;
+    row->lib_cpu = measured_cpu(0);
+    row->base_cpu = measured_cpu(1);
     printf("    lines/s: libdesync %.2f M, mutex %.2f M\n", 1e3 / v[0].med_ns,
            1e3 / v[1].med_ns);
     snprintf(row->extra, sizeof row->extra,
@@ -680,6 +682,8 @@ void r2_word_count(row_t *row) {
     unlink(g_r2_path);
     row->lib_ns = v[0].med_ns;
     row->base_ns = v[1].med_ns;
+    row->lib_cpu = measured_cpu(0);
+    row->base_cpu = measured_cpu(1);
     double lib_s = v[0].med_ns * (double)g_r2_lines / 1e9,
            base_s = v[1].med_ns * (double)g_r2_lines / 1e9;
     printf("    wall time: libdesync %.3f s, plain loop %.3f s; %" PRIu64 " words, %" PRIu64

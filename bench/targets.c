@@ -39,6 +39,66 @@ static void ratio(const char *id, const char *what, const row_t *ra, double a, c
     line(id, what, m, ok);
 }
 
+/* The curves' targets (curves.c): each against its baseline at the same size. */
+static void curve_targets(void) {
+    const curve_t *c3 = curve_get("C3"), *c6 = curve_get("C6"), *c2 = curve_get("C2"),
+                  *cm = curve_get("CM");
+    char m[32] = "";
+    /* C3: the worst point decides. */
+    int ok = -1, at = 0;
+    double worst = 0;
+    for (int i = 0; c3 && i < c3->np; i++) {
+        double r = c3->lib_ns[i] / c3->base_ns[i];
+        if (r > worst || i == 0)
+            worst = r, at = (int)c3->x[i];
+    }
+    if (c3) {
+        snprintf(m, sizeof m, "%.2fx", worst);
+        ok = worst <= 1;
+    }
+    line("C3", "W3 at every thread count <= the mutex (worst)", m, ok);
+    if (c3)
+        printf("  %-4s   (worst at %d threads; each count:", "", at);
+    for (int i = 0; c3 && i < c3->np; i++)
+        printf(" %.0f: %.2fx%s", c3->x[i], c3->lib_ns[i] / c3->base_ns[i],
+               i + 1 < c3->np ? "," : ")\n");
+    /* C6: growth of the per-object cost from the smallest to the largest size. */
+    ok = -1;
+    double gl = NAN, gb = NAN;
+    if (c6 && c6->np > 1) {
+        int l = c6->np - 1;
+        gl = c6->lib_ns[l] / c6->lib_ns[0];
+        gb = c6->base_ns[l] / c6->base_ns[0];
+        snprintf(m, sizeof m, "%.2fx", gl / gb);
+        ok = gl <= gb;
+    }
+    line("C6", "W6 per-object cost growth 10^4 -> 10^7 <= the mutex's", m, ok);
+    if (c6 && c6->np > 1)
+        printf("  %-4s   (from %.0f to %.0f objects: libdesync x%.2f, mutex x%.2f)\n", "",
+               c6->x[0], c6->x[c6->np - 1], gl, gb);
+    ok = -1;
+    if (c2 && c2->np > 1) {
+        double r = c2->lib_ns[c2->np - 1] / c2->lib_ns[0];
+        snprintf(m, sizeof m, "%.2fx", r);
+        ok = r <= 2;
+    }
+    line("C2", "W2 per job at 8 producers <= 2x at 1 producer", m, ok);
+    ok = -1;
+    if (cm) {
+        double r = cm->base_ns[0] / cm->lib_ns[0]; /* throughput ratio */
+        snprintf(m, sizeof m, "%.2fx", r);
+        ok = r >= 1;
+    }
+    line("CM", "8 threads x 1,000 objects ops/s >= mutex per object", m, ok);
+    const row_t *ib = row("IB");
+    ok = -1;
+    if (ib) {
+        snprintf(m, sizeof m, "%.2f%%", ib->lib_ns);
+        ok = ib->lib_ns < 5;
+    }
+    line("IB", "1,000 objects, 1 job/ms in all: < 5% of one core", m, ok);
+}
+
 void print_targets(const row_t *rows, int n) {
     g_trows = rows;
     g_tn = n;
@@ -79,7 +139,9 @@ void print_targets(const row_t *rows, int n) {
     ratio("R2", "word count wall time <= 0.8x the plain loop", r2, NS(r2, lib_ns), r2,
           NS(r2, base_ns), 0.8, 0);
 #undef NS
-    printf("  (ratios are libdesync / reference, except R1: libdesync lines/s / mutex lines/s)\n");
+    curve_targets();
+    printf("  (ratios are libdesync / reference, except R1 and CM: libdesync ops/s / baseline "
+           "ops/s)\n");
     char msg[256] = "";
     int noisy = probes_noisy(msg, sizeof msg);
     if (msg[0])

@@ -15,7 +15,7 @@
 
 /* --------------------------------------------------------------- common */
 
-static void job_inc(void *data, void *arg) {
+void job_inc(void *data, void *arg) {
     (void)arg;
     ++*(uint64_t *)data;
 }
@@ -25,7 +25,7 @@ static void job_read(void *data, void *arg) {
 }
 
 /* A Desync object owning a heap u64 counter (freed by the library). */
-static desync_t *lib_counter(void) {
+desync_t *lib_counter(void) {
     uint64_t *c = calloc(1, sizeof *c);
     if (!c)
         die("out of memory");
@@ -35,7 +35,7 @@ static desync_t *lib_counter(void) {
     return d;
 }
 
-static uint64_t lib_read(desync_t *d) {
+uint64_t lib_read(desync_t *d) {
     uint64_t v = 0;
     CHECK_DS(desync_sync(d, job_read, &v));
     return v;
@@ -52,7 +52,7 @@ static void mc_inc(mcounter_t *c) {
     pthread_mutex_unlock(&c->m);
 }
 
-static void qjob_inc(void *arg) {
+void qjob_inc(void *arg) {
     ++*(uint64_t *)arg;
 }
 
@@ -67,7 +67,7 @@ static void qjob_read(void *arg) {
 }
 
 /* Reads *counter with a sync job on the baseline queue. */
-static uint64_t mq_read(mq_t *q, const uint64_t *counter) {
+uint64_t mq_read(mq_t *q, const uint64_t *counter) {
     qread_t r = {counter, 0};
     mq_sync(q, qjob_read, &r);
     return r.out;
@@ -76,6 +76,9 @@ static uint64_t mq_read(mq_t *q, const uint64_t *counter) {
 static void set_row(row_t *row, const variant_t *lib, const variant_t *base) {
     row->lib_ns = lib->med_ns;
     row->base_ns = base->med_ns;
+    /* lib and base are v[0] and v[1] of the last measure() */
+    row->lib_cpu = measured_cpu(0);
+    row->base_cpu = measured_cpu(1);
 }
 
 /* ------------------------------------------------------- W1 sync-idle */
@@ -170,11 +173,35 @@ typedef struct {
     mcounter_t mc;
     uint64_t n; /* per thread */
     pthread_barrier_t bar;
+    uint32_t *lat; /* the latency pass: n per thread, in ns; NULL otherwise */
+    atomic_int next_slot;
 } w3_t;
 
-#define W3_MAX_THREADS 64
+/* The latency pass: each call timed on its own with the monotonic clock
+ * (one clock read per call: each call's end is the next one's start). */
+static void w3_timed_loop(w3_t *w, int use_lib, int main_thread) {
+    uint32_t *lat = w->lat + (uint64_t)atomic_fetch_add(&w->next_slot, 1) * w->n;
+    uint64_t a = now_ns();
+    for (uint64_t i = 0; i < w->n; i++) {
+        if (use_lib) {
+            if (desync_sync(w->d, job_inc, NULL) != 0)
+                die("desync_sync failed at op %" PRIu64, i);
+        } else {
+            mc_inc(&w->mc);
+        }
+        uint64_t b = now_ns();
+        lat[i] = b - a > UINT32_MAX ? UINT32_MAX : (uint32_t)(b - a);
+        a = b;
+        if (main_thread && (i & 0xffff) == 0)
+            PROGRESS(i);
+    }
+}
 
 static void w3_desync_loop(w3_t *w, int main_thread) {
+    if (w->lat) {
+        w3_timed_loop(w, 1, main_thread);
+        return;
+    }
     for (uint64_t i = 0; i < w->n; i++) {
         if (desync_sync(w->d, job_inc, NULL) != 0)
             die("desync_sync failed at op %" PRIu64, i);
@@ -191,6 +218,10 @@ static void *w3_desync_thread(void *p) {
 }
 
 static void w3_mutex_loop(w3_t *w, int main_thread) {
+    if (w->lat) {
+        w3_timed_loop(w, 0, main_thread);
+        return;
+    }
     for (uint64_t i = 0; i < w->n; i++) {
         mc_inc(&w->mc);
         if (main_thread && (i & 0xffff) == 0)
@@ -206,9 +237,11 @@ static void *w3_mutex_thread(void *p) {
 }
 
 /* `threads` threads (the main thread is one of them) each do n ops on one
- * object (use_lib) or under one mutex; ns per op over all ops. */
-static sample_t w3_run(uint64_t n, int threads, int use_lib) {
-    w3_t w = {.d = use_lib ? lib_counter() : NULL, .mc = {PTHREAD_MUTEX_INITIALIZER, 0}, .n = n};
+ * object (use_lib) or under one mutex; ns per op over all ops. With lat
+ * (threads * n entries), each call's latency is recorded there. */
+static sample_t w3_run_lat(uint64_t n, int threads, int use_lib, uint32_t *lat) {
+    w3_t w = {.d = use_lib ? lib_counter() : NULL, .mc = {PTHREAD_MUTEX_INITIALIZER, 0}, .n = n,
+              .lat = lat};
     pthread_t t[W3_MAX_THREADS];
     CHECK_PT(pthread_barrier_init(&w.bar, NULL, (unsigned)threads));
     for (int i = 1; i < threads; i++)
@@ -229,6 +262,110 @@ static sample_t w3_run(uint64_t n, int threads, int use_lib) {
     return per_op(t1 - t0, (uint64_t)threads * n);
 }
 
+sample_t w3_run(uint64_t n, int threads, int use_lib) {
+    return w3_run_lat(n, threads, use_lib, NULL);
+}
+
+/* The percentiles of the latency pass: p in [0, 1], nearest rank. Counted
+ * in a histogram of 1-ns buckets up to LAT_BUCKETS; the rare slower calls
+ * are sorted. */
+#define LAT_BUCKETS 65536u
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void lat_percentiles(const uint32_t *v, uint64_t count, const double *p, double *out,
+                            int np) {
+    static uint32_t hist[LAT_BUCKETS];
+    memset(hist, 0, sizeof hist);
+    uint64_t slow = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        if (v[i] < LAT_BUCKETS)
+            hist[v[i]]++;
+        else
+            slow++;
+    }
+    uint32_t *s = NULL;
+    if (slow) {
+        s = malloc(slow * sizeof *s);
+        if (!s)
+            die("out of memory");
+        uint64_t k = 0;
+        for (uint64_t i = 0; i < count; i++)
+            if (v[i] >= LAT_BUCKETS)
+                s[k++] = v[i];
+        qsort(s, slow, sizeof *s, cmp_u32);
+    }
+    for (int j = 0; j < np; j++) {
+        uint64_t rank = (uint64_t)ceil(p[j] * (double)count); /* 1-based */
+        rank = rank < 1 ? 1 : rank;
+        uint64_t seen = 0;
+        out[j] = NAN;
+        for (uint32_t b = 0; b < LAT_BUCKETS; b++) {
+            seen += hist[b];
+            if (seen >= rank) {
+                out[j] = b;
+                break;
+            }
+        }
+        if (isnan(out[j]))
+            out[j] = s[rank - seen - 1];
+    }
+    free(s);
+}
+
+/* p50 and p99 of each latency run (warm-up included: the last g_runs count). */
+static double g_w3_p50[2][MAX_RUNS + 1], g_w3_p99[2][MAX_RUNS + 1];
+static int g_w3_lat_runs[2];
+
+static sample_t w3_lat(uint64_t n, int use_lib) {
+    uint32_t *lat = malloc(2 * n * sizeof *lat);
+    if (!lat)
+        die("out of memory");
+    sample_t s = w3_run_lat(n, 2, use_lib, lat);
+    static const double p[2] = {0.50, 0.99};
+    double out[2];
+    lat_percentiles(lat, 2 * n, p, out, 2);
+    free(lat);
+    int v = use_lib ? 0 : 1, r = g_w3_lat_runs[v]++ % (MAX_RUNS + 1);
+    g_w3_p50[v][r] = out[0];
+    g_w3_p99[v][r] = out[1];
+    return s;
+}
+
+static sample_t w3_lat_desync(uint64_t n) { return w3_lat(n, 1); }
+static sample_t w3_lat_mutex(uint64_t n) { return w3_lat(n, 0); }
+
+/* The median over the measured runs (the last g_runs) of one variant. */
+static double w3_lat_median(const double *v, int count) {
+    double tmp[MAX_RUNS + 1];
+    int k = 0;
+    for (int r = count - g_runs; r < count; r++)
+        tmp[k++] = v[r % (MAX_RUNS + 1)];
+    return median(tmp, k);
+}
+
+/* The p50 of back-to-back clock reads: what timing each call adds. */
+static double clock_read_ns(void) {
+    enum { N = 100000 };
+    uint32_t *lat = malloc(N * sizeof *lat);
+    if (!lat)
+        die("out of memory");
+    uint64_t a = now_ns();
+    for (int i = 0; i < N; i++) {
+        uint64_t b = now_ns();
+        lat[i] = (uint32_t)(b - a < UINT32_MAX ? b - a : UINT32_MAX);
+        a = b;
+    }
+    static const double p[1] = {0.50};
+    double out;
+    lat_percentiles(lat, N, p, &out, 1);
+    free(lat);
+    return out;
+}
+
 static sample_t w3_desync(uint64_t n) { return w3_run(n, 2, 1); }
 static sample_t w3_mutex(uint64_t n) { return w3_run(n, 2, 0); }
 static sample_t w3b_desync(uint64_t n) { return w3_run(n / 8, 8, 1); }
@@ -242,7 +379,29 @@ void w3_contended_sync(row_t *row) {
            v[0].n);
     measure("W3", v, 2);
     set_row(row, &v[0], &v[1]);
-    snprintf(row->extra, sizeof row->extra, "pthread mutex, contended");
+
+    uint64_t nl = scaled(500000);
+    variant_t l[] = {{"libdesync, each call timed", w3_lat_desync, nl, 0, 0},
+                     {"pthread mutex, each call timed", w3_lat_mutex, nl, 0, 0}};
+    double clk = clock_read_ns();
+    printf("  latency pass: the same, 2 threads x %" PRIu64 " calls, each call timed with the "
+           "monotonic clock\n"
+           "  (a clock read costs about %.0f ns here, included); p50 and p99 over both "
+           "threads' calls\n",
+           nl, clk);
+    g_w3_lat_runs[0] = g_w3_lat_runs[1] = 0;
+    measure("W3 latency", l, 2);
+    double p50l = w3_lat_median(g_w3_p50[0], g_w3_lat_runs[0]),
+           p99l = w3_lat_median(g_w3_p99[0], g_w3_lat_runs[0]),
+           p50m = w3_lat_median(g_w3_p50[1], g_w3_lat_runs[1]),
+           p99m = w3_lat_median(g_w3_p99[1], g_w3_lat_runs[1]);
+    printf("    per-call latency (medians of the runs' percentiles): libdesync p50 %.0f ns, "
+           "p99 %.0f ns; mutex p50 %.0f ns, p99 %.0f ns\n",
+           p50l, p99l, p50m, p99m);
+    snprintf(row->extra, sizeof row->extra,
+             "pthread mutex, contended; per-call latency p50/p99: libdesync %.0f/%.0f ns, "
+             "mutex %.0f/%.0f ns",
+             p50l, p99l, p50m, p99m);
 }
 
 void w3b_contended_8(row_t *row) {
@@ -507,14 +666,15 @@ child_result_t w6_mutex_child(uint64_t n) {
 
 static sample_t w6_in_child(const char *what, uint64_t n) {
     child_result_t c = run_child(what, n);
-    return (sample_t){c.ns, (c.hwm_kib - c.rss0_kib) * 1024.0 / (double)n};
+    count_ops(n);
+    return (sample_t){c.ns, (c.hwm_kib - c.rss0_kib) * 1024.0 / (double)n, NAN};
 }
 
-static sample_t w6_desync(uint64_t n) {
+sample_t w6_desync(uint64_t n) {
     return w6_in_child("w6-desync", n);
 }
 
-static sample_t w6_mutex(uint64_t n) {
+sample_t w6_mutex(uint64_t n) {
     return w6_in_child("w6-mutex", n);
 }
 
@@ -707,7 +867,9 @@ static double w8_desync_core(uint64_t n) {
 }
 
 static sample_t w8_desync(uint64_t n) {
-    return (sample_t){w8_desync_core(n), NAN};
+    sample_t s = {w8_desync_core(n), NAN, NAN};
+    count_ops(n);
+    return s;
 }
 
 child_result_t w8_rss_child(uint64_t n) {
