@@ -140,7 +140,8 @@ TEST(pipe_backpressure_default_depth_grows) {
     return 0;
 }
 
-/* ... but not for slow items (each sleeps far longer than a hand-off). */
+/* ... but not for slow items (each sleeps far longer than a hand-off, and
+ * than the 20 us under which an item counts as quick). */
 static void *sleepy_identity(void *data, void *item, void *arg) {
     (void)data;
     (void)arg;

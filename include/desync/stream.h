@@ -169,7 +169,7 @@ DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_i
  * once stopped it reads again when the reader has left half the depth
  * (rounded up) free, a batch at a time. The default depth starts at 5 and
  * doubles, up to 64, whenever reading stops on it right after a batch of
- * items that took under about 2 microseconds each: quick items then move
+ * items that took under about 20 microseconds each: quick items then move
  * in larger batches (fewer hand-offs between threads), slow ones keep the
  * small depth, and no pipe holds more than 64 items at the default.
  * NULL for NULL arguments or on ENOMEM (input is freed either way). Out of
