@@ -42,6 +42,14 @@
  *
  * Backpressure: `held` (polled, not yet processed) + unread outputs may not
  * exceed `depth`; pipe_in counts `held` only (against DSY_PIPE_IN_DEPTH).
+ * A pipe's default depth adapts (tuning.h): each batch records whether its
+ * items were quick (`quick`), and a pump that finds the budget used up
+ * right after a quick batch doubles the depth, up to DSY_PIPE_DEPTH_MAX
+ * (both queues reserve room for that at creation, so growing needs no
+ * memory). Small batches of quick items cost more in hand-offs than in
+ * work (R2: a 5-item depth cost a quarter of the run). A depth set with
+ * desync_pipe_set_backpressure_depth carries DEPTH_FIXED and never changes
+ * again; growth is a CAS from the unfixed value, so it cannot undo a set.
  *
  * SPEED. A hand-off between cores costs more than a whole batch of depth 5,
  * so two shortcuts keep the work on one core when it can:
@@ -101,6 +109,9 @@
 #define PS_WANT_TAKE 4u
 #define PS_WANT_JOB 8u
 
+/* In `depth`: set by the program, never adapted. */
+#define DEPTH_FIXED ((size_t)1 << (sizeof(size_t) * 8 - 1))
+
 /* The four kinds of pipe (one constructor). */
 typedef enum pipe_kind {
     PIPE_IN,        /* desync_pipe_in */
@@ -133,7 +144,8 @@ typedef struct dsy_pipe {
     _Atomic int error;       /* 0, or why the pipe failed (DESYNC_ENOMEM) */
     _Atomic uint32_t jobs;   /* process jobs queued or running */
     _Atomic size_t held;     /* items polled and not yet processed */
-    _Atomic size_t depth;
+    _Atomic size_t depth;    /* the depth, | DEPTH_FIXED once the program set it */
+    _Atomic uint32_t quick;  /* the last batch's items were quick (adaptive depth) */
     dsy_wslot out_slot;
     dsy_spsc pending;
     dsy_spsc outq;
@@ -208,12 +220,33 @@ static bool put_pending(dsy_pipe *p, void *item) {
 /* The pump, stopped by a full budget with no job in flight, resumes once
  * at least half the depth (rounded up) is free again: it then refills in
  * one batch instead of one item per take. */
+static size_t depth_of(dsy_pipe *p) {
+    return atomic_load_explicit(&p->depth, memory_order_relaxed) & ~DEPTH_FIXED;
+}
+
 static bool refill_ok(dsy_pipe *p) {
     size_t used = atomic_load_explicit(&p->held, memory_order_seq_cst);
     if (p->has_output)
         used += dsy_spsc_count(&p->outq);
-    size_t depth = atomic_load_explicit(&p->depth, memory_order_relaxed);
-    return used <= depth / 2;
+    return used <= depth_of(p) / 2;
+}
+
+/* A batch of n items that started at t0 ended: were its items quick? */
+static void note_batch(dsy_pipe *p, uint64_t t0, size_t n) {
+    bool quick = dsy_now_ns() - t0 < n * (uint64_t)DSY_PIPE_QUICK_ITEM_NS;
+    if (atomic_load_explicit(&p->quick, memory_order_relaxed) != quick)
+        atomic_store_explicit(&p->quick, quick, memory_order_relaxed);
+}
+
+/* Pump only, the budget used up: doubles an adaptive depth after a quick
+ * batch (see Backpressure). True if the depth grew. */
+static bool depth_grow(dsy_pipe *p, size_t depth) {
+    if (depth >= DSY_PIPE_DEPTH_MAX || !atomic_load_explicit(&p->quick, memory_order_relaxed))
+        return false;
+    size_t want = depth * 2 < DSY_PIPE_DEPTH_MAX ? depth * 2 : DSY_PIPE_DEPTH_MAX;
+    /* Fails if the program set a depth meanwhile (DEPTH_FIXED). */
+    return atomic_compare_exchange_strong_explicit(&p->depth, &depth, want, memory_order_relaxed,
+                                                   memory_order_relaxed);
 }
 
 /* Is the job running on d's queue allowed to call process? */
@@ -250,7 +283,7 @@ static void process_job(void *a) {
      * item took long enough that waiting for the batch would hold items
      * back: then after each item. */
     bool each = n == 1;
-    uint64_t t0 = !each && p->has_output ? dsy_now_ns() : 0;
+    uint64_t t0 = p->has_output ? dsy_now_ns() : 0;
     void *items[DSY_PIPE_MAX_BATCH];
     DSY_ASSERT(n <= DSY_PIPE_MAX_BATCH);
     size_t got = dsy_spsc_pop_n(&p->pending, items, n); /* queued before this job */
@@ -269,6 +302,8 @@ static void process_job(void *a) {
             p->fn_in(data, item, p->arg);
         }
     }
+    if (t0)
+        note_batch(p, t0, n);
     if (!live)
         atomic_store_explicit(&p->closed, 1, memory_order_release);
     job_done(p, n, !live);
@@ -290,6 +325,7 @@ static void inline_job(void *a) {
     dsy_pipe *p = ia->p;
     bool live = job_live(p);
     void *data = live ? desync_data(p->d) : NULL;
+    uint64_t t0 = dsy_now_ns();
     for (size_t i = 0; i < ia->n; i++) {
         if (!live) {
             if (p->in_item_free)
@@ -298,6 +334,7 @@ static void inline_job(void *a) {
         }
         live = put_output(p, p->fn(data, ia->items[i], p->arg), false);
     }
+    note_batch(p, t0, ia->n);
     if (!live)
         atomic_store_explicit(&p->closed, 1, memory_order_release);
 }
@@ -433,7 +470,10 @@ static bool pump_step(dsy_pipe *p) {
     size_t used = atomic_load_explicit(&p->held, memory_order_seq_cst);
     if (p->has_output)
         used += dsy_spsc_count(&p->outq);
-    size_t depth = atomic_load_explicit(&p->depth, memory_order_relaxed);
+    size_t depth = depth_of(p);
+    if (used >= depth && !(p->has_output && !p->is_async && depth_grow(p, depth)))
+        return true;
+    depth = depth_of(p);
     if (used >= depth)
         return true;
     size_t budget = depth - used, n = 0;
@@ -647,10 +687,13 @@ void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t dep
         return;
     dsy_pipe *p = (dsy_pipe *)pipe_output;
     depth = depth ? depth : 1;
+    if (depth > ~DEPTH_FIXED)
+        depth = ~DEPTH_FIXED;
     /* Queues that long need no memory (see pipe_new). */
-    dsy_spsc_set_reserve(&p->pending, depth);
-    dsy_spsc_set_reserve(&p->outq, depth);
-    atomic_store_explicit(&p->depth, depth, memory_order_seq_cst);
+    size_t reserve = depth > DSY_PIPE_DEPTH_MAX ? depth : DSY_PIPE_DEPTH_MAX;
+    dsy_spsc_set_reserve(&p->pending, reserve);
+    dsy_spsc_set_reserve(&p->outq, reserve);
+    atomic_store_explicit(&p->depth, depth | DEPTH_FIXED, memory_order_seq_cst);
     if (atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_TAKE)
         pump_kick(p);
 }
@@ -668,15 +711,17 @@ static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind, v
         *err = DESYNC_ENOMEM;
         p = calloc(1, sizeof *p);
     }
-    /* Backpressure bounds both queues by the depth: reserved now, they need
-     * no memory while the pipe runs (only job nodes do). */
+    /* Backpressure bounds both queues by the depth: reserved now (up to
+     * what the adaptive depth may grow to), they need no memory while the
+     * pipe runs (only job nodes do). */
     bool has_output = kind == PIPE_OUT || kind == PIPE_OUT_ASYNC;
     size_t depth = has_output ? DSY_PIPE_DEPTH : DSY_PIPE_IN_DEPTH;
-    if (p && dsy_spsc_init(&p->pending, depth) != 0) {
+    size_t reserve = has_output && DSY_PIPE_DEPTH_MAX > depth ? DSY_PIPE_DEPTH_MAX : depth;
+    if (p && dsy_spsc_init(&p->pending, reserve) != 0) {
         free(p);
         p = NULL;
     }
-    if (p && dsy_spsc_init(&p->outq, has_output ? depth : 0) != 0) {
+    if (p && dsy_spsc_init(&p->outq, has_output ? reserve : 0) != 0) {
         dsy_spsc_destroy(&p->pending, NULL);
         free(p);
         p = NULL;
@@ -712,6 +757,7 @@ static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind, v
     atomic_init(&p->jobs, 0);
     atomic_init(&p->held, 0);
     atomic_init(&p->depth, depth);
+    atomic_init(&p->quick, 0);
     dsy_kick_init(&p->wake_kick, p->q, wake_kick_run, wake_kick_done);
     p->release_node.ops = &release_ops;
     dsy_object_weak_retain(d);

@@ -127,8 +127,17 @@
 #define DSY_READER_SPIN_NS 8000u
 
 /* Backpressure: a pipe's default depth (items polled but not processed plus
- * unread outputs). Deeper batches more per job (W8) but holds more items. */
+ * unread outputs) starts at DSY_PIPE_DEPTH and doubles, up to
+ * DSY_PIPE_DEPTH_MAX, each time the pump is held back by it right after a
+ * batch whose items took under DSY_PIPE_QUICK_ITEM_NS each (about a
+ * sleep/wake hand-off: below it, batching pays). Deeper batches
+ * more per job and hands off less often (R2, W8) but holds more items: slow
+ * items (where a hand-off is cheap beside the work) keep the small depth,
+ * and the maximum bounds what any pipe holds. A depth the program sets is
+ * kept as it is. */
 #define DSY_PIPE_DEPTH 5u
+#define DSY_PIPE_DEPTH_MAX 64u
+#define DSY_PIPE_QUICK_ITEM_NS 20000u
 /* pipe_in has no output to set a depth on: it reads at most this many
  * items ahead of processing. Larger than DSY_PIPE_DEPTH because, while it is
  * not held back, a send that returned has its job queued already. */

@@ -149,6 +149,8 @@ TEST_ENTRY(pipe_bad_input, 10)
 TEST_ENTRY(pipe_backpressure, 10)
 TEST_ENTRY(pipe_backpressure_depth_change, 10)
 TEST_ENTRY(pipe_backpressure_bounds_ready_input, 30)
+TEST_ENTRY(pipe_backpressure_default_depth_grows, 30)
+TEST_ENTRY(pipe_backpressure_slow_items_keep_depth, 30)
 TEST_ENTRY(pipe_refill_at_half_keeps_depth, 60)
 TEST_ENTRY(pipe_blockage, 120)
 

@@ -94,25 +94,63 @@ TEST(pipe_backpressure_depth_change) {
     return 0;
 }
 
-/* An always-ready input is read only as fast as the output is consumed. */
-TEST(pipe_backpressure_bounds_ready_input) {
+/* Reads all n items of an always-ready input through pipe(process), with
+ * the depth set to `depth` (0: the default); returns how far at most the
+ * input was read ahead of the reader, or (uintptr_t)-1 on a failure. */
+static uintptr_t read_ahead(uintptr_t n, size_t depth, desync_pipe_fn process) {
     desync_t *d = desync_new(vec_new(), vec_destroy);
-    uintptr_t n = (uintptr_t)TEST_SCALED(200000);
     counter_src src = {.next = 1, .n = n};
-    desync_stream_t *out = desync_pipe(d, desync_stream_new(&cs_ops, &src), identity, NULL);
+    desync_stream_t *out = desync_pipe(d, desync_stream_new(&cs_ops, &src), process, NULL);
+    if (depth)
+        desync_pipe_set_backpressure_depth(out, depth);
     void *v;
     uintptr_t ahead = 0;
     for (uintptr_t k = 1; k <= n; k++) {
-        CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), 0);
-        CHECK_EQ(U(v), k);
+        if (desync_stream_next_for(out, 5 * SEC, &v) != 0 || U(v) != k)
+            return (uintptr_t)-1;
         uintptr_t p = atomic_load(&src.polled);
         if (p > k && p - k > ahead)
             ahead = p - k;
     }
-    CHECK_EQ(desync_stream_next_for(out, 5 * SEC, &v), DESYNC_EOF);
-    CHECK(ahead <= 5);
+    if (desync_stream_next_for(out, 5 * SEC, &v) != DESYNC_EOF)
+        return (uintptr_t)-1;
     desync_stream_free(out);
     desync_release(d);
+    return ahead;
+}
+
+/* An always-ready input is read only as fast as the output is consumed:
+ * at most the depth the program set ahead (set before the first item is
+ * processed, so the default's growth never starts), and at most the
+ * default's maximum (64) with the default. */
+TEST(pipe_backpressure_bounds_ready_input) {
+    uintptr_t n = (uintptr_t)TEST_SCALED(200000);
+    CHECK(read_ahead(n, 5, identity) <= 5);
+    CHECK(read_ahead(n, 0, identity) <= 64);
+    return 0;
+}
+
+/* The default depth grows for quick items: an identity pipe whose reader
+ * keeps its output full is read more than 5 (the starting depth) ahead. */
+TEST(pipe_backpressure_default_depth_grows) {
+    uintptr_t ahead = read_ahead((uintptr_t)TEST_SCALED(200000), 0, identity);
+    CHECK(ahead != (uintptr_t)-1);
+    CHECK(ahead > 5);
+    CHECK(ahead <= 64);
+    return 0;
+}
+
+/* ... but not for slow items (each sleeps far longer than a hand-off, and
+ * than the 20 us under which an item counts as quick). */
+static void *sleepy_identity(void *data, void *item, void *arg) {
+    (void)data;
+    (void)arg;
+    test_sleep_ms(2);
+    return item;
+}
+
+TEST(pipe_backpressure_slow_items_keep_depth) {
+    CHECK(read_ahead(60, 0, sleepy_identity) <= 5);
     return 0;
 }
 

@@ -149,7 +149,7 @@ typedef desync_future_t *(*desync_pipe_async_fn)(void *data, void *item, void *a
  *
  * Out of memory while the pipe runs (after this call returned): the pipe
  * needs memory only for the job that processes each batch of items (pooled)
- * and, with a backpressure depth above the default, for its item queues.
+ * and, with a backpressure depth set above 64, for its item queues.
  * If that fails, the pipe stops rather than wait: items it has taken from
  * the input but not processed, and the input with what it still buffers,
  * are freed (the input's item_free gets each item), and an output (below)
@@ -164,10 +164,14 @@ DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_i
  * returned output stream. The pipe keeps d alive while the output exists;
  * freeing the output closes the pipe (input freed, no more processing). When
  * the input ends, the output ends after the last processed item. Reading
- * stops while the output holds `depth` unread items (default 5): the pipe
- * never holds more (items taken from the input and not processed yet
- * count too), and once stopped it reads again when the reader has left
- * half the depth (rounded up) free, a batch at a time.
+ * stops while the output holds `depth` unread items: the pipe never holds
+ * more (items taken from the input and not processed yet count too), and
+ * once stopped it reads again when the reader has left half the depth
+ * (rounded up) free, a batch at a time. The default depth starts at 5 and
+ * doubles, up to 64, whenever reading stops on it right after a batch of
+ * items that took under about 20 microseconds each: quick items then move
+ * in larger batches (fewer hand-offs between threads), slow ones keep the
+ * small depth, and no pipe holds more than 64 items at the default.
  * NULL for NULL arguments or on ENOMEM (input is freed either way). Out of
  * memory later: see desync_pipe_in (the output reports DESYNC_ENOMEM; an
  * item process returned that cannot be queued goes to the output's
@@ -178,7 +182,8 @@ DESYNC_API desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input,
 
 /* Async forms: process returns a future and d's queue is held until it
  * completes (blocking no thread). For desync_pipe_async the future's value is
- * the output item; a cancelled future produces no output item. */
+ * the output item; a cancelled future produces no output item. Their
+ * default depth stays 5 (one item per job: larger batches gain nothing). */
 DESYNC_API int desync_pipe_in_async(desync_t *d, desync_stream_t *input,
                                     desync_pipe_async_fn process, void *arg);
 DESYNC_API desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *input,
@@ -186,8 +191,9 @@ DESYNC_API desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *inpu
 
 /* Sets how many unread output items make a pipe stop reading its input
  * (at least 1; 0 is taken as 1). Ignores streams that are not pipe outputs.
- * A depth above the default makes the pipe allocate queue room as it
- * fills (see desync_pipe_in for what happens if that fails). */
+ * The depth set is kept (the default's growth stops). A depth above 64
+ * makes the pipe allocate queue room as it fills (see desync_pipe_in for
+ * what happens if that fails). */
 DESYNC_API void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t depth);
 
 #ifdef __cplusplus
