@@ -815,7 +815,8 @@ static void *w8_process(void *data, void *item, void *arg) {
 static uint64_t g_w8_ahead;  /* max items read from the input beyond the consumer */
 static int g_w8_warned;
 
-/* One run of the libdesync pipe with default backpressure (depth 5). */
+/* One run of the libdesync pipe with default backpressure (a depth of 5
+ * that grows up to 64 while items are quick). */
 static double w8_desync_core(uint64_t n) {
     desync_t *d = lib_counter();
     w8_src_t *src = calloc(1, sizeof *src);
@@ -940,7 +941,8 @@ void w8_pipe(row_t *row) {
                      {"2 bounded queues (5)", w8_queue, scaled(100000), 0, 0}};
     printf("  %" PRIu64 " u64 items from an always-ready desync_stream_new input through "
            "desync_pipe (output = item + state,\n"
-           "  default backpressure depth 5), consumer reads all and checks each; ns per item.\n"
+           "  default backpressure: depth 5, growing to 64 for quick items), consumer reads all\n"
+           "  and checks each; ns per item.\n"
            "  Baseline: producer thread -> bounded queue (5) -> worker thread -> bounded queue "
            "(5) -> main;\n"
            "  it wakes threads per item and runs %" PRIu64 " items, not %" PRIu64 "\n",
