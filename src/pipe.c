@@ -233,7 +233,7 @@ static bool refill_ok(dsy_pipe *p) {
 
 /* A batch of n items that started at t0 ended: were its items quick? */
 static void note_batch(dsy_pipe *p, uint64_t t0, size_t n) {
-    bool quick = dsy_now_ns() - t0 < n * (uint64_t)DSY_PIPE_QUICK_ITEM_NS;
+    bool quick = dsy_now_ns() - t0 < n * (uint64_t)DSY_PIPE_SLOW_ITEM_NS;
     if (atomic_load_explicit(&p->quick, memory_order_relaxed) != quick)
         atomic_store_explicit(&p->quick, quick, memory_order_relaxed);
 }

@@ -129,7 +129,7 @@
 /* Backpressure: a pipe's default depth (items polled but not processed plus
  * unread outputs) starts at DSY_PIPE_DEPTH and doubles, up to
  * DSY_PIPE_DEPTH_MAX, each time the pump is held back by it right after a
- * batch whose items took under DSY_PIPE_QUICK_ITEM_NS each (about a
+ * batch whose items took under DSY_PIPE_SLOW_ITEM_NS each (about a
  * sleep/wake hand-off: below it, batching pays). Deeper batches
  * more per job and hands off less often (R2, W8) but holds more items: slow
  * items (where a hand-off is cheap beside the work) keep the small depth,
@@ -137,7 +137,6 @@
  * kept as it is. */
 #define DSY_PIPE_DEPTH 5u
 #define DSY_PIPE_DEPTH_MAX 64u
-#define DSY_PIPE_QUICK_ITEM_NS 20000u
 /* pipe_in has no output to set a depth on: it reads at most this many
  * items ahead of processing. Larger than DSY_PIPE_DEPTH because, while it is
  * not held back, a send that returned has its job queued already. */
@@ -147,10 +146,12 @@
 /* A process job whose end finds the output full waits this long for the
  * reader to take an item before it parks the pump. W8. */
 #define DSY_PUMP_SPIN_NS 3000u
-/* A process job wakes its output's reader once per batch, unless the
- * batch's first item took this long: then after each item, so slow items
- * are not held back for the whole batch. Smaller wakes a downstream pipe
- * (and queues its job) per item more often. R2, W8. */
+/* An item that takes this long is slow (one threshold for both uses): the
+ * default depth does not grow after a batch of slow items (above), and a
+ * process job wakes its output's reader after each item, not once per
+ * batch, when the batch's first item was slow, so slow items are not held
+ * back for the whole batch. Smaller wakes a downstream pipe (and queues its
+ * job) per item more often. R2, W8. */
 #define DSY_PIPE_SLOW_ITEM_NS 20000u
 /* A blocked reader runs a batch of at most this many items itself. W8. */
 #define DSY_PIPE_INLINE_MAX 32u
