@@ -53,8 +53,8 @@ typedef struct {
     double lib_cpu, base_cpu; /* CPU ns per unit (NaN: not measured) */
     double lib_bytes;
     int mem_ok;
-    /* W1: the floor of any sync protocol on an idle object (two CAS and an
-     * indirect call, measured beside it); 0: not measured. */
+    /* The floor measured beside a workload (0: none): W1's of any sync
+     * protocol on an idle object, R2's of a hand-written two-thread split. */
     double floor_ns;
     char extra[512];
 } row_t;

@@ -18,6 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ R1 logger */
@@ -174,10 +177,130 @@ static sample_t r1_run(uint64_t n, int use_lib) {
 static sample_t r1_desync(uint64_t n) { return r1_run(n, 1); }
 static sample_t r1_mutex(uint64_t n) { return r1_run(n, 0); }
 
+/* The floor of R1 on this machine: the same formatting and writing, the
+ * writing taken off the callers' threads by hand with no library and no
+ * contention between callers. Each caller has its own single-producer
+ * single-consumer ring of line slots (the P2 probe's scheme: indices
+ * published every R1F_BATCH slots, and at the end); one writer thread polls
+ * the rings in turn and fputs each line. Waits spin briefly, then yield. */
+#define R1F_SLOTS 1024u
+#define R1F_BATCH 16u
+
+typedef struct {
+    _Alignas(64) _Atomic uint64_t head; /* slots written, published by the caller */
+    _Alignas(64) _Atomic uint64_t tail; /* slots written out, published by the writer */
+    _Alignas(64) char slot[R1F_SLOTS][128];
+} r1f_ring_t;
+
+typedef struct {
+    r1f_ring_t ring[R1_THREADS];
+    _Atomic int callers_done;
+    uint64_t n;
+    FILE *f;
+    pthread_barrier_t bar;
+} r1f_t;
+
+typedef struct {
+    r1f_t *w;
+    int t;
+} r1f_arg_t;
+
+static void r1f_wait(unsigned *spins) {
+    if (++*spins < 256)
+        return;
+    *spins = 0;
+    sched_yield();
+}
+
+static void *r1f_caller(void *p) {
+    r1f_arg_t *a = p;
+    r1f_ring_t *r = &a->w->ring[a->t];
+    uint64_t tail = 0, n = a->w->n;
+    pthread_barrier_wait(&a->w->bar);
+    for (uint64_t i = 0; i < n; i++) {
+        unsigned spins = 0;
+        while (i - tail >= R1F_SLOTS)
+            if (i - (tail = atomic_load_explicit(&r->tail, memory_order_acquire)) >= R1F_SLOTS)
+                r1f_wait(&spins);
+        r1_format(r->slot[i & (R1F_SLOTS - 1)], a->t, i);
+        if ((i + 1) % R1F_BATCH == 0 || i + 1 == n)
+            atomic_store_explicit(&r->head, i + 1, memory_order_release);
+    }
+    atomic_fetch_add_explicit(&a->w->callers_done, 1, memory_order_release);
+    return NULL;
+}
+
+static void *r1f_writer(void *p) {
+    r1f_t *w = p;
+    uint64_t tail[R1_THREADS] = {0};
+    unsigned spins = 0;
+    for (;;) {
+        /* Read before the rings: once all callers are done, an empty pass ends it. */
+        int done = atomic_load_explicit(&w->callers_done, memory_order_acquire) == R1_THREADS;
+        int wrote = 0;
+        for (int t = 0; t < R1_THREADS; t++) {
+            r1f_ring_t *r = &w->ring[t];
+            uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+            for (uint64_t i = tail[t]; i < head; i++) {
+                fputs(r->slot[i & (R1F_SLOTS - 1)], w->f);
+                if ((i + 1) % R1F_BATCH == 0)
+                    atomic_store_explicit(&r->tail, i + 1, memory_order_release);
+            }
+            wrote |= head != tail[t];
+            tail[t] = head;
+        }
+        if (wrote)
+            spins = 0;
+        else if (done)
+            return NULL;
+        else
+            r1f_wait(&spins);
+    }
+}
+
+static sample_t r1_floor(uint64_t n) {
+    char path[256];
+    r1_path(path, sizeof path);
+    r1f_t *w = aligned_alloc(64, sizeof *w);
+    if (!w)
+        die("out of memory");
+    for (int t = 0; t < R1_THREADS; t++) {
+        atomic_init(&w->ring[t].head, 0);
+        atomic_init(&w->ring[t].tail, 0);
+    }
+    atomic_init(&w->callers_done, 0);
+    w->n = n;
+    w->f = fopen(path, "w");
+    if (!w->f)
+        die("cannot create %s: %s", path, strerror(errno));
+    CHECK_PT(pthread_barrier_init(&w->bar, NULL, R1_THREADS + 1));
+    pthread_t th[R1_THREADS], wr;
+    r1f_arg_t args[R1_THREADS];
+    for (int t = 0; t < R1_THREADS; t++) {
+        args[t] = (r1f_arg_t){w, t};
+        CHECK_PT(pthread_create(&th[t], NULL, r1f_caller, &args[t]));
+    }
+    CHECK_PT(pthread_create(&wr, NULL, r1f_writer, w));
+    pthread_barrier_wait(&w->bar);
+    uint64_t t0 = now_ns();
+    for (int t = 0; t < R1_THREADS; t++)
+        CHECK_PT(pthread_join(th[t], NULL));
+    CHECK_PT(pthread_join(wr, NULL));
+    int bad = ferror(w->f);
+    if (fclose(w->f) != 0 || bad)
+        die("writing or closing the log failed");
+    uint64_t t1 = now_ns();
+    pthread_barrier_destroy(&w->bar);
+    free(w);
+    r1_check(path, n);
+    return per_op(t1 - t0, (uint64_t)R1_THREADS * n);
+}
+
 void r1_logger(row_t *row) {
     uint64_t n = scaled(250000);
     variant_t v[] = {{"libdesync logger object", r1_desync, n, 0, 0},
-                     {"fwrite under a mutex", r1_mutex, n, 0, 0}};
+                     {"fwrite under a mutex", r1_mutex, n, 0, 0},
+                     {"floor: a ring per thread", r1_floor, n, 0, 0}};
     printf("  %d threads x %" PRIu64 " lines (n below is per thread), snprintf'd as \"thread T "
            "line N: %.*s\\n\" (about 48 bytes),\n"
            "  into a buffered FILE * in %s. libdesync: desync_desync_copy onto one logger "
@@ -186,9 +309,12 @@ void r1_logger(row_t *row) {
            "closed).\n"
            "  Baseline: each thread fwrites under one pthread mutex, then fclose. The log is "
            "read back after each run.\n"
+           "  Floor: the writing taken off the threads by hand, no library: an SPSC ring of line\n"
+           "  slots per thread (P2's scheme), one writer thread polls them and fputs each line.\n"
            "  ns per line (lower is better)\n",
            R1_THREADS, n, (int)strlen(R1_TEXT) - 1, R1_TEXT, bench_tmpdir());
-    measure("R1", v, 2);
+    measure("R1", v, 3);
+    row->floor_ns = v[2].med_ns;
     row->lib_ns = v[0].med_ns;
     row->base_ns = v[1].med_ns;
     row->lib_cpu = measured_cpu(0);
@@ -563,6 +689,113 @@ static sample_t r2_loop(uint64_t lines_expected) {
     return per_op(t1 - t0, lines);
 }
 
+/* The floor of R2 on this machine: the same work with the same heap copies
+ * split over two threads by hand, with no library. The main thread reads
+ * and copies lines into a single-producer single-consumer ring (the P2
+ * probe's scheme: indices published every R2F_BATCH slots); the other
+ * thread tokenizes each into a heap word list and counts, then frees both.
+ * (Of the two-core splits this one measured best: reading and tokenizing
+ * against counting was slower. Any library adds its own costs to these.)
+ * Waits spin briefly, then yield. */
+#define R2F_SLOTS 1024u
+#define R2F_BATCH 16u
+
+typedef struct {
+    _Alignas(64) _Atomic uint64_t head; /* slots written, published by the reader */
+    _Alignas(64) _Atomic uint64_t tail; /* slots consumed, published by the counter */
+    _Alignas(64) r2_line_t *slot[R2F_SLOTS];
+    r2_table_t *t;
+} r2f_ring_t;
+
+static void r2f_wait(unsigned *spins) {
+    if (++*spins < 256)
+        return;
+    *spins = 0;
+    sched_yield();
+}
+
+static void *r2f_consumer(void *p) {
+    r2f_ring_t *r = p;
+    r2_scratch_t sc = {NULL, 0};
+    uint64_t i = 0, head = 0;
+    for (;;) {
+        unsigned spins = 0;
+        while (i == head && (head = atomic_load_explicit(&r->head, memory_order_acquire)) == i)
+            r2f_wait(&spins);
+        r2_line_t *l = r->slot[i & (R2F_SLOTS - 1)];
+        if (++i % R2F_BATCH == 0)
+            atomic_store_explicit(&r->tail, i, memory_order_release);
+        if (!l)
+            break;
+        r2_span_t *w = r2_scratch_for(&sc, l->len);
+        size_t n = r2_tokenize(l->s, l->len, w);
+        r2_words_t *ws = malloc(sizeof *ws + n * sizeof *w);
+        if (!ws)
+            die("out of memory");
+        ws->line = l;
+        ws->n = n;
+        memcpy(ws->w, w, n * sizeof *w);
+        for (size_t k = 0; k < ws->n; k++)
+            r2_table_add(r->t, l->s + ws->w[k].off, ws->w[k].len);
+        r->t->lines++;
+        free(ws->line);
+        free(ws);
+    }
+    free(sc.w);
+    return NULL;
+}
+
+/* Puts l (NULL: the end) in the ring, waiting for room. */
+static void r2f_put(r2f_ring_t *r, uint64_t *i, uint64_t *tail, r2_line_t *l) {
+    unsigned spins = 0;
+    while (*i - *tail >= R2F_SLOTS)
+        if (*i - (*tail = atomic_load_explicit(&r->tail, memory_order_acquire)) >= R2F_SLOTS)
+            r2f_wait(&spins);
+    r->slot[*i & (R2F_SLOTS - 1)] = l;
+    if (++*i % R2F_BATCH == 0 || !l)
+        atomic_store_explicit(&r->head, *i, memory_order_release);
+}
+
+static sample_t r2_floor(uint64_t lines_expected) {
+    FILE *in = r2_open_input();
+    r2_result_t res;
+    uint64_t t0 = now_ns(), lines = 0, i = 0, tail = 0;
+    r2f_ring_t *r = aligned_alloc(64, sizeof *r);
+    if (!r)
+        die("out of memory");
+    atomic_init(&r->head, 0);
+    atomic_init(&r->tail, 0);
+    r->t = r2_table_new();
+    pthread_t th;
+    if (pthread_create(&th, NULL, r2f_consumer, r) != 0)
+        die("pthread_create failed");
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&buf, &cap, in)) > 0) {
+        r2_line_t *l = malloc(sizeof *l + (size_t)len);
+        if (!l)
+            die("out of memory");
+        l->len = (size_t)len;
+        memcpy(l->s, buf, (size_t)len);
+        r2f_put(r, &i, &tail, l);
+        if ((++lines & 0x3fff) == 0)
+            PROGRESS(lines);
+    }
+    r2f_put(r, &i, &tail, NULL);
+    pthread_join(th, NULL);
+    r2_top(r->t, &res);
+    r2_table_free(r->t);
+    free(r);
+    uint64_t t1 = now_ns();
+    free(buf);
+    fclose(in);
+    expect_eq("lines read", lines, lines_expected);
+    expect_eq("lines counted", res.lines, lines_expected);
+    r2_compare(&res, "hand-written 2-thread floor");
+    return per_op(t1 - t0, lines);
+}
+
 /* Deterministic stand-in for the GPL-3 text: ~35 KB of lines of 50 to 75
  * characters, words from a 600-word vocabulary with a skewed (Zipf-like)
  * frequency, a blank line after every 12th line. */
@@ -676,9 +909,13 @@ void r2_word_count(row_t *row) {
            "input line (whole wall time / lines)\n",
            R2_CHANNEL_CAP, R2_TOP);
     g_r2_have_ref = 0;
+    printf("  Floor: the same work and heap copies split over two threads by hand, no library: the\n"
+           "  main thread reads lines into an SPSC ring (P2's scheme), one thread tokenizes and counts\n");
     variant_t v[] = {{"libdesync pipeline", r2_desync, g_r2_lines, 0, 0},
-                     {"plain loop", r2_loop, g_r2_lines, 0, 0}};
-    measure("R2", v, 2);
+                     {"plain loop", r2_loop, g_r2_lines, 0, 0},
+                     {"floor: 2 threads, SPSC ring", r2_floor, g_r2_lines, 0, 0}};
+    measure("R2", v, 3);
+    row->floor_ns = v[2].med_ns;
     unlink(g_r2_path);
     row->lib_ns = v[0].med_ns;
     row->base_ns = v[1].med_ns;

@@ -143,8 +143,14 @@ void print_targets(const row_t *rows, int n) {
     /* lines/s ratio = baseline ns per line / libdesync ns per line */
     ratio("R1", "logger lines/s >= 1.2x the mutex's", r1, NS(r1, base_ns), r1, NS(r1, lib_ns),
           1.2, 1);
+    if (r1 && r1->floor_ns > 0)
+        ratio("R1", "  floor (a ring per thread) lines/s / the mutex's", r1, NS(r1, base_ns), r1,
+              r1->floor_ns, 1.2, 1);
     ratio("R2", "word count wall time <= 0.8x the plain loop", r2, NS(r2, lib_ns), r2,
           NS(r2, base_ns), 0.8, 0);
+    if (r2 && r2->floor_ns > 0)
+        ratio("R2", "  floor (2 threads by hand) / the plain loop", r2, r2->floor_ns, r2,
+              NS(r2, base_ns), 0.8, 0);
 #undef NS
     curve_targets();
     printf("  (ratios are libdesync / reference, except R1 and CM: libdesync ops/s / baseline "
