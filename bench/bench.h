@@ -53,8 +53,9 @@ typedef struct {
     double lib_cpu, base_cpu; /* CPU ns per unit (NaN: not measured) */
     double lib_bytes;
     int mem_ok;
-    /* The floor measured beside a workload (0: none): W1's of any sync
-     * protocol on an idle object, R2's of a hand-written two-thread split. */
+    /* The floor measured beside a workload (0: none): P2's with an RMW per
+     * item (W2's and W4's), W1's of any sync protocol on an idle object,
+     * R1's and R2's of the program written by hand without the library. */
     double floor_ns;
     char extra[512];
 } row_t;

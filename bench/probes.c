@@ -5,7 +5,8 @@
  *   P1: one cache line passed back and forth between two threads.
  *   P2: the best a job queue can do between two cores: a single-producer
  *       single-consumer ring of 32-byte job slots, indices published in
- *       batches of 16.
+ *       batches of 16; then the same ring with one atomic read-modify-write
+ *       per item, the floor of any queue open to several producers.
  *
  * Waits are plain load loops (what the probes measure), with a yield every
  * SPIN_YIELD_EVERY rounds so that a descheduled partner can run on our core.
@@ -148,6 +149,82 @@ static sample_t p2_run(uint64_t n) {
     return per_op(t1 - t0, n);
 }
 
+/* P2 with what any queue open to several producers needs: the producer
+ * claims each slot with an atomic read-modify-write (here a fetch-add on a
+ * claim counter no other thread touches) and publishes each slot by itself
+ * (a sequence number per slot, store-release), as W2's desync must (its job
+ * runs even if no other call follows). An RMW waits for the producer's
+ * earlier stores, which the consumer is pulling to its core: this is the
+ * floor of W2 and W4 for any design with one RMW per job. */
+typedef struct {
+    void (*fn)(void *data, void *arg);
+    void *data;
+    void *arg;
+    _Atomic uint64_t seq; /* i + 1 once slot i is written (release) */
+} p2r_slot_t;
+
+_Static_assert(sizeof(p2r_slot_t) == 32, "P2 slots are 32 bytes");
+
+typedef struct {
+    _Alignas(64) _Atomic uint64_t claim; /* the producers' slot counter */
+    _Alignas(64) _Atomic uint64_t tail;  /* slots consumed, published every 16 */
+    _Alignas(64) p2r_slot_t ring[P2_SLOTS];
+    uint64_t n;
+    pthread_barrier_t bar;
+} p2r_t;
+
+static void *p2r_consumer(void *p) {
+    p2r_t *w = p;
+    uint64_t i = 0, spins = 0;
+    pthread_barrier_wait(&w->bar);
+    while (i < w->n) {
+        p2r_slot_t *s = &w->ring[i & (P2_SLOTS - 1)];
+        while (atomic_load_explicit(&s->seq, memory_order_acquire) != i + 1)
+            spin_step(&spins);
+        s->fn(s->data, s->arg);
+        if (++i % P2_BATCH == 0)
+            atomic_store_explicit(&w->tail, i, memory_order_release);
+    }
+    atomic_store_explicit(&w->tail, i, memory_order_release);
+    return NULL;
+}
+
+static sample_t p2_rmw_run(uint64_t n) {
+    p2r_t *w = aligned_alloc(64, sizeof *w);
+    if (!w)
+        die("out of memory");
+    memset(w, 0, sizeof *w);
+    w->n = n;
+    uint64_t counter = 0;
+    CHECK_PT(pthread_barrier_init(&w->bar, NULL, 2));
+    pthread_t t;
+    CHECK_PT(pthread_create(&t, NULL, p2r_consumer, w));
+    pthread_barrier_wait(&w->bar);
+    uint64_t tail = 0, spins = 0;
+    uint64_t t0 = now_ns();
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t i = atomic_fetch_add_explicit(&w->claim, 1, memory_order_relaxed);
+        while (i - tail >= P2_SLOTS)
+            if (i - (tail = atomic_load_explicit(&w->tail, memory_order_acquire)) >= P2_SLOTS)
+                spin_step(&spins);
+        p2r_slot_t *s = &w->ring[i & (P2_SLOTS - 1)];
+        s->fn = p2_inc;
+        s->data = &counter;
+        s->arg = NULL;
+        atomic_store_explicit(&s->seq, i + 1, memory_order_release);
+        if (((k + 1) & 0xffff) == 0)
+            PROGRESS(k);
+    }
+    while (atomic_load_explicit(&w->tail, memory_order_acquire) != n)
+        spin_step(&spins);
+    uint64_t t1 = now_ns();
+    CHECK_PT(pthread_join(t, NULL));
+    expect_eq("counter", counter, n);
+    pthread_barrier_destroy(&w->bar);
+    free(w);
+    return per_op(t1 - t0, n);
+}
+
 /* ------------------------------------------------------------- drivers */
 
 /* Both passes' runs, for the combined median. */
@@ -189,6 +266,11 @@ void p2_spsc_ring(row_t *row) {
     g_p2_count = 0;
     probe(row, "P2", p2_run, n, "spsc ring", g_p2_runs, &g_p2_count);
     snprintf(row->extra, sizeof row->extra, "machine limit: SPSC ring stream");
+    printf("  the same ring with an atomic read-modify-write per item (a slot claimed with a\n"
+           "  fetch-add, published by itself): the floor of any queue open to several producers\n");
+    variant_t v[] = {{"ring, RMW per item", p2_rmw_run, n, 0, 0}};
+    measure("P2 rmw", v, 1);
+    row->floor_ns = v[0].med_ns;
 }
 
 /* The spread of one probe's runs (max / min) and its extremes. */
