@@ -3,7 +3,8 @@
  *
  * A desync_t owns a pointer to user data and a serial job queue. Jobs queued on
  * one object run one at a time, in exactly the order their calls returned, so
- * the data needs no lock. desync_desync() queues a job and returns at once;
+ * the data needs no lock. desync_desync() queues a job and returns at once
+ * (unless the object has a limit on pending jobs and is full);
  * desync_sync() queues a job and waits for it (on an idle object it simply runs
  * the job on the calling thread).
  *
@@ -284,12 +285,14 @@ DESYNC_API void desync_queue_release(desync_queue_t *q);
  * the scheduler section). `arg` is passed as it is: what it points to must
  * stay valid until the job has run (the job may free it); use
  * desync_queue_desync_copy for data on the caller's stack. Never blocks
- * (from a job, it never waits for that job). When the queue is more than
+ * (from a job, it never waits for that job), except on a queue with a limit
+ * (desync_queue_set_max_pending) that is full: see there. When the queue is more than
  * 4,096 jobs behind, one call in 64 yields the CPU (sched_yield) so that
  * the queue's thread can catch up: with more busy producer threads than
  * cores it would otherwise get no more CPU than any one of them, and the
  * backlog's memory would grow. DESYNC_EINVAL (NULL q or job), DESYNC_ENOMEM
- * (no memory for the job; nothing queued).
+ * (no memory for the job; nothing queued); on a full queue with a limit,
+ * DESYNC_EAGAIN, DESYNC_EDEADLK or DESYNC_EFORKED as said there.
  */
 DESYNC_API int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 
@@ -325,6 +328,40 @@ DESYNC_API int desync_queue_sync(desync_queue_t *q, desync_queue_job_fn job, voi
  */
 DESYNC_API int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 
+/*
+ * Bounded queues. Sets the most desync jobs that may be pending on q (queued
+ * by desync, desync_copy or try_desync and not yet run); 0, the default,
+ * means no limit. Only those calls count and only they can be refused or
+ * held back: syncs, futures, `after`, pipes and destruction are never. With
+ * the limit reached, desync and desync_copy (and the desync_t forms) BLOCK
+ * until a job has run and made room: the producer parks, and is woken once
+ * the queue is down to half its limit; meanwhile, if no thread runs the
+ * queue (a scheduler with 0 threads, or none left), it runs the queue on the
+ * calling thread, as a sync does. They do not block, and return
+ * DESYNC_EAGAIN with nothing queued, on a full queue when called:
+ *   - from a job of q itself (on any thread, also through nested syncs):
+ *     waiting there would never end;
+ *   - from a job running on a scheduler's thread (any scheduler): a pool
+ *     thread is never held by a full queue; retry later, or use a future;
+ * and return DESYNC_EDEADLK, nothing queued, when the wait would close a
+ * cycle of threads waiting for each other (see "Deadlocks"), DESYNC_EFORKED
+ * if q is forked off meanwhile. Lowering the limit below the jobs pending
+ * drops none: producers wait until the queue is below it; raising it or
+ * setting 0 lets blocked producers go on. The limit lives in the queue's
+ * cold part, allocated on first use: 0 or DESYNC_ENOMEM (limit unchanged),
+ * DESYNC_EINVAL for NULL. Never blocks. Once any queue of the process has
+ * had a limit, every desync reads one more word of its queue.
+ */
+DESYNC_API int desync_queue_set_max_pending(desync_queue_t *q, size_t n);
+
+/*
+ * As desync_queue_desync, but returns DESYNC_EAGAIN (nothing queued) instead
+ * of blocking when q has a limit and is full. Never blocks. Without a limit
+ * it is desync_queue_desync. DESYNC_EINVAL, DESYNC_ENOMEM, DESYNC_EFORKED as
+ * there.
+ */
+DESYNC_API int desync_queue_try_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
+
 /* ------------------------------------------------------ desync objects */
 
 /*
@@ -352,11 +389,17 @@ DESYNC_API desync_t *desync_retain(desync_t *d);
 DESYNC_API void desync_release(desync_t *d);
 
 /* The same calls as for queues, with the same errors; jobs also receive the
- * object's data. */
+ * object's data. desync and desync_copy return at once unless d has a limit
+ * on pending jobs (desync_set_max_pending) and is full. */
 DESYNC_API int desync_desync(desync_t *d, desync_job_fn job, void *arg);
 DESYNC_API int desync_desync_copy(desync_t *d, desync_job_fn job, const void *arg, size_t len);
 DESYNC_API int desync_sync(desync_t *d, desync_job_fn job, void *arg);
 DESYNC_API int desync_try_sync(desync_t *d, desync_job_fn job, void *arg);
+DESYNC_API int desync_try_desync(desync_t *d, desync_job_fn job, void *arg);
+/* desync_queue_set_max_pending on the object's queue: desync, desync_copy
+ * and try_desync on d then block (or fail with DESYNC_EAGAIN) as said
+ * there while d is full. */
+DESYNC_API int desync_set_max_pending(desync_t *d, size_t n);
 
 /*
  * The object's queue, borrowed (valid while the object is; retain it to keep

@@ -120,6 +120,12 @@ struct desync_queue {
      * take the batches in flight. Both on the line of `tail`, which a
      * producer owns anyway when it pushes. */
     _Atomic uint32_t pushed, unlinked;
+    /* The cold part (queue.c: struct dsy_queue_cold): what few queues use, a
+     * limit on pending desyncs and the producers blocked on it, a label.
+     * NULL until first needed (set once, never replaced), freed with the
+     * queue. The hot paths never read it: a desync looks at it only once a
+     * limit was set on some queue of the process (queue.c: the gate). */
+    _Atomic(struct dsy_queue_cold *) cold;
 };
 
 /* desync_t: a queue plus the data it protects. */
@@ -151,7 +157,8 @@ typedef void (*dsy_fn)(void);
 enum dsy_job_flags {
     DSY_JOB_DATA = 1u, /* fn takes the object's data: a desync_job_fn */
     DSY_JOB_COPY = 2u, /* desync: run fn on a copy of len bytes at arg */
-    DSY_JOB_TRY = 4u,  /* sync: DESYNC_EBUSY rather than wait for a busy queue */
+    DSY_JOB_TRY = 4u,  /* sync: DESYNC_EBUSY rather than wait for a busy queue;
+                        * desync: DESYNC_EAGAIN rather than wait for room */
 };
 
 /* Flags of dsy_queue_init. */
@@ -313,6 +320,10 @@ bool dsy_sched_nothing_else(void);
  * for. If it is a worker, the entry goes to the run list, for other threads. */
 void dsy_sched_thread_blocks(void);
 
+/* True if the calling thread is a scheduler's worker running a job (a
+ * limit's producer must not block such a thread: DESYNC_EAGAIN). */
+bool dsy_sched_in_pool_job(void);
+
 /* Gives the block pools' free memory back to malloc: the calling thread's
  * caches and job segment, the depots and the segment cache (other threads'
  * caches go back when they exit). For desync_shutdown. */
@@ -393,8 +404,12 @@ void dsy_sched_fork_vanished(dsy_thread *t);  /* lists the entry t was listing *
 /* ... and these for the thread that goes on (its own record). */
 void dsy_queue_fork_survivor(dsy_thread *t);
 /* Lock handling per file, called by fork.c's handlers in the order of the
- * registry mutex, schedulers, pools, OS layer (reverse to release). The
+ * registry mutex, queues' cold parts, schedulers, pools, OS layer (reverse
+ * to release). The
  * scheduler's child handler also resets the workers (none exist). */
+void dsy_queue_fork_prepare(void); /* the cold parts' list (queue.c) */
+void dsy_queue_fork_parent(void);
+void dsy_queue_fork_child(void);
 void dsy_sched_fork_prepare(void);
 void dsy_sched_fork_parent(void);
 void dsy_sched_fork_child(void);

@@ -307,6 +307,11 @@ void dsy_sched_poke(desync_scheduler_t *s) {
     join_list(z);
 }
 
+bool dsy_sched_in_pool_job(void) {
+    worker *w = tls_worker;
+    return w && w->in_job;
+}
+
 bool dsy_sched_nothing_else(void) {
     worker *w = tls_worker;
     return w && !atomic_load_explicit(&w->next_q, memory_order_relaxed) &&
