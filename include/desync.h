@@ -72,6 +72,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "desync/version.h"
 
@@ -215,6 +216,39 @@ DESYNC_API int desync_scheduler_spawn_thread(desync_scheduler_t *s);
  * memory.
  */
 DESYNC_API void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s);
+
+/* Counters of a scheduler (desync_scheduler_stats). */
+typedef struct desync_scheduler_stats {
+    size_t threads;          /* threads alive now */
+    size_t threads_peak;     /* the most alive at once so far */
+    size_t max_threads;      /* the limit */
+    size_t ready;            /* queues waiting on the run list for a thread */
+    uint64_t queues_run;     /* turns of a queue taken by its threads (a turn
+                                runs up to 256 jobs) */
+    uint64_t wakeups;        /* times a sleeping thread was woken for work */
+    uint64_t spawn_failures; /* thread starts the system refused */
+} desync_scheduler_stats_t;
+
+/*
+ * Fills *out with s's counters (NULL s = the default scheduler). Each worker
+ * keeps its own counts, added up here, so the figures are a snapshot that
+ * may be a little behind a busy scheduler. Never blocks (takes the
+ * scheduler's lock for a moment). 0, or DESYNC_EINVAL for a NULL out.
+ */
+DESYNC_API int desync_scheduler_stats(desync_scheduler_t *s, desync_scheduler_stats_t *out);
+
+/*
+ * Writes a human-readable snapshot of s (NULL = the default scheduler) to f
+ * (NULL = stderr), for debugging a stalled program: the counters above, each
+ * thread (named desync-N, as debuggers and `top -H` show it, on systems
+ * that name threads) and the queue it runs, the queues waiting for a
+ * thread, and every queue of s with a label or a limit (desync_set_label,
+ * desync_set_max_pending) with its state (suspended ones included) and
+ * counts. Other queues appear only by address, where a thread runs them or
+ * they wait. A snapshot taken while the threads go on: approximate. Never
+ * blocks on the queues (writing to f may block).
+ */
+DESYNC_API void desync_scheduler_dump(desync_scheduler_t *s, FILE *f);
 
 /* ------------------------------------------------------------------ fork
  *
@@ -362,6 +396,38 @@ DESYNC_API int desync_queue_set_max_pending(desync_queue_t *q, size_t n);
  */
 DESYNC_API int desync_queue_try_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 
+/* A queue's state (desync_queue_stats). */
+#define DESYNC_QUEUE_IDLE 0      /* nothing pending or running */
+#define DESYNC_QUEUE_RUNNING 1   /* work pending: a thread runs it, or it waits for one */
+#define DESYNC_QUEUE_SUSPENDED 2 /* stopped by desync_queue_suspend until resumed */
+
+typedef struct desync_queue_stats {
+    uint64_t pending;   /* jobs queued and not finished (syncs, future jobs too) */
+    uint64_t run;       /* queued jobs finished so far, modulo 2^32 */
+    int state;          /* DESYNC_QUEUE_* */
+    size_t max_pending; /* the limit (desync_queue_set_max_pending), 0 none */
+    size_t blocked;     /* producers blocked on the limit now */
+} desync_queue_stats_t;
+
+/*
+ * Fills *out with q's counts and state. Approximate while other threads use
+ * q: the counts are read one after the other, without stopping anyone, and
+ * the runner adds finished jobs in batches (of up to 64, and at the end of
+ * each turn), so `pending` may be a little high and `run` a little behind
+ * while q runs; both are exact when q is idle. A sync that ran at once on an
+ * idle queue (the calling thread's fast path) is counted in neither. A
+ * queue held by an async job's or `after`'s future reads RUNNING. Never
+ * blocks. 0, or DESYNC_EINVAL for NULL.
+ */
+DESYNC_API int desync_queue_stats(desync_queue_t *q, desync_queue_stats_t *out);
+
+/*
+ * Names q for desync_scheduler_dump: `name` is copied (NULL clears it). The
+ * label is kept in q's cold part (allocated on first use, freed with q).
+ * Never blocks. 0, DESYNC_ENOMEM (label unchanged), DESYNC_EINVAL for NULL q.
+ */
+DESYNC_API int desync_queue_set_label(desync_queue_t *q, const char *name);
+
 /* ------------------------------------------------------ desync objects */
 
 /*
@@ -400,6 +466,8 @@ DESYNC_API int desync_try_desync(desync_t *d, desync_job_fn job, void *arg);
  * and try_desync on d then block (or fail with DESYNC_EAGAIN) as said
  * there while d is full. */
 DESYNC_API int desync_set_max_pending(desync_t *d, size_t n);
+/* desync_queue_set_label on the object's queue. */
+DESYNC_API int desync_set_label(desync_t *d, const char *name);
 
 /*
  * The object's queue, borrowed (valid while the object is; retain it to keep

@@ -22,6 +22,8 @@
 #include "base.h"
 #include "desync.h"
 
+#include <stdio.h>
+
 /* ---------------------------------------------------------- job nodes */
 
 typedef struct dsy_node dsy_node;
@@ -294,6 +296,12 @@ typedef struct dsy_runnable_ops {
      * own, or one it runs for a thread blocked in it): waiting for s to be
      * quiet, or freeing s, from there could never finish. */
     bool (*running_here)(desync_scheduler_t *s);
+    /* For desync_scheduler_dump: a short name of r (its label, or its
+     * address) in buf, from r's address alone (r may be gone: the owner
+     * dereferences it only if it knows it alive); and the owner's own lines
+     * about its runnables of s. Never called with the scheduler's lock held. */
+    void (*name)(dsy_runnable *r, char *buf, size_t len);
+    void (*dump)(desync_scheduler_t *s, FILE *f);
 } dsy_runnable_ops;
 
 /* Attaches an owner of runnables to s, which it keeps alive until detach.

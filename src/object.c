@@ -113,6 +113,10 @@ int desync_try_sync(desync_t *d, desync_job_fn job, void *arg) {
              : DESYNC_EINVAL;
 }
 
+int desync_set_label(desync_t *d, const char *name) {
+    return d ? desync_queue_set_label(&d->q, name) : DESYNC_EINVAL;
+}
+
 desync_queue_t *desync_get_queue(desync_t *d) { return d ? &d->q : NULL; }
 
 void *desync_data(desync_t *d) { return d ? d->data : NULL; }

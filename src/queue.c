@@ -1229,6 +1229,91 @@ static void queue_runnable_requeue(dsy_runnable *r) {
     dsy_token_place((desync_queue_t *)r, true);
 }
 
+/* ------------------------------------------------------- introspection */
+
+int desync_queue_set_label(desync_queue_t *q, const char *name) {
+    if (!q)
+        return DESYNC_EINVAL;
+    if (!name && !atomic_load_explicit(&q->cold, memory_order_acquire))
+        return 0;
+    char *copy = NULL;
+    if (name && !(copy = strdup(name)))
+        return DESYNC_ENOMEM;
+    dsy_queue_cold *c = cold_get(q);
+    if (!c) {
+        free(copy);
+        return DESYNC_ENOMEM;
+    }
+    pthread_mutex_lock(&cold_lock);
+    char *old = c->label;
+    c->label = copy;
+    pthread_mutex_unlock(&cold_lock);
+    free(old);
+    return 0;
+}
+
+int desync_queue_stats(desync_queue_t *q, desync_queue_stats_t *out) {
+    if (!q || !out)
+        return DESYNC_EINVAL;
+    /* unlinked first: read the other way round, a run in between could make
+     * unlinked pass pushed. Both are 32-bit counts (see BACKLOG above). */
+    uint32_t unlinked = atomic_load_explicit(&q->unlinked, memory_order_relaxed);
+    uint32_t pushed = atomic_load_explicit(&q->pushed, memory_order_relaxed);
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
+    out->pending = (uint32_t)(pushed - unlinked);
+    out->run = unlinked;
+    out->state = (s & DSY_Q_SUSPENDED) ? DESYNC_QUEUE_SUSPENDED
+                 : atomic_load_explicit(&q->tail, memory_order_relaxed) ? DESYNC_QUEUE_RUNNING
+                                                                          : DESYNC_QUEUE_IDLE;
+    if (out->state == DESYNC_QUEUE_IDLE)
+        out->pending = 0; /* a count still in flight */
+    dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
+    out->max_pending = c ? atomic_load_explicit(&c->max_pending, memory_order_relaxed) : 0;
+    out->blocked = c ? atomic_load_explicit(&c->nblocked, memory_order_relaxed) : 0;
+    return 0;
+}
+
+/* cold_lock held: c's queue is alive (its free unlists c first). */
+static void cold_describe(const dsy_queue_cold *c, char *buf, size_t len) {
+    if (c->label)
+        snprintf(buf, len, "\"%s\" (%p)", c->label, (void *)c->q);
+    else
+        snprintf(buf, len, "queue %p", (void *)c->q);
+}
+
+static void queue_runnable_name(dsy_runnable *r, char *buf, size_t len) {
+    snprintf(buf, len, "queue %p", (void *)r);
+    pthread_mutex_lock(&cold_lock);
+    for (dsy_queue_cold *c = cold_list; c; c = c->next)
+        if (c->q == (desync_queue_t *)r) {
+            cold_describe(c, buf, len);
+            break;
+        }
+    pthread_mutex_unlock(&cold_lock);
+}
+
+/* The queues of s that the library knows by name (a cold part: a label or a
+ * limit): state and counts. Others show up only as run by a thread or ready. */
+static void queue_runnable_dump(desync_scheduler_t *s, FILE *f) {
+    static const char *const states[] = {"idle", "running or ready", "suspended"};
+    char name[128];
+    pthread_mutex_lock(&cold_lock);
+    for (dsy_queue_cold *c = cold_list; c; c = c->next) {
+        if (c->q->sched != s)
+            continue;
+        desync_queue_stats_t st;
+        desync_queue_stats(c->q, &st);
+        cold_describe(c, name, sizeof name);
+        fprintf(f, "  %s %s: %s, %llu pending, %llu run", st.state == DESYNC_QUEUE_SUSPENDED ? "suspended" : "queue",
+                name, states[st.state], (unsigned long long)st.pending,
+                (unsigned long long)st.run);
+        if (st.max_pending)
+            fprintf(f, ", limit %zu, %zu producers blocked", st.max_pending, st.blocked);
+        fputc('\n', f);
+    }
+    pthread_mutex_unlock(&cold_lock);
+}
+
 /* A closed scheduler has no run list: the token stays READY with no entry,
  * for a syncer or waiter to steal, and the entry's reference goes with it. */
 static void queue_runnable_orphan(dsy_runnable *r) {
@@ -1244,9 +1329,9 @@ static bool queue_runnable_running_here(desync_scheduler_t *s) {
     return chain_has(frame_top(), NULL, s, 0);
 }
 
-static const dsy_runnable_ops queue_runnable_ops = {queue_runnable_run, queue_runnable_requeue,
-                                                    queue_runnable_orphan,
-                                                    queue_runnable_running_here};
+static const dsy_runnable_ops queue_runnable_ops = {
+    queue_runnable_run,          queue_runnable_requeue, queue_runnable_orphan,
+    queue_runnable_running_here, queue_runnable_name,    queue_runnable_dump};
 
 /* ------------------------------------------------------------------ fork
  *

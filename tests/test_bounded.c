@@ -42,7 +42,14 @@ TEST(bounded_desync_blocks_until_room) {
     struct producer pr = {.d = d, .job = thread_log_job, .arg = IV(4)};
     pthread_t t;
     CHECK_EQ(pthread_create(&t, NULL, producer_main, &pr), 0);
-    test_sleep_ms(50); /* give it time to block; it cannot return before go */
+    /* Wait until it is blocked (it cannot return before go). */
+    desync_queue_stats_t st = {0};
+    for (int i = 0; i < 2000 && st.blocked == 0; i++) {
+        test_sleep_ms(1);
+        CHECK_EQ(desync_queue_stats(desync_get_queue(d), &st), 0);
+    }
+    CHECK_EQ(st.blocked, 1);
+    CHECK_EQ(st.max_pending, 4);
     CHECK_EQ(atomic_load(&pr.returned), 0);
     atomic_store(&b.go, 1);
     CHECK(test_wait_flag(&pr.returned, LONG_MS));

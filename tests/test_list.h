@@ -268,5 +268,12 @@ TEST_ENTRY(bounded_suspended_queue, 30)
 TEST_ENTRY(bounded_deadlock_cycle_edeadlk, 30)
 TEST_ENTRY(bounded_stress_order_exactly_once, 60)
 
+/* introspection: queue and scheduler stats, dump, labels, thread names
+ * (test_stats.c) */
+TEST_ENTRY(stats_queue_counts_and_states, 20)
+TEST_ENTRY(stats_scheduler_counters, 30)
+TEST_ENTRY(stats_dump_shows_labels, 20)
+TEST_ENTRY(stats_worker_threads_named, 20)
+
 /* version (test_version.c) */
 TEST_ENTRY(version_matches_headers, 5)
