@@ -38,10 +38,11 @@
  * with DESYNC_EDEADLK where the chain is known (see desync_queue_sync).
  *
  * Deadlocks: a call that would block until a queue has run a job (a sync on a
- * busy queue, a wait on a future of a queue) returns DESYNC_EDEADLK instead,
- * without queueing anything, when the wait could never end because of other
- * waits: the calling job's own queue (directly, or through a chain of nested
- * syncs, also across the threads those syncs run on), or a cycle of threads
+ * busy queue, a wait on a future of a queue, a desync on a full queue with a
+ * limit) returns DESYNC_EDEADLK instead, without queueing anything, when the
+ * wait could never end because of other waits: the calling job's own queue
+ * (directly, or through a chain of nested syncs, also across the threads
+ * those syncs run on; a desync returns DESYNC_EAGAIN there), or a cycle of threads
  * each inside a job of one queue and blocked until the next queue runs (A's
  * job syncs B while B's running job waits for A's future; cycles of any
  * length). The check runs only when the caller is about to block; of the
