@@ -130,7 +130,8 @@ struct desync_queue {
     _Atomic(struct dsy_queue_cold *) cold;
 };
 
-/* desync_t: a queue plus the data it protects. */
+/* desync_t: a queue plus the data it protects. Kept minimal (issue 10):
+ * what few objects use (a limit, a label) goes in the queue's cold part. */
 struct desync_object {
     struct desync_queue q;
     void *data;

@@ -192,6 +192,39 @@ TEST(bounded_zero_threads_producer_runs_queue) {
     return 0;
 }
 
+/* Only desyncs count and wait: on a full queue, syncs, futures and the last
+ * release go through (0 threads: nothing runs until we sync). */
+static desync_future_t *ready_job(void *data, void *arg) {
+    (void)data;
+    return desync_future_ready(arg);
+}
+
+TEST(bounded_other_calls_never_refused) {
+    desync_scheduler_t *s = desync_scheduler_new(0);
+    CHECK(s);
+    struct tracked t = {0};
+    desync_t *d = desync_new_on(s, &t, tracked_destroy);
+    CHECK(d);
+    CHECK_EQ(desync_set_max_pending(d, 1), 0);
+    CHECK_EQ(desync_desync(d, tracked_job, NULL), 0);
+    CHECK_EQ(desync_try_desync(d, tracked_job, NULL), DESYNC_EAGAIN);
+    desync_future_t *f = desync_future_desync(d, ready_job, IV(7));
+    CHECK(f);
+    CHECK_EQ(desync_sync(d, tracked_job, NULL), 0); /* runs all three here */
+    CHECK_EQ(t.jobs, 2);
+    void *v = NULL;
+    CHECK_EQ(desync_future_wait_for(f, LONG_NS, &v), 0);
+    CHECK_EQ(VI(v), 7);
+    desync_future_free(f);
+    CHECK_EQ(desync_try_desync(d, tracked_job, NULL), 0); /* room again */
+    CHECK_EQ(desync_try_desync(d, tracked_job, NULL), DESYNC_EAGAIN);
+    desync_release(d); /* full: destruction still queues, and runs the job first */
+    CHECK_EQ(atomic_load(&t.destroyed), 1);
+    CHECK_EQ(atomic_load(&t.jobs_at_destroy), 3);
+    desync_scheduler_free(s);
+    return 0;
+}
+
 /* A producer blocked on a suspended full queue goes on after the resume,
  * also when no thread runs the queue (it then runs it itself). */
 struct resume_ctx {
