@@ -919,13 +919,18 @@ desync_job(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned f
 /* --------------------------------------------------------- limits */
 
 /* One admitted job less (it ran, or it was never queued): wakes the blocked
- * producers once the queue is down to half its limit. q is alive (the
+ * producers when the queue comes down to half its limit. Only then: woken
+ * producers take a while to uncount themselves, and waking them again for
+ * every job meanwhile would cost a syscall per job. pending moves by one,
+ * so coming down from full (where producers block) it meets half its limit
+ * exactly; a limit changed meanwhile wakes them anyway (set_max_pending),
+ * and a parked producer looks again after its timeout. q is alive (the
  * caller holds its token or a reference). */
 static void bounded_done(desync_queue_t *q) {
     dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
     size_t left = atomic_fetch_sub_explicit(&c->pending, 1, memory_order_seq_cst) - 1;
     if (atomic_load_explicit(&c->nblocked, memory_order_seq_cst) &&
-        left <= atomic_load_explicit(&c->max_pending, memory_order_relaxed) / 2) {
+        left == atomic_load_explicit(&c->max_pending, memory_order_relaxed) / 2) {
         atomic_fetch_add_explicit(&c->room, 1, memory_order_release);
         dsy_unpark_all(&c->room);
     }
