@@ -385,7 +385,26 @@ static void *stress_main(void *p) {
     return NULL;
 }
 
-TEST(bounded_stress_order_exactly_once) {
+/* Changes the limit while producers block on it (1, 2, 7, none, ...). */
+struct tuner {
+    desync_t *d;
+    atomic_int stop;
+    int changes;
+};
+
+static void *tuner_main(void *p) {
+    struct tuner *t = p;
+    static const size_t limits[] = {1, 2, 7, 0, 3};
+    gate_wait();
+    while (!atomic_load(&t->stop)) {
+        if (desync_set_max_pending(t->d, limits[t->changes++ % 5]) != 0)
+            FAILF("set_max_pending failed\n");
+        test_spin_ns(50000);
+    }
+    return NULL;
+}
+
+static int stress_run(int tune) {
     struct stress_log log = {0};
     desync_t *d = desync_new(&log, NULL);
     CHECK(d);
@@ -399,8 +418,16 @@ TEST(bounded_stress_order_exactly_once) {
         CHECK(sp[i].items);
         CHECK_EQ(pthread_create(&th[i], NULL, stress_main, &sp[i]), 0);
     }
+    struct tuner tn = {.d = d};
+    pthread_t tt;
+    if (tune)
+        CHECK_EQ(pthread_create(&tt, NULL, tuner_main, &tn), 0);
     atomic_store(&g_gate, 1);
     test_join_threads(th, STRESS_PRODUCERS);
+    if (tune) {
+        atomic_store(&tn.stop, 1);
+        pthread_join(tt, NULL);
+    }
     CHECK_EQ(desync_sync(d, noop_job, NULL), 0);
     CHECK_EQ(atomic_load(&g_errors), 0);
     CHECK_EQ(log.bad, 0);
@@ -410,5 +437,12 @@ TEST(bounded_stress_order_exactly_once) {
         free(sp[i].items);
     }
     desync_release(d);
+    atomic_store(&g_gate, 0);
+    return 0;
+}
+
+TEST(bounded_stress_order_exactly_once) {
+    CHECK_EQ(stress_run(0), 0);
+    CHECK_EQ(stress_run(1), 0); /* the limit changing under the producers */
     return 0;
 }
