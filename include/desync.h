@@ -384,8 +384,10 @@ DESYNC_API int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job,
  * drops none: producers wait until the queue is below it; raising it or
  * setting 0 lets blocked producers go on. The limit lives in the queue's
  * cold part, allocated on first use: 0 or DESYNC_ENOMEM (limit unchanged),
- * DESYNC_EINVAL for NULL. Never blocks. Once any queue of the process has
- * had a limit, every desync reads one more word of its queue.
+ * DESYNC_EINVAL for NULL. Never blocks. Without limits a desync pays
+ * nothing for them; once any queue of the process has had one, every desync
+ * (on any queue) takes a slightly longer path that reads its queue's limit
+ * (about 13% more instructions per desync, memory allocation included).
  */
 DESYNC_API int desync_queue_set_max_pending(desync_queue_t *q, size_t n);
 

@@ -1029,8 +1029,13 @@ static int bounded_admit(desync_queue_t *q, dsy_queue_cold *c, bool try_only) {
 }
 
 /* A desync once the gate is open: forked-off queues, limits. */
+static bool desync_args_bad(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len,
+                            unsigned flags);
+
 static __attribute__((noinline)) int desync_gated(desync_queue_t *q, dsy_fn fn, const void *arg,
                                                   size_t len, unsigned flags) {
+    if (desync_args_bad(q, fn, arg, len, flags))
+        return DESYNC_EINVAL;
     if (forked_off_gated(q))
         return DESYNC_EFORKED;
     dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
@@ -1046,12 +1051,25 @@ static __attribute__((noinline)) int desync_gated(desync_queue_t *q, dsy_fn fn, 
     return rc;
 }
 
-int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags) {
-    if (DSY_UNLIKELY(!q || !fn || ((flags & DSY_JOB_COPY) && len && !arg)))
+static inline bool desync_args_bad(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len,
+                                   unsigned flags) {
+    return !q || !fn || ((flags & DSY_JOB_COPY) && len && !arg);
+}
+
+/* The common case, out of line: dsy_desync only tests the gate and jumps
+ * here or to desync_gated, so the gated path does not pay for the register
+ * saves of this one (the compiler would make them before the test). */
+static __attribute__((noinline)) int desync_plain(desync_queue_t *q, dsy_fn fn, const void *arg,
+                                                  size_t len, unsigned flags) {
+    if (DSY_UNLIKELY(desync_args_bad(q, fn, arg, len, flags)))
         return DESYNC_EINVAL;
+    return desync_job(q, fn, arg, len, flags, job_ops);
+}
+
+int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags) {
     if (DSY_UNLIKELY(atomic_load_explicit(&gate, memory_order_relaxed)))
         return desync_gated(q, fn, arg, len, flags);
-    return desync_job(q, fn, arg, len, flags, job_ops);
+    return desync_plain(q, fn, arg, len, flags);
 }
 
 int desync_queue_set_max_pending(desync_queue_t *q, size_t n) {
