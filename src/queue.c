@@ -1028,10 +1028,12 @@ static int bounded_admit(desync_queue_t *q, dsy_queue_cold *c, bool try_only) {
     return 1;
 }
 
-/* A desync once the gate is open: forked-off queues, limits. */
-static bool desync_args_bad(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len,
-                            unsigned flags);
+static inline bool desync_args_bad(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len,
+                                   unsigned flags) {
+    return !q || !fn || ((flags & DSY_JOB_COPY) && len && !arg);
+}
 
+/* A desync once the gate is open: forked-off queues, limits. */
 static __attribute__((noinline)) int desync_gated(desync_queue_t *q, dsy_fn fn, const void *arg,
                                                   size_t len, unsigned flags) {
     if (desync_args_bad(q, fn, arg, len, flags))
@@ -1049,11 +1051,6 @@ static __attribute__((noinline)) int desync_gated(desync_queue_t *q, dsy_fn fn, 
     if (rc)
         bounded_done(q);
     return rc;
-}
-
-static inline bool desync_args_bad(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len,
-                                   unsigned flags) {
-    return !q || !fn || ((flags & DSY_JOB_COPY) && len && !arg);
 }
 
 /* The common case, out of line: dsy_desync only tests the gate and jumps
