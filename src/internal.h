@@ -22,6 +22,8 @@
 #include "base.h"
 #include "desync.h"
 
+#include <stdio.h>
+
 /* ---------------------------------------------------------- job nodes */
 
 typedef struct dsy_node dsy_node;
@@ -120,9 +122,16 @@ struct desync_queue {
      * take the batches in flight. Both on the line of `tail`, which a
      * producer owns anyway when it pushes. */
     _Atomic uint32_t pushed, unlinked;
+    /* The cold part (queue.c: struct dsy_queue_cold): what few queues use, a
+     * limit on pending desyncs and the producers blocked on it, a label.
+     * NULL until first needed (set once, never replaced), freed with the
+     * queue. The hot paths never read it: a desync looks at it only once a
+     * limit was set on some queue of the process (queue.c: the gate). */
+    _Atomic(struct dsy_queue_cold *) cold;
 };
 
-/* desync_t: a queue plus the data it protects. */
+/* desync_t: a queue plus the data it protects. Kept minimal (issue 10):
+ * what few objects use (a limit, a label) goes in the queue's cold part. */
 struct desync_object {
     struct desync_queue q;
     void *data;
@@ -151,7 +160,8 @@ typedef void (*dsy_fn)(void);
 enum dsy_job_flags {
     DSY_JOB_DATA = 1u, /* fn takes the object's data: a desync_job_fn */
     DSY_JOB_COPY = 2u, /* desync: run fn on a copy of len bytes at arg */
-    DSY_JOB_TRY = 4u,  /* sync: DESYNC_EBUSY rather than wait for a busy queue */
+    DSY_JOB_TRY = 4u,  /* sync: DESYNC_EBUSY rather than wait for a busy queue;
+                        * desync: DESYNC_EAGAIN rather than wait for room */
 };
 
 /* Flags of dsy_queue_init. */
@@ -287,6 +297,12 @@ typedef struct dsy_runnable_ops {
      * own, or one it runs for a thread blocked in it): waiting for s to be
      * quiet, or freeing s, from there could never finish. */
     bool (*running_here)(desync_scheduler_t *s);
+    /* For desync_scheduler_dump: a short name of r (its label, or its
+     * address) in buf, from r's address alone (r may be gone: the owner
+     * dereferences it only if it knows it alive); and the owner's own lines
+     * about its runnables of s. Never called with the scheduler's lock held. */
+    void (*name)(dsy_runnable *r, char *buf, size_t len);
+    void (*dump)(desync_scheduler_t *s, FILE *f);
 } dsy_runnable_ops;
 
 /* Attaches an owner of runnables to s, which it keeps alive until detach.
@@ -312,6 +328,10 @@ bool dsy_sched_nothing_else(void);
  * entry in its next slot would wait for it to wake, and may be what it waits
  * for. If it is a worker, the entry goes to the run list, for other threads. */
 void dsy_sched_thread_blocks(void);
+
+/* True if the calling thread is a scheduler's worker running a job (a
+ * limit's producer must not block such a thread: DESYNC_EAGAIN). */
+bool dsy_sched_in_pool_job(void);
 
 /* Gives the block pools' free memory back to malloc: the calling thread's
  * caches and job segment, the depots and the segment cache (other threads'
@@ -393,8 +413,12 @@ void dsy_sched_fork_vanished(dsy_thread *t);  /* lists the entry t was listing *
 /* ... and these for the thread that goes on (its own record). */
 void dsy_queue_fork_survivor(dsy_thread *t);
 /* Lock handling per file, called by fork.c's handlers in the order of the
- * registry mutex, schedulers, pools, OS layer (reverse to release). The
+ * registry mutex, queues' cold parts, schedulers, pools, OS layer (reverse
+ * to release). The
  * scheduler's child handler also resets the workers (none exist). */
+void dsy_queue_fork_prepare(void); /* the cold parts' list (queue.c) */
+void dsy_queue_fork_parent(void);
+void dsy_queue_fork_child(void);
 void dsy_sched_fork_prepare(void);
 void dsy_sched_fork_parent(void);
 void dsy_sched_fork_child(void);

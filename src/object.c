@@ -96,6 +96,14 @@ int desync_desync_copy(desync_t *d, desync_job_fn job, const void *arg, size_t l
              : DESYNC_EINVAL;
 }
 
+int desync_try_desync(desync_t *d, desync_job_fn job, void *arg) {
+    return d ? dsy_desync(&d->q, (dsy_fn)job, arg, 0, DSY_JOB_DATA | DSY_JOB_TRY) : DESYNC_EINVAL;
+}
+
+int desync_set_max_pending(desync_t *d, size_t n) {
+    return d ? desync_queue_set_max_pending(&d->q, n) : DESYNC_EINVAL;
+}
+
 int desync_sync(desync_t *d, desync_job_fn job, void *arg) {
     return d ? dsy_sync(&d->q, (dsy_fn)job, d->data, arg, DSY_JOB_DATA) : DESYNC_EINVAL;
 }
@@ -103,6 +111,10 @@ int desync_sync(desync_t *d, desync_job_fn job, void *arg) {
 int desync_try_sync(desync_t *d, desync_job_fn job, void *arg) {
     return d ? dsy_sync(&d->q, (dsy_fn)job, d->data, arg, DSY_JOB_DATA | DSY_JOB_TRY)
              : DESYNC_EINVAL;
+}
+
+int desync_set_label(desync_t *d, const char *name) {
+    return d ? desync_queue_set_label(&d->q, name) : DESYNC_EINVAL;
 }
 
 desync_queue_t *desync_get_queue(desync_t *d) { return d ? &d->q : NULL; }

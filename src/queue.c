@@ -60,6 +60,22 @@
  * DSY_BACKLOG_YIELD jobs behind yields now and then (never waits): with
  * more producers than cores, the queue's thread gets the CPU to catch up.
  *
+ * LIMITS. A queue may carry a limit on pending desync jobs, kept in its cold
+ * part (struct dsy_queue_cold, allocated on first use). Nothing on the hot
+ * path reads it: dsy_desync tests one global word, `gate`, that it loads
+ * anyway for the fork check, and only once some queue of the process has
+ * had a limit does a desync look at its queue's cold part. A desync admitted
+ * under a limit counts itself in `pending` (CAS below the limit) and is
+ * queued with the bounded job ops, whose run subtracts it again once the job
+ * has run; a producer that finds the queue full counts itself in `nblocked`
+ * and parks on the `room` word. pending-- / nblocked++ and the loads after
+ * them are seq_cst (Dekker): either the runner sees the blocked producer and
+ * wakes it (once pending is down to half the limit), or the producer sees
+ * the room. A blocked producer first runs the queue itself if its token
+ * waits for a thread (dsy_queue_help), and parks with a timeout (growing to
+ * DSY_BOUNDED_POLL_MAX_NS) for the cases where the token becomes free
+ * without a job running (a resume or a future on a queue no thread runs).
+ *
  * RUNNING. A worker that has run a fed queue's last job polls for the next
  * one for up to LINGER_NS before the queue goes idle, so a steady producer
  * does not send the queue through the scheduler on every job. Runners keep
@@ -74,6 +90,8 @@
  */
 #include "internal.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,11 +178,79 @@ uint32_t dsy_queue_held(_Atomic(desync_queue_t *) *out, uint32_t max, uint32_t k
 
 static const dsy_runnable_ops queue_runnable_ops;
 
+/* ------------------------------------------------------- the cold part */
+
+/* What few queues need, out of the queue's hot lines (see LIMITS above). */
+typedef struct dsy_queue_cold {
+    _Atomic size_t max_pending; /* 0: no limit */
+    _Atomic size_t pending;     /* desyncs admitted under a limit, not yet run */
+    _Atomic uint32_t room;      /* futex word: bumped when blocked producers may go on */
+    _Atomic uint32_t nblocked;  /* producers waiting for room */
+    desync_queue_t *q;
+    char *label;                            /* cold_lock */
+    struct dsy_queue_cold *prev, *next;     /* cold_lock: every cold part (dump) */
+} dsy_queue_cold;
+
+/* Every queue with a cold part, for desync_scheduler_dump: a queue in this
+ * list is alive while cold_lock is held (its free unlinks it first). A leaf
+ * lock; taken around fork (dsy_queue_fork_prepare). */
+static pthread_mutex_t cold_lock = PTHREAD_MUTEX_INITIALIZER;
+static dsy_queue_cold *cold_list;
+
+/* Nonzero once a desync may need more than the fast path: bit 0 in a fork
+ * child with forked-off queues, bit 1 once a limit was set on some queue.
+ * Set, never cleared. Read (relaxed) by every desync in place of dsy_forked. */
+#define GATE_FORKED 1u
+#define GATE_LIMITS 2u
+static _Atomic unsigned gate;
+
+/* q's cold part, made on first use. NULL on ENOMEM. */
+static dsy_queue_cold *cold_get(desync_queue_t *q) {
+    dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
+    if (c)
+        return c;
+    dsy_queue_cold *mine = calloc(1, sizeof *mine);
+    if (!mine)
+        return NULL;
+    mine->q = q;
+    /* Listed before it is installed, so that the queue's free finds it
+     * listed; a loser of the race unlists its own. */
+    pthread_mutex_lock(&cold_lock);
+    mine->next = cold_list;
+    if (cold_list)
+        cold_list->prev = mine;
+    cold_list = mine;
+    pthread_mutex_unlock(&cold_lock);
+    /* acq_rel: publishes mine's fields; acquires the winner's. */
+    if (atomic_compare_exchange_strong_explicit(&q->cold, &c, mine, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return mine;
+    pthread_mutex_lock(&cold_lock);
+    DSY_DLIST_UNLINK(&cold_list, mine, prev, next);
+    pthread_mutex_unlock(&cold_lock);
+    free(mine);
+    return c;
+}
+
+/* With q's memory: no producer is blocked (each holds a reference). */
+static void cold_free(dsy_queue_cold *c) {
+    pthread_mutex_lock(&cold_lock);
+    DSY_DLIST_UNLINK(&cold_list, c, prev, next);
+    pthread_mutex_unlock(&cold_lock);
+    free(c->label);
+    free(c);
+}
+
+void dsy_queue_fork_prepare(void) { pthread_mutex_lock(&cold_lock); }
+void dsy_queue_fork_parent(void) { pthread_mutex_unlock(&cold_lock); }
+void dsy_queue_fork_child(void) { pthread_mutex_init(&cold_lock, NULL); }
+
 int dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
     atomic_init(&q->tail, NULL);
     q->head = NULL;
     atomic_init(&q->pushed, 0);
     atomic_init(&q->unlinked, 0);
+    atomic_init(&q->cold, NULL);
     atomic_init(&q->state, (flags & DSY_QUEUE_OF_OBJECT) ? DSY_Q_OBJECT : 0u);
     dsy_ref_init(&q->refs, 1);
     q->sched = s;
@@ -181,6 +267,9 @@ void dsy_queue_unref(desync_queue_t *q) {
     DSY_ASSERT(!(atomic_load_explicit(&q->state, memory_order_relaxed) &
                  (DSY_Q_LINKED | DSY_Q_READY)));
     dsy_sched_detach(q->sched);
+    dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
+    if (c)
+        cold_free(c);
     bool object = atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_OBJECT;
     dsy_handle_free(q, object ? sizeof(desync_t) : sizeof *q);
 }
@@ -782,12 +871,13 @@ static const dsy_node_ops job_ops[2][6] = {
      {job_run_obj, job_finish_wide_seg, NULL}},
 };
 
-int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags) {
+/* Queues the job; the common part of every desync. `ops` is job_ops, or
+ * bounded_ops for a job admitted under a limit (inlined with a constant,
+ * so the fast path is what it was without limits). */
+static inline __attribute__((always_inline)) int
+desync_job(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags,
+           const dsy_node_ops (*ops)[6]) {
     bool with_data = flags & DSY_JOB_DATA, copy = flags & DSY_JOB_COPY;
-    if (DSY_UNLIKELY(!q || !fn || (copy && len && !arg)))
-        return DESYNC_EINVAL;
-    if (forked_off_gated(q))
-        return DESYNC_EFORKED;
     bool seg = false, wide = copy && len > DSY_INLINE_ARG && len <= DSY_INLINE_ARG_WIDE;
     dsy_job *j = dsy_job_alloc(wide ? 2 : 1, &seg);
     if (DSY_UNLIKELY(!j))
@@ -814,7 +904,7 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
         memcpy(j->arg, arg, len);
         where = seg ? JOB_SEG_BIG : JOB_POOL_BIG;
     }
-    j->node.ops = &job_ops[with_data][where];
+    j->node.ops = &ops[with_data][where];
     j->fn = fn;
     /* A queue far behind its producers: let its thread have the CPU now and
      * then (DSY_BACKLOG_YIELD). Never a wait. */
@@ -823,6 +913,179 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
         pushed - atomic_load_explicit(&q->unlinked, memory_order_relaxed) > DSY_BACKLOG_YIELD)
         dsy_yield();
     dsy_queue_push_schedule(q, &j->node);
+    return 0;
+}
+
+/* --------------------------------------------------------- limits */
+
+/* One admitted job less (it ran, or it was never queued): wakes the blocked
+ * producers when the queue comes down to half its limit. Only then: woken
+ * producers take a while to uncount themselves, and waking them again for
+ * every job meanwhile would cost a syscall per job. pending moves by one,
+ * so coming down from full (where producers block) it meets half its limit
+ * exactly; a limit changed meanwhile wakes them anyway (set_max_pending),
+ * and a parked producer looks again after its timeout. q is alive (the
+ * caller holds its token or a reference). */
+static void bounded_done(desync_queue_t *q) {
+    dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
+    size_t left = atomic_fetch_sub_explicit(&c->pending, 1, memory_order_seq_cst) - 1;
+    if (atomic_load_explicit(&c->nblocked, memory_order_seq_cst) &&
+        left == atomic_load_explicit(&c->max_pending, memory_order_relaxed) / 2) {
+        atomic_fetch_add_explicit(&c->room, 1, memory_order_release);
+        dsy_unpark_all(&c->room);
+    }
+}
+
+static enum dsy_run_result bounded_run_q(dsy_node *n, desync_queue_t *q, void *data) {
+    job_run_q(n, q, data);
+    bounded_done(q);
+    return DSY_DONE;
+}
+
+static enum dsy_run_result bounded_run_obj(dsy_node *n, desync_queue_t *q, void *data) {
+    job_run_obj(n, q, data);
+    bounded_done(q);
+    return DSY_DONE;
+}
+
+/* The job ops of desyncs admitted under a limit. */
+static const dsy_node_ops bounded_ops[2][6] = {
+    {{bounded_run_q, job_finish, NULL},
+     {bounded_run_q, job_finish_seg, NULL},
+     {bounded_run_q, job_finish_big, NULL},
+     {bounded_run_q, job_finish_big_seg, NULL},
+     {bounded_run_q, job_finish_wide, NULL},
+     {bounded_run_q, job_finish_wide_seg, NULL}},
+    {{bounded_run_obj, job_finish, NULL},
+     {bounded_run_obj, job_finish_seg, NULL},
+     {bounded_run_obj, job_finish_big, NULL},
+     {bounded_run_obj, job_finish_big_seg, NULL},
+     {bounded_run_obj, job_finish_wide, NULL},
+     {bounded_run_obj, job_finish_wide_seg, NULL}},
+};
+
+static bool bounded_full(dsy_queue_cold *c) {
+    size_t max = atomic_load_explicit(&c->max_pending, memory_order_relaxed);
+    return max && atomic_load_explicit(&c->pending, memory_order_seq_cst) >= max;
+}
+
+/* Blocks until q may have room (0: look again), with this thread in the
+ * wait-for graph: DESYNC_EDEADLK if the wait would close a cycle (A's job
+ * blocks on full B while B's running job waits for A). Runs q here while its
+ * token waits for a thread. */
+static int bounded_wait(desync_queue_t *q, dsy_queue_cold *c) {
+    dsy_wait_edge edge;
+    if (dsy_wait_enter(&edge, q))
+        return DESYNC_EDEADLK;
+    int rc = 0;
+    uint64_t poll = DSY_BOUNDED_POLL_MIN_NS;
+    for (;;) {
+        if (forked_off_gated(q)) {
+            rc = DESYNC_EFORKED;
+            break;
+        }
+        dsy_queue_help(q); /* no thread has it: run a batch here */
+        atomic_fetch_add_explicit(&c->nblocked, 1, memory_order_seq_cst);
+        uint32_t seen = atomic_load_explicit(&c->room, memory_order_acquire);
+        bool full = bounded_full(c);
+        if (full) {
+            if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_restart_pending,
+                                                  memory_order_relaxed)))
+                dsy_sched_fork_restart();
+            dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us */
+            dsy_park(&c->room, seen, poll);
+        }
+        atomic_fetch_sub_explicit(&c->nblocked, 1, memory_order_relaxed);
+        if (!full || !bounded_full(c))
+            break;
+        if (poll < DSY_BOUNDED_POLL_MAX_NS)
+            poll *= 2;
+    }
+    dsy_wait_leave(&edge);
+    return rc;
+}
+
+/* Takes a place under q's limit: 0 (counted in pending), 1 (no limit now),
+ * or DESYNC_EAGAIN (full, and the caller may not wait: try, a job of q, a
+ * pool thread), DESYNC_EDEADLK, DESYNC_EFORKED. */
+static int bounded_admit(desync_queue_t *q, dsy_queue_cold *c, bool try_only) {
+    size_t max;
+    while ((max = atomic_load_explicit(&c->max_pending, memory_order_relaxed))) {
+        size_t p = atomic_load_explicit(&c->pending, memory_order_relaxed);
+        if (p < max) {
+            if (atomic_compare_exchange_weak_explicit(&c->pending, &p, p + 1,
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed))
+                return 0;
+            continue;
+        }
+        if (try_only || dsy_queue_in_chain(q) || dsy_sched_in_pool_job())
+            return DESYNC_EAGAIN;
+        int rc = bounded_wait(q, c);
+        if (rc)
+            return rc;
+    }
+    return 1;
+}
+
+static inline bool desync_args_bad(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len,
+                                   unsigned flags) {
+    return !q || !fn || ((flags & DSY_JOB_COPY) && len && !arg);
+}
+
+/* A desync once the gate is open: forked-off queues, limits. */
+static __attribute__((noinline)) int desync_gated(desync_queue_t *q, dsy_fn fn, const void *arg,
+                                                  size_t len, unsigned flags) {
+    if (desync_args_bad(q, fn, arg, len, flags))
+        return DESYNC_EINVAL;
+    if (forked_off_gated(q))
+        return DESYNC_EFORKED;
+    dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
+    int rc = c ? bounded_admit(q, c, flags & DSY_JOB_TRY) : 1;
+    if (rc == 1)
+        return desync_job(q, fn, arg, len, flags, job_ops);
+    if (rc < 0)
+        return rc;
+    /* Counted: if the job cannot be queued, give its place back. */
+    rc = desync_job(q, fn, arg, len, flags, bounded_ops);
+    if (rc)
+        bounded_done(q);
+    return rc;
+}
+
+/* The common case, out of line: dsy_desync only tests the gate and jumps
+ * here or to desync_gated, so the gated path does not pay for the register
+ * saves of this one (the compiler would make them before the test). */
+static __attribute__((noinline)) int desync_plain(desync_queue_t *q, dsy_fn fn, const void *arg,
+                                                  size_t len, unsigned flags) {
+    if (DSY_UNLIKELY(desync_args_bad(q, fn, arg, len, flags)))
+        return DESYNC_EINVAL;
+    return desync_job(q, fn, arg, len, flags, job_ops);
+}
+
+int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags) {
+    if (DSY_UNLIKELY(atomic_load_explicit(&gate, memory_order_relaxed)))
+        return desync_gated(q, fn, arg, len, flags);
+    return desync_plain(q, fn, arg, len, flags);
+}
+
+int desync_queue_set_max_pending(desync_queue_t *q, size_t n) {
+    if (!q)
+        return DESYNC_EINVAL;
+    dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
+    if (!c && !n)
+        return 0; /* no limit, as before */
+    if (!c && !(c = cold_get(q)))
+        return DESYNC_ENOMEM;
+    if (n)
+        atomic_fetch_or_explicit(&gate, GATE_LIMITS, memory_order_relaxed);
+    /* The limit is read after the gate by desyncs that see it (a desync
+     * racing with this call may go either way). */
+    atomic_store_explicit(&c->max_pending, n, memory_order_seq_cst);
+    /* A higher limit, or none: blocked producers look again. */
+    atomic_fetch_add_explicit(&c->room, 1, memory_order_release);
+    if (atomic_load_explicit(&c->nblocked, memory_order_seq_cst))
+        dsy_unpark_all(&c->room);
     return 0;
 }
 
@@ -949,6 +1212,10 @@ int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn job, const v
     return dsy_desync(q, (dsy_fn)job, arg, len, DSY_JOB_COPY);
 }
 
+int desync_queue_try_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
+    return dsy_desync(q, (dsy_fn)job, arg, 0, DSY_JOB_TRY);
+}
+
 int desync_queue_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
     return dsy_sync(q, (dsy_fn)job, NULL, arg, 0);
 }
@@ -982,6 +1249,91 @@ static void queue_runnable_requeue(dsy_runnable *r) {
     dsy_token_place((desync_queue_t *)r, true);
 }
 
+/* ------------------------------------------------------- introspection */
+
+int desync_queue_set_label(desync_queue_t *q, const char *name) {
+    if (!q)
+        return DESYNC_EINVAL;
+    if (!name && !atomic_load_explicit(&q->cold, memory_order_acquire))
+        return 0;
+    char *copy = NULL;
+    if (name && !(copy = strdup(name)))
+        return DESYNC_ENOMEM;
+    dsy_queue_cold *c = cold_get(q);
+    if (!c) {
+        free(copy);
+        return DESYNC_ENOMEM;
+    }
+    pthread_mutex_lock(&cold_lock);
+    char *old = c->label;
+    c->label = copy;
+    pthread_mutex_unlock(&cold_lock);
+    free(old);
+    return 0;
+}
+
+int desync_queue_stats(desync_queue_t *q, desync_queue_stats_t *out) {
+    if (!q || !out)
+        return DESYNC_EINVAL;
+    /* unlinked first: read the other way round, a run in between could make
+     * unlinked pass pushed. Both are 32-bit counts (see BACKLOG above). */
+    uint32_t unlinked = atomic_load_explicit(&q->unlinked, memory_order_relaxed);
+    uint32_t pushed = atomic_load_explicit(&q->pushed, memory_order_relaxed);
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
+    out->pending = (uint32_t)(pushed - unlinked);
+    out->run = unlinked;
+    out->state = (s & DSY_Q_SUSPENDED) ? DESYNC_QUEUE_SUSPENDED
+                 : atomic_load_explicit(&q->tail, memory_order_relaxed) ? DESYNC_QUEUE_RUNNING
+                                                                          : DESYNC_QUEUE_IDLE;
+    if (out->state == DESYNC_QUEUE_IDLE)
+        out->pending = 0; /* a count still in flight */
+    dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
+    out->max_pending = c ? atomic_load_explicit(&c->max_pending, memory_order_relaxed) : 0;
+    out->blocked = c ? atomic_load_explicit(&c->nblocked, memory_order_relaxed) : 0;
+    return 0;
+}
+
+/* cold_lock held: c's queue is alive (its free unlists c first). */
+static void cold_describe(const dsy_queue_cold *c, char *buf, size_t len) {
+    if (c->label)
+        snprintf(buf, len, "\"%s\" (%p)", c->label, (void *)c->q);
+    else
+        snprintf(buf, len, "queue %p", (void *)c->q);
+}
+
+static void queue_runnable_name(dsy_runnable *r, char *buf, size_t len) {
+    snprintf(buf, len, "queue %p", (void *)r);
+    pthread_mutex_lock(&cold_lock);
+    for (dsy_queue_cold *c = cold_list; c; c = c->next)
+        if (c->q == (desync_queue_t *)r) {
+            cold_describe(c, buf, len);
+            break;
+        }
+    pthread_mutex_unlock(&cold_lock);
+}
+
+/* The queues of s that the library knows by name (a cold part: a label or a
+ * limit): state and counts. Others show up only as run by a thread or ready. */
+static void queue_runnable_dump(desync_scheduler_t *s, FILE *f) {
+    static const char *const states[] = {"idle", "running or ready", "suspended"};
+    char name[128];
+    pthread_mutex_lock(&cold_lock);
+    for (dsy_queue_cold *c = cold_list; c; c = c->next) {
+        if (c->q->sched != s)
+            continue;
+        desync_queue_stats_t st;
+        desync_queue_stats(c->q, &st);
+        cold_describe(c, name, sizeof name);
+        fprintf(f, "  %s %s: %s, %llu pending, %llu run", st.state == DESYNC_QUEUE_SUSPENDED ? "suspended" : "queue",
+                name, states[st.state], (unsigned long long)st.pending,
+                (unsigned long long)st.run);
+        if (st.max_pending)
+            fprintf(f, ", limit %zu, %zu producers blocked", st.max_pending, st.blocked);
+        fputc('\n', f);
+    }
+    pthread_mutex_unlock(&cold_lock);
+}
+
 /* A closed scheduler has no run list: the token stays READY with no entry,
  * for a syncer or waiter to steal, and the entry's reference goes with it. */
 static void queue_runnable_orphan(dsy_runnable *r) {
@@ -997,9 +1349,9 @@ static bool queue_runnable_running_here(desync_scheduler_t *s) {
     return chain_has(frame_top(), NULL, s, 0);
 }
 
-static const dsy_runnable_ops queue_runnable_ops = {queue_runnable_run, queue_runnable_requeue,
-                                                    queue_runnable_orphan,
-                                                    queue_runnable_running_here};
+static const dsy_runnable_ops queue_runnable_ops = {
+    queue_runnable_run,          queue_runnable_requeue, queue_runnable_orphan,
+    queue_runnable_running_here, queue_runnable_name,    queue_runnable_dump};
 
 /* ------------------------------------------------------------------ fork
  *
@@ -1027,6 +1379,7 @@ static void fork_off(desync_queue_t *q) {
     if (s & DSY_Q_FORKED)
         return;
     atomic_store_explicit(&q->state, (s | DSY_Q_FORKED) & ~DSY_Q_READY, memory_order_relaxed);
+    atomic_fetch_or_explicit(&gate, GATE_FORKED, memory_order_relaxed); /* desyncs look */
     dsy_queue_ref(q);
 }
 

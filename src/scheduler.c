@@ -43,6 +43,7 @@
 #include "ring.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 typedef struct worker {
@@ -58,6 +59,11 @@ typedef struct worker {
     struct worker *idle_next;         /* lock */
     struct worker *all_next;          /* lock: every live worker */
     struct worker *zombie_next;       /* lock: exited, to be joined */
+    unsigned id;                      /* its name is desync-<id> (set at spawn) */
+    /* Introspection, written by this worker alone (relaxed load + store, no
+     * RMW) and summed by desync_scheduler_stats: entries run, wake-ups. */
+    _Atomic uint64_t nrun, nwake;
+    _Atomic(dsy_runnable *) running; /* the entry it runs now, for the dump */
 } worker;
 
 struct desync_scheduler {
@@ -80,6 +86,11 @@ struct desync_scheduler {
     bool fork_restart; /* lock: a fork child's run list waits for threads */
     dsy_refcount refs;
     _Atomic size_t spawn_failures; /* thread starts the system refused */
+    /* Introspection (lock): threads ever started (the next one's id), the
+     * most alive at once, and the counts of workers that are gone. */
+    unsigned nspawned;
+    size_t threads_peak;
+    uint64_t gone_run, gone_wake;
     /* The last try to get a thread for the run list failed (no thread could
      * be started): pushes onto a waiting queue try again (dsy_sched_poke).
      * Written under the lock (set_starved_locked), read without it. */
@@ -101,6 +112,12 @@ typedef enum work_kind {
 } work_kind;
 
 static DSY_TLS worker *tls_worker;
+
+/* A counter that only its worker writes: no RMW. */
+static inline void counter_add(_Atomic uint64_t *c) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
 
 _Atomic unsigned dsy_sched_starved_count;
 
@@ -165,14 +182,19 @@ static int spawn_locked(desync_scheduler_t *s) {
     if (!w)
         return DESYNC_ENOMEM;
     w->s = s;
+    w->id = s->nspawned + 1;
     int rc = dsy_thread_start(&w->thread, worker_main, w);
     if (rc != 0) {
         free(w);
         return rc;
     }
+    s->nspawned++;
     w->all_next = s->all;
     s->all = w;
-    atomic_store_explicit(&s->nthreads, atomic_load(&s->nthreads) + 1, memory_order_relaxed);
+    size_t n = atomic_load(&s->nthreads) + 1;
+    atomic_store_explicit(&s->nthreads, n, memory_order_relaxed);
+    if (n > s->threads_peak)
+        s->threads_peak = n;
     set_starved_locked(s, false);
     return 0;
 }
@@ -184,6 +206,8 @@ static void unlink_all(desync_scheduler_t *s, worker *w) {
             break;
         }
     atomic_store_explicit(&s->nthreads, atomic_load(&s->nthreads) - 1, memory_order_relaxed);
+    s->gone_run += atomic_load_explicit(&w->nrun, memory_order_relaxed);
+    s->gone_wake += atomic_load_explicit(&w->nwake, memory_order_relaxed);
 }
 
 static void wake_locked(worker *w) {
@@ -305,6 +329,11 @@ void dsy_sched_poke(desync_scheduler_t *s) {
     dsy_spin_unlock(&s->lock);
     unpark_worker(wake);
     join_list(z);
+}
+
+bool dsy_sched_in_pool_job(void) {
+    worker *w = tls_worker;
+    return w && w->in_job;
 }
 
 bool dsy_sched_nothing_else(void) {
@@ -435,8 +464,10 @@ static work_kind find_work(worker *w, dsy_runnable **out) {
         uint64_t start = dsy_now_ns();
         for (;;) {
             dsy_park(&w->wake, 0, DSY_WORKER_RETIRE_NS);
-            if (atomic_load_explicit(&w->wake, memory_order_acquire))
+            if (atomic_load_explicit(&w->wake, memory_order_acquire)) {
+                counter_add(&w->nwake);
                 break;
+            }
             if (dsy_now_ns() - start < DSY_WORKER_RETIRE_NS)
                 continue;
             dsy_spin_lock(&s->lock);
@@ -466,6 +497,10 @@ static void run_work(worker *w, dsy_runnable *r) {
     const dsy_runnable_ops *ops = rops(s);
     bool owned = false; /* r returned MORE: the token is still ours */
     for (;;) {
+        if (!owned) {
+            counter_add(&w->nrun);
+            atomic_store_explicit(&w->running, r, memory_order_relaxed);
+        }
         w->in_job = true;
         dsy_run_status st = ops->run(r, DSY_SCHED_BATCH, owned);
         w->in_job = false;
@@ -480,10 +515,11 @@ static void run_work(worker *w, dsy_runnable *r) {
             }
             ops->requeue(r);
         }
-        if (atomic_load_explicit(&w->stop, memory_order_relaxed))
+        if (atomic_load_explicit(&w->stop, memory_order_relaxed) ||
+            !(r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel))) {
+            atomic_store_explicit(&w->running, NULL, memory_order_relaxed);
             return;
-        if (!(r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel)))
-            return;
+        }
     }
 }
 
@@ -492,6 +528,9 @@ static void *worker_main(void *arg) {
     desync_scheduler_t *s = w->s;
     tls_worker = w;
     dsy_thread_self(); /* registered (for fork) before it takes any lock */
+    char name[16]; /* the system keeps 15 bytes */
+    snprintf(name, sizeof name, "desync-%u", w->id);
+    dsy_os_thread_name(name);
     for (;;) {
         dsy_runnable *r = NULL;
         work_kind k = find_work(w, &r);
@@ -793,6 +832,80 @@ void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s) {
                 n++;
             }
     join_stopped(s, &me);
+}
+
+/* ------------------------------------------------------- introspection */
+
+int desync_scheduler_stats(desync_scheduler_t *s, desync_scheduler_stats_t *out) {
+    if (!out)
+        return DESYNC_EINVAL;
+    if (!s)
+        s = desync_scheduler_default();
+    dsy_spin_lock(&s->lock);
+    out->threads = atomic_load(&s->nthreads);
+    out->threads_peak = s->threads_peak;
+    out->max_threads = atomic_load(&s->max_threads);
+    out->ready = s->run.len;
+    out->queues_run = s->gone_run;
+    out->wakeups = s->gone_wake;
+    for (worker *o = s->all; o; o = o->all_next) {
+        out->queues_run += atomic_load_explicit(&o->nrun, memory_order_relaxed);
+        out->wakeups += atomic_load_explicit(&o->nwake, memory_order_relaxed);
+    }
+    out->spawn_failures = atomic_load_explicit(&s->spawn_failures, memory_order_relaxed);
+    dsy_spin_unlock(&s->lock);
+    return 0;
+}
+
+/* What the dump shows, copied under the lock and printed after it: no I/O
+ * under a spinlock. Entries are only compared and named by their owner
+ * (rops->name), never dereferenced here. */
+#define DUMP_MAX 64
+
+void desync_scheduler_dump(desync_scheduler_t *s, FILE *f) {
+    if (!s)
+        s = desync_scheduler_default();
+    if (!f)
+        f = stderr;
+    desync_scheduler_stats_t st;
+    desync_scheduler_stats(s, &st);
+    struct {
+        unsigned id;
+        bool idle;
+        dsy_runnable *running;
+    } ws[DUMP_MAX];
+    dsy_runnable *ready[DUMP_MAX];
+    size_t nw = 0, nr = 0;
+    dsy_spin_lock(&s->lock);
+    for (worker *o = s->all; o && nw < DUMP_MAX; o = o->all_next, nw++) {
+        ws[nw].id = o->id;
+        ws[nw].idle = o->idle;
+        ws[nw].running = atomic_load_explicit(&o->running, memory_order_relaxed);
+    }
+    for (size_t i = 0; i < s->run.len && nr < DUMP_MAX; i++)
+        ready[nr++] = s->run.slots[(s->run.head + i) % s->run.cap];
+    dsy_spin_unlock(&s->lock);
+    const dsy_runnable_ops *ops = rops(s);
+    char name[128];
+    fprintf(f, "desync scheduler %p%s: %zu threads (peak %zu, max %zu), %zu ready, "
+               "%llu queues run, %llu wake-ups, %llu spawn failures\n",
+            (void *)s, s->immortal ? " (default)" : "", st.threads, st.threads_peak,
+            st.max_threads, st.ready, (unsigned long long)st.queues_run,
+            (unsigned long long)st.wakeups, (unsigned long long)st.spawn_failures);
+    for (size_t i = 0; i < nw; i++) {
+        if (ws[i].running && ops) {
+            ops->name(ws[i].running, name, sizeof name);
+            fprintf(f, "  thread desync-%u: running %s\n", ws[i].id, name);
+        } else {
+            fprintf(f, "  thread desync-%u: %s\n", ws[i].id, ws[i].idle ? "asleep" : "looking for work");
+        }
+    }
+    for (size_t i = 0; i < nr && ops; i++) {
+        ops->name(ready[i], name, sizeof name);
+        fprintf(f, "  ready: %s\n", name);
+    }
+    if (ops)
+        ops->dump(s, f);
 }
 
 /* ------------------------------------------------------------------ fork

@@ -112,6 +112,16 @@
 #define DSY_BACKLOG_YIELD 4096u
 #define DSY_BACKLOG_YIELD_EVERY 64u
 
+/* A producer blocked on a queue's limit (desync_set_max_pending) is woken
+ * when a job ran and the queue is down to half its limit; it also wakes
+ * after this long (doubling up to the maximum while the queue stays full)
+ * to see whether it can run the queue itself: a token that no thread takes
+ * may become free without any job running (a resume, a future completed on
+ * a queue of a 0-thread scheduler). Shorter costs wake-ups while a queue
+ * stays full for long; longer delays such a producer. */
+#define DSY_BOUNDED_POLL_MIN_NS 100000u
+#define DSY_BOUNDED_POLL_MAX_NS 10000000u
+
 /* Segments are mapped from the OS this many at a time (1 MiB)... */
 #define DSY_SEG_MAP_BATCH 16u
 /* ... and this many free ones are kept for reuse (16 MiB); beyond that a

@@ -259,5 +259,22 @@ TEST_ENTRY(fork_from_job, 60)
 TEST_ENTRY(fork_under_load, 120)
 TEST_ENTRY(fork_while_threads_block_in_sync, 60)
 
+/* bounded queues: limits, try_desync (test_bounded.c) */
+TEST_ENTRY(bounded_desync_blocks_until_room, 20)
+TEST_ENTRY(bounded_try_desync_eagain, 20)
+TEST_ENTRY(bounded_eagain_from_own_job_and_pool, 20)
+TEST_ENTRY(bounded_zero_threads_producer_runs_queue, 20)
+TEST_ENTRY(bounded_other_calls_never_refused, 20)
+TEST_ENTRY(bounded_suspended_queue, 30)
+TEST_ENTRY(bounded_deadlock_cycle_edeadlk, 30)
+TEST_ENTRY(bounded_stress_order_exactly_once, 60)
+
+/* introspection: queue and scheduler stats, dump, labels, thread names
+ * (test_stats.c) */
+TEST_ENTRY(stats_queue_counts_and_states, 20)
+TEST_ENTRY(stats_scheduler_counters, 30)
+TEST_ENTRY(stats_dump_shows_labels, 20)
+TEST_ENTRY(stats_worker_threads_named, 20)
+
 /* version (test_version.c) */
 TEST_ENTRY(version_matches_headers, 5)

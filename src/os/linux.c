@@ -31,6 +31,12 @@ void dsy_unpark_one(_Atomic uint32_t *word) {
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+void dsy_unpark_all(_Atomic uint32_t *word) {
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+void dsy_os_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
 /* A futex is only a word in memory: nothing to lock or reset at fork. */
 void dsy_os_fork_prepare(void) {}
 void dsy_os_fork_parent(void) {}

@@ -29,6 +29,8 @@
 void dsy_park(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns);
 /* Wakes (at least) one thread parked on word. Harmless if none is. */
 void dsy_unpark_one(_Atomic uint32_t *word);
+/* Wakes every thread parked on word. */
+void dsy_unpark_all(_Atomic uint32_t *word);
 
 /* Monotonic clock, in nanoseconds. */
 uint64_t dsy_now_ns(void);
@@ -44,6 +46,9 @@ void dsy_sleep_ns(uint64_t ns);
  * threads take no signals: those belong to the application's threads).
  * 0, DESYNC_ENOMEM or DESYNC_EAGAIN. */
 int dsy_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+/* Names the calling thread for debuggers and top -H (at most 15 bytes are
+ * kept); does nothing where the system has no such call. */
+void dsy_os_thread_name(const char *name);
 
 /* Memory straight from the OS, for the job segments: `bytes` (a multiple of
  * `align`, itself a power of two and a multiple of the page size) aligned to

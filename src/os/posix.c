@@ -61,6 +61,19 @@ void dsy_unpark_one(_Atomic uint32_t *word) {
     pthread_mutex_unlock(&park_table[i].m);
 }
 
+/* A wake broadcasts to the slot already. */
+void dsy_unpark_all(_Atomic uint32_t *word) { dsy_unpark_one(word); }
+
+/* Thread names: glibc's call where it exists, else nothing (the call and
+ * its signature differ between systems). */
+void dsy_os_thread_name(const char *name) {
+#if defined(__GLIBC__)
+    pthread_setname_np(pthread_self(), name);
+#else
+    (void)name;
+#endif
+}
+
 /* fork: no wait or wake may be half done in the child, and the condition
  * variables there may still count waiters that vanished (a broadcast could
  * then wait for them): every slot is locked around fork, and made anew in
