@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -131,12 +132,20 @@ TEST(pipe_backpressure_bounds_ready_input) {
 }
 
 /* The default depth grows for quick items: an identity pipe whose reader
- * keeps its output full is read more than 5 (the starting depth) ahead. */
+ * keeps its output full is read more than 5 (the starting depth) ahead.
+ * Whether an item counts as quick is measured (DSY_PIPE_SLOW_ITEM_NS): on a
+ * loaded machine under ThreadSanitizer one run in about eight measured its
+ * items slow throughout and kept the depth, so the growth must show in one
+ * of up to 5 runs (the bound must hold in every run). */
 TEST(pipe_backpressure_default_depth_grows) {
-    uintptr_t ahead = read_ahead((uintptr_t)TEST_SCALED(200000), 0, identity);
-    CHECK(ahead != (uintptr_t)-1);
-    CHECK(ahead > 5);
-    CHECK(ahead <= 64);
+    bool grew = false;
+    for (int run = 0; run < 5 && !grew; run++) {
+        uintptr_t ahead = read_ahead((uintptr_t)TEST_SCALED(200000), 0, identity);
+        CHECK(ahead != (uintptr_t)-1);
+        CHECK(ahead <= 64);
+        grew = ahead > 5;
+    }
+    CHECK(grew);
     return 0;
 }
 
