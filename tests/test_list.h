@@ -259,5 +259,16 @@ TEST_ENTRY(fork_from_job, 60)
 TEST_ENTRY(fork_under_load, 120)
 TEST_ENTRY(fork_while_threads_block_in_sync, 60)
 
+/* jobs over several objects: sync_all, desync_all (test_multi.c) */
+TEST_ENTRY(multi_sync_all_datas, 10)
+TEST_ENTRY(multi_many_objects, 10)
+TEST_ENTRY(multi_errors, 10)
+TEST_ENTRY(multi_order, 10)
+TEST_ENTRY(multi_sync_all_no_threads, 10)
+TEST_ENTRY(multi_stress_random_sets, 60)
+TEST_ENTRY(multi_stress_one_thread_scheduler, 60)
+TEST_ENTRY(multi_cycle_sync_all_and_sync, 30)
+TEST_ENTRY(multi_cycle_two_sync_alls, 30)
+
 /* version (test_version.c) */
 TEST_ENTRY(version_matches_headers, 5)
