@@ -249,6 +249,7 @@ dsy_frame *dsy_frame_current(void);
  * token back once done with it: q goes idle, or the nodes linked behind n
  * get the token (n is not run: it is just unlinked). */
 bool dsy_queue_take_idle(desync_queue_t *q, dsy_node *n);
+bool dsy_queue_looks_idle(desync_queue_t *q); /* a relaxed hint, for spinning */
 void dsy_queue_give_back(desync_queue_t *q, dsy_node *n);
 /* A thread waiting for nodes of several queues counts itself a waiter on
  * each (as dsy_queue_wait_node does on one), and takes a READY token (true:

@@ -163,10 +163,25 @@ static void part_finish(dsy_node *n) {
 
 /* A part of a waiting sync_all caller that has not arrived takes the token
  * for it (see WAITING). Parked parts and desync_all's never do. */
+static DSY_TLS unsigned tls_combining; /* nesting of part_take_waiter's runs */
+
 static int part_take_waiter(dsy_node *n) {
     part *p = DSY_CONTAINER_OF(n, part, node);
     if (!p->m->sync || atomic_load_explicit(&p->phase, memory_order_relaxed) != PART_WAIT)
         return 0;
+    if (n == p->q->head && tls_combining < 2 &&
+        atomic_load_explicit(&p->m->word, memory_order_relaxed) == DSY_W_SLEEPING) {
+        /* The caller sleeps and p is next: run p here (it parks, or runs the
+         * job if it is the last part) rather than wait for the caller to
+         * wake up and take the queue on, during which this queue and every
+         * queue its other parts hold would stand still (a convoy, with more
+         * threads than cores). The token, with the reference token_place
+         * gave it, goes with the run. */
+        tls_combining++;
+        dsy_queue_drain_until(p->q, n);
+        tls_combining--;
+        return 1;
+    }
     /* Release: the caller may see `handed` before the word; it takes the
      * token (q->head and all) from here. */
     atomic_store_explicit(&p->handed, 1, memory_order_release);
@@ -199,7 +214,8 @@ static int cmp_queue(const void *a, const void *b) {
 
 /* Fills m (parts and datas laid out after it, room for n each) from objs:
  * the datas in the caller's order, one part per distinct queue, sorted by
- * address. DESYNC_EINVAL for a NULL object. */
+ * address (only each part's q: see multi_prepare). DESYNC_EINVAL for a NULL
+ * object. */
 static int multi_fill(multi *m, desync_t *const objs[], size_t n, desync_all_fn job, void *arg,
                       bool sync) {
     m->parts = (part *)(m + 1);
@@ -221,28 +237,33 @@ static int multi_fill(multi *m, desync_t *const objs[], size_t n, desync_all_fn 
     } else {
         qsort(m->parts, n, sizeof(part), cmp_queue);
     }
-    uint32_t nq = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (nq && m->parts[nq - 1].q == m->parts[i].q)
-            continue;
-        part *p = &m->parts[nq++];
-        p->q = m->parts[i].q;
+    uint32_t nq = 1;
+    for (size_t i = 1; i < n; i++)
+        if (m->parts[nq - 1].q != m->parts[i].q)
+            m->parts[nq++].q = m->parts[i].q;
+    m->nq = nq;
+    m->job = job;
+    m->arg = arg;
+    m->sync = sync;
+    return 0;
+}
+
+/* The rest of m, for the parts that will be linked (not needed by the idle
+ * fast path, which only takes and gives back tokens). */
+static void multi_prepare(multi *m) {
+    for (uint32_t i = 0; i < m->nq; i++) {
+        part *p = &m->parts[i];
         p->node.ops = &part_ops;
         p->m = m;
         atomic_init(&p->phase, PART_WAIT);
         atomic_init(&p->handed, 0);
         p->got = false;
     }
-    m->nq = nq;
-    m->job = job;
-    m->arg = arg;
-    m->sync = sync;
-    atomic_init(&m->arrive, nq);
-    atomic_init(&m->left, nq);
+    atomic_init(&m->arrive, m->nq);
+    atomic_init(&m->left, m->nq);
     atomic_init(&m->word, DSY_W_WAITING);
     m->owner = NULL;
     m->caller = NULL;
-    return 0;
 }
 
 /* Links every part, atomically with respect to the other multi-object jobs
@@ -345,6 +366,18 @@ int desync_sync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *a
             goto out;
         }
     }
+    /* Busy: watch for a moment for all to be idle, as dsy_sync does for
+     * one queue (a short job running on another core ends sooner than a
+     * queued part's hand-offs and wake-ups). */
+    for (unsigned r = 0; r < DSY_SYNC_PRESPIN_ROUNDS; r++) {
+        dsy_cpu_relax();
+        bool idle = true;
+        for (uint32_t i = 0; i < m->nq && idle; i++)
+            idle = dsy_queue_looks_idle(m->parts[i].q);
+        if (idle && run_if_idle(m))
+            goto out;
+    }
+    multi_prepare(m);
     /* About to block: a cycle through any of our queues is refused before
      * anything is linked. */
     desync_queue_t *qs[DSY_WG_WAITS];
@@ -391,6 +424,7 @@ int desync_desync_all(desync_t *const objs[], size_t n, desync_all_fn job, void 
         free(m);
         return rc;
     }
+    multi_prepare(m);
     (void)dsy_thread_self(); /* registered before any hold or lock */
     /* One count of our own keeps m (and the holds in it) until we return:
      * the job may run and finish every part before that. */

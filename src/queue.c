@@ -1068,6 +1068,10 @@ bool dsy_queue_take_idle(desync_queue_t *q, dsy_node *n) {
     return true;
 }
 
+bool dsy_queue_looks_idle(desync_queue_t *q) {
+    return !atomic_load_explicit(&q->tail, memory_order_relaxed);
+}
+
 void dsy_queue_give_back(desync_queue_t *q, dsy_node *n) {
     dsy_node *mine = n;
     if (survivor_left_forked(q) ||
