@@ -20,6 +20,7 @@
 /* ---------------------------------------------------------------- basic */
 
 typedef struct seen {
+    int n; /* how many datas the job copies (at most 8) */
     int calls;
     void *datas[8];
     pthread_t thread;
@@ -28,7 +29,7 @@ typedef struct seen {
 static void record_job(void *const datas[], void *arg) {
     seen *s = arg;
     s->calls++;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < s->n && i < 8; i++)
         s->datas[i] = datas[i];
     s->thread = pthread_self();
 }
@@ -39,7 +40,7 @@ TEST(multi_sync_all_datas) {
     for (int i = 0; i < 3; i++)
         CHECK((o[i] = desync_new(&v[i], NULL)));
     /* Idle objects: the job runs on the caller, datas in the caller's order. */
-    seen s = {0};
+    seen s = {.n = 3};
     desync_t *order[3] = {o[2], o[0], o[1]};
     CHECK_EQ(desync_sync_all(order, 3, record_job, &s), 0);
     CHECK_EQ(s.calls, 1);
@@ -47,16 +48,18 @@ TEST(multi_sync_all_datas) {
     CHECK(pthread_equal(s.thread, pthread_self()));
     /* Duplicates: each position gets its data. */
     desync_t *dup[4] = {o[1], o[1], o[0], o[1]};
+    s.n = 4;
     CHECK_EQ(desync_sync_all(dup, 4, record_job, &s), 0);
     CHECK_EQ(s.calls, 2);
     CHECK(s.datas[0] == &v[1] && s.datas[1] == &v[1] && s.datas[2] == &v[0] &&
           s.datas[3] == &v[1]);
     /* n == 1. */
+    s.n = 1;
     CHECK_EQ(desync_sync_all(&o[0], 1, record_job, &s), 0);
     CHECK_EQ(s.calls, 3);
     CHECK(s.datas[0] == &v[0]);
     /* desync_all, with the array gone when the job runs. */
-    seen s2 = {0};
+    seen s2 = {.n = 3};
     {
         desync_t *arr[3] = {o[1], o[2], o[1]};
         CHECK_EQ(desync_desync_all(arr, 3, record_job, &s2), 0);
@@ -82,7 +85,7 @@ TEST(multi_many_objects) {
     }
     for (int i = 0; i < N; i++)
         rev[i] = o[N - 1 - i];
-    seen s = {0};
+    seen s = {.n = 8};
     CHECK_EQ(desync_sync_all(rev, N, record_job, &s), 0);
     CHECK(s.datas[0] == &v[N - 1] && s.datas[7] == &v[N - 8]);
     /* Busy objects: the locked path. */
