@@ -260,21 +260,37 @@ TEST(multi_sync_all_no_threads) {
 /* --------------------------------------------------------------- stress */
 
 #define SOBJ 6
+#define STHREADS 8
 typedef struct account {
     long balance;
     long jobs;       /* jobs that touched this account */
     atomic_int busy; /* 1 while a job holds it: never two at once */
+    /* The ticket of the last job of each thread: a thread's calls number
+     * their jobs in call order, and each account must see them in order. */
+    unsigned long last_ticket[STHREADS];
 } account;
 
 typedef struct stress {
     desync_t *o[SOBJ];
     account acc[SOBJ];
     atomic_int touched[SOBJ]; /* calls queued that name the account */
-    atomic_int errors, overlaps, seed;
+    atomic_int errors, overlaps, out_of_order, seed;
     int ops;
 } stress;
 
-static void enter_accounts(void *const datas[], size_t n, atomic_int *overlaps) {
+/* The job's argument: the number of objects (2 bits), the amount (7), the
+ * calling thread (3) and its ticket (the rest). */
+#define ARG(n, amount, t, ticket)                                                         \
+    P((uintptr_t)(n) | (uintptr_t)(amount) << 2 | (uintptr_t)(t) << 9 |                  \
+      (uintptr_t)(ticket) << 12)
+#define ARG_N(a) ((size_t)(U(a) & 3u))
+#define ARG_AMOUNT(a) ((long)(U(a) >> 2 & 127u))
+#define ARG_T(a) ((int)(U(a) >> 9 & 7u))
+#define ARG_TICKET(a) ((unsigned long)(U(a) >> 12))
+
+static atomic_int *g_out_of_order;
+
+static void enter_accounts(void *const datas[], size_t n, atomic_int *overlaps, void *arg) {
     for (size_t i = 0; i < n; i++) {
         bool first = true;
         for (size_t k = 0; k < i; k++)
@@ -285,6 +301,10 @@ static void enter_accounts(void *const datas[], size_t n, atomic_int *overlaps) 
         if (atomic_exchange(&a->busy, 1) != 0)
             atomic_fetch_add(overlaps, 1);
         a->jobs++;
+        unsigned long *last = &a->last_ticket[ARG_T(arg)];
+        if (ARG_TICKET(arg) <= *last)
+            atomic_fetch_add(g_out_of_order, 1);
+        *last = ARG_TICKET(arg);
     }
 }
 
@@ -297,9 +317,9 @@ static void leave_accounts(void *const datas[], size_t n) {
 static atomic_int *g_overlaps;
 
 static void transfer(void *const datas[], void *arg) {
-    size_t n = (size_t)(U(arg) & 3u);
-    long amount = (long)(U(arg) >> 2);
-    enter_accounts(datas, n, g_overlaps);
+    size_t n = ARG_N(arg);
+    long amount = ARG_AMOUNT(arg);
+    enter_accounts(datas, n, g_overlaps, arg);
     /* Moves amount from datas[0] to each other position (a self-transfer
      * when they are the same account): the total is conserved. */
     for (size_t i = 1; i < n; i++) {
@@ -311,14 +331,14 @@ static void transfer(void *const datas[], void *arg) {
 
 static void single_job(void *data, void *arg) {
     void *datas[1] = {data};
-    (void)arg;
-    enter_accounts(datas, 1, g_overlaps);
+    enter_accounts(datas, 1, g_overlaps, arg);
     leave_accounts(datas, 1);
 }
 
 static void *stress_thread(void *p) {
     stress *st = p;
-    uint32_t r = (uint32_t)atomic_fetch_add(&st->seed, 7919) * 2654435761u + 1u;
+    int t = atomic_fetch_add(&st->seed, 1);
+    uint32_t r = (uint32_t)(t + 1) * 2654435761u;
     for (int k = 0; k < st->ops; k++) {
         uint32_t x = test_rnd(&r);
         size_t n = 2 + x % 2;
@@ -329,7 +349,7 @@ static void *stress_thread(void *p) {
             set[i] = st->o[idx[i]];
         }
         uintptr_t amount = 1 + test_rnd(&r) % 100;
-        void *arg = P((amount << 2) | n);
+        void *arg = ARG(n, amount, t, (unsigned long)k + 1);
         int rc;
         switch (x / 2 % 5) {
         case 0:
@@ -341,8 +361,8 @@ static void *stress_thread(void *p) {
             rc = desync_desync_all(set, n, transfer, arg);
             break;
         default:
-            rc = (x >> 8) & 1 ? desync_desync(set[0], single_job, NULL)
-                              : desync_sync(set[0], single_job, NULL);
+            rc = (x >> 8) & 1 ? desync_desync(set[0], single_job, arg)
+                              : desync_sync(set[0], single_job, arg);
             n = 1;
             break;
         }
@@ -365,12 +385,14 @@ static int run_stress(desync_scheduler_t *s, int threads, int ops) {
     static stress st; /* large; one test per process */
     memset(&st, 0, sizeof st);
     g_overlaps = &st.overlaps;
+    g_out_of_order = &st.out_of_order;
     st.ops = ops;
     for (int i = 0; i < SOBJ; i++) {
         st.acc[i].balance = 1000;
         CHECK((st.o[i] = desync_new_on(s, &st.acc[i], NULL)));
     }
-    pthread_t th[16];
+    pthread_t th[STHREADS];
+    CHECK(threads <= STHREADS);
     for (int i = 0; i < threads; i++)
         CHECK_EQ(pthread_create(&th[i], NULL, stress_thread, &st), 0);
     test_join_threads(th, threads);
@@ -382,6 +404,7 @@ static int run_stress(desync_scheduler_t *s, int threads, int ops) {
     }
     CHECK_EQ(atomic_load(&st.errors), 0);
     CHECK_EQ(atomic_load(&st.overlaps), 0);
+    CHECK_EQ(atomic_load(&st.out_of_order), 0);
     CHECK_EQ(total, 1000L * SOBJ);
     for (int i = 0; i < SOBJ; i++) {
         CHECK_EQ(st.acc[i].jobs, atomic_load(&st.touched[i]));
