@@ -26,8 +26,11 @@
  * all succeed it holds every queue at once: the job runs inline, and each
  * token is given back (the queue goes idle, or jobs queued behind meanwhile
  * get it). If one CAS fails, the tokens already taken are given back without
- * running anything (their queues go idle, or get the jobs linked behind) and
- * the call takes the locked path. The two paths mix without breaking the
+ * running anything (their queues go idle, or get the jobs linked behind);
+ * the call watches the busy queues for a moment (DSY_SYNC_PRESPIN_ROUNDS,
+ * as dsy_sync does) and tries again, then takes the locked path. Two
+ * fast-path jobs never wait for each other (each holds all or nothing). The
+ * fast path and the locked path mix without breaking the
  * order: a fast-path job occupies no position until it holds all its tokens
  * at once, and then no part of another job can be pending on those queues
  * (they were idle). Suppose N (locked) were ahead of a fast-path M on queue
@@ -54,8 +57,13 @@
  * token while waiters are counted hands it to the first waiting node, and a
  * part of a waiting caller that has not arrived takes it (`handed`, then
  * TOKEN in the caller's word), so the caller runs that queue itself up to
- * its part. It also steals READY tokens (a scheduler with no threads). The
- * caller returns once its word says DONE, written by the last part's finish
+ * its part. It also steals READY tokens (a scheduler with no threads). But
+ * when the caller sleeps and the part is at the head, the holder runs the
+ * part itself (it parks, or runs the job if it is the last), as dsy_sync's
+ * combine_sleepers does: with more threads than cores, waiting for the
+ * caller to be scheduled would stop that queue and every queue its other
+ * parts hold parked meanwhile (a convoy: R3 of bench/ ran 4 to 6 times
+ * slower). The caller returns once its word says DONE, written by the last part's finish
  * (the last touch of the parts, which live on the caller's stack).
  *
  * Memory ordering: `arrive` is decremented acq_rel, so the last arrival sees
