@@ -168,6 +168,44 @@ TEST(multi_errors) {
     return 0;
 }
 
+/* The job drops the last reference to one of its objects: destruction runs
+ * after the job, and the call does not touch the freed object. On idle
+ * objects (the fast path) and with one object busy (parts queued). */
+static void release_first(void *const datas[], void *arg) {
+    ((struct tracked *)datas[0])->jobs++;
+    desync_release(arg);
+}
+
+static void *open_gate_later(void *p) {
+    test_sleep_ms(20); /* most likely after the sync_all has queued; either way is fine */
+    atomic_store(&((struct blocker *)p)->go, 1);
+    return NULL;
+}
+
+TEST(multi_job_releases_object) {
+    for (int busy = 0; busy < 2; busy++) {
+        struct tracked ta = {0};
+        int vb = 0;
+        desync_t *a = desync_new(&ta, tracked_destroy), *b = desync_new(&vb, NULL);
+        CHECK(a && b);
+        struct blocker bl = {0};
+        pthread_t th;
+        if (busy) {
+            CHECK_EQ(desync_desync(b, blocker_job, &bl), 0);
+            CHECK(test_wait_flag(&bl.started, LONG_MS));
+            CHECK_EQ(pthread_create(&th, NULL, open_gate_later, &bl), 0);
+        }
+        desync_t *set[2] = {a, b};
+        CHECK_EQ(desync_sync_all(set, 2, release_first, a), 0);
+        CHECK(test_wait_count(&ta.destroyed, 1, LONG_MS));
+        CHECK_EQ(atomic_load(&ta.jobs_at_destroy), 1);
+        if (busy)
+            pthread_join(th, NULL);
+        desync_release(b);
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- order */
 
 #define LOGMAX 64
