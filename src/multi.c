@@ -63,8 +63,10 @@
  * combine_sleepers does: with more threads than cores, waiting for the
  * caller to be scheduled would stop that queue and every queue its other
  * parts hold parked meanwhile (a convoy: R3 of bench/ ran 4 to 6 times
- * slower). The caller returns once its word says DONE, written by the last part's finish
- * (the last touch of the parts, which live on the caller's stack).
+ * slower). The caller returns once its word says DONE, written by the last
+ * part's finish (the last touch of the parts, which live on the caller's
+ * stack), and no hand-off is still signalling it (`handing`: the caller
+ * acts on `handed` without waiting for the TOKEN that follows it).
  *
  * Memory ordering: `arrive` is decremented acq_rel, so the last arrival sees
  * every queue's earlier jobs' writes; the GO phase is written by the releaser
@@ -105,6 +107,10 @@ struct multi {
     dsy_thread *owner;     /* sync_all: the waiting thread */
     dsy_frame *caller;     /* sync_all: its frame chain */
     _Atomic uint32_t word; /* sync_all: DSY_W_WAITING, TOKEN, DONE */
+    /* sync_all: hand-offs in progress (part_take_waiter between its store of
+     * `handed` and its last touch of m): the caller, which may act on
+     * `handed` before the word says TOKEN, returns only once this is 0. */
+    _Atomic uint32_t handing;
     void **datas;
     part *parts;
 };
@@ -190,10 +196,21 @@ static int part_take_waiter(dsy_node *n) {
         tls_combining--;
         return 1;
     }
+    multi *m = p->m;
+    atomic_fetch_add_explicit(&m->handing, 1, memory_order_relaxed);
     /* Release: the caller may see `handed` before the word; it takes the
-     * token (q->head and all) from here. */
+     * token (q->head and all) from here, and may run every part and see
+     * DONE before our TOKEN lands: TOKEN never replaces DONE (which is
+     * final), and `handing` keeps m until we are done with it. */
     atomic_store_explicit(&p->handed, 1, memory_order_release);
-    dsy_waiter_signal(&p->m->word, DSY_W_TOKEN);
+    uint32_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+    while (w != DSY_W_DONE &&
+           !atomic_compare_exchange_weak_explicit(&m->word, &w, DSY_W_TOKEN, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+    }
+    if (w == DSY_W_SLEEPING)
+        dsy_unpark_one(&m->word);
+    atomic_fetch_sub_explicit(&m->handing, 1, memory_order_release); /* the last touch of m */
     return 1;
 }
 
@@ -270,6 +287,7 @@ static void multi_prepare(multi *m) {
     atomic_init(&m->arrive, m->nq);
     atomic_init(&m->left, m->nq);
     atomic_init(&m->word, DSY_W_WAITING);
+    atomic_init(&m->handing, 0);
     m->owner = NULL;
     m->caller = NULL;
 }
@@ -347,6 +365,9 @@ static void wait_all(multi *m) {
     }
     for (uint32_t i = 0; i < m->nq; i++)
         dsy_queue_waiter_sub(m->parts[i].q);
+    /* A hand-off may still be finishing its signal (a few instructions). */
+    for (unsigned b = 0; atomic_load_explicit(&m->handing, memory_order_acquire);)
+        dsy_backoff(&b);
 }
 
 int desync_sync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *arg) {
