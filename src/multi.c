@@ -144,6 +144,26 @@ static void run_job(multi *m, part *at) {
             dsy_frame_leave(&m->parts[i].frame);
 }
 
+static DSY_TLS unsigned tls_helping; /* nesting of help_others */
+
+/* Before p arrives (m cannot finish before that, so m is alive): the other
+ * queues of m whose token waits for a runner (READY) are run here, a batch
+ * each, as a syncer runs its own queue. On a scheduler with no threads
+ * nothing else would run them, and a sync on one object would wait forever
+ * for a multi-object job queued on it; with threads it only saves them a
+ * wake-up. Their jobs run inside p's frame, so a sync on p's queue from
+ * them is refused (it would wait for m, which waits for them). */
+static void help_others(multi *m, part *p) {
+    if (tls_helping >= 2)
+        return;
+    tls_helping++;
+    for (uint32_t i = 0; i < m->nq; i++)
+        if (&m->parts[i] != p &&
+            atomic_load_explicit(&m->parts[i].phase, memory_order_acquire) == PART_WAIT)
+            dsy_queue_help(m->parts[i].q);
+    tls_helping--;
+}
+
 static enum dsy_run_result part_run(dsy_node *n, desync_queue_t *q, void *data) {
     (void)q;
     (void)data;
@@ -151,6 +171,7 @@ static enum dsy_run_result part_run(dsy_node *n, desync_queue_t *q, void *data) 
     if (atomic_load_explicit(&p->phase, memory_order_relaxed) == PART_GO)
         return DSY_DONE; /* released: unlink it */
     multi *m = p->m;
+    help_others(m, p);
     atomic_store_explicit(&p->phase, PART_PARKED, memory_order_relaxed);
     if (atomic_fetch_sub_explicit(&m->arrive, 1, memory_order_acq_rel) != 1)
         return DSY_PARKED; /* the token stays with p until the last part comes */

@@ -295,6 +295,37 @@ TEST(multi_sync_all_no_threads) {
     return 0;
 }
 
+/* On a scheduler with no threads, a sync on one object (and its last
+ * release) runs the other objects of a multi-object job queued before it,
+ * which would otherwise wait forever for a runner. */
+TEST(multi_no_threads_sync_one_object) {
+    desync_scheduler_t *s = desync_scheduler_new(0);
+    CHECK(s);
+    logobj la = {0}, lb = {0}, lc = {0};
+    desync_t *a = desync_new_on(s, &la, NULL), *b = desync_new_on(s, &lb, NULL),
+             *c = desync_new_on(s, &lc, NULL);
+    CHECK(a && b && c);
+    CHECK_EQ(desync_desync(b, log_one, IV(1)), 0);
+    desync_t *abc[3] = {a, b, c};
+    CHECK_EQ(desync_desync_all(abc, 3, log_all, IV(2)), 0);
+    CHECK_EQ(desync_desync(c, log_one, IV(3)), 0);
+    CHECK_EQ(desync_sync(a, log_one, IV(4)), 0);
+    CHECK_EQ(la.n, 2);
+    CHECK_EQ(la.entries[0], 2);
+    CHECK_EQ(la.entries[1], 4);
+    CHECK_EQ(lb.n, 2);
+    CHECK_EQ(lb.entries[1], 2);
+    /* And through a release: destroy waits for the job. */
+    CHECK_EQ(desync_desync_all(abc, 3, log_all, IV(5)), 0);
+    desync_release(c);
+    CHECK_EQ(lc.n >= 2, 1);
+    CHECK_EQ(lc.entries[lc.n - 1], 5);
+    desync_release(a);
+    desync_release(b);
+    desync_scheduler_free(s);
+    return 0;
+}
+
 /* --------------------------------------------------------------- stress */
 
 #define SOBJ 6
