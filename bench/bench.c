@@ -461,6 +461,8 @@ static row_t g_rows[] = {
     {.id = "W8", .name = "pipe", .unit = "item"},
     {.id = "R1", .name = "logger", .unit = "line"},
     {.id = "R2", .name = "word-count", .unit = "line"},
+    {.id = "W9", .name = "sync-all-idle", .unit = "op"},
+    {.id = "R3", .name = "bank", .unit = "transfer"},
     {.id = "C3", .name = "curve-threads", .unit = "op"},
     {.id = "C6", .name = "curve-objects", .unit = "object"},
     {.id = "C2", .name = "curve-producers", .unit = "job"},
@@ -471,7 +473,7 @@ static row_t g_rows[] = {
 static void (*const g_workloads[])(row_t *) = {
     p1_cache_line, p2_spsc_ring, w1_sync_idle, w2_desync_stream, w3_contended_sync,
     w3b_contended_8, w4_mixed, w5_ping_pong, w6_many_objects, w7_future, w8_pipe,
-    r1_logger, r2_word_count, c3_threads, c6_objects, c2_producers, cm_many,
+    r1_logger, r2_word_count, w9_sync_all_idle, r3_bank, c3_threads, c6_objects, c2_producers, cm_many,
     ib_idle_burn,
 };
 
@@ -531,7 +533,7 @@ static const char *csv_dir(void) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2 C3 C6 C2 CM IB]\n"
+    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2 W9 R3 C3 C6 C2 CM IB]\n"
                     "env: BENCH_RUNS (default 5), BENCH_SCALE (default 1.0), BENCH_TIMEOUT "
                     "(seconds per run, default 150),\n"
                     "     BENCH_CURVE_RUNS (runs per point of the curves, default 3),\n"

@@ -5,6 +5,7 @@
  * workloads.c: W1..W8 (bench/README.md), libdesync and baseline variants.
  * probes.c: P1, P2, the machine-limit probes. programs.c: R1, R2, the real
  * programs. curves.c: C3, C6, C2, CM, the curves. idle.c: IB, idle burn.
+ * multi.c: W9 and R3, jobs over several objects.
  * targets.c: the targets of issue 10, printed as met / MISSED.
  */
 #ifndef DESYNC_BENCH_H
@@ -183,6 +184,9 @@ int probes_noisy(char *msg, size_t len);
 
 void r1_logger(row_t *row);
 void r2_word_count(row_t *row);
+/* multi.c: jobs over several objects. */
+void w9_sync_all_idle(row_t *row);
+void r3_bank(row_t *row);
 
 /* The targets section; rows indexed by id (NULL when absent). */
 void print_targets(const row_t *rows, int n);

@@ -161,9 +161,15 @@ void print_targets(const row_t *rows, int n) {
     if (r2 && r2->floor_ns > 0)
         ratio("R2", "  floor (2 threads by hand) / the plain loop", r2, r2->floor_ns, r2,
               NS(r2, base_ns), 0.8, 0);
+    /* issue 11: jobs over several objects */
+    const row_t *w9 = row("W9"), *r3 = row("R3");
+    ratio("W9", "sync_all, 2 idle objects <= 3x a sync on one", w9, NS(w9, lib_ns), w9,
+          NS(w9, base_ns), 3, 0);
+    ratio("R3", "bank transfers/s >= the mutex per account's", r3, NS(r3, base_ns), r3,
+          NS(r3, lib_ns), 1, 1);
 #undef NS
     curve_targets();
-    printf("  (ratios are libdesync / reference, except R1 and CM: libdesync ops/s / baseline "
+    printf("  (ratios are libdesync / reference, except R1, R3 and CM: libdesync ops/s / baseline "
            "ops/s)\n");
     char msg[256] = "";
     int noisy = probes_noisy(msg, sizeof msg);

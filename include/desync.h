@@ -64,8 +64,9 @@
  * desync_shutdown with atexit(), or call desync_scheduler_drain(), to run
  * them first.
  *
- * Topic headers: <desync/future.h> (futures, promises, suspend/resume) and
- * <desync/stream.h> (streams, channels, pipes) are included below, and
+ * Topic headers: <desync/future.h> (futures, promises, suspend/resume),
+ * <desync/stream.h> (streams, channels, pipes) and <desync/multi.h> (jobs
+ * over several objects) are included below, and
  * <desync/version.h> (DESYNC_VERSION_* macros) above.
  */
 #ifndef DESYNC_H
@@ -489,5 +490,6 @@ DESYNC_API void *desync_data(desync_t *d);
 
 #include "desync/future.h"
 #include "desync/stream.h"
+#include "desync/multi.h"
 
 #endif /* DESYNC_H */

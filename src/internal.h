@@ -248,6 +248,30 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
  * innermost first, and returns how many there are. For the wait-for graph. */
 uint32_t dsy_queue_held(_Atomic(desync_queue_t *) *out, uint32_t max, uint32_t keep);
 
+/* For multi-object jobs (multi.c). A frame of this thread's chain, pushed
+ * and popped in LIFO order, for a queue whose token the caller holds or is
+ * about to take. */
+void dsy_frame_enter(dsy_frame *f, desync_queue_t *q);
+void dsy_frame_leave(dsy_frame *f);
+dsy_frame *dsy_frame_current(void);
+/* The idle fast path: links n alone if q is idle (true: the caller holds the
+ * token, n is the head; the caller's reference keeps q alive), and gives the
+ * token back once done with it: q goes idle, or the nodes linked behind n
+ * get the token (n is not run: it is just unlinked). */
+bool dsy_queue_take_idle(desync_queue_t *q, dsy_node *n);
+bool dsy_queue_looks_idle(desync_queue_t *q); /* a relaxed hint, for spinning */
+void dsy_queue_give_back(desync_queue_t *q, dsy_node *n);
+/* A thread waiting for nodes of several queues counts itself a waiter on
+ * each (as dsy_queue_wait_node does on one), and takes a READY token (true:
+ * it holds it, with a reference). */
+void dsy_queue_waiter_add(desync_queue_t *q);
+void dsy_queue_waiter_sub(desync_queue_t *q);
+bool dsy_queue_steal_ready(desync_queue_t *q);
+/* fork.c's handlers: the lock that links a multi-object job's parts. */
+void dsy_multi_fork_prepare(void);
+void dsy_multi_fork_parent(void);
+void dsy_multi_fork_child(void);
+
 /* ----------------------------------------------------------- waitgraph
  *
  * Deadlock detection across threads (waitgraph.c). A thread about to block
@@ -255,6 +279,7 @@ uint32_t dsy_queue_held(_Atomic(desync_queue_t *) *out, uint32_t max, uint32_t k
  * means the wait would close a cycle of threads waiting for each other (the
  * edge is already withdrawn: return DESYNC_EDEADLK, queue nothing). Otherwise
  * the edge stays published until dsy_wait_leave, once the wait is over. */
+#define DSY_WG_WAITS 8u /* queues one wait lists (a multi-object sync) */
 typedef struct dsy_wait_edge {
     void *slot;              /* the thread's slot (NULL: not tracked) */
     desync_queue_t *outer;   /* the enclosing wait of this thread, if any */
@@ -262,6 +287,10 @@ typedef struct dsy_wait_edge {
 } dsy_wait_edge;
 
 bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q);
+/* The same for a wait until every one of qs[0..n) has run a node of the
+ * caller (desync_sync_all): a cycle through any of them is refused. Only the
+ * first DSY_WG_WAITS are listed. */
+bool dsy_wait_enter_all(dsy_wait_edge *e, desync_queue_t *const qs[], uint32_t n);
 void dsy_wait_leave(dsy_wait_edge *e);
 /* In a fork child (fork.c): frees the slots of the threads that vanished. */
 void dsy_wait_fork_child(void);

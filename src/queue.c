@@ -1397,3 +1397,62 @@ void dsy_queue_fork_survivor(dsy_thread *t) {
     for (dsy_frame *f = atomic_load_explicit(&t->frame, memory_order_relaxed); f; f = f->parent)
         f->behalf = NULL;
 }
+
+/* ------------------------------------------------ multi-object jobs (multi.c)
+ *
+ * The few queue operations a multi-object job needs besides push, drain and
+ * token_place: the idle fast path (take every token by CAS, give it back),
+ * the frames of a job that holds several queues, and a waiter that waits for
+ * nodes on several queues (counted on each, as dsy_queue_wait_node is on one).
+ */
+
+void dsy_frame_enter(dsy_frame *f, desync_queue_t *q) { frame_push(f, q); }
+void dsy_frame_leave(dsy_frame *f) { frame_pop(f); }
+dsy_frame *dsy_frame_current(void) { return frame_top(); }
+
+bool dsy_queue_take_idle(desync_queue_t *q, dsy_node *n) {
+    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+    dsy_node *expect = NULL;
+    /* acq_rel as in dsy_sync's idle CAS: after the previous busy period. */
+    if (!atomic_compare_exchange_strong_explicit(&q->tail, &expect, n, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return false;
+    q->head = n;
+    return true;
+}
+
+bool dsy_queue_looks_idle(desync_queue_t *q) {
+    return !atomic_load_explicit(&q->tail, memory_order_relaxed);
+}
+
+void dsy_queue_give_back(desync_queue_t *q, dsy_node *n) {
+    dsy_node *mine = n;
+    if (survivor_left_forked(q) ||
+        atomic_compare_exchange_strong_explicit(&q->tail, &mine, NULL, memory_order_release,
+                                                memory_order_relaxed))
+        return;
+    /* Jobs were queued behind n: hand them on, as dsy_sync does. */
+    dsy_node *next = combine_sleepers(q, wait_next(n));
+    if (next) {
+        q->head = next;
+        dsy_token_place(q, false);
+    }
+}
+
+void dsy_queue_waiter_add(desync_queue_t *q) {
+    atomic_fetch_add_explicit(&q->state, DSY_WAITER, memory_order_acq_rel);
+}
+
+void dsy_queue_waiter_sub(desync_queue_t *q) {
+    uint32_t old = atomic_fetch_sub_explicit(&q->state, DSY_WAITER, memory_order_release);
+    DSY_ASSERT(old >= DSY_WAITER);
+    (void)old;
+}
+
+bool dsy_queue_steal_ready(desync_queue_t *q) {
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_acquire);
+    while (s & DSY_Q_READY)
+        if (steal(q, &s))
+            return true;
+    return false;
+}

@@ -24,6 +24,13 @@
  * every edge held at one instant (the end of the walk). A slot caught being
  * rewritten, or a path that changed, makes the walk start again.
  *
+ * A multi-object sync (desync_sync_all) waits for several queues at once:
+ * its slot lists them all (the first DSY_WG_WAITS), and the walk is a
+ * depth-first search over every queue a blocked thread waits for (a slot
+ * whose searches all ended without a cycle is not searched again). Its held
+ * set is its frames, as for any wait: the queues its parts already hold
+ * parked are not listed (like queues parked on a future, below).
+ *
  * Only blocked threads are in the graph: a queue held by a running thread
  * ends the walk (that thread will walk when it blocks, if it does). Queues
  * parked on a future or a resumer have no holder: cycles through a promise
@@ -52,13 +59,25 @@ typedef struct wg_slot {
      * owner, seq_cst loads by walkers (see the top comment). */
     _Atomic uint32_t gen;
     _Atomic uint32_t used; /* 1 while a thread owns the slot */
-    _Atomic(desync_queue_t *) waits_for; /* NULL: not blocked */
+    _Atomic uint32_t nwaits; /* 0: not blocked */
+    _Atomic(desync_queue_t *) waits[DSY_WG_WAITS];
     _Atomic uint32_t nheld;
     _Atomic(desync_queue_t *) held[DSY_WG_HELD];
 } wg_slot;
 
 static wg_slot slots[DSY_WG_SLOTS];
 static _Atomic uint32_t slots_hw; /* slots [0, hw) have been used */
+
+/* The lists of this thread's enclosing waits for several queues (the edge
+ * keeps one queue; OUTER_STASHED in its outer_held says the list is here).
+ * Deeper nesting keeps only the first queue of the outer waits. */
+#define WG_STASH 2u
+#define OUTER_STASHED 0x80000000u
+static DSY_TLS struct {
+    desync_queue_t *q[DSY_WG_WAITS];
+    uint32_t n;
+} stash[WG_STASH];
+static DSY_TLS uint32_t stash_depth;
 
 static DSY_TLS wg_slot *tls_slot;
 static DSY_TLS bool tls_no_slot; /* none was free: this thread is not tracked */
@@ -96,24 +115,28 @@ static wg_slot *my_slot(void) {
     return NULL;
 }
 
-/* Rewrites the calling thread's slot: waiting for q (NULL: not waiting),
- * holding the `keep` outermost queues of its frame chain (UINT32_MAX: all).
- * Returns how many it holds. */
-static uint32_t slot_write(wg_slot *s, desync_queue_t *q, uint32_t keep) {
+/* Rewrites the calling thread's slot: waiting for qs[0..nq) (nq 0: not
+ * waiting), holding the `keep` outermost queues of its frame chain
+ * (UINT32_MAX: all). Returns how many it holds. */
+static uint32_t slot_write(wg_slot *s, desync_queue_t *const *qs, uint32_t nq, uint32_t keep) {
     atomic_fetch_add_explicit(&s->gen, 1, memory_order_seq_cst); /* odd */
-    uint32_t n = q ? dsy_queue_held(s->held, DSY_WG_HELD, keep) : 0;
+    if (nq > DSY_WG_WAITS)
+        nq = DSY_WG_WAITS;
+    uint32_t n = nq ? dsy_queue_held(s->held, DSY_WG_HELD, keep) : 0;
     /* Release stores: a walker that reads one of them (acquire) also sees
      * the odd generation before it, so its re-check of gen fails. */
     atomic_store_explicit(&s->nheld, n, memory_order_release);
-    atomic_store_explicit(&s->waits_for, q, memory_order_release);
+    for (uint32_t i = 0; i < nq; i++)
+        atomic_store_explicit(&s->waits[i], qs[i], memory_order_release);
+    atomic_store_explicit(&s->nwaits, nq, memory_order_release);
     atomic_fetch_add_explicit(&s->gen, 1, memory_order_seq_cst); /* even: published */
     return n;
 }
 
 /* A consistent copy of slot s: false if it is being rewritten. */
 typedef struct wg_view {
-    uint32_t gen, nheld;
-    desync_queue_t *waits_for;
+    uint32_t gen, nheld, nwaits;
+    desync_queue_t *waits[DSY_WG_WAITS];
     desync_queue_t *held[DSY_WG_HELD];
 } wg_view;
 
@@ -121,7 +144,10 @@ static bool slot_read(wg_slot *s, wg_view *v) {
     v->gen = atomic_load_explicit(&s->gen, memory_order_seq_cst);
     if (v->gen & 1)
         return false;
-    v->waits_for = atomic_load_explicit(&s->waits_for, memory_order_acquire);
+    uint32_t w = atomic_load_explicit(&s->nwaits, memory_order_acquire);
+    v->nwaits = w < DSY_WG_WAITS ? w : DSY_WG_WAITS;
+    for (uint32_t i = 0; i < v->nwaits; i++)
+        v->waits[i] = atomic_load_explicit(&s->waits[i], memory_order_acquire);
     uint32_t n = atomic_load_explicit(&s->nheld, memory_order_acquire);
     v->nheld = n < DSY_WG_HELD ? n : DSY_WG_HELD;
     for (uint32_t i = 0; i < v->nheld; i++)
@@ -136,13 +162,38 @@ static bool view_holds(const wg_view *v, const desync_queue_t *q) {
     return false;
 }
 
-/* The walk. 1: a cycle back to `me` that held at one instant; 0: none;
- * -1: something changed under the walk (walk again). */
-static int walk(wg_slot *me, const wg_view *mine, desync_queue_t *q) {
-    uint16_t path[DSY_WG_SLOTS]; /* a path visits each slot once: 6 KiB of stack */
-    uint32_t path_gen[DSY_WG_SLOTS];
-    uint32_t len = 0, hw = atomic_load_explicit(&slots_hw, memory_order_seq_cst);
+/* The walk: a depth-first search from the queues `mine` waits for. 1: a
+ * cycle back to `me` that held at one instant; 0: none; -1: something
+ * changed under the walk (walk again). A path level keeps its slot's
+ * generation and re-reads the slot for its next queue (the path stays small:
+ * 8 bytes a level). */
+typedef struct wg_level {
+    uint16_t slot, next; /* next: the index of the slot's next queue to follow */
+    uint32_t gen;
+} wg_level;
+
+static int walk(wg_slot *me, const wg_view *mine) {
+    wg_level path[DSY_WG_SLOTS]; /* a path visits each slot once: 8 KiB of stack */
+    uint32_t done[DSY_WG_SLOTS / 32] = {0}; /* slots searched to the end */
+    uint32_t len = 0, root_next = 0, hw = atomic_load_explicit(&slots_hw, memory_order_seq_cst);
     for (;;) {
+        desync_queue_t *q;
+        if (len == 0) {
+            if (root_next >= mine->nwaits)
+                return 0;
+            q = mine->waits[root_next++];
+        } else {
+            wg_level *l = &path[len - 1];
+            wg_view v;
+            if (!slot_read(&slots[l->slot], &v) || v.gen != l->gen)
+                return -1;
+            if (l->next >= v.nwaits) {
+                done[l->slot / 32] |= 1u << (l->slot % 32);
+                len--;
+                continue;
+            }
+            q = v.waits[l->next++];
+        }
         if (view_holds(mine, q))
             break; /* back to a queue the walker holds */
         /* The blocked thread that holds q, if any. */
@@ -154,25 +205,29 @@ static int walk(wg_slot *me, const wg_view *mine, desync_queue_t *q) {
                 continue;
             if (!slot_read(s, &v))
                 return -1;
-            if (v.waits_for && view_holds(&v, q))
+            if (v.nwaits && view_holds(&v, q))
                 found = i;
         }
         if (found == DSY_WG_SLOTS)
-            return 0; /* q is held by a running thread, or by nobody */
-        for (uint32_t k = 0; k < len; k++)
-            if (path[k] == found)
-                return 0; /* a loop that does not come back to us: theirs */
-        path[len] = (uint16_t)found;
-        path_gen[len++] = v.gen;
-        q = v.waits_for;
+            continue; /* q is held by a running thread, or by nobody */
+        if (done[found / 32] & (1u << (found % 32)))
+            continue;
+        bool on_path = false;
+        for (uint32_t k = 0; k < len && !on_path; k++)
+            on_path = path[k].slot == found;
+        if (on_path)
+            continue; /* a loop that does not come back to us: theirs */
+        path[len++] = (wg_level){(uint16_t)found, 0, v.gen};
     }
     for (uint32_t k = 0; k < len; k++)
-        if (atomic_load_explicit(&slots[path[k]].gen, memory_order_seq_cst) != path_gen[k])
+        if (atomic_load_explicit(&slots[path[k].slot].gen, memory_order_seq_cst) != path[k].gen)
             return -1;
     return 1;
 }
 
-bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q) {
+bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q) { return dsy_wait_enter_all(e, &q, 1); }
+
+bool dsy_wait_enter_all(dsy_wait_edge *e, desync_queue_t *const qs[], uint32_t n) {
     wg_slot *me = my_slot();
     e->slot = me;
     if (!me)
@@ -180,17 +235,29 @@ bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q) {
     /* A wait inside a job this thread runs during another wait (as a waiter
      * that took the token): the enclosing edge is restored at leave, with
      * the held set it had (the outermost frames then), not today's frames. */
-    e->outer = atomic_load_explicit(&me->waits_for, memory_order_relaxed);
+    uint32_t nouter = atomic_load_explicit(&me->nwaits, memory_order_relaxed);
+    e->outer = nouter ? atomic_load_explicit(&me->waits[0], memory_order_relaxed) : NULL;
     e->outer_held = atomic_load_explicit(&me->nheld, memory_order_relaxed);
-    slot_write(me, q, UINT32_MAX);
+    if (nouter > 1 && stash_depth < WG_STASH) {
+        /* An enclosing wait for several queues: its list is kept here. */
+        stash[stash_depth].n = nouter;
+        for (uint32_t i = 0; i < nouter; i++)
+            stash[stash_depth].q[i] = atomic_load_explicit(&me->waits[i], memory_order_relaxed);
+        stash_depth++;
+        e->outer_held |= OUTER_STASHED;
+    }
+    slot_write(me, qs, n, UINT32_MAX);
     wg_view mine;
+    mine.nwaits = n < DSY_WG_WAITS ? n : DSY_WG_WAITS;
+    for (uint32_t i = 0; i < mine.nwaits; i++)
+        mine.waits[i] = qs[i];
     mine.nheld = atomic_load_explicit(&me->nheld, memory_order_relaxed);
     if (mine.nheld > DSY_WG_HELD)
         mine.nheld = DSY_WG_HELD;
     for (uint32_t i = 0; i < mine.nheld; i++)
         mine.held[i] = atomic_load_explicit(&me->held[i], memory_order_relaxed);
     int r;
-    for (unsigned b = 0; (r = walk(me, &mine, q)) < 0;)
+    for (unsigned b = 0; (r = walk(me, &mine)) < 0;)
         dsy_backoff(&b);
     if (r == 0)
         return false;
@@ -199,8 +266,15 @@ bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q) {
 }
 
 void dsy_wait_leave(dsy_wait_edge *e) {
-    if (e->slot)
-        slot_write(e->slot, e->outer, e->outer_held); /* the enclosing wait, if any */
+    if (!e->slot)
+        return;
+    uint32_t held = e->outer_held & ~OUTER_STASHED;
+    if (e->outer_held & OUTER_STASHED) {
+        stash_depth--;
+        slot_write(e->slot, stash[stash_depth].q, stash[stash_depth].n, held);
+    } else {
+        slot_write(e->slot, &e->outer, e->outer != NULL, held); /* the enclosing wait, if any */
+    }
 }
 
 void dsy_wait_fork_child(void) {
@@ -209,7 +283,7 @@ void dsy_wait_fork_child(void) {
         wg_slot *s = &slots[i];
         if (s == tls_slot)
             continue;
-        atomic_store_explicit(&s->waits_for, NULL, memory_order_relaxed);
+        atomic_store_explicit(&s->nwaits, 0, memory_order_relaxed);
         atomic_store_explicit(&s->nheld, 0, memory_order_relaxed);
         uint32_t g = atomic_load_explicit(&s->gen, memory_order_relaxed);
         atomic_store_explicit(&s->gen, (g | 1u) + 1u, memory_order_relaxed); /* even, new */

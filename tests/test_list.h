@@ -276,5 +276,18 @@ TEST_ENTRY(stats_scheduler_counters, 30)
 TEST_ENTRY(stats_dump_shows_labels, 20)
 TEST_ENTRY(stats_worker_threads_named, 20)
 
+/* jobs over several objects: sync_all, desync_all (test_multi.c) */
+TEST_ENTRY(multi_sync_all_datas, 10)
+TEST_ENTRY(multi_many_objects, 10)
+TEST_ENTRY(multi_errors, 10)
+TEST_ENTRY(multi_job_releases_object, 10)
+TEST_ENTRY(multi_order, 10)
+TEST_ENTRY(multi_sync_all_no_threads, 10)
+TEST_ENTRY(multi_no_threads_sync_one_object, 10)
+TEST_ENTRY(multi_stress_random_sets, 60)
+TEST_ENTRY(multi_stress_one_thread_scheduler, 60)
+TEST_ENTRY(multi_cycle_sync_all_and_sync, 30)
+TEST_ENTRY(multi_cycle_two_sync_alls, 30)
+
 /* version (test_version.c) */
 TEST_ENTRY(version_matches_headers, 5)
