@@ -112,6 +112,22 @@ TEST_ENTRY(future_stress_wait_timeout_race, 60)
 TEST_ENTRY(future_stress_replaced_waker_race, 60)
 TEST_ENTRY(future_stress_sync_drop_race, 60)
 
+/* future combinators: all, any (test_future_comb.c) */
+TEST_ENTRY(future_all_basic, 10)
+TEST_ENTRY(future_all_first_error_in_array_order, 10)
+TEST_ENTRY(future_any_basic, 10)
+TEST_ENTRY(future_any_complete_at_creation_lowest_index, 10)
+TEST_ENTRY(future_comb_bad_input, 10)
+TEST_ENTRY(future_comb_free_early, 10)
+TEST_ENTRY(future_comb_timeout_then_complete, 20)
+TEST_ENTRY(future_comb_then_and_nested, 10)
+TEST_ENTRY(future_comb_sync_inputs_run_by_waiter, 20)
+TEST_ENTRY(future_comb_inputs_no_threads, 10)
+TEST_ENTRY(future_comb_poll_drives_sync_input, 20)
+TEST_ENTRY(future_all_edeadlk_in_own_queue, 10)
+TEST_ENTRY(future_comb_race_stress, 60)
+TEST_ENTRY(future_comb_sync_inputs_many_waiters, 60)
+
 /* streams and channels (test_stream.c) */
 TEST_ENTRY(stream_array_reads, 10)
 TEST_ENTRY(stream_array_item_free, 10)

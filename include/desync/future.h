@@ -89,6 +89,41 @@ DESYNC_API desync_future_t *desync_queue_after(desync_queue_t *q, desync_future_
 DESYNC_API desync_future_t *desync_future_ready(void *value);
 
 /*
+ * Combinators over n futures fs[0..n-1] (the array is read during the call
+ * only; the same future may appear twice). Never block.
+ *
+ * desync_future_all completes once every input has completed: status 0, or
+ * the first non-zero status in array order; value NULL.
+ * desync_future_any completes once the first input completes (if several
+ * are complete already, the lowest index): status 0, value the index as
+ * (void *)(uintptr_t)i; read that input's own status and value from fs[i]
+ * (complete, so its wait returns at once).
+ *
+ * Ownership: the inputs are not taken. The caller still waits on, polls or
+ * frees each input (a completed input's value can be read after the
+ * combined future completed), and may free an input only once the combined
+ * future has completed or has been freed. Freeing the combined future
+ * early is safe at any time, whatever the inputs are doing; the inputs
+ * then go on as if it never existed.
+ *
+ * Waiting: a wait on the combined future does the waits' work for its
+ * inputs: a future_sync input's job runs on the thread that waits on (or
+ * polls) the combined future, as if it waited on that input. A wait on an
+ * all-future waits on each input in turn, so it also runs the inputs'
+ * queues when no thread does and returns DESYNC_EDEADLK (as
+ * desync_future_wait) if waiting for an input could never end, DESYNC_
+ * ETIMEDOUT (wait_for) if an input is still pending at the deadline. A
+ * wait on an any-future runs what its inputs' queues have ready when the
+ * wait starts or wakes, but does not detect cycles. Once the combined
+ * future is consumed by then(), detached or taken over (async job, after),
+ * nothing runs a future_sync input for it: wait on that input yourself.
+ *
+ * NULL for NULL fs, n == 0 or a NULL input, or on ENOMEM (nothing changes).
+ */
+DESYNC_API desync_future_t *desync_future_all(desync_future_t *const fs[], size_t n);
+DESYNC_API desync_future_t *desync_future_any(desync_future_t *const fs[], size_t n);
+
+/*
  * A promise and its future (stored in *future). The promise is the writing
  * end: complete or cancel consumes it. NULL for NULL future, or on ENOMEM.
  */
