@@ -128,6 +128,17 @@ TEST_ENTRY(future_all_edeadlk_in_own_queue, 10)
 TEST_ENTRY(future_comb_race_stress, 60)
 TEST_ENTRY(future_comb_sync_inputs_many_waiters, 60)
 
+/* pipe completion: pipe_in_future, pipe_in_async_future (test_pipe_completion.c) */
+TEST_ENTRY(pipe_in_future_wait_then_release, 30)
+TEST_ENTRY(pipe_in_future_release_after_close_counts, 30)
+TEST_ENTRY(pipe_in_future_release_in_job_cancels, 30)
+TEST_ENTRY(pipe_in_async_future_release_in_job_cancels, 30)
+TEST_ENTRY(pipe_in_async_future_all_processed, 30)
+TEST_ENTRY(pipe_in_future_open_channel, 20)
+TEST_ENTRY(pipe_in_future_end_states, 10)
+TEST_ENTRY(pipe_in_future_bad_input, 10)
+TEST_ENTRY(pipe_in_future_release_race_stress, 60)
+
 /* streams and channels (test_stream.c) */
 TEST_ENTRY(stream_array_reads, 10)
 TEST_ENTRY(stream_array_item_free, 10)
