@@ -252,6 +252,9 @@ typedef struct dsy_wait_edge {
 } dsy_wait_edge;
 
 bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q);
+/* The same for a thread about to wait until s's busy workers are done
+ * (desync_scheduler_drain): the edge points at s, held by its workers. */
+bool dsy_wait_enter_sched(dsy_wait_edge *e, desync_scheduler_t *s);
 void dsy_wait_leave(dsy_wait_edge *e);
 /* In a fork child (fork.c): frees the slots of the threads that vanished. */
 void dsy_wait_fork_child(void);
@@ -308,6 +311,8 @@ void dsy_sched_poke(desync_scheduler_t *s);
 /* True if the calling thread is a worker with no other entry waiting for it
  * (its next slot and its scheduler's run list are empty). */
 bool dsy_sched_nothing_else(void);
+/* The scheduler the calling thread is a worker of, or NULL (waitgraph.c). */
+desync_scheduler_t *dsy_sched_worker_of(void);
 /* The calling thread is about to sleep inside a job (a sync or a wait): an
  * entry in its next slot would wait for it to wake, and may be what it waits
  * for. If it is a worker, the entry goes to the run list, for other threads. */

@@ -24,6 +24,17 @@
  * every edge held at one instant (the end of the walk). A slot caught being
  * rewritten, or a path that changed, makes the walk start again.
  *
+ * SCHEDULERS. desync_scheduler_drain(S) waits for every busy worker of S,
+ * not for one queue. Its edge points at S itself: waits_for holds S's
+ * address with the low bit set (queues and schedulers are aligned, so a tag
+ * cannot be a queue), and a slot "holds" S when its thread is a worker of S
+ * (`sched`, published with the held set: a blocked worker is busy, so drain
+ * waits for it). Several blocked threads may hold S, so the walk is a
+ * depth-first search over slots (each visited once per walk) rather than a
+ * single path; the cycle it reports is still one path, validated as below.
+ * A drain that holds no queue and is no worker cannot close a cycle, but
+ * publishing costs nothing a drain would notice, so it always does.
+ *
  * Only blocked threads are in the graph: a queue held by a running thread
  * ends the walk (that thread will walk when it blocks, if it does). Queues
  * parked on a future or a resumer have no holder: cycles through a promise
@@ -52,7 +63,8 @@ typedef struct wg_slot {
      * owner, seq_cst loads by walkers (see the top comment). */
     _Atomic uint32_t gen;
     _Atomic uint32_t used; /* 1 while a thread owns the slot */
-    _Atomic(desync_queue_t *) waits_for; /* NULL: not blocked */
+    _Atomic(desync_queue_t *) waits_for; /* NULL: not blocked; low bit: a scheduler */
+    _Atomic(desync_scheduler_t *) sched; /* the scheduler this thread is a worker of */
     _Atomic uint32_t nheld;
     _Atomic(desync_queue_t *) held[DSY_WG_HELD];
 } wg_slot;
@@ -105,6 +117,7 @@ static uint32_t slot_write(wg_slot *s, desync_queue_t *q, uint32_t keep) {
     /* Release stores: a walker that reads one of them (acquire) also sees
      * the odd generation before it, so its re-check of gen fails. */
     atomic_store_explicit(&s->nheld, n, memory_order_release);
+    atomic_store_explicit(&s->sched, q ? dsy_sched_worker_of() : NULL, memory_order_release);
     atomic_store_explicit(&s->waits_for, q, memory_order_release);
     atomic_fetch_add_explicit(&s->gen, 1, memory_order_seq_cst); /* even: published */
     return n;
@@ -114,6 +127,7 @@ static uint32_t slot_write(wg_slot *s, desync_queue_t *q, uint32_t keep) {
 typedef struct wg_view {
     uint32_t gen, nheld;
     desync_queue_t *waits_for;
+    desync_scheduler_t *sched;
     desync_queue_t *held[DSY_WG_HELD];
 } wg_view;
 
@@ -122,6 +136,7 @@ static bool slot_read(wg_slot *s, wg_view *v) {
     if (v->gen & 1)
         return false;
     v->waits_for = atomic_load_explicit(&s->waits_for, memory_order_acquire);
+    v->sched = atomic_load_explicit(&s->sched, memory_order_acquire);
     uint32_t n = atomic_load_explicit(&s->nheld, memory_order_acquire);
     v->nheld = n < DSY_WG_HELD ? n : DSY_WG_HELD;
     for (uint32_t i = 0; i < v->nheld; i++)
@@ -129,47 +144,66 @@ static bool slot_read(wg_slot *s, wg_view *v) {
     return atomic_load_explicit(&s->gen, memory_order_seq_cst) == v->gen;
 }
 
+/* Does the thread of view v hold q (a queue, or a tagged scheduler)? */
 static bool view_holds(const wg_view *v, const desync_queue_t *q) {
+    if ((uintptr_t)q & 1u)
+        return v->sched && (uintptr_t)v->sched == ((uintptr_t)q & ~(uintptr_t)1u);
     for (uint32_t i = 0; i < v->nheld; i++)
         if (v->held[i] == q)
             return true;
     return false;
 }
 
-/* The walk. 1: a cycle back to `me` that held at one instant; 0: none;
+/* The walk: a depth-first search from `start` through the blocked threads
+ * that hold what the previous one waits for. 1: a path back to a queue (or
+ * scheduler) `me` holds, every edge of it held at one instant; 0: none;
  * -1: something changed under the walk (walk again). */
-static int walk(wg_slot *me, const wg_view *mine, desync_queue_t *q) {
+static int walk(wg_slot *me, const wg_view *mine, desync_queue_t *start) {
     uint16_t path[DSY_WG_SLOTS]; /* a path visits each slot once: 6 KiB of stack */
     uint32_t path_gen[DSY_WG_SLOTS];
+    uint64_t seen[DSY_WG_SLOTS / 64] = {0}; /* slots visited by this walk */
     uint32_t len = 0, hw = atomic_load_explicit(&slots_hw, memory_order_seq_cst);
+    desync_queue_t *q = start;
     for (;;) {
-        if (view_holds(mine, q))
-            break; /* back to a queue the walker holds */
-        /* The blocked thread that holds q, if any. */
+        if (view_holds(mine, q)) {
+            for (uint32_t k = 0; k < len; k++)
+                if (atomic_load_explicit(&slots[path[k]].gen, memory_order_seq_cst) !=
+                    path_gen[k])
+                    return -1;
+            return 1; /* back to what the walker holds */
+        }
+        /* A blocked thread not visited yet that holds q. */
         uint32_t found = DSY_WG_SLOTS;
         wg_view v;
         for (uint32_t i = 0; i < hw && found == DSY_WG_SLOTS; i++) {
             wg_slot *s = &slots[i];
-            if (s == me || !atomic_load_explicit(&s->used, memory_order_acquire))
+            if (s == me || (seen[i / 64] >> (i % 64) & 1u) ||
+                !atomic_load_explicit(&s->used, memory_order_acquire))
                 continue;
             if (!slot_read(s, &v))
                 return -1;
             if (v.waits_for && view_holds(&v, q))
                 found = i;
         }
-        if (found == DSY_WG_SLOTS)
-            return 0; /* q is held by a running thread, or by nobody */
-        for (uint32_t k = 0; k < len; k++)
-            if (path[k] == found)
-                return 0; /* a loop that does not come back to us: theirs */
-        path[len] = (uint16_t)found;
-        path_gen[len++] = v.gen;
+        if (found != DSY_WG_SLOTS) {
+            seen[found / 64] |= (uint64_t)1 << (found % 64);
+            path[len] = (uint16_t)found;
+            path_gen[len++] = v.gen;
+            q = v.waits_for;
+            continue;
+        }
+        /* Nobody else there (held by a running thread, by nobody, or a
+         * loop that does not come back to us): back up one step. */
+        if (len == 0)
+            return 0;
+        if (--len == 0) {
+            q = start;
+            continue;
+        }
+        if (!slot_read(&slots[path[len - 1]], &v) || v.gen != path_gen[len - 1])
+            return -1;
         q = v.waits_for;
     }
-    for (uint32_t k = 0; k < len; k++)
-        if (atomic_load_explicit(&slots[path[k]].gen, memory_order_seq_cst) != path_gen[k])
-            return -1;
-    return 1;
 }
 
 bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q) {
@@ -184,6 +218,7 @@ bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q) {
     e->outer_held = atomic_load_explicit(&me->nheld, memory_order_relaxed);
     slot_write(me, q, UINT32_MAX);
     wg_view mine;
+    mine.sched = atomic_load_explicit(&me->sched, memory_order_relaxed);
     mine.nheld = atomic_load_explicit(&me->nheld, memory_order_relaxed);
     if (mine.nheld > DSY_WG_HELD)
         mine.nheld = DSY_WG_HELD;
@@ -198,6 +233,10 @@ bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q) {
     return true;
 }
 
+bool dsy_wait_enter_sched(dsy_wait_edge *e, desync_scheduler_t *s) {
+    return dsy_wait_enter(e, (desync_queue_t *)((uintptr_t)s | 1u));
+}
+
 void dsy_wait_leave(dsy_wait_edge *e) {
     if (e->slot)
         slot_write(e->slot, e->outer, e->outer_held); /* the enclosing wait, if any */
@@ -210,6 +249,7 @@ void dsy_wait_fork_child(void) {
         if (s == tls_slot)
             continue;
         atomic_store_explicit(&s->waits_for, NULL, memory_order_relaxed);
+        atomic_store_explicit(&s->sched, NULL, memory_order_relaxed);
         atomic_store_explicit(&s->nheld, 0, memory_order_relaxed);
         uint32_t g = atomic_load_explicit(&s->gen, memory_order_relaxed);
         atomic_store_explicit(&s->gen, (g | 1u) + 1u, memory_order_relaxed); /* even, new */

@@ -139,6 +139,11 @@ TEST_ENTRY(pipe_in_future_end_states, 10)
 TEST_ENTRY(pipe_in_future_bad_input, 10)
 TEST_ENTRY(pipe_in_future_release_race_stress, 60)
 
+/* scheduler drain in the wait-for graph (test_deadlock_drain.c) */
+TEST_ENTRY(deadlock_drain_cycle_refused, 60)
+TEST_ENTRY(deadlock_drain_cycle_with_bystander, 60)
+TEST_ENTRY(deadlock_drain_no_cycle, 20)
+
 /* streams and channels (test_stream.c) */
 TEST_ENTRY(stream_array_reads, 10)
 TEST_ENTRY(stream_array_item_free, 10)
