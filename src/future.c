@@ -96,7 +96,7 @@ static void comb_input_done(struct flistener *l, int status);
 static void comb_notify_parked(desync_future_t *in);
 static void comb_destroy(struct comb *c);
 static void comb_unlist(struct comb *c);
-static void comb_drive(struct comb *c);
+static bool comb_drive(struct comb *c, bool wait);
 static int comb_wait_inputs(struct comb *c, uint64_t deadline);
 static uint32_t comb_parks(struct comb *c);
 
@@ -621,9 +621,10 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
     }
     for (;;) {
         uint32_t parks = 0;
+        bool slice = false; /* sleep in slices: an input's queue has no thread */
         if (f->comb) {
             parks = comb_parks(f->comb);
-            comb_drive(f->comb);
+            slice = comb_drive(f->comb, true);
         }
         fut_look look = fut_lock_for_wait(f);
         if (look != FUT_PENDING)
@@ -678,7 +679,12 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
             done = dsy_queue_wait_node(q, f->node, &w.word, deadline);
             tls_driving = saved;
         } else {
-            done = dsy_wait_word(&w.word, deadline) == DSY_W_DONE;
+            uint64_t until = deadline;
+            if (slice) {
+                uint64_t t = dsy_deadline_after(DSY_SCHED_DRAIN_POLL_NS);
+                until = until && until < t ? until : t;
+            }
+            done = dsy_wait_word(&w.word, until) == DSY_W_DONE;
         }
         dsy_wait_leave(&edge);
         if (!done) {
@@ -702,7 +708,8 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
              * future_sync job for us to run (comb_wake): look again. */
             if (word == DSY_W_TOKEN && q)
                 dsy_token_place(q, true);
-            recheck = word == DSY_W_TOKEN && !q;
+            recheck = (word == DSY_W_TOKEN && !q) ||
+                      (slice && word == DSY_W_WAITING && (!deadline || dsy_now_ns() < deadline));
             done = word == DSY_W_DONE;
         }
         /* Unlisted (by fut_complete, or above): withdraw the marks. */
@@ -728,7 +735,7 @@ int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *w
 again:
     if (f->comb) {
         parks = comb_parks(f->comb);
-        comb_drive(f->comb);
+        comb_drive(f->comb, false);
     }
     fut_look look = fut_lock_for_wait(f);
     if (look == FUT_FORKED)
@@ -959,10 +966,14 @@ static void comb_destroy(comb *c) {
     free(c);
 }
 
-/* Before a wait or poll of out: runs the future_sync jobs due in inputs;
- * for any, also runs ready work of the inputs' queues that no thread runs
- * (as a wait on the input would). */
-static void comb_drive(comb *c) {
+/* Before a wait (`wait`) or poll of out: runs the future_sync jobs due in
+ * inputs. Before a wait on any, also runs the ready work of the inputs'
+ * queues that no thread runs (as a wait on the input would), and returns
+ * true if a pending input's queue is on a scheduler with no threads: work
+ * that becomes ready there later would wake nobody, so the wait then sleeps
+ * in slices of DSY_SCHED_DRAIN_POLL_NS and drives again (as drain polls). */
+static bool comb_drive(comb *c, bool wait) {
+    bool slice = false;
     for (size_t i = 0; i < c->n && !fut_is_done(c->out); i++) {
         desync_future_t *in = c->in[i].f;
         if (!in->q) /* set before in was returned; constant */
@@ -970,15 +981,21 @@ static void comb_drive(comb *c) {
         if (fut_lock_for_wait(in) != FUT_PENDING)
             continue;
         desync_queue_t *q = in->q;
-        bool help = c->any && !dsy_queue_in_chain(q);
+        bool help = wait && c->any && !dsy_queue_in_chain(q);
         if (help)
             dsy_queue_ref(q);
         fut_unlock(in);
-        if (help) {
+        if (!help)
+            continue;
+        /* A batch per call, and nothing when the queue is not waiting for
+         * a runner: a few calls reach in's node behind a short backlog. */
+        for (int k = 0; k < 64 && !fut_is_done(in); k++)
             dsy_queue_help(q);
-            dsy_queue_unref(q);
-        }
+        if (!fut_is_done(in) && desync_scheduler_max_threads(q->sched) == 0)
+            slice = true;
+        dsy_queue_unref(q);
     }
+    return slice;
 }
 
 /* A wait on all: waits on each input in turn (a future_sync input runs

@@ -308,6 +308,74 @@ TEST(future_comb_inputs_no_threads) {
     return 0;
 }
 
+/* No threads, and the input's queue becomes ready only after the wait on
+ * any has started (a sync on another thread holds it): the waiter still
+ * runs it. Also a long backlog before the input's job. */
+struct sync_holder {
+    desync_t *d;
+    atomic_int started, go;
+};
+
+static void hold_until_go(void *data, void *arg) {
+    (void)data;
+    struct sync_holder *h = arg;
+    atomic_store(&h->started, 1);
+    test_wait_flag(&h->go, LONG_MS);
+}
+
+static void *holder_main(void *arg) {
+    struct sync_holder *h = arg;
+    desync_sync(h->d, hold_until_go, h);
+    return NULL;
+}
+
+static void *open_gate_later(void *arg) {
+    test_sleep_ms(20);
+    atomic_store(&((struct sync_holder *)arg)->go, 1);
+    return NULL;
+}
+
+TEST(future_any_no_threads_ready_later) {
+    desync_scheduler_t *s = desync_scheduler_new(0);
+    CHECK(s);
+    int va = 7;
+    desync_t *a = desync_new_on(s, &va, NULL);
+    CHECK(a);
+    for (int i = 0; i < 1000; i++)
+        CHECK_EQ(desync_desync(a, noop_job, NULL), 0);
+    desync_future_t *f[2];
+    desync_promise_t *p = desync_promise_new(&f[1]);
+    CHECK(p);
+    CHECK((f[0] = desync_future_desync(a, ready_int, NULL)));
+    desync_future_t *any = desync_future_any(f, 2);
+    CHECK(any);
+    void *v = IV(5);
+    CHECK_EQ(desync_future_wait_for(any, LONG_NS, &v), 0);
+    CHECK_EQ(U(v), 0u);
+    desync_future_free(any);
+    desync_future_free(f[0]);
+
+    struct sync_holder h = {a, 0, 0};
+    pthread_t th, gate;
+    CHECK_EQ(pthread_create(&th, NULL, holder_main, &h), 0);
+    CHECK(test_wait_flag(&h.started, LONG_MS));
+    CHECK((f[0] = desync_future_desync(a, ready_int, NULL)));
+    any = desync_future_any(f, 2);
+    CHECK(any);
+    CHECK_EQ(pthread_create(&gate, NULL, open_gate_later, &h), 0);
+    CHECK_EQ(desync_future_wait_for(any, LONG_NS, &v), 0);
+    CHECK_EQ(U(v), 0u);
+    pthread_join(gate, NULL);
+    pthread_join(th, NULL);
+    desync_future_free(any);
+    desync_future_free(f[0]);
+    desync_promise_cancel(p);
+    desync_future_free(f[1]);
+    desync_release(a);
+    desync_scheduler_free(s);
+    return 0;
+}
+
 /* Polling an any-future over a future_sync input whose token parks later:
  * the waker is called, and the next poll runs the job. */
 static void flag_then_sleep(void *data, void *arg) {

@@ -111,13 +111,18 @@ DESYNC_API desync_future_t *desync_future_ready(void *value);
  * polls) the combined future, as if it waited on that input. A wait on an
  * all-future waits on each input in turn, so it also runs the inputs'
  * queues when no thread does and returns DESYNC_EDEADLK (as
- * desync_future_wait) if waiting for an input could never end, DESYNC_
- * ETIMEDOUT (wait_for) if an input is still pending at the deadline. A
- * wait on an any-future runs what its inputs' queues have ready when the
- * wait starts or wakes, but does not detect cycles. Once the combined
+ * desync_future_wait) if waiting for an input could never end, and
+ * DESYNC_ETIMEDOUT (wait_for) if an input is still pending at the deadline
+ * (the combined future stays valid either way). A
+ * wait on an any-future also runs its inputs' queues when no thread does
+ * (on a scheduler with 0 threads it looks again every 0.1 ms), but does
+ * not detect cycles (see "Deadlocks" in desync.h). Polls never run queue
+ * work other than a due future_sync job. Once the combined
  * future is consumed by then(), detached or taken over (async job, after),
  * nothing runs a future_sync input for it: wait on that input yourself.
  *
+ * The combined future is used like any other (wait, poll, then, fd, free;
+ * the same concurrency rules) and may itself be an input of a combinator.
  * NULL for NULL fs, n == 0 or a NULL input, or on ENOMEM (nothing changes).
  */
 DESYNC_API desync_future_t *desync_future_all(desync_future_t *const fs[], size_t n);
