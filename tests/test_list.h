@@ -129,7 +129,8 @@ TEST_ENTRY(future_all_edeadlk_in_own_queue, 10)
 TEST_ENTRY(future_comb_race_stress, 60)
 TEST_ENTRY(future_comb_sync_inputs_many_waiters, 60)
 
-/* pipe completion: pipe_in_future, pipe_in_async_future (test_pipe_completion.c) */
+/* pipe completion: pipe_in_future, pipe_in_async_future (test_pipe_completion.c);
+ * allocation failures in both and in the combinators (test_fault_sweep_comb.c) */
 TEST_ENTRY(pipe_in_future_wait_then_release, 30)
 TEST_ENTRY(pipe_in_future_release_after_close_counts, 30)
 TEST_ENTRY(pipe_in_future_release_in_job_cancels, 30)
@@ -139,6 +140,8 @@ TEST_ENTRY(pipe_in_future_open_channel, 20)
 TEST_ENTRY(pipe_in_future_end_states, 10)
 TEST_ENTRY(pipe_in_future_bad_input, 10)
 TEST_ENTRY(pipe_in_future_release_race_stress, 60)
+TEST_ENTRY(fault_sweep_future_comb, 120)
+TEST_ENTRY(fault_sweep_pipe_in_future, 120)
 
 /* scheduler drain in the wait-for graph (test_deadlock_drain.c) */
 TEST_ENTRY(deadlock_drain_cycle_refused, 60)
