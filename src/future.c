@@ -147,7 +147,7 @@ static desync_future_t *fut_new(uint32_t refs) {
 static void fut_unref(desync_future_t *f) {
     if (!dsy_ref_dec(&f->refs))
         return;
-    if (f->comb)
+    if (DSY_UNLIKELY(f->comb != NULL))
         comb_destroy(f->comb);
     if (f->fd >= 0)
         close(f->fd);
@@ -219,8 +219,10 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
         atomic_store_explicit(&f->waking, 1, memory_order_relaxed);
     atomic_store_explicit(&f->done, 1, memory_order_release);
     fut_unlock(f);
-    /* Combinators first: a thread that sees an input complete (a wait on
-     * future_all waits on each input) then finds the combined state updated. */
+    /* Combinators before waiters: a waiter of an input (a wait on
+     * future_all waits on each input) wakes to find the combined state
+     * updated. (One that sees `done` without waiting may come a moment
+     * early: it then waits on the combined future for this call.) */
     while (ls) {
         flistener *next = ls->next; /* read before the call may free ls */
         comb_input_done(ls, status);
@@ -609,20 +611,21 @@ static fut_look fut_lock_for_wait(desync_future_t *f) {
     }
 }
 
-int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value) {
-    if (!f)
-        return DESYNC_EINVAL;
-    uint64_t deadline = dsy_deadline_after(timeout_ns);
+/* The wait, written once for both kinds of future: compiled twice, with
+ * `comb` constant (the combinator's steps cost other futures nothing). */
+#if defined(__GNUC__)
+#define FUT_WAIT_INLINE inline __attribute__((always_inline))
+#else
+#define FUT_WAIT_INLINE inline
+#endif
+
+static FUT_WAIT_INLINE int fut_wait(desync_future_t *f, uint64_t deadline, void **value,
+                                    bool comb) {
     dsy_thread *me = dsy_thread_self(); /* registered before any lock is taken */
-    if (f->comb) {
-        int rc = comb_wait_inputs(f->comb, deadline);
-        if (rc != 0)
-            return rc;
-    }
     for (;;) {
         uint32_t parks = 0;
         bool slice = false; /* sleep in slices: an input's queue has no thread */
-        if (f->comb) {
+        if (comb) {
             parks = comb_parks(f->comb);
             slice = comb_drive(f->comb, true);
         }
@@ -653,7 +656,7 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
                 continue;
             }
         }
-        if (f->comb && comb_parks(f->comb) != parks) {
+        if (comb && comb_parks(f->comb) != parks) {
             fut_unlock(f); /* an input parked a token after comb_drive: run it */
             continue;
         }
@@ -680,7 +683,7 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
             tls_driving = saved;
         } else {
             uint64_t until = deadline;
-            if (slice) {
+            if (comb && slice) {
                 uint64_t t = dsy_deadline_after(DSY_SCHED_DRAIN_POLL_NS);
                 until = until && until < t ? until : t;
             }
@@ -708,8 +711,9 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
              * future_sync job for us to run (comb_wake): look again. */
             if (word == DSY_W_TOKEN && q)
                 dsy_token_place(q, true);
-            recheck = (word == DSY_W_TOKEN && !q) ||
-                      (slice && word == DSY_W_WAITING && (!deadline || dsy_now_ns() < deadline));
+            recheck = comb && ((word == DSY_W_TOKEN && !q) ||
+                               (slice && word == DSY_W_WAITING &&
+                                (!deadline || dsy_now_ns() < deadline)));
             done = word == DSY_W_DONE;
         }
         /* Unlisted (by fut_complete, or above): withdraw the marks. */
@@ -718,12 +722,27 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
             dsy_hold_pop(&h);
             dsy_queue_unref(q);
         }
-        if (recheck)
+        if (comb && recheck)
             continue;
         if (!done)
             return DESYNC_ETIMEDOUT;
         /* fut_complete has removed us from the list and set DONE. */
     }
+}
+
+/* A combined future: an all-future waits on its inputs first. */
+static int comb_wait(desync_future_t *f, uint64_t deadline, void **value) {
+    int rc = comb_wait_inputs(f->comb, deadline);
+    return rc ? rc : fut_wait(f, deadline, value, true);
+}
+
+int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value) {
+    if (!f)
+        return DESYNC_EINVAL;
+    uint64_t deadline = dsy_deadline_after(timeout_ns);
+    if (DSY_UNLIKELY(f->comb != NULL))
+        return comb_wait(f, deadline, value);
+    return fut_wait(f, deadline, value, false);
 }
 
 int desync_future_wait(desync_future_t *f, void **value) { return desync_future_wait_for(f, UINT64_MAX, value); }
@@ -799,7 +818,7 @@ static void fut_drop_handle(desync_future_t *f, bool detach) {
     fut_unlock(f);
     if (parked)
         dsy_token_place(parked, true);
-    if (f->comb && !detach)
+    if (DSY_UNLIKELY(f->comb != NULL) && !detach)
         comb_unlist(f->comb); /* nobody will read the result */
     fut_quiesce(f);
     fut_unref(f);

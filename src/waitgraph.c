@@ -28,8 +28,8 @@
  * not for one queue. Its edge points at S itself: waits_for holds S's
  * address with the low bit set (queues and schedulers are aligned, so a tag
  * cannot be a queue), and a slot "holds" S when its thread is a worker of S
- * (`sched`, published with the held set: a blocked worker is busy, so drain
- * waits for it). Several blocked threads may hold S, so the walk is a
+ * (`sched`, set when the thread takes its slot; it counts while the slot
+ * waits for something: a blocked worker is busy, so drain waits for it). Several blocked threads may hold S, so the walk is a
  * depth-first search over slots (each visited once per walk) rather than a
  * single path; the cycle it reports is still one path, validated as below.
  * A drain that holds no queue and is no worker cannot close a cycle, but
@@ -54,6 +54,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <string.h>
 
 #define DSY_WG_SLOTS 1024u
 #define DSY_WG_HELD 16u
@@ -64,7 +65,10 @@ typedef struct wg_slot {
     _Atomic uint32_t gen;
     _Atomic uint32_t used; /* 1 while a thread owns the slot */
     _Atomic(desync_queue_t *) waits_for; /* NULL: not blocked; low bit: a scheduler */
-    _Atomic(desync_scheduler_t *) sched; /* the scheduler this thread is a worker of */
+    /* The scheduler its thread is a worker of (NULL: none). A thread's
+     * role never changes, so it is set when the thread takes the slot;
+     * it counts only while waits_for is set. */
+    _Atomic(desync_scheduler_t *) sched;
     _Atomic uint32_t nheld;
     _Atomic(desync_queue_t *) held[DSY_WG_HELD];
 } wg_slot;
@@ -101,6 +105,7 @@ static wg_slot *my_slot(void) {
                                                                     memory_order_relaxed)) {
         }
         tls_slot = &slots[i];
+        atomic_store_explicit(&tls_slot->sched, dsy_sched_worker_of(), memory_order_release);
         pthread_setspecific(slot_key, tls_slot);
         return tls_slot;
     }
@@ -117,7 +122,6 @@ static uint32_t slot_write(wg_slot *s, desync_queue_t *q, uint32_t keep) {
     /* Release stores: a walker that reads one of them (acquire) also sees
      * the odd generation before it, so its re-check of gen fails. */
     atomic_store_explicit(&s->nheld, n, memory_order_release);
-    atomic_store_explicit(&s->sched, q ? dsy_sched_worker_of() : NULL, memory_order_release);
     atomic_store_explicit(&s->waits_for, q, memory_order_release);
     atomic_fetch_add_explicit(&s->gen, 1, memory_order_seq_cst); /* even: published */
     return n;
@@ -161,7 +165,8 @@ static bool view_holds(const wg_view *v, const desync_queue_t *q) {
 static int walk(wg_slot *me, const wg_view *mine, desync_queue_t *start) {
     uint16_t path[DSY_WG_SLOTS]; /* a path visits each slot once: 6 KiB of stack */
     uint32_t path_gen[DSY_WG_SLOTS];
-    uint64_t seen[DSY_WG_SLOTS / 64] = {0}; /* slots visited by this walk */
+    uint64_t seen[DSY_WG_SLOTS / 64]; /* slots visited by this walk... */
+    bool seen_init = false;           /* ... zeroed at the first visit only */
     uint32_t len = 0, hw = atomic_load_explicit(&slots_hw, memory_order_seq_cst);
     desync_queue_t *q = start;
     for (;;) {
@@ -177,7 +182,7 @@ static int walk(wg_slot *me, const wg_view *mine, desync_queue_t *start) {
         wg_view v;
         for (uint32_t i = 0; i < hw && found == DSY_WG_SLOTS; i++) {
             wg_slot *s = &slots[i];
-            if (s == me || (seen[i / 64] >> (i % 64) & 1u) ||
+            if (s == me || (seen_init && (seen[i / 64] >> (i % 64) & 1u)) ||
                 !atomic_load_explicit(&s->used, memory_order_acquire))
                 continue;
             if (!slot_read(s, &v))
@@ -186,6 +191,10 @@ static int walk(wg_slot *me, const wg_view *mine, desync_queue_t *start) {
                 found = i;
         }
         if (found != DSY_WG_SLOTS) {
+            if (!seen_init) {
+                memset(seen, 0, sizeof seen);
+                seen_init = true;
+            }
             seen[found / 64] |= (uint64_t)1 << (found % 64);
             path[len] = (uint16_t)found;
             path_gen[len++] = v.gen;
