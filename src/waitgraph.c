@@ -28,12 +28,13 @@
  * not for one queue. Its edge points at S itself: waits_for holds S's
  * address with the low bit set (queues and schedulers are aligned, so a tag
  * cannot be a queue), and a slot "holds" S when its thread is a worker of S
- * (`sched`, set when the thread takes its slot; it counts while the slot
- * waits for something: a blocked worker is busy, so drain waits for it). Several blocked threads may hold S, so the walk is a
- * depth-first search over slots (each visited once per walk) rather than a
- * single path; the cycle it reports is still one path, validated as below.
- * A drain that holds no queue and is no worker cannot close a cycle, but
- * publishing costs nothing a drain would notice, so it always does.
+ * (`sched`, set when the thread takes its slot) and waits for something: a
+ * blocked worker is busy, so the drain waits for it. Several blocked threads
+ * may hold S, so the walk is a depth-first search over slots (each visited
+ * at most once per walk) rather than a single path; the cycle it reports is
+ * still one path, validated by generations as above. The drainer's edge
+ * stays published while it runs ready jobs of S itself (drain does): it
+ * does not return before S is quiet either way, so the edge is true.
  *
  * Only blocked threads are in the graph: a queue held by a running thread
  * ends the walk (that thread will walk when it blocks, if it does). Queues
