@@ -48,8 +48,8 @@
  * input. The check runs only when the caller is about to block; of the
  * waits that close a cycle, at least one is refused, and a wait is never
  * refused without a cycle. Not detected: a wait for a promise that only a
- * later job of a held queue would complete; a wait on a desync_future_any
- * future; a sync on a queue that the
+ * later job of a held queue would complete; a cycle through a wait on a
+ * desync_future_any future; a sync on a queue that the
  * caller itself suspended (its resume never comes); cycles through more than
  * 1,024 threads blocked at once, or through jobs nested more than 16 deep.
  *

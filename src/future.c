@@ -96,7 +96,9 @@ static void comb_input_done(struct flistener *l, int status);
 static void comb_notify_parked(desync_future_t *in);
 static void comb_destroy(struct comb *c);
 static void comb_unlist(struct comb *c);
-static bool comb_drive(struct comb *c, bool wait);
+static unsigned comb_drive(struct comb *c, bool wait);
+#define DRIVE_SLICE 1u /* comb_drive: sleep in slices (an input's queue has no thread) */
+#define DRIVE_STUCK 2u /* comb_drive: no pending input of an any-future can complete */
 static int comb_wait_inputs(struct comb *c, uint64_t deadline);
 static uint32_t comb_parks(struct comb *c);
 
@@ -627,7 +629,10 @@ static FUT_WAIT_INLINE int fut_wait(desync_future_t *f, uint64_t deadline, void 
         bool slice = false; /* sleep in slices: an input's queue has no thread */
         if (comb) {
             parks = comb_parks(f->comb);
-            slice = comb_drive(f->comb, true);
+            unsigned dr = comb_drive(f->comb, true);
+            if (dr & DRIVE_STUCK)
+                return DESYNC_EDEADLK;
+            slice = dr & DRIVE_SLICE;
         }
         fut_look look = fut_lock_for_wait(f);
         if (look != FUT_PENDING)
@@ -988,19 +993,27 @@ static void comb_destroy(comb *c) {
 /* Before a wait (`wait`) or poll of out: runs the future_sync jobs due in
  * inputs. Before a wait on any, also runs the ready work of the inputs'
  * queues that no thread runs (as a wait on the input would), and returns
- * true if a pending input's queue is on a scheduler with no threads: work
- * that becomes ready there later would wake nobody, so the wait then sleeps
- * in slices of DSY_SCHED_DRAIN_POLL_NS and drives again (as drain polls). */
-static bool comb_drive(comb *c, bool wait) {
-    bool slice = false;
+ * DRIVE_SLICE if a pending input's queue is on a scheduler with no threads
+ * (work that becomes ready there later would wake nobody, so the wait
+ * sleeps in slices of DSY_SCHED_DRAIN_POLL_NS and drives again, as drain
+ * polls), DRIVE_STUCK if every pending input belongs to a queue whose job
+ * this thread is running (its node is behind that job: it could never run). */
+static unsigned comb_drive(comb *c, bool wait) {
+    unsigned r = 0;
+    bool free_pending = false, stuck = false;
     for (size_t i = 0; i < c->n && !fut_is_done(c->out); i++) {
         desync_future_t *in = c->in[i].f;
-        if (!in->q) /* set before in was returned; constant */
+        if (!in->q) { /* set before in was returned; constant */
+            free_pending = free_pending || !fut_is_done(in);
             continue;
+        }
         if (fut_lock_for_wait(in) != FUT_PENDING)
             continue;
         desync_queue_t *q = in->q;
-        bool help = wait && c->any && !dsy_queue_in_chain(q);
+        bool held = dsy_queue_in_chain(q);
+        stuck = stuck || held;
+        free_pending = free_pending || !held;
+        bool help = wait && c->any && !held;
         if (help)
             dsy_queue_ref(q);
         fut_unlock(in);
@@ -1011,10 +1024,12 @@ static bool comb_drive(comb *c, bool wait) {
         for (int k = 0; k < 64 && !fut_is_done(in); k++)
             dsy_queue_help(q);
         if (!fut_is_done(in) && desync_scheduler_max_threads(q->sched) == 0)
-            slice = true;
+            r |= DRIVE_SLICE;
         dsy_queue_unref(q);
     }
-    return slice;
+    if (wait && c->any && stuck && !free_pending && !fut_is_done(c->out))
+        r |= DRIVE_STUCK;
+    return r;
 }
 
 /* A wait on all: waits on each input in turn (a future_sync input runs

@@ -445,6 +445,53 @@ TEST(future_all_edeadlk_in_own_queue) {
     return 0;
 }
 
+/* Inside a job of d: an any-future whose pending inputs all belong to d's
+ * queue could never complete (EDEADLK); with another input that may still
+ * complete, it just waits. */
+struct any_probe {
+    desync_t *d;
+    int rc_stuck, rc_other, rc_ready;
+    uintptr_t ready_index;
+};
+
+static void wait_any_in_own_queue(void *data, void *arg) {
+    (void)data;
+    struct any_probe *ap = arg;
+    desync_future_t *f[2];
+    f[0] = desync_future_desync(ap->d, ready_int, NULL);
+    desync_promise_t *p = desync_promise_new(&f[1]);
+    if (!f[0] || !p)
+        return;
+    desync_future_t *any = desync_future_any(f, 1);
+    ap->rc_stuck = any ? desync_future_wait_for(any, LONG_NS, NULL) : -1;
+    desync_future_free(any);
+    any = desync_future_any(f, 2);
+    ap->rc_other = any ? desync_future_wait_for(any, 1000000, NULL) : -1;
+    desync_future_free(any);
+    desync_promise_complete(p, NULL);
+    any = desync_future_any(f, 2);
+    void *v = NULL;
+    ap->rc_ready = any ? desync_future_wait_for(any, LONG_NS, &v) : -1;
+    ap->ready_index = U(v);
+    desync_future_free(any);
+    desync_future_free(f[0]);
+    desync_future_free(f[1]);
+}
+
+TEST(future_any_edeadlk_in_own_queue) {
+    int v = 0;
+    desync_t *d = desync_new(&v, NULL);
+    CHECK(d);
+    struct any_probe ap = {d, 1, 1, 1, 9};
+    CHECK_EQ(desync_sync(d, wait_any_in_own_queue, &ap), 0);
+    CHECK_EQ(ap.rc_stuck, DESYNC_EDEADLK);
+    CHECK_EQ(ap.rc_other, DESYNC_ETIMEDOUT);
+    CHECK_EQ(ap.rc_ready, 0);
+    CHECK_EQ(ap.ready_index, 1u);
+    desync_release(d);
+    return 0;
+}
+
 /* Stress: inputs completed from pool threads while the combinators are
  * made, the combined future waited on or freed at once (early). */
 static void complete_job(void *data, void *arg) {

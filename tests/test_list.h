@@ -126,6 +126,7 @@ TEST_ENTRY(future_comb_inputs_no_threads, 10)
 TEST_ENTRY(future_any_no_threads_ready_later, 20)
 TEST_ENTRY(future_comb_poll_drives_sync_input, 20)
 TEST_ENTRY(future_all_edeadlk_in_own_queue, 10)
+TEST_ENTRY(future_any_edeadlk_in_own_queue, 10)
 TEST_ENTRY(future_comb_race_stress, 60)
 TEST_ENTRY(future_comb_sync_inputs_many_waiters, 60)
 

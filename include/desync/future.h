@@ -115,8 +115,10 @@ DESYNC_API desync_future_t *desync_future_ready(void *value);
  * DESYNC_ETIMEDOUT (wait_for) if an input is still pending at the deadline
  * (the combined future stays valid either way). A
  * wait on an any-future also runs its inputs' queues when no thread does
- * (on a scheduler with 0 threads it looks again every 0.1 ms), but does
- * not detect cycles (see "Deadlocks" in desync.h). Polls never run queue
+ * (on a scheduler with 0 threads it looks again every 0.1 ms), and
+ * returns DESYNC_EDEADLK when every pending input is a future of a queue
+ * whose job the caller is running; it does not detect cycles across
+ * threads (see "Deadlocks" in desync.h). Polls never run queue
  * work other than a due future_sync job. Once the combined
  * future is consumed by then(), detached or taken over (async job, after),
  * nothing runs a future_sync input for it: wait on that input yourself.
