@@ -6,7 +6,9 @@
  * status is 0 or a negative DESYNC_E* code: DESYNC_ECANCELED from
  * desync_promise_cancel, from a freed future_sync future and from an async
  * job or `after` whose awaited future was cancelled; DESYNC_EOF from
- * desync_stream_next_future at the end of its stream; 0 otherwise. Each wait/poll/then that asks for the value gets it;
+ * desync_stream_next_future at the end of its stream; an input's status
+ * from desync_future_all; those listed at desync_pipe_in_future; 0
+ * otherwise. Each wait/poll/then that asks for the value gets it;
  * the future does not own the value (free it yourself if it is heap memory).
  *
  * An async job returns a future; the queue it runs on is held until that
@@ -113,15 +115,15 @@ DESYNC_API desync_future_t *desync_future_ready(void *value);
  * queues when no thread does and returns DESYNC_EDEADLK (as
  * desync_future_wait) if waiting for an input could never end, and
  * DESYNC_ETIMEDOUT (wait_for) if an input is still pending at the deadline
- * (the combined future stays valid either way). A
- * wait on an any-future also runs its inputs' queues when no thread does
- * (on a scheduler with 0 threads it looks again every 0.1 ms), and
- * returns DESYNC_EDEADLK when every pending input is a future of a queue
- * whose job the caller is running; it does not detect cycles across
- * threads (see "Deadlocks" in desync.h). Polls never run queue
- * work other than a due future_sync job. Once the combined
- * future is consumed by then(), detached or taken over (async job, after),
- * nothing runs a future_sync input for it: wait on that input yourself.
+ * (the combined future stays valid either way). A wait on an any-future
+ * also runs its inputs' queues when no thread does (on a scheduler with 0
+ * threads it looks again every 0.1 ms), and returns DESYNC_EDEADLK when
+ * every pending input is a future of a queue whose job the caller is
+ * running; it does not detect cycles across threads (see "Deadlocks" in
+ * desync.h). Polls never run queue work other than a due future_sync job.
+ * Once the combined future is consumed by then(), detached or taken over
+ * (async job, after), nothing runs a future_sync input for it: wait on
+ * that input yourself.
  *
  * The combined future is used like any other (wait, poll, then, fd, free;
  * the same concurrency rules) and may itself be an input of a combinator.

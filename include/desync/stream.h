@@ -190,10 +190,11 @@ DESYNC_API desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *inpu
                                               desync_pipe_async_fn process, void *arg);
 
 /*
- * desync_pipe_in and desync_pipe_in_async, with a way to learn that the pipe
- * has finished: the returned future completes once the pipe has stopped and
- * none of its jobs is left, its value the number n of items the pipe did
- * not process, as (void *)(uintptr_t)n. Its status:
+ * desync_pipe_in and desync_pipe_in_async (same arguments, ownership of
+ * input, order and backpressure; never blocks), with a way to learn that
+ * the pipe has finished: the returned future completes once the pipe has
+ * stopped and none of its jobs is left, its value the number n of items
+ * the pipe did not process, as (void *)(uintptr_t)n. Its status:
  *   0                 the input reached its end and the job of its last item
  *                     has run: every item was processed (n is 0);
  *   DESYNC_ECANCELED  the pipe stopped early because d's last reference was
@@ -201,7 +202,8 @@ DESYNC_API desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *inpu
  *                     not processed, plus those a channel, an array or a
  *                     pipe output still held (a user stream's buffered items
  *                     go to its free, uncounted);
- *   DESYNC_ENOMEM     the pipe ran out of memory (see desync_pipe_in);
+ *   DESYNC_ENOMEM     the pipe ran out of memory (see desync_pipe_in); n as
+ *                     for ECANCELED;
  *   another code      a user stream ended with that error from poll_next.
  * The weak-reference rule: the pipe does not keep d alive. To have every
  * item processed, wait on the future (status 0) before releasing d; a
