@@ -13,9 +13,10 @@
  * Each tokenizer is a Desync object whose pipe turns a line into a list of
  * words (the object keeps per-tokenizer statistics, touched only by its own
  * jobs). The counter object takes every word list through pipe_in and owns
- * the hash table. At the end main sends one END marker per tokenizer; when
- * the counter has seen all of them it completes a promise, main waits on
- * its future, then reads the table with a sync job and prints the top words.
+ * the hash table. At the end main closes the channels and waits until all
+ * three pipe_in futures are complete (desync_future_all): each completes
+ * once its tokenizer's output has ended and its last word list was counted.
+ * Then it reads the table with a sync job and prints the top words.
  */
 #include "desync.h"
 
@@ -44,7 +45,6 @@ static const char *sample_text[] = {
 typedef struct {
     size_t n;
     char **words;
-    int end; /* the END marker: no words */
 } wordlist;
 
 static void wordlist_free(void *item) {
@@ -54,9 +54,6 @@ static void wordlist_free(void *item) {
     free(w->words);
     free(w);
 }
-
-/* The END marker travels as this line (a pointer no real line can have). */
-static char end_line[] = "";
 
 /* ------------------------------------------------------------ tokenizer */
 
@@ -74,10 +71,6 @@ static void *tokenize(void *data, void *item, void *arg) {
     wordlist *w = calloc(1, sizeof *w);
     if (!w)
         abort();
-    if (line == end_line) {
-        w->end = 1;
-        return w;
-    }
     size_t cap = 0;
     for (char *p = line; *p;) {
         while (*p && !isalpha((unsigned char)*p))
@@ -120,8 +113,6 @@ typedef struct {
     entry *slots; /* open addressing, power-of-two size */
     size_t size, used;
     unsigned long total;
-    int ends_seen;
-    desync_promise_t *done; /* completed when every tokenizer sent END */
 } counter;
 
 static uint64_t hash(const char *s) {
@@ -170,10 +161,6 @@ static void count_words(void *data, void *item, void *arg) {
     (void)arg;
     counter *c = data;
     wordlist *w = item;
-    if (w->end) {
-        if (++c->ends_seen == TOKENIZERS)
-            desync_promise_complete(c->done, NULL);
-    }
     for (size_t i = 0; i < w->n; i++)
         add_word(c, w->words[i]); /* takes the word */
     c->total += w->n;
@@ -230,8 +217,7 @@ static int send_line(desync_channel_t *c, char *line) {
     int r = desync_channel_send(c, line);
     if (r != 0) {
         fprintf(stderr, "wordfreq: send: %s\n", desync_strerror(r));
-        if (line != end_line)
-            free(line);
+        free(line);
     }
     return r;
 }
@@ -245,10 +231,10 @@ int main(int argc, char **argv) {
     }
 
     counter *cdata = calloc(1, sizeof *cdata);
-    desync_future_t *done = NULL;
-    if (!cdata || !(cdata->done = desync_promise_new(&done)))
+    if (!cdata)
         return 1;
     desync_t *count = desync_new(cdata, counter_destroy);
+    desync_future_t *counted[TOKENIZERS]; /* complete once a tokenizer's lists are counted */
     desync_t *tok[TOKENIZERS];
     desync_channel_t *lines[TOKENIZERS];
     for (int i = 0; i < TOKENIZERS; i++) {
@@ -261,7 +247,7 @@ int main(int argc, char **argv) {
         desync_stream_t *words = desync_pipe(tok[i], rx, tokenize, NULL);
         desync_stream_set_item_free(words, wordlist_free);
         if (!count || !tok[i] || !lines[i] || !words ||
-            desync_pipe_in(count, words, count_words, NULL) != 0) {
+            !(counted[i] = desync_pipe_in_future(count, words, count_words, NULL))) {
             fprintf(stderr, "wordfreq: out of memory\n");
             return 1;
         }
@@ -291,14 +277,19 @@ int main(int argc, char **argv) {
         free(buf);
         fclose(f);
     }
-    for (int i = 0; i < TOKENIZERS; i++) {
-        send_line(lines[i], end_line);
+    for (int i = 0; i < TOKENIZERS; i++)
         desync_channel_close(lines[i]);
-    }
 
-    /* Every line went through before each END: wait for the last one. */
-    desync_future_wait(done, NULL);
-    desync_future_free(done);
+    /* Closing a channel ends its tokenizer's output once every line went
+     * through, and that ends the pipe_in: wait for all three. */
+    desync_future_t *all = desync_future_all(counted, TOKENIZERS);
+    if (!all || desync_future_wait(all, NULL) != 0) {
+        fprintf(stderr, "wordfreq: words were lost\n");
+        status = 1;
+    }
+    desync_future_free(all);
+    for (int i = 0; i < TOKENIZERS; i++)
+        desync_future_free(counted[i]);
     printf("%lu lines\n", nlines);
     for (int i = 0; i < TOKENIZERS; i++)
         desync_sync(tok[i], tokenizer_report, NULL);

@@ -45,10 +45,13 @@
  * those syncs run on; a desync returns DESYNC_EAGAIN there), or a cycle of threads
  * each inside a job of one queue and blocked until the next queue runs (A's
  * job syncs B while B's running job waits for A's future; cycles of any
- * length). The check runs only when the caller is about to block; of the
+ * length). desync_scheduler_drain counts as a wait for each busy worker of
+ * its scheduler, and a wait on a desync_future_all future as a wait on each
+ * input. The check runs only when the caller is about to block; of the
  * waits that close a cycle, at least one is refused, and a wait is never
  * refused without a cycle. Not detected: a wait for a promise that only a
- * later job of a held queue would complete; a sync on a queue that the
+ * later job of a held queue would complete; a cycle through a wait on a
+ * desync_future_any future; a sync on a queue that the
  * caller itself suspended (its resume never comes); cycles through more than
  * 1,024 threads blocked at once, or through jobs nested more than 16 deep.
  *
@@ -179,7 +182,12 @@ DESYNC_API void desync_scheduler_free(desync_scheduler_t *s);
  * runnable), and a job that a sync on another thread is running at that
  * moment. Producers that never stop mean it never returns. Polls every 0.1 ms
  * while threads finish their jobs. 0, or DESYNC_EDEADLK when called from one
- * of s's jobs (on any thread).
+ * of s's jobs (on any thread), or when the wait would close a cycle of
+ * threads waiting for each other (see "Deadlocks"): a worker of s blocked,
+ * directly or through other blocked threads, on a queue whose job the
+ * caller is running (a job of A drains s while s's job syncs on A). The
+ * cycle is refused on whichever side closes it: the drain, or the wait of
+ * the worker that blocks last (its sync or wait then returns EDEADLK).
  */
 DESYNC_API int desync_scheduler_drain(desync_scheduler_t *s);
 

@@ -75,7 +75,32 @@ struct desync_future {
     desync_queue_t *q;
     dsy_node *node;
     desync_queue_t *parked_q; /* K_SYNC: the token waits here for a waiter or poller */
+    /* Combinators listening to this future (f locked; taken by fut_complete). */
+    struct flistener *listeners;
+    /* The combinator producing this future (future_all/any), else NULL.
+     * Set before the handle is returned; constant. */
+    struct comb *comb;
 };
+
+/* A combinator's interest in one of its inputs: listed in the input's
+ * `listeners` (under its lock) until fut_complete takes it or the
+ * combined future's free removes it. */
+typedef struct flistener {
+    struct flistener *next;
+    struct flistener *pnext; /* sync_node_defer's chain of listeners to notify */
+    struct comb *c;
+    size_t i; /* the input's index */
+} flistener;
+
+static void comb_input_done(struct flistener *l, int status);
+static void comb_notify_parked(desync_future_t *in);
+static void comb_destroy(struct comb *c);
+static void comb_unlist(struct comb *c);
+static unsigned comb_drive(struct comb *c, bool wait);
+#define DRIVE_SLICE 1u /* comb_drive: sleep in slices (an input's queue has no thread) */
+#define DRIVE_STUCK 2u /* comb_drive: no pending input of an any-future can complete */
+static int comb_wait_inputs(struct comb *c, uint64_t deadline);
+static uint32_t comb_parks(struct comb *c);
 
 struct desync_resumer {
     desync_queue_t *q;
@@ -124,6 +149,8 @@ static desync_future_t *fut_new(uint32_t refs) {
 static void fut_unref(desync_future_t *f) {
     if (!dsy_ref_dec(&f->refs))
         return;
+    if (DSY_UNLIKELY(f->comb != NULL))
+        comb_destroy(f->comb);
     if (f->fd >= 0)
         close(f->fd);
     if (f->fd_write >= 0)
@@ -180,6 +207,8 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
     f->value = value;
     fwaiter *w = f->waiters;
     f->waiters = NULL;
+    flistener *ls = f->listeners;
+    f->listeners = NULL;
     desync_waker_t waker = f->waker;
     bool has_waker = f->has_waker && waker.wake;
     f->has_waker = false;
@@ -192,6 +221,15 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
         atomic_store_explicit(&f->waking, 1, memory_order_relaxed);
     atomic_store_explicit(&f->done, 1, memory_order_release);
     fut_unlock(f);
+    /* Combinators before waiters: a waiter of an input (a wait on
+     * future_all waits on each input) wakes to find the combined state
+     * updated. (One that sees `done` without waiting may come a moment
+     * early: it then waits on the combined future for this call.) */
+    while (ls) {
+        flistener *next = ls->next; /* read before the call may free ls */
+        comb_input_done(ls, status);
+        ls = next;
+    }
     while (w) {
         fwaiter *next = w->next; /* read before the waiter may return */
         dsy_waiter_signal(&w->word, DSY_W_DONE);
@@ -312,7 +350,9 @@ static defer_result sync_node_defer(fnode *x, desync_queue_t *q) {
     out->has_waker = false;
     if (has_waker)
         atomic_store_explicit(&out->waking, 1, memory_order_relaxed);
-    fut_unlock(out);
+    /* Combined futures over out are told too (unlocks out): their waiters
+     * and pollers run the job, as if they waited on out. */
+    comb_notify_parked(out);
     if (has_waker)
         fut_call_waker(out, &waker, -1);
     return DEFER_PARKED;
@@ -573,12 +613,27 @@ static fut_look fut_lock_for_wait(desync_future_t *f) {
     }
 }
 
-int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value) {
-    if (!f)
-        return DESYNC_EINVAL;
-    uint64_t deadline = dsy_deadline_after(timeout_ns);
+/* The wait, written once for both kinds of future: compiled twice, with
+ * `comb` constant (the combinator's steps cost other futures nothing). */
+#if defined(__GNUC__)
+#define FUT_WAIT_INLINE inline __attribute__((always_inline))
+#else
+#define FUT_WAIT_INLINE inline
+#endif
+
+static FUT_WAIT_INLINE int fut_wait(desync_future_t *f, uint64_t deadline, void **value,
+                                    bool comb) {
     dsy_thread *me = dsy_thread_self(); /* registered before any lock is taken */
     for (;;) {
+        uint32_t parks = 0;
+        bool slice = false; /* sleep in slices: an input's queue has no thread */
+        if (comb) {
+            parks = comb_parks(f->comb);
+            unsigned dr = comb_drive(f->comb, true);
+            if (dr & DRIVE_STUCK)
+                return DESYNC_EDEADLK;
+            slice = dr & DRIVE_SLICE;
+        }
         fut_look look = fut_lock_for_wait(f);
         if (look != FUT_PENDING)
             return look == FUT_COMPLETE ? result(f, value) : DESYNC_EFORKED;
@@ -606,6 +661,10 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
                 continue;
             }
         }
+        if (comb && comb_parks(f->comb) != parks) {
+            fut_unlock(f); /* an input parked a token after comb_drive: run it */
+            continue;
+        }
         fwaiter w;
         atomic_init(&w.word, DSY_W_WAITING);
         /* fork: marked before it is listed. The exchange (acq_rel) keeps the
@@ -621,14 +680,19 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
         f->waiters = &w;
         fut_unlock(f);
 
-        bool done;
+        bool done, recheck = false;
         if (q) {
             desync_future_t *saved = tls_driving;
             tls_driving = f;
             done = dsy_queue_wait_node(q, f->node, &w.word, deadline);
             tls_driving = saved;
         } else {
-            done = dsy_wait_word(&w.word, deadline) == DSY_W_DONE;
+            uint64_t until = deadline;
+            if (comb && slice) {
+                uint64_t t = dsy_deadline_after(DSY_SCHED_DRAIN_POLL_NS);
+                until = until && until < t ? until : t;
+            }
+            done = dsy_wait_word(&w.word, until) == DSY_W_DONE;
         }
         dsy_wait_leave(&edge);
         if (!done) {
@@ -648,8 +712,13 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
             if (!removed)
                 dsy_wait_word(&w.word, 0);
             uint32_t word = atomic_load_explicit(&w.word, memory_order_acquire);
-            if (word == DSY_W_TOKEN)
+            /* TOKEN on a queue-less future: a combined future's input has a
+             * future_sync job for us to run (comb_wake): look again. */
+            if (word == DSY_W_TOKEN && q)
                 dsy_token_place(q, true);
+            recheck = comb && ((word == DSY_W_TOKEN && !q) ||
+                               (slice && word == DSY_W_WAITING &&
+                                (!deadline || dsy_now_ns() < deadline)));
             done = word == DSY_W_DONE;
         }
         /* Unlisted (by fut_complete, or above): withdraw the marks. */
@@ -658,10 +727,27 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
             dsy_hold_pop(&h);
             dsy_queue_unref(q);
         }
+        if (comb && recheck)
+            continue;
         if (!done)
             return DESYNC_ETIMEDOUT;
         /* fut_complete has removed us from the list and set DONE. */
     }
+}
+
+/* A combined future: an all-future waits on its inputs first. */
+static int comb_wait(desync_future_t *f, uint64_t deadline, void **value) {
+    int rc = comb_wait_inputs(f->comb, deadline);
+    return rc ? rc : fut_wait(f, deadline, value, true);
+}
+
+int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value) {
+    if (!f)
+        return DESYNC_EINVAL;
+    uint64_t deadline = dsy_deadline_after(timeout_ns);
+    if (DSY_UNLIKELY(f->comb != NULL))
+        return comb_wait(f, deadline, value);
+    return fut_wait(f, deadline, value, false);
 }
 
 int desync_future_wait(desync_future_t *f, void **value) { return desync_future_wait_for(f, UINT64_MAX, value); }
@@ -669,12 +755,22 @@ int desync_future_wait(desync_future_t *f, void **value) { return desync_future_
 int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *waker) {
     if (!f)
         return DESYNC_EINVAL;
+    uint32_t parks = 0;
+again:
+    if (f->comb) {
+        parks = comb_parks(f->comb);
+        comb_drive(f->comb, false);
+    }
     fut_look look = fut_lock_for_wait(f);
     if (look == FUT_FORKED)
         return DESYNC_EFORKED;
     if (look == FUT_COMPLETE) {
         fut_quiesce(f);
         return result(f, value);
+    }
+    if (f->comb && comb_parks(f->comb) != parks) {
+        fut_unlock(f); /* an input parked a token after comb_drive: run it */
+        goto again;
     }
     f->has_waker = waker != NULL;
     if (waker)
@@ -727,6 +823,8 @@ static void fut_drop_handle(desync_future_t *f, bool detach) {
     fut_unlock(f);
     if (parked)
         dsy_token_place(parked, true);
+    if (DSY_UNLIKELY(f->comb != NULL) && !detach)
+        comb_unlist(f->comb); /* nobody will read the result */
     fut_quiesce(f);
     fut_unref(f);
 }
@@ -739,6 +837,274 @@ void desync_future_detach(desync_future_t *f) {
 void desync_future_free(desync_future_t *f) {
     if (f)
         fut_drop_handle(f, false);
+}
+
+/* ------------------------------------------------------------ combinators
+ *
+ * future_all / future_any: a comb record produces the combined future `out`
+ * from listeners on its inputs. The record holds a reference on each input
+ * (so it may look at an input whenever it likes, even after the user freed
+ * it), and `live` counts the listeners listed or being called, plus one
+ * while the record is being made: while live > 0, the record holds out's
+ * producer reference, and out's last reference frees the record (which
+ * drops the inputs). Hence a listener called by an input's completion
+ * always finds the record and out alive, whether out completed or was
+ * freed meanwhile, and freeing out early (comb_unlist) only takes back the
+ * listeners not yet taken by a completion.
+ *
+ * Who completes out: all: the input whose completion brings `remaining` to
+ * 0 (acq_rel: it sees every status written before); any: the one whose CAS
+ * sets `won`. Later completions only drop their listener.
+ *
+ * future_sync inputs run on whoever waits on out: a wait on all waits on
+ * each input in turn (with its helping and deadlock checks), a wait on any
+ * runs the jobs whose token is parked in an input (comb_drive), and a
+ * parked token wakes out's waiters and poller to come and run it
+ * (comb_notify_parked).
+ */
+typedef struct comb_in {
+    desync_future_t *f;
+    flistener l;
+    int status; /* all: the input's status, written before `remaining` drops */
+    bool listed;
+} comb_in;
+
+typedef struct comb {
+    desync_future_t *out;
+    bool any;
+    size_t n;
+    _Atomic size_t remaining; /* all: inputs not complete */
+    _Atomic size_t won;       /* any: the index that completed out, SIZE_MAX before */
+    _Atomic size_t live;      /* listeners listed or in a call, + 1 while creating */
+    /* Tokens parked in inputs so far. Bumped before comb_wake takes out's
+     * lock; a waiter or poller reads it before comb_drive and again under
+     * out's lock before it lists itself: either it sees the bump, or
+     * comb_wake finds it listed. */
+    _Atomic uint32_t parks;
+    comb_in in[];
+} comb;
+
+static uint32_t comb_parks(comb *c) {
+    return atomic_load_explicit(&c->parks, memory_order_acquire);
+}
+
+static void comb_live_drop(comb *c) {
+    if (atomic_fetch_sub_explicit(&c->live, 1, memory_order_acq_rel) == 1)
+        fut_unref(c->out); /* the producer reference */
+}
+
+/* Input i completed with status (live > 0 keeps out alive). */
+static void comb_input_result(comb *c, size_t i, int status) {
+    if (c->any) {
+        size_t none = SIZE_MAX;
+        if (atomic_compare_exchange_strong_explicit(&c->won, &none, i, memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            fut_complete(c->out, 0, (void *)(uintptr_t)i);
+        return;
+    }
+    c->in[i].status = status;
+    if (atomic_fetch_sub_explicit(&c->remaining, 1, memory_order_acq_rel) != 1)
+        return;
+    int st = 0;
+    for (size_t j = 0; j < c->n && !st; j++)
+        st = c->in[j].status;
+    fut_complete(c->out, st, NULL);
+}
+
+static void comb_input_done(flistener *l, int status) {
+    comb *c = l->c;
+    comb_input_result(c, l->i, status);
+    comb_live_drop(c);
+}
+
+/* A future_sync job of an input is due, its token parked in the input:
+ * out's waiters (unlisted, word TOKEN: look again) and poller come to run
+ * it. live > 0 (the caller's) keeps out alive. */
+static void comb_wake(comb *c) {
+    desync_future_t *out = c->out;
+    if (!fut_lock_pending(out))
+        return;
+    fwaiter *w = out->waiters;
+    out->waiters = NULL;
+    desync_waker_t waker = out->waker;
+    bool has_waker = out->has_waker && waker.wake;
+    out->has_waker = false;
+    if (has_waker)
+        atomic_store_explicit(&out->waking, 1, memory_order_relaxed);
+    fut_unlock(out);
+    while (w) {
+        fwaiter *next = w->next; /* read before the waiter may return */
+        dsy_waiter_signal(&w->word, DSY_W_TOKEN);
+        w = next;
+    }
+    if (has_waker)
+        fut_call_waker(out, &waker, -1);
+}
+
+/* in is locked and has just parked a token: tells its combinators, after
+ * unlocking in. A listener stays valid through the call by the live count
+ * taken under in's lock; pnext is free, as one input parks one token at a
+ * time. */
+static void comb_notify_parked(desync_future_t *in) {
+    flistener *chain = NULL;
+    for (flistener *l = in->listeners; l; l = l->next) {
+        atomic_fetch_add_explicit(&l->c->live, 1, memory_order_relaxed);
+        l->pnext = chain;
+        chain = l;
+    }
+    fut_unlock(in);
+    while (chain) {
+        flistener *next = chain->pnext;
+        comb *c = chain->c;
+        atomic_fetch_add_explicit(&c->parks, 1, memory_order_release);
+        comb_wake(c);
+        comb_live_drop(c);
+        chain = next;
+    }
+}
+
+/* out's handle is freed: take back the listeners no completion has taken. */
+static void comb_unlist(comb *c) {
+    for (size_t i = 0; i < c->n; i++) {
+        if (!c->in[i].listed)
+            continue;
+        desync_future_t *in = c->in[i].f;
+        bool removed = false;
+        fut_lock(in);
+        for (flistener **p = &in->listeners; *p; p = &(*p)->next)
+            if (*p == &c->in[i].l) {
+                *p = c->in[i].l.next;
+                removed = true;
+                break;
+            }
+        fut_unlock(in);
+        if (removed)
+            comb_live_drop(c); /* not the last reference: the handle's is held */
+    }
+}
+
+/* out's memory goes: drop the inputs. */
+static void comb_destroy(comb *c) {
+    for (size_t i = 0; i < c->n; i++)
+        fut_unref(c->in[i].f);
+    free(c);
+}
+
+/* Before a wait (`wait`) or poll of out: runs the future_sync jobs due in
+ * inputs. Before a wait on any, also runs the ready work of the inputs'
+ * queues that no thread runs (as a wait on the input would), and returns
+ * DRIVE_SLICE if a pending input's queue is on a scheduler with no threads
+ * (work that becomes ready there later would wake nobody, so the wait
+ * sleeps in slices of DSY_SCHED_DRAIN_POLL_NS and drives again, as drain
+ * polls), DRIVE_STUCK if every pending input belongs to a queue whose job
+ * this thread is running (its node is behind that job: it could never run). */
+static unsigned comb_drive(comb *c, bool wait) {
+    unsigned r = 0;
+    bool free_pending = false, stuck = false;
+    for (size_t i = 0; i < c->n && !fut_is_done(c->out); i++) {
+        desync_future_t *in = c->in[i].f;
+        if (!in->q) { /* set before in was returned; constant */
+            free_pending = free_pending || !fut_is_done(in);
+            continue;
+        }
+        if (fut_lock_for_wait(in) != FUT_PENDING)
+            continue;
+        desync_queue_t *q = in->q;
+        bool held = dsy_queue_in_chain(q);
+        stuck = stuck || held;
+        free_pending = free_pending || !held;
+        bool help = wait && c->any && !held;
+        if (help)
+            dsy_queue_ref(q);
+        fut_unlock(in);
+        if (!help)
+            continue;
+        /* A batch per call, and nothing when the queue is not waiting for
+         * a runner: a few calls reach in's node behind a short backlog. */
+        for (int k = 0; k < 64 && !fut_is_done(in); k++)
+            dsy_queue_help(q);
+        if (!fut_is_done(in) && desync_scheduler_max_threads(q->sched) == 0)
+            r |= DRIVE_SLICE;
+        dsy_queue_unref(q);
+    }
+    if (wait && c->any && stuck && !free_pending && !fut_is_done(c->out))
+        r |= DRIVE_STUCK;
+    return r;
+}
+
+/* A wait on all: waits on each input in turn (a future_sync input runs
+ * here, a queue nobody runs is run here, a cycle is refused), so that out
+ * is complete (or about to be: its last listener is being called) after.
+ * 0, or the wait's error (ETIMEDOUT, EDEADLK, EFORKED) for an input still
+ * pending. */
+static int comb_wait_inputs(comb *c, uint64_t deadline) {
+    if (c->any)
+        return 0;
+    for (size_t i = 0; i < c->n; i++) {
+        desync_future_t *in = c->in[i].f;
+        if (fut_is_done(in))
+            continue;
+        uint64_t t = UINT64_MAX;
+        if (deadline) {
+            uint64_t now = dsy_now_ns();
+            t = now < deadline ? deadline - now : 0;
+        }
+        int rc = desync_future_wait_for(in, t, NULL);
+        if (rc != 0 && !fut_is_done(in))
+            return rc;
+    }
+    return 0;
+}
+
+static desync_future_t *comb_new(desync_future_t *const fs[], size_t n, bool any) {
+    if (!fs || !n || n > (SIZE_MAX - sizeof(comb)) / sizeof(comb_in))
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!fs[i])
+            return NULL;
+    comb *c = malloc(sizeof *c + n * sizeof(comb_in));
+    desync_future_t *out = c ? fut_new(2) : NULL;
+    if (!out) {
+        free(c);
+        return NULL;
+    }
+    out->comb = c;
+    c->out = out;
+    c->any = any;
+    c->n = n;
+    atomic_init(&c->remaining, n);
+    atomic_init(&c->won, SIZE_MAX);
+    atomic_init(&c->live, 1);
+    atomic_init(&c->parks, 0);
+    for (size_t i = 0; i < n; i++) {
+        desync_future_t *in = fs[i];
+        comb_in *ci = &c->in[i];
+        dsy_ref_inc(&in->refs);
+        ci->f = in;
+        ci->status = 0;
+        ci->l.c = c;
+        ci->l.i = i;
+        ci->l.pnext = NULL;
+        ci->listed = fut_lock_pending(in);
+        if (ci->listed) {
+            atomic_fetch_add_explicit(&c->live, 1, memory_order_relaxed);
+            ci->l.next = in->listeners;
+            in->listeners = &ci->l;
+            fut_unlock(in);
+        } else {
+            comb_input_result(c, i, in->status);
+        }
+    }
+    comb_live_drop(c); /* the creation's */
+    return out;
+}
+
+desync_future_t *desync_future_all(desync_future_t *const fs[], size_t n) {
+    return comb_new(fs, n, false);
+}
+
+desync_future_t *desync_future_any(desync_future_t *const fs[], size_t n) {
+    return comb_new(fs, n, true);
 }
 
 /* ------------------------------------------------------------------ fork */

@@ -291,6 +291,9 @@ bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q);
  * caller (desync_sync_all): a cycle through any of them is refused. Only the
  * first DSY_WG_WAITS are listed. */
 bool dsy_wait_enter_all(dsy_wait_edge *e, desync_queue_t *const qs[], uint32_t n);
+/* The same for a thread about to wait until s's busy workers are done
+ * (desync_scheduler_drain): the edge points at s, held by its workers. */
+bool dsy_wait_enter_sched(dsy_wait_edge *e, desync_scheduler_t *s);
 void dsy_wait_leave(dsy_wait_edge *e);
 /* In a fork child (fork.c): frees the slots of the threads that vanished. */
 void dsy_wait_fork_child(void);
@@ -353,6 +356,8 @@ void dsy_sched_poke(desync_scheduler_t *s);
 /* True if the calling thread is a worker with no other entry waiting for it
  * (its next slot and its scheduler's run list are empty). */
 bool dsy_sched_nothing_else(void);
+/* The scheduler the calling thread is a worker of, or NULL (waitgraph.c). */
+desync_scheduler_t *dsy_sched_worker_of(void);
 /* The calling thread is about to sleep inside a job (a sync or a wait): an
  * entry in its next slot would wait for it to wake, and may be what it waits
  * for. If it is a worker, the entry goes to the run list, for other threads. */

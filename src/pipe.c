@@ -75,6 +75,15 @@
  * of the pipe is left, so every output is pushed before it: whichever of the
  * two comes last (close_input or a job's end) ends it (maybe_end).
  *
+ * COMPLETION (pipe_in_future). The pipe completes `done_pr` where the output
+ * would end (maybe_end: the input closed and no job left), with the number
+ * of items it dropped (`dropped`: freed by jobs that found d dead, by the
+ * pipe failing, and, when it stopped early, what an internal input still
+ * held: close_input reads it out and frees it). Every drop is counted before
+ * the `jobs` decrement or the `in_closed` store that maybe_end reads, so
+ * the count is final when the future completes. Status 0 only if the input
+ * reached its end (`saw_end`) and nothing was dropped.
+ *
  * LIFETIME. `refs`: the input side (dropped once the input is freed), the
  * output stream (pipes with outputs), each queued job, and each pump run.
  * The pipe holds a weak reference to d (queue memory stays valid for its
@@ -136,6 +145,12 @@ typedef struct dsy_pipe {
     desync_waker_t in_waker;
     /* The async item in progress: one at a time, as it holds d's queue. */
     desync_promise_t *async_pr;
+    /* pipe_in_future: completed once, at the end (see COMPLETION); set at
+     * creation and never cleared (maybe_end reads it on any thread). */
+    desync_promise_t *done_pr;
+    bool saw_end;           /* pump holder: the input reported its end */
+    int in_err;             /* pump holder: a user input's error, if it ended so */
+    _Atomic size_t dropped; /* items taken or held by the input, not processed */
     dsy_refcount refs;
     _Atomic uint32_t state;  /* PS_* */
     _Atomic uint32_t closed; /* output freed, object dead or pipe failed: stop */
@@ -179,15 +194,36 @@ static void pipe_fail(dsy_pipe *p, int err) {
     atomic_store_explicit(&p->closed, 1, memory_order_seq_cst);
 }
 
-/* Ends the output once the input is closed and no job is left. seq_cst
- * on `in_closed` and `jobs`, as on the WANT bits: of close_input and the
- * last job's end, at least one sees the other's store. */
+static void note_dropped(dsy_pipe *p, size_t n) {
+    if (n)
+        atomic_fetch_add_explicit(&p->dropped, n, memory_order_seq_cst);
+}
+
+/* pipe_in_future's end: see COMPLETION. */
+static void complete_done(dsy_pipe *p) {
+    size_t dropped = atomic_load_explicit(&p->dropped, memory_order_seq_cst);
+    int err = atomic_load_explicit(&p->error, memory_order_seq_cst);
+    int status = err ? err : p->in_err ? p->in_err
+                         : p->saw_end && !dropped ? 0
+                                                  : DESYNC_ECANCELED;
+    dsy_promise_complete_status(p->done_pr, status, (void *)(uintptr_t)dropped);
+}
+
+/* Ends the output (or completes pipe_in_future's future) once the input is
+ * closed and no job is left. seq_cst on `in_closed` and `jobs`, as on the
+ * WANT bits: of close_input and the last job's end, at least one sees the
+ * other's store. */
 static void maybe_end(dsy_pipe *p) {
-    if (!p->has_output || !atomic_load_explicit(&p->in_closed, memory_order_seq_cst) ||
+    if ((!p->has_output && !p->done_pr) ||
+        !atomic_load_explicit(&p->in_closed, memory_order_seq_cst) ||
         atomic_load_explicit(&p->jobs, memory_order_seq_cst))
         return;
-    if (!atomic_exchange_explicit(&p->ended, 1, memory_order_seq_cst))
+    if (atomic_exchange_explicit(&p->ended, 1, memory_order_seq_cst))
+        return;
+    if (p->has_output)
         dsy_wslot_fire(&p->out_slot);
+    else
+        complete_done(p);
 }
 
 /* Puts a processed item on the output (fire: wake the reader). False if
@@ -213,6 +249,7 @@ static bool put_pending(dsy_pipe *p, void *item) {
         return true;
     if (p->in_item_free)
         p->in_item_free(item);
+    note_dropped(p, 1);
     pipe_fail(p, DESYNC_ENOMEM);
     return false;
 }
@@ -289,11 +326,13 @@ static void process_job(void *a) {
     size_t got = dsy_spsc_pop_n(&p->pending, items, n); /* queued before this job */
     DSY_ASSERT(got == n);
     (void)got;
+    size_t dropped = 0;
     for (size_t i = 0; i < n; i++) {
         void *item = items[i];
         if (!live) {
             if (p->in_item_free)
                 p->in_item_free(item);
+            dropped++;
         } else if (p->has_output) {
             live = put_output(p, p->fn(data, item, p->arg), each || i + 1 == n);
             if (i == 0 && !each)
@@ -304,6 +343,7 @@ static void process_job(void *a) {
     }
     if (t0)
         note_batch(p, t0, n);
+    note_dropped(p, dropped);
     if (!live)
         atomic_store_explicit(&p->closed, 1, memory_order_release);
     job_done(p, n, !live);
@@ -386,6 +426,7 @@ static desync_future_t *async_job(void *a) {
     if (!pr) {
         if (p->in_item_free)
             p->in_item_free(item);
+        note_dropped(p, 1);
         atomic_store_explicit(&p->closed, 1, memory_order_release);
         job_done(p, 1, true);
         return NULL;
@@ -412,6 +453,20 @@ static void close_input(dsy_pipe *p) {
     desync_stream_t *in = p->input;
     p->input = NULL;
     p->input_done = true;
+    if (p->done_pr && !p->saw_end && !p->in_err && in->vt->inline_wake) {
+        /* Stopped early: count what the input still holds (an internal
+         * stream's buffer is finite; a user stream's is freed uncounted). */
+        void *items[DSY_PIPE_MAX_BATCH];
+        int r;
+        do {
+            size_t n = dsy_stream_poll_n(in, items, DSY_PIPE_MAX_BATCH, NULL, &r);
+            for (size_t i = 0; i < n; i++)
+                if (p->in_item_free)
+                    p->in_item_free(items[i]);
+            note_dropped(p, n);
+        } while (r == 0);
+        p->saw_end = r == DESYNC_EOF;
+    }
     desync_stream_free(in); /* waits for its wakes on other threads */
     atomic_store_explicit(&p->in_closed, 1, memory_order_seq_cst);
     maybe_end(p);
@@ -435,6 +490,7 @@ static bool queue_batch(dsy_pipe *p, size_t n) {
         ok = desync_queue_desync_copy(p->q, process_job, &a, sizeof a) == 0;
     }
     if (DSY_UNLIKELY(!ok)) {
+        note_dropped(p, n); /* they stay in `pending`, freed with the pipe */
         atomic_fetch_sub_explicit(&p->held, n, memory_order_seq_cst);
         atomic_fetch_sub_explicit(&p->jobs, 1, memory_order_seq_cst);
         pipe_fail(p, DESYNC_ENOMEM);
@@ -449,6 +505,7 @@ static bool queue_batch(dsy_pipe *p, size_t n) {
 static bool put_pending_n(dsy_pipe *p, void **items, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (!put_pending(p, items[i])) {
+            note_dropped(p, n - i - 1);
             while (++i < n) /* items[i] went to item_free already */
                 if (p->in_item_free)
                     p->in_item_free(items[i]);
@@ -515,6 +572,10 @@ static bool pump_step(dsy_pipe *p) {
          * pipe's output fails too. */
         if (r == DESYNC_ENOMEM)
             pipe_fail(p, r);
+        else if (r == DESYNC_EOF)
+            p->saw_end = true;
+        else
+            p->in_err = r;
         close_input(p);
     }
     return false;
@@ -704,7 +765,7 @@ void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t dep
  * starts pumping. process is the kind's function type. NULL on EINVAL (NULL
  * arguments) or ENOMEM: *err says which. */
 static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind, void (*process)(void),
-                          void *arg, int *err) {
+                          void *arg, desync_promise_t *done_pr, int *err) {
     *err = DESYNC_EINVAL;
     dsy_pipe *p = NULL;
     if (d && input && process) {
@@ -743,6 +804,8 @@ static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind, v
     else
         p->fn_in = (desync_pipe_in_fn)process;
     p->arg = arg;
+    p->done_pr = done_pr;
+    atomic_init(&p->dropped, 0);
     p->input = input;
     p->in_item_free = input->item_free;
     p->inline_input = input->vt->inline_wake;
@@ -770,27 +833,55 @@ static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind, v
 
 int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_in_fn process, void *arg) {
     int err;
-    pipe_new(d, input, PIPE_IN, (void (*)(void))process, arg, &err);
+    pipe_new(d, input, PIPE_IN, (void (*)(void))process, arg, NULL, &err);
     return err;
 }
 
 desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input, desync_pipe_fn process,
                              void *arg) {
     int err;
-    dsy_pipe *p = pipe_new(d, input, PIPE_OUT, (void (*)(void))process, arg, &err);
+    dsy_pipe *p = pipe_new(d, input, PIPE_OUT, (void (*)(void))process, arg, NULL, &err);
     return p ? &p->out : NULL;
 }
 
 int desync_pipe_in_async(desync_t *d, desync_stream_t *input, desync_pipe_async_fn process,
                          void *arg) {
     int err;
-    pipe_new(d, input, PIPE_IN_ASYNC, (void (*)(void))process, arg, &err);
+    pipe_new(d, input, PIPE_IN_ASYNC, (void (*)(void))process, arg, NULL, &err);
     return err;
 }
 
 desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *input,
                                    desync_pipe_async_fn process, void *arg) {
     int err;
-    dsy_pipe *p = pipe_new(d, input, PIPE_OUT_ASYNC, (void (*)(void))process, arg, &err);
+    dsy_pipe *p = pipe_new(d, input, PIPE_OUT_ASYNC, (void (*)(void))process, arg, NULL, &err);
     return p ? &p->out : NULL;
+}
+
+/* The pipe_in forms with a completion future (see COMPLETION). */
+static desync_future_t *pipe_in_future(desync_t *d, desync_stream_t *input, pipe_kind kind,
+                                       void (*process)(void), void *arg) {
+    desync_future_t *f = NULL;
+    desync_promise_t *pr = d && input && process ? desync_promise_new(&f) : NULL;
+    if (!pr) {
+        desync_stream_free(input);
+        return NULL;
+    }
+    int err;
+    if (!pipe_new(d, input, kind, process, arg, pr, &err)) {
+        desync_promise_cancel(pr);
+        desync_future_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+desync_future_t *desync_pipe_in_future(desync_t *d, desync_stream_t *input,
+                                       desync_pipe_in_fn process, void *arg) {
+    return pipe_in_future(d, input, PIPE_IN, (void (*)(void))process, arg);
+}
+
+desync_future_t *desync_pipe_in_async_future(desync_t *d, desync_stream_t *input,
+                                             desync_pipe_async_fn process, void *arg) {
+    return pipe_in_future(d, input, PIPE_IN_ASYNC, (void (*)(void))process, arg);
 }

@@ -750,12 +750,20 @@ void desync_scheduler_free(desync_scheduler_t *s) {
     sched_release(s);
 }
 
+desync_scheduler_t *dsy_sched_worker_of(void) { return tls_worker ? tls_worker->s : NULL; }
+
 int desync_scheduler_drain(desync_scheduler_t *s) {
     if (!s)
         s = desync_scheduler_default();
     if (running_here(s))
         return DESYNC_EDEADLK;
+    /* Waiting for s's busy workers: a cycle through one of them (a worker
+     * of s blocked on a queue this thread holds) is refused (waitgraph.c). */
+    dsy_wait_edge edge;
+    if (dsy_wait_enter_sched(&edge, s))
+        return DESYNC_EDEADLK;
     drain_quiet(s);
+    dsy_wait_leave(&edge);
     return 0;
 }
 

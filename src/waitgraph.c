@@ -25,11 +25,26 @@
  * rewritten, or a path that changed, makes the walk start again.
  *
  * A multi-object sync (desync_sync_all) waits for several queues at once:
- * its slot lists them all (the first DSY_WG_WAITS), and the walk is a
- * depth-first search over every queue a blocked thread waits for (a slot
- * whose searches all ended without a cycle is not searched again). Its held
- * set is its frames, as for any wait: the queues its parts already hold
- * parked are not listed (like queues parked on a future, below).
+ * its slot lists them all (the first DSY_WG_WAITS). Its held set is its
+ * frames, as for any wait: the queues its parts already hold parked are not
+ * listed (like queues parked on a future, below).
+ *
+ * SCHEDULERS. desync_scheduler_drain(S) waits for every busy worker of S,
+ * not for one queue. Its edge points at S itself: the listed queue is S's
+ * address with the low bit set (queues and schedulers are aligned, so a tag
+ * cannot be a queue), and a slot "holds" S when its thread is a worker of S
+ * (`sched`, set when the thread takes its slot) and waits for something: a
+ * blocked worker is busy, so the drain waits for it. The drainer's edge
+ * stays published while it runs ready jobs of S itself (drain does): it
+ * does not return before S is quiet either way, so the edge is true.
+ *
+ * So a blocked thread may wait for several queues, and a queue (a tagged
+ * scheduler) may be held by several blocked threads: the walk is a
+ * depth-first search over both. Each slot is entered at most once per walk:
+ * one whose search ended without a cycle cannot lead back to the walker
+ * either (a change under the walk shows in the generations), and one on the
+ * path is a loop that is not the walker's. The cycle it reports is one path,
+ * validated by generations as above.
  *
  * Only blocked threads are in the graph: a queue held by a running thread
  * ends the walk (that thread will walk when it blocks, if it does). Queues
@@ -60,7 +75,11 @@ typedef struct wg_slot {
     _Atomic uint32_t gen;
     _Atomic uint32_t used; /* 1 while a thread owns the slot */
     _Atomic uint32_t nwaits; /* 0: not blocked */
-    _Atomic(desync_queue_t *) waits[DSY_WG_WAITS];
+    _Atomic(desync_queue_t *) waits[DSY_WG_WAITS]; /* low bit set: a scheduler */
+    /* The scheduler its thread is a worker of (NULL: none). A thread's
+     * role never changes, so it is set when the thread takes the slot;
+     * it counts only while the thread waits (nwaits > 0). */
+    _Atomic(desync_scheduler_t *) sched;
     _Atomic uint32_t nheld;
     _Atomic(desync_queue_t *) held[DSY_WG_HELD];
 } wg_slot;
@@ -108,6 +127,7 @@ static wg_slot *my_slot(void) {
                                                                     memory_order_relaxed)) {
         }
         tls_slot = &slots[i];
+        atomic_store_explicit(&tls_slot->sched, dsy_sched_worker_of(), memory_order_release);
         pthread_setspecific(slot_key, tls_slot);
         return tls_slot;
     }
@@ -136,6 +156,7 @@ static uint32_t slot_write(wg_slot *s, desync_queue_t *const *qs, uint32_t nq, u
 /* A consistent copy of slot s: false if it is being rewritten. */
 typedef struct wg_view {
     uint32_t gen, nheld, nwaits;
+    desync_scheduler_t *sched;
     desync_queue_t *waits[DSY_WG_WAITS];
     desync_queue_t *held[DSY_WG_HELD];
 } wg_view;
@@ -148,6 +169,7 @@ static bool slot_read(wg_slot *s, wg_view *v) {
     v->nwaits = w < DSY_WG_WAITS ? w : DSY_WG_WAITS;
     for (uint32_t i = 0; i < v->nwaits; i++)
         v->waits[i] = atomic_load_explicit(&s->waits[i], memory_order_acquire);
+    v->sched = atomic_load_explicit(&s->sched, memory_order_acquire);
     uint32_t n = atomic_load_explicit(&s->nheld, memory_order_acquire);
     v->nheld = n < DSY_WG_HELD ? n : DSY_WG_HELD;
     for (uint32_t i = 0; i < v->nheld; i++)
@@ -155,74 +177,83 @@ static bool slot_read(wg_slot *s, wg_view *v) {
     return atomic_load_explicit(&s->gen, memory_order_seq_cst) == v->gen;
 }
 
+/* Does the thread of view v hold q (a queue, or a tagged scheduler)? */
 static bool view_holds(const wg_view *v, const desync_queue_t *q) {
+    if ((uintptr_t)q & 1u)
+        return v->sched && (uintptr_t)v->sched == ((uintptr_t)q & ~(uintptr_t)1u);
     for (uint32_t i = 0; i < v->nheld; i++)
         if (v->held[i] == q)
             return true;
     return false;
 }
 
-/* The walk: a depth-first search from the queues `mine` waits for. 1: a
- * cycle back to `me` that held at one instant; 0: none; -1: something
- * changed under the walk (walk again). A path level keeps its slot's
- * generation and re-reads the slot for its next queue (the path stays small:
- * 8 bytes a level). */
+/* The walk: a depth-first search from the queues `mine` waits for (the top
+ * comment). 1: a cycle back to `me` that held at one instant; 0: none; -1:
+ * something changed under the walk (walk again). A level keeps its slot's
+ * generation, which of its queues it follows (`next`: 1 + its index, 0
+ * before the first) and where the scan for that queue's holders goes on;
+ * it re-reads its slot for them (12 bytes a level). The walker's own level
+ * is `root`, on `mine`. */
 typedef struct wg_level {
-    uint16_t slot, next; /* next: the index of the slot's next queue to follow */
+    uint16_t slot, next, scan;
     uint32_t gen;
 } wg_level;
 
 static int walk(wg_slot *me, const wg_view *mine) {
-    wg_level path[DSY_WG_SLOTS]; /* a path visits each slot once: 8 KiB of stack */
-    uint32_t done[DSY_WG_SLOTS / 32] = {0}; /* slots searched to the end */
-    uint32_t len = 0, root_next = 0, hw = atomic_load_explicit(&slots_hw, memory_order_seq_cst);
+    wg_level path[DSY_WG_SLOTS]; /* a path enters each slot once: 12 KiB of stack */
+    uint64_t seen[DSY_WG_SLOTS / 64] = {0}; /* slots entered by this walk */
+    wg_level root = {0, 0, 0, 0};
+    uint32_t len = 0, hw = atomic_load_explicit(&slots_hw, memory_order_seq_cst);
     for (;;) {
-        desync_queue_t *q;
-        if (len == 0) {
-            if (root_next >= mine->nwaits)
-                return 0;
-            q = mine->waits[root_next++];
-        } else {
-            wg_level *l = &path[len - 1];
-            wg_view v;
-            if (!slot_read(&slots[l->slot], &v) || v.gen != l->gen)
+        wg_level *l = len ? &path[len - 1] : &root;
+        wg_view lv;
+        const wg_view *v = mine;
+        if (len) {
+            if (!slot_read(&slots[l->slot], &lv) || lv.gen != l->gen)
                 return -1;
-            if (l->next >= v.nwaits) {
-                done[l->slot / 32] |= 1u << (l->slot % 32);
-                len--;
+            v = &lv;
+        }
+        if (l->next == 0 || l->scan >= hw) {
+            /* The next queue of this level, if any. */
+            if (l->next >= v->nwaits) {
+                if (len == 0)
+                    return 0;
+                len--; /* searched to the end: stays seen */
                 continue;
             }
-            q = v.waits[l->next++];
+            l->next++;
+            l->scan = 0;
+            if (view_holds(mine, v->waits[l->next - 1])) {
+                /* Back to what the walker holds: a cycle if the path held. */
+                for (uint32_t k = 0; k < len; k++)
+                    if (atomic_load_explicit(&slots[path[k].slot].gen, memory_order_seq_cst) !=
+                        path[k].gen)
+                        return -1;
+                return 1;
+            }
         }
-        if (view_holds(mine, q))
-            break; /* back to a queue the walker holds */
-        /* The blocked thread that holds q, if any. */
+        desync_queue_t *q = v->waits[l->next - 1];
+        /* The next blocked thread not entered yet that holds q. */
         uint32_t found = DSY_WG_SLOTS;
-        wg_view v;
-        for (uint32_t i = 0; i < hw && found == DSY_WG_SLOTS; i++) {
+        wg_view hv;
+        for (uint32_t i = l->scan; i < hw && found == DSY_WG_SLOTS; i++) {
             wg_slot *s = &slots[i];
-            if (s == me || !atomic_load_explicit(&s->used, memory_order_acquire))
+            if (s == me || (seen[i / 64] >> (i % 64) & 1u) ||
+                !atomic_load_explicit(&s->used, memory_order_acquire))
                 continue;
-            if (!slot_read(s, &v))
+            if (!slot_read(s, &hv))
                 return -1;
-            if (v.nwaits && view_holds(&v, q))
+            if (hv.nwaits && view_holds(&hv, q))
                 found = i;
         }
-        if (found == DSY_WG_SLOTS)
-            continue; /* q is held by a running thread, or by nobody */
-        if (done[found / 32] & (1u << (found % 32)))
+        if (found == DSY_WG_SLOTS) {
+            l->scan = (uint16_t)hw; /* held by a running thread, by nobody, or seen */
             continue;
-        bool on_path = false;
-        for (uint32_t k = 0; k < len && !on_path; k++)
-            on_path = path[k].slot == found;
-        if (on_path)
-            continue; /* a loop that does not come back to us: theirs */
-        path[len++] = (wg_level){(uint16_t)found, 0, v.gen};
+        }
+        l->scan = (uint16_t)(found + 1);
+        seen[found / 64] |= (uint64_t)1 << (found % 64);
+        path[len++] = (wg_level){(uint16_t)found, 0, 0, hv.gen};
     }
-    for (uint32_t k = 0; k < len; k++)
-        if (atomic_load_explicit(&slots[path[k].slot].gen, memory_order_seq_cst) != path[k].gen)
-            return -1;
-    return 1;
 }
 
 bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q) { return dsy_wait_enter_all(e, &q, 1); }
@@ -248,6 +279,7 @@ bool dsy_wait_enter_all(dsy_wait_edge *e, desync_queue_t *const qs[], uint32_t n
     }
     slot_write(me, qs, n, UINT32_MAX);
     wg_view mine;
+    mine.sched = atomic_load_explicit(&me->sched, memory_order_relaxed);
     mine.nwaits = n < DSY_WG_WAITS ? n : DSY_WG_WAITS;
     for (uint32_t i = 0; i < mine.nwaits; i++)
         mine.waits[i] = qs[i];
@@ -263,6 +295,10 @@ bool dsy_wait_enter_all(dsy_wait_edge *e, desync_queue_t *const qs[], uint32_t n
         return false;
     dsy_wait_leave(e);
     return true;
+}
+
+bool dsy_wait_enter_sched(dsy_wait_edge *e, desync_scheduler_t *s) {
+    return dsy_wait_enter(e, (desync_queue_t *)((uintptr_t)s | 1u));
 }
 
 void dsy_wait_leave(dsy_wait_edge *e) {
@@ -284,6 +320,7 @@ void dsy_wait_fork_child(void) {
         if (s == tls_slot)
             continue;
         atomic_store_explicit(&s->nwaits, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->sched, NULL, memory_order_relaxed);
         atomic_store_explicit(&s->nheld, 0, memory_order_relaxed);
         uint32_t g = atomic_load_explicit(&s->gen, memory_order_relaxed);
         atomic_store_explicit(&s->gen, (g | 1u) + 1u, memory_order_relaxed); /* even, new */

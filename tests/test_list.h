@@ -112,6 +112,43 @@ TEST_ENTRY(future_stress_wait_timeout_race, 60)
 TEST_ENTRY(future_stress_replaced_waker_race, 60)
 TEST_ENTRY(future_stress_sync_drop_race, 60)
 
+/* future combinators: all, any (test_future_comb.c) */
+TEST_ENTRY(future_all_basic, 10)
+TEST_ENTRY(future_all_first_error_in_array_order, 10)
+TEST_ENTRY(future_any_basic, 10)
+TEST_ENTRY(future_any_complete_at_creation_lowest_index, 10)
+TEST_ENTRY(future_comb_bad_input, 10)
+TEST_ENTRY(future_comb_free_early, 10)
+TEST_ENTRY(future_comb_timeout_then_complete, 20)
+TEST_ENTRY(future_comb_then_and_nested, 10)
+TEST_ENTRY(future_comb_sync_inputs_run_by_waiter, 20)
+TEST_ENTRY(future_comb_inputs_no_threads, 10)
+TEST_ENTRY(future_any_no_threads_ready_later, 20)
+TEST_ENTRY(future_comb_poll_drives_sync_input, 20)
+TEST_ENTRY(future_all_edeadlk_in_own_queue, 10)
+TEST_ENTRY(future_any_edeadlk_in_own_queue, 10)
+TEST_ENTRY(future_comb_race_stress, 60)
+TEST_ENTRY(future_comb_sync_inputs_many_waiters, 60)
+
+/* pipe completion: pipe_in_future, pipe_in_async_future (test_pipe_completion.c);
+ * allocation failures in both and in the combinators (test_fault_sweep_comb.c) */
+TEST_ENTRY(pipe_in_future_wait_then_release, 30)
+TEST_ENTRY(pipe_in_future_release_after_close_counts, 30)
+TEST_ENTRY(pipe_in_future_release_in_job_cancels, 30)
+TEST_ENTRY(pipe_in_async_future_release_in_job_cancels, 30)
+TEST_ENTRY(pipe_in_async_future_all_processed, 30)
+TEST_ENTRY(pipe_in_future_open_channel, 20)
+TEST_ENTRY(pipe_in_future_end_states, 10)
+TEST_ENTRY(pipe_in_future_bad_input, 10)
+TEST_ENTRY(pipe_in_future_release_race_stress, 60)
+TEST_ENTRY(fault_sweep_future_comb, 120)
+TEST_ENTRY(fault_sweep_pipe_in_future, 120)
+
+/* scheduler drain in the wait-for graph (test_deadlock_drain.c) */
+TEST_ENTRY(deadlock_drain_cycle_refused, 60)
+TEST_ENTRY(deadlock_drain_cycle_with_bystander, 60)
+TEST_ENTRY(deadlock_drain_no_cycle, 20)
+
 /* streams and channels (test_stream.c) */
 TEST_ENTRY(stream_array_reads, 10)
 TEST_ENTRY(stream_array_item_free, 10)

@@ -6,7 +6,9 @@
  * status is 0 or a negative DESYNC_E* code: DESYNC_ECANCELED from
  * desync_promise_cancel, from a freed future_sync future and from an async
  * job or `after` whose awaited future was cancelled; DESYNC_EOF from
- * desync_stream_next_future at the end of its stream; 0 otherwise. Each wait/poll/then that asks for the value gets it;
+ * desync_stream_next_future at the end of its stream; an input's status
+ * from desync_future_all; those listed at desync_pipe_in_future; 0
+ * otherwise. Each wait/poll/then that asks for the value gets it;
  * the future does not own the value (free it yourself if it is heap memory).
  *
  * An async job returns a future; the queue it runs on is held until that
@@ -87,6 +89,48 @@ DESYNC_API desync_future_t *desync_queue_after(desync_queue_t *q, desync_future_
 
 /* A future that is already complete with `value`. NULL on ENOMEM. */
 DESYNC_API desync_future_t *desync_future_ready(void *value);
+
+/*
+ * Combinators over n futures fs[0..n-1] (the array is read during the call
+ * only; the same future may appear twice). Never block.
+ *
+ * desync_future_all completes once every input has completed: status 0, or
+ * the first non-zero status in array order; value NULL.
+ * desync_future_any completes once the first input completes (if several
+ * are complete already, the lowest index): status 0, value the index as
+ * (void *)(uintptr_t)i; read that input's own status and value from fs[i]
+ * (complete, so its wait returns at once).
+ *
+ * Ownership: the inputs are not taken. The caller still waits on, polls or
+ * frees each input (a completed input's value can be read after the
+ * combined future completed), and may free an input only once the combined
+ * future has completed or has been freed. Freeing the combined future
+ * early is safe at any time, whatever the inputs are doing; the inputs
+ * then go on as if it never existed.
+ *
+ * Waiting: a wait on the combined future does the waits' work for its
+ * inputs: a future_sync input's job runs on the thread that waits on (or
+ * polls) the combined future, as if it waited on that input. A wait on an
+ * all-future waits on each input in turn, so it also runs the inputs'
+ * queues when no thread does and returns DESYNC_EDEADLK (as
+ * desync_future_wait) if waiting for an input could never end, and
+ * DESYNC_ETIMEDOUT (wait_for) if an input is still pending at the deadline
+ * (the combined future stays valid either way). A wait on an any-future
+ * also runs its inputs' queues when no thread does (on a scheduler with 0
+ * threads it looks again every 0.1 ms), and returns DESYNC_EDEADLK when
+ * every pending input is a future of a queue whose job the caller is
+ * running; it does not detect cycles across threads (see "Deadlocks" in
+ * desync.h). Polls never run queue work other than a due future_sync job.
+ * Once the combined future is consumed by then(), detached or taken over
+ * (async job, after), nothing runs a future_sync input for it: wait on
+ * that input yourself.
+ *
+ * The combined future is used like any other (wait, poll, then, fd, free;
+ * the same concurrency rules) and may itself be an input of a combinator.
+ * NULL for NULL fs, n == 0 or a NULL input, or on ENOMEM (nothing changes).
+ */
+DESYNC_API desync_future_t *desync_future_all(desync_future_t *const fs[], size_t n);
+DESYNC_API desync_future_t *desync_future_any(desync_future_t *const fs[], size_t n);
 
 /*
  * A promise and its future (stored in *future). The promise is the writing

@@ -189,6 +189,35 @@ DESYNC_API int desync_pipe_in_async(desync_t *d, desync_stream_t *input,
 DESYNC_API desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *input,
                                               desync_pipe_async_fn process, void *arg);
 
+/*
+ * desync_pipe_in and desync_pipe_in_async (same arguments, ownership of
+ * input, order and backpressure; never blocks), with a way to learn that
+ * the pipe has finished: the returned future completes once the pipe has
+ * stopped and none of its jobs is left, its value the number n of items
+ * the pipe did not process, as (void *)(uintptr_t)n. Its status:
+ *   0                 the input reached its end and the job of its last item
+ *                     has run: every item was processed (n is 0);
+ *   DESYNC_ECANCELED  the pipe stopped early because d's last reference was
+ *                     released: n counts the items taken from the input and
+ *                     not processed, plus those a channel, an array or a
+ *                     pipe output still held (a user stream's buffered items
+ *                     go to its free, uncounted);
+ *   DESYNC_ENOMEM     the pipe ran out of memory (see desync_pipe_in); n as
+ *                     for ECANCELED;
+ *   another code      a user stream ended with that error from poll_next.
+ * The weak-reference rule: the pipe does not keep d alive. To have every
+ * item processed, wait on the future (status 0) before releasing d; a
+ * release before that stops the pipe at its next step (the next item, job
+ * end or input event) and drops the rest (ECANCELED with the count). The
+ * future is the caller's (wait on it, poll it or free it; freeing it does
+ * not stop the pipe); the pipe never blocks on it.
+ * NULL for NULL arguments or on ENOMEM (input is freed either way).
+ */
+DESYNC_API desync_future_t *desync_pipe_in_future(desync_t *d, desync_stream_t *input,
+                                                  desync_pipe_in_fn process, void *arg);
+DESYNC_API desync_future_t *desync_pipe_in_async_future(desync_t *d, desync_stream_t *input,
+                                                        desync_pipe_async_fn process, void *arg);
+
 /* Sets how many unread output items make a pipe stop reading its input
  * (at least 1; 0 is taken as 1). Ignores streams that are not pipe outputs.
  * The depth set is kept (the default's growth stops). A depth above 64
