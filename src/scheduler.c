@@ -196,9 +196,11 @@ static void unlink_all(desync_scheduler_t *s, worker *w) {
     atomic_store_explicit(&s->nthreads, atomic_load(&s->nthreads) - 1, memory_order_relaxed);
 }
 
+static void timer_waiter_gone_locked(desync_scheduler_t *s, worker *w);
+
 static void wake_locked(worker *w) {
-    if (w->s->timer_waiter == w)
-        w->s->timer_waiter = NULL;
+    if (DSY_UNLIKELY(w->s->timer_waiter == w))
+        timer_waiter_gone_locked(w->s, w);
     w->idle = false;
     atomic_store_explicit(&w->wake, 1, memory_order_release);
 }
@@ -450,6 +452,22 @@ static void idle_unlink_locked(desync_scheduler_t *s, worker *w) {
     s->nidle--;
 }
 
+/* Lock held: the timer waiter w is woken for work or to stop. Another idle
+ * worker, if any, is woken to take over the watch
+ * (it becomes the waiter as it goes back to sleep); w itself does if none. */
+static void timer_waiter_gone_locked(desync_scheduler_t *s, worker *w) {
+    s->timer_waiter = NULL;
+    worker *o = s->idle;
+    if (o == w)
+        o = o->idle_next;
+    if (!o)
+        return;
+    idle_unlink_locked(s, o);
+    o->idle = false;
+    atomic_store_explicit(&o->wake, 1, memory_order_release);
+    dsy_unpark_one(&o->wake); /* o cannot exit while we hold the lock */
+}
+
 dsy_timers *dsy_sched_timers(desync_scheduler_t *s) {
     return atomic_load_explicit(&s->timers, memory_order_acquire);
 }
@@ -468,8 +486,9 @@ void dsy_sched_timer_kick(desync_scheduler_t *s) {
     worker *w = s->timer_waiter;
     if (w) {
         DSY_ASSERT(w->idle);
+        s->timer_waiter = NULL; /* no hand-over: w looks at the new deadline */
         idle_unlink_locked(s, w);
-        wake_locked(w); /* it looks at the new deadline */
+        wake_locked(w);
     } else {
         w = kick_locked(s);
     }
@@ -540,7 +559,9 @@ static work_kind find_work(worker *w, dsy_runnable **out) {
                 /* A deadline passed (or the waiter would retire): off the
                  * idle stack, to fire the timers and look again. */
                 idle_unlink_locked(s, w);
-                wake_locked(w);
+                if (s->timer_waiter == w)
+                    s->timer_waiter = NULL; /* no hand-over: w looks itself */
+                w->idle = false;
                 dsy_spin_unlock(&s->lock);
                 break;
             }

@@ -370,6 +370,29 @@ TEST(timer_scheduler_free_with_pending_timer) {
     return 0;
 }
 
+/* Stopping idle threads (among them the one that watches the deadlines)
+ * leaves the timers driven by the others. */
+TEST(timer_survives_despawn) {
+    atomic_int c = 0;
+    desync_scheduler_t *s = desync_scheduler_new(4);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(desync_scheduler_spawn_thread(s), 0);
+    desync_t *d = desync_new_on(s, NULL, NULL);
+    desync_timer_t *t = desync_timer_start(d, 1 * MS, 2 * MS, count_arg_job, &c);
+    CHECK(t);
+    CHECK(test_wait_count(&c, 2, LONG_MS));
+    for (int round = 0; round < 3; round++) {
+        desync_scheduler_set_max_threads(s, (size_t)(3 - round));
+        desync_scheduler_despawn_threads_if_overloaded(s);
+        int now = atomic_load(&c);
+        CHECK(test_wait_count(&c, now + 2, LONG_MS));
+    }
+    desync_timer_cancel(t);
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
+
 /* Threads starting and cancelling timers concurrently on shared objects. */
 #define STRESS_THREADS 4
 #define STRESS_OBJECTS 4
