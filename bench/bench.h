@@ -6,6 +6,7 @@
  * probes.c: P1, P2, the machine-limit probes. programs.c: R1, R2, the real
  * programs. curves.c: C3, C6, C2, CM, the curves. idle.c: IB, idle burn.
  * targets.c: the targets of issue 10, printed as met / MISSED.
+ * timers.c: TL, timers' lateness with 100,000 pending.
  */
 #ifndef DESYNC_BENCH_H
 #define DESYNC_BENCH_H
@@ -53,6 +54,7 @@ typedef struct {
     double lib_cpu, base_cpu; /* CPU ns per unit (NaN: not measured) */
     double lib_bytes;
     int mem_ok;
+    double tl_p99; /* TL: the 99th percentile of the lateness (ns) */
     char extra[512];
 } row_t;
 
@@ -192,6 +194,11 @@ child_result_t w8_rss_child(uint64_t n);
 child_result_t ib_desync_child(uint64_t ms);
 child_result_t ib_mutex_child(uint64_t ms);
 void ib_idle_burn(row_t *row);
+/* TL (timers.c): n timers; ns the median lateness, extra the 99th
+ * percentile, rss0_kib the bytes per pending timer. */
+child_result_t tl_desync_child(uint64_t n);
+child_result_t tl_sleep_child(uint64_t n);
+void tl_timer_lateness(row_t *row);
 
 /* ----------------------------------------------------------- baselines */
 
