@@ -189,18 +189,33 @@ static void heap_remove(dsy_timers *ts, uint32_t i) {
 
 /* ----------------------------------------------------------- the heaps */
 
+/* The default scheduler's heap lives in static storage, like the scheduler
+ * itself: after desync_shutdown nothing of it is left allocated. */
+static dsy_timers default_timers;
+static pthread_once_t default_timers_once = PTHREAD_ONCE_INIT;
+
+static void default_timers_init(void) {
+    atomic_init(&default_timers.next, TIMER_NEVER);
+    default_timers.sched = desync_scheduler_default();
+}
+
 static dsy_timers *timers_of(desync_scheduler_t *s) {
     dsy_timers *ts = dsy_sched_timers(s);
     if (DSY_LIKELY(ts))
         return ts;
-    ts = calloc(1, sizeof *ts);
-    if (!ts)
+    if (s == desync_scheduler_default()) {
+        pthread_once(&default_timers_once, default_timers_init);
+        ts = &default_timers;
+    } else if ((ts = calloc(1, sizeof *ts))) {
+        atomic_init(&ts->next, TIMER_NEVER);
+        ts->sched = s;
+    } else {
         return NULL;
-    atomic_init(&ts->next, TIMER_NEVER);
-    ts->sched = s;
+    }
     dsy_timers *won = dsy_sched_timers_install(s, ts);
     if (won != ts) {
-        free(ts);
+        if (ts != &default_timers)
+            free(ts);
         return won;
     }
     pthread_mutex_lock(&timers_list_lock);
