@@ -324,8 +324,7 @@ dsy_timers *dsy_sched_timers(desync_scheduler_t *s);
  * that is. */
 dsy_timers *dsy_sched_timers_install(desync_scheduler_t *s, dsy_timers *t);
 /* The earliest deadline of s's heap became earlier: wakes the timer waiter,
- * or gets a worker to look (woken or started, as for new work). Never
- * called with a timer lock held. */
+ * or gets a worker to look (woken or started, as for new work). */
 void dsy_sched_timer_kick(desync_scheduler_t *s);
 
 /* Gives the block pools' free memory back to malloc: the calling thread's
@@ -425,14 +424,16 @@ bool dsy_queue_forked_off(desync_queue_t *q);
 
 /* --------------------------------------------------------------- timers
  *
- * timer.c, for the scheduler (lock order: a timer heap's lock, then the
- * scheduler's; the scheduler calls these without its lock held). */
+ * timer.c, for the scheduler (a timer heap's lock is a leaf; the scheduler
+ * calls these without its own lock held). */
 /* The earliest pending deadline (dsy_now_ns() time), UINT64_MAX if none.
  * Relaxed: may be stale by a start or a fire in progress. */
 uint64_t dsy_timers_next(dsy_timers *t);
 /* True if a deadline has passed (reads the clock only if one is pending). */
 bool dsy_timers_due(dsy_timers *t);
-/* Queues the jobs of every due timer (completes due delay futures). */
+/* Queues the jobs of every due timer (completes due delay futures, whose
+ * callbacks run on the calling thread); returns at once if another thread
+ * is firing (it fires these too). */
 void dsy_timers_fire(dsy_timers *t);
 /* Frees an empty heap (the scheduler's last release). */
 void dsy_timers_free(dsy_timers *t);

@@ -29,31 +29,39 @@
  * is queued and not started is served by that run, a fire during the run
  * queues it once more when the run returns (queue.c), so at most one fire
  * of a timer waits in its queue (coalescing), and firing needs no memory.
- * The kick is pushed WITH THE LOCK HELD: pushes onto one queue then happen
- * in the heap's order whichever threads fire, so equal deadlines reach a
- * queue in start order. A push never blocks or runs a job (it may place the
- * token with the scheduler: its lock is taken inside ours, never the other
- * way round). At most TIMER_FIRE_BATCH timers fire per hold of the lock.
- * Delay futures complete after the lock is dropped (their callbacks are the
- * user's code).
+ * One thread fires at a time (`firing`; a thread that finds it set leaves
+ * `fire_again` for the firer): it pops up to DSY_TIMER_FIRE_BATCH due
+ * timers under the lock, then pushes them in that order with the lock
+ * dropped (a push may wake or start threads, or join exited ones: nothing
+ * to do under a spinlock), so equal deadlines reach a queue in start order.
+ * Then it completes the batch's delay futures, in order (their callbacks
+ * are the user's code, run on the firing thread).
  *
  * CANCEL AND FIRE. Cancel takes the lock, takes the timer out of the heap
- * and sets `cancelled` (release) before it drops the lock, so after it no
- * thread fires the timer again. A run of the kick checks `cancelled`
- * (acquire) before it calls the job: a run already queued when cancel
- * returns does nothing; one that had passed the check keeps running. The
- * memory is shared by counted owners (refs): the handle (dropped by cancel)
- * and the kick while it is queued or running (taken by the firer that
- * pushes it, under the lock; given back by the kick's done). The timer keeps
- * a queue reference until it is freed (its node is pushed onto that queue),
- * and, for an object, a strong reference while it is armed (`holds_obj`):
- * whoever exchanges that flag to false (cancel, or the run of a one-shot
- * timer after its job) releases it without waiting (object.c). A kick's done
- * runs with the queue's token held, so the queue reference it may drop is
- * never the last.
+ * and sets `cancelled` (release), so no firer pops it again. A firer that
+ * popped it before holds a reference; it checks `cancelled` (acquire)
+ * before it pushes. Batches are numbered (gen, under the lock; each timer
+ * records the batch that popped it), and the firer publishes the number
+ * once the batch is pushed (done_gen, release): a cancel that finds the
+ * timer in the batch being pushed waits for that (a few pushes away: the
+ * firer completes the batch's delay futures, whose callbacks are the
+ * user's code, only after). So once cancel has returned the job is never
+ * queued again. A run of the kick checks `cancelled` (acquire)
+ * before it calls the job: a run queued before cancel returned does
+ * nothing; one that had passed the check keeps running. The memory is
+ * shared by counted owners (refs): the handle (dropped by cancel), a firer
+ * between pop and push, and the kick while it is queued or running (the
+ * firer's reference passes to it; the kick's done gives it back). The
+ * timer keeps a queue reference until it is freed (its node is pushed onto
+ * that queue), and, for an object, a strong reference while it is armed
+ * (`holds_obj`): whoever exchanges that flag to false (cancel, or the run
+ * of a one-shot timer after its job) releases it without waiting
+ * (object.c). A kick's done runs with the queue's token held, so the queue
+ * reference it may drop is never the last. The heap's lock is a leaf: only
+ * the heap's realloc runs under it.
  *
- * Fork: every dsy_timers lock is taken before the schedulers' locks
- * (timers -> scheduler is the lock order) and released in parent and child;
+ * Fork: every dsy_timers lock is taken around fork (fork.c: after the
+ * registry, before the schedulers') and released in parent and child;
  * the child keeps its pending timers (they fire there too, like the jobs
  * that were queued), driven by the threads it starts on demand.
  */
@@ -76,6 +84,12 @@ struct dsy_timers {
     hent *heap;            /* lock */
     uint32_t len, cap;     /* lock */
     uint64_t seq;          /* lock: start order */
+    bool firing;           /* lock: a thread is firing (one at a time) */
+    bool fire_again;       /* lock: a fire was asked for meanwhile */
+    /* Batches: the firer numbers each (gen, under the lock) and publishes
+     * the number once all of its timers are pushed (done_gen, release). */
+    uint32_t gen;
+    _Atomic uint32_t done_gen;
     desync_scheduler_t *sched;
     struct dsy_timers *list_prev, *list_next; /* every dsy_timers (fork) */
 };
@@ -97,8 +111,8 @@ struct desync_timer {
     dsy_refcount refs;
     _Atomic bool cancelled;
     _Atomic bool holds_obj;
+    uint32_t popped_gen; /* lock: the batch that last popped it */
     uint8_t kind;
-    struct desync_timer *fired_next; /* T_DELAY: the firer's list, after the heap */
 };
 
 _Static_assert(sizeof(struct desync_timer) <= 128, "timers come from the 128-byte pool");
@@ -261,7 +275,7 @@ uint64_t dsy_timers_next(dsy_timers *ts) {
 static void timer_free(desync_timer_t *t) {
     if (t->kind != T_DELAY)
         dsy_queue_unref(t->kick.q);
-    dsy_handle_free(t, sizeof *t);
+    dsy_pool_free(t, DSY_POOL_128);
 }
 
 static void timer_unref(desync_timer_t *t) {
@@ -303,14 +317,45 @@ static uint64_t next_deadline(uint64_t due, uint64_t period, uint64_t now) {
     return due + m * period;
 }
 
+/* This thread is firing a batch outside the lock (fork: the survivor may be
+ * the firer, in a delay's callback). */
+static DSY_TLS bool tls_firing;
+
+/* Outside the lock: queues a popped timer's job (or completes a delay),
+ * unless it was cancelled meanwhile; then tells cancel it is done with t. */
+static void fire_one(desync_timer_t *t) {
+    if (t->kind == T_DELAY) {
+        dsy_promise_complete_status(t->u.promise, 0, NULL);
+        timer_unref(t); /* delays are never cancelled: the heap's reference */
+        return;
+    }
+    /* acquire: pairs with cancel's store; a cancel that comes later waits
+     * for the batch to be done, so no push follows its return. */
+    if (!atomic_load_explicit(&t->cancelled, memory_order_acquire) && dsy_kick_arm(&t->kick))
+        dsy_kick_push(&t->kick); /* the firer's reference becomes the kick's */
+    else
+        timer_unref(t);
+}
+
 void dsy_timers_fire(dsy_timers *ts) {
+    /* Popped timers: jobs to queue, and delays (the same batch of at most
+     * DSY_TIMER_FIRE_BATCH), in heap order. Once pushed, a timer may be
+     * freed: nothing of it is read again. */
+    desync_timer_t *batch[DSY_TIMER_FIRE_BATCH], *delays[DSY_TIMER_FIRE_BATCH];
     (void)dsy_thread_self(); /* registered before our lock (fork.c's order) */
+    dsy_spin_lock(&ts->lock);
+    if (ts->firing) {
+        ts->fire_again = true; /* the firer looks once more before it stops */
+        dsy_spin_unlock(&ts->lock);
+        return;
+    }
+    ts->firing = true;
     for (;;) {
+        ts->fire_again = false;
         uint64_t now = dsy_now_ns();
-        desync_timer_t *delays = NULL;
-        unsigned n = 0;
-        dsy_spin_lock(&ts->lock);
-        while (ts->len && ts->heap[0].deadline <= now && n++ < DSY_TIMER_FIRE_BATCH) {
+        uint32_t gen = ++ts->gen;
+        unsigned n = 0, nd = 0;
+        while (n + nd < DSY_TIMER_FIRE_BATCH && ts->len && ts->heap[0].deadline <= now) {
             hent e = ts->heap[0];
             desync_timer_t *t = e.t;
             if (t->period) {
@@ -320,24 +365,31 @@ void dsy_timers_fire(dsy_timers *ts) {
                 heap_remove(ts, 0);
             }
             if (t->kind == T_DELAY) {
-                t->fired_next = delays;
-                delays = t;
-            } else if (dsy_kick_arm(&t->kick)) {
-                dsy_ref_inc(&t->refs); /* the kick's, until its done */
-                dsy_kick_push(&t->kick);
+                delays[nd++] = t;
+            } else {
+                dsy_ref_inc(&t->refs); /* the firer's, until pushed */
+                t->popped_gen = gen;
+                batch[n++] = t;
             }
         }
         publish_next(ts);
-        bool more = ts->len && ts->heap[0].deadline <= now;
-        dsy_spin_unlock(&ts->lock);
-        while (delays) {
-            desync_timer_t *t = delays;
-            delays = t->fired_next;
-            dsy_promise_complete_status(t->u.promise, 0, NULL);
-            timer_unref(t);
-        }
-        if (!more)
+        if (!n && !nd && !ts->fire_again) {
+            ts->firing = false;
+            dsy_spin_unlock(&ts->lock);
             return;
+        }
+        dsy_spin_unlock(&ts->lock);
+        tls_firing = true;
+        for (unsigned i = 0; i < n; i++)
+            fire_one(batch[i]);
+        /* release: the pushes above, to a cancel that waited for them. */
+        atomic_store_explicit(&ts->done_gen, gen, memory_order_release);
+        /* Then the delays, whose callbacks (the user's code, which may
+         * cancel timers or block) no cancel has to wait for. */
+        for (unsigned i = 0; i < nd; i++)
+            fire_one(delays[i]);
+        tls_firing = false;
+        dsy_spin_lock(&ts->lock);
     }
 }
 
@@ -384,8 +436,8 @@ static desync_timer_t *timer_new(dsy_timers *ts, enum timer_kind kind, dsy_fn fn
     dsy_ref_init(&t->refs, 1);
     atomic_init(&t->cancelled, false);
     atomic_init(&t->holds_obj, false);
+    t->popped_gen = 0;
     t->kind = (uint8_t)kind;
-    t->fired_next = NULL;
     return t;
 }
 
@@ -434,10 +486,17 @@ void desync_timer_cancel(desync_timer_t *t) {
         heap_remove(ts, t->heap_idx);
         publish_next(ts);
     }
-    /* release: a run that sees it skips the job (timer_run). Under the lock:
-     * no firer has the timer in hand any more. */
+    /* release: a run or a firer that sees it leaves the job alone. */
     atomic_store_explicit(&t->cancelled, true, memory_order_release);
+    /* A firer that popped t in the batch it is pushing now may be about to
+     * push it: wait for those pushes (never longer: the firer runs no job
+     * and no callback before it publishes done_gen). */
+    bool wait = ts->firing && t->popped_gen == ts->gen;
+    uint32_t gen = ts->gen;
     dsy_spin_unlock(&ts->lock);
+    for (unsigned b = 0; wait && (int32_t)(atomic_load_explicit(&ts->done_gen,
+                                                                memory_order_acquire) - gen) < 0;)
+        dsy_backoff(&b);
     drop_object(t);
     timer_unref(t); /* the handle's */
 }
@@ -459,7 +518,7 @@ desync_future_t *desync_future_delay(uint64_t ns) {
     }
     t->u.promise = p;
     if (!timer_arm(ts, t, ns)) {
-        dsy_handle_free(t, sizeof *t);
+        dsy_pool_free(t, DSY_POOL_128);
         desync_promise_cancel(p);
         desync_future_free(f);
         return NULL;
@@ -481,5 +540,18 @@ void dsy_timers_fork_parent(void) {
     pthread_mutex_unlock(&timers_list_lock);
 }
 
-/* The heaps are whole (no thread was inside the lock): the child keeps them. */
-void dsy_timers_fork_child(void) { dsy_timers_fork_parent(); }
+/* The heaps are whole (no thread was inside the lock): the child keeps them.
+ * A firer that vanished between popping timers and pushing them loses
+ * those fires (as a worker that vanished between taking an entry and
+ * running it, scheduler.c; their memory is not freed in the child): its
+ * batch counts as done, so that a cancel in the child does not wait for
+ * it, and firing is free again. */
+void dsy_timers_fork_child(void) {
+    for (dsy_timers *ts = timers_list; ts; ts = ts->list_next) {
+        if (ts->firing && !tls_firing) {
+            ts->firing = ts->fire_again = false;
+            atomic_store_explicit(&ts->done_gen, ts->gen, memory_order_relaxed);
+        }
+    }
+    dsy_timers_fork_parent();
+}

@@ -393,6 +393,26 @@ TEST(timer_survives_despawn) {
     return 0;
 }
 
+/* Cancel racing with fires: once cancel returns, at most the run that had
+ * already started finishes; no other starts. */
+TEST(timer_cancel_races_fire) {
+    desync_t *d = desync_new(NULL, NULL);
+    uint32_t rnd = 777;
+    uint64_t start = test_now_ns();
+    for (int r = 1; test_rounds_left(r, 1000, start); r++) {
+        atomic_int c = 0;
+        desync_timer_t *t = desync_timer_start(d, 0, 20000, count_arg_job, &c);
+        CHECK(t);
+        test_spin_ns(test_rnd(&rnd) % 200000);
+        desync_timer_cancel(t);
+        int at_cancel = atomic_load(&c);
+        int settled = settled_count(d, &c);
+        CHECK(settled <= at_cancel + 1);
+    }
+    desync_release(d);
+    return 0;
+}
+
 /* Threads starting and cancelling timers concurrently on shared objects. */
 #define STRESS_THREADS 4
 #define STRESS_OBJECTS 4
