@@ -395,7 +395,10 @@ DESYNC_API void *desync_data(desync_t *d);
  * desync_scheduler_free and desync_shutdown do not cancel pending timers:
  * cancel them first (a timer keeps its object, and so the scheduler,
  * alive). In a fork() child, timers pending at fork stay pending and fire
- * there as well, once the child's threads start (like queued jobs).
+ * there as well (like queued jobs), once the child's threads start: at its
+ * first call that queues work, blocks, or starts a timer. A timer that
+ * another thread was firing at the instant of fork may miss that fire in
+ * the child.
  */
 typedef struct desync_timer desync_timer_t;
 

@@ -420,6 +420,8 @@ static bool timer_arm(dsy_timers *ts, desync_timer_t *t, uint64_t delay) {
     dsy_spin_unlock(&ts->lock);
     if (first)
         dsy_sched_timer_kick(ts->sched); /* a new earliest deadline */
+    if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_restart_pending, memory_order_relaxed)))
+        dsy_sched_fork_restart(); /* a fork child: timers pending at fork get threads */
     return ok;
 }
 

@@ -6,7 +6,20 @@
 #include "desync.h"
 #include "test.h"
 
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* As in test_fork.c: under ThreadSanitizer a fork child may not start
+ * threads, so it runs only its thread-free steps and the test skips. */
+#if defined(__SANITIZE_THREAD__)
+#define TIMER_FORK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TIMER_FORK_TSAN 1
+#endif
+#endif
 
 #define MS 1000000ull
 
@@ -467,5 +480,95 @@ TEST(timer_stress_start_cancel) {
         desync_release(g_objs[i]);
         CHECK_EQ(atomic_load(&tr[i].destroyed), 1);
     }
+    return 0;
+}
+
+/* fork() while timers fire: in the child the pending timers fire again
+ * (once its threads start), new ones work, and every cancel returns (also
+ * for timers whose object was busy at fork, so forked off). */
+#define FORK_TIMERS 32
+static atomic_int g_fork_counts[FORK_TIMERS], g_fork_slow;
+
+static void fork_count_job(void *data, void *arg) {
+    (void)data;
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+static void timer_fork_child(desync_t *slow, desync_timer_t **t, desync_timer_t *ts) {
+    int code = 0;
+#ifndef TIMER_FORK_TSAN
+    atomic_int fresh = 0;
+    desync_t *e = desync_new(NULL, NULL);
+    desync_timer_t *nt = e ? desync_timer_start(e, 0, 1 * MS, fork_count_job, &fresh) : NULL;
+    if (!nt)
+        code = 2;
+    else if (!test_wait_count(&fresh, 3, LONG_MS))
+        code = 3;
+    /* A timer pending at fork fires in the child (unless its object was
+     * busy at that instant: then it is forked off). */
+    int before = atomic_load(&g_fork_slow);
+    if (!code && desync_sync(slow, noop_job, NULL) == 0 &&
+        !test_wait_count(&g_fork_slow, before + 2, LONG_MS))
+        code = 4;
+    desync_timer_cancel(nt);
+    desync_release(e);
+#else
+    (void)slow;
+#endif
+    for (int i = 0; i < FORK_TIMERS; i++)
+        desync_timer_cancel(t[i]); /* returns even if a firer vanished */
+    desync_timer_cancel(ts);
+    _exit(code);
+}
+
+TEST(timer_fork_while_firing) {
+    /* The parent's timers run on a private scheduler whose threads are all
+     * started first: the sanitizers' runtimes (before LLVM 18) can leave a
+     * lock held in the child when a fork meets a thread starting (see
+     * fork_under_load). The child's new timer runs on the default one. */
+    desync_scheduler_t *s = desync_scheduler_new(2);
+    CHECK(s);
+    CHECK_EQ(desync_scheduler_spawn_thread(s), 0);
+    CHECK_EQ(desync_scheduler_spawn_thread(s), 0);
+    desync_t *d = desync_new_on(s, NULL, NULL), *slow = desync_new_on(s, NULL, NULL);
+    desync_timer_t *t[FORK_TIMERS];
+    for (int i = 0; i < FORK_TIMERS; i++)
+        CHECK((t[i] = desync_timer_start(d, 0, 100000 + 1000 * (uint64_t)i, fork_count_job,
+                                         &g_fork_counts[i])));
+    desync_timer_t *ts = desync_timer_start(slow, 1 * MS, 3 * MS, fork_count_job, &g_fork_slow);
+    CHECK(ts);
+    CHECK(test_wait_count(&g_fork_counts[0], 3, LONG_MS));
+    test_sleep_ms(50); /* the threads are past their first allocations */
+    for (int round = 0; round < TEST_SCALED(20); round++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0)
+            timer_fork_child(slow, t, ts);
+        int st = 0;
+        uint64_t end = test_now_ns() + LONG_NS + 5 * SEC;
+        pid_t w;
+        while ((w = waitpid(pid, &st, WNOHANG)) == 0 && test_now_ns() < end)
+            test_sleep_ms(1);
+        if (w == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            fprintf(stderr, "fork child hung\n");
+            CHECK(0);
+        }
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            fprintf(stderr, "fork child: status %d\n", st);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    int before = atomic_load(&g_fork_counts[0]);
+    CHECK(test_wait_count(&g_fork_counts[0], before + 3, LONG_MS)); /* the parent goes on */
+    for (int i = 0; i < FORK_TIMERS; i++)
+        desync_timer_cancel(t[i]);
+    desync_timer_cancel(ts);
+    desync_release(d);
+    desync_release(slow);
+    desync_scheduler_free(s);
+#ifdef TIMER_FORK_TSAN
+    TEST_SKIP("ThreadSanitizer: fork children cannot start threads; they only cancelled");
+#endif
     return 0;
 }
