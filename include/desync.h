@@ -173,8 +173,9 @@ DESYNC_API void desync_scheduler_free(desync_scheduler_t *s);
  * completes with 0 threads. Not waited for: queues that are suspended, or
  * held by an async job or `after` whose future nobody completes (they are not
  * runnable), and a job that a sync on another thread is running at that
- * moment. Producers that never stop mean it never returns. Polls every 0.1 ms
- * while threads finish their jobs. 0, or DESYNC_EDEADLK when called from one
+ * moment. Producers that never stop mean it never returns. Timers of s that
+ * are due are fired (their jobs run); later deadlines are not waited for.
+ * Polls every 0.1 ms while threads finish their jobs. 0, or DESYNC_EDEADLK when called from one
  * of s's jobs (on any thread).
  */
 DESYNC_API int desync_scheduler_drain(desync_scheduler_t *s);
@@ -186,7 +187,8 @@ DESYNC_API int desync_scheduler_drain(desync_scheduler_t *s);
  * The library stays usable afterwards: threads start again on demand. Called
  * from one of the default scheduler's jobs (exit() on a worker thread, say)
  * it does not wait or join: it runs the work that is ready and returns.
- * Private schedulers are not touched: drain or free them yourself.
+ * Private schedulers are not touched: drain or free them yourself. Pending
+ * timers are not cancelled (cancel them first: each holds its object).
  */
 DESYNC_API void desync_shutdown(void);
 
