@@ -432,8 +432,8 @@ uint64_t dsy_timers_next(dsy_timers *t);
 /* True if a deadline has passed (reads the clock only if one is pending). */
 bool dsy_timers_due(dsy_timers *t);
 /* Queues the jobs of every due timer (completes due delay futures, whose
- * callbacks run on the calling thread); returns at once if another thread
- * is firing (it fires these too). */
+ * callbacks run on the calling thread); first waits for a thread that is
+ * pushing a batch (a few pushes). */
 void dsy_timers_fire(dsy_timers *t);
 /* Frees an empty heap (the scheduler's last release). */
 void dsy_timers_free(dsy_timers *t);

@@ -29,13 +29,13 @@
  * is queued and not started is served by that run, a fire during the run
  * queues it once more when the run returns (queue.c), so at most one fire
  * of a timer waits in its queue (coalescing), and firing needs no memory.
- * One thread fires at a time (`firing`; a thread that finds it set leaves
- * `fire_again` for the firer): it pops up to DSY_TIMER_FIRE_BATCH due
- * timers under the lock, then pushes them in that order with the lock
- * dropped (a push may wake or start threads, or join exited ones: nothing
- * to do under a spinlock), so equal deadlines reach a queue in start order.
- * Then it completes the batch's delay futures, in order (their callbacks
- * are the user's code, run on the firing thread).
+ * One thread pushes at a time (`firing`; another that wants to fire waits
+ * for it, yielding): it pops up to DSY_TIMER_FIRE_BATCH due timers under
+ * the lock, then pushes them in that order with the lock dropped (a push
+ * may wake or start threads, or join exited ones: nothing to do under a
+ * spinlock), so equal deadlines reach a queue in start order. Then, no
+ * longer `firing`, it completes the batch's delay futures in order (their
+ * callbacks are the user's code, run on the firing thread).
  *
  * CANCEL AND FIRE. Cancel takes the lock, takes the timer out of the heap
  * and sets `cancelled` (release), so no firer pops it again. A firer that
@@ -84,8 +84,7 @@ struct dsy_timers {
     hent *heap;            /* lock */
     uint32_t len, cap;     /* lock */
     uint64_t seq;          /* lock: start order */
-    bool firing;           /* lock: a thread is firing (one at a time) */
-    bool fire_again;       /* lock: a fire was asked for meanwhile */
+    bool firing;           /* lock: a thread is pushing a batch (one at a time) */
     /* Batches: the firer numbers each (gen, under the lock) and publishes
      * the number once all of its timers are pushed (done_gen, release). */
     uint32_t gen;
@@ -317,10 +316,6 @@ static uint64_t next_deadline(uint64_t due, uint64_t period, uint64_t now) {
     return due + m * period;
 }
 
-/* This thread is firing a batch outside the lock (fork: the survivor may be
- * the firer, in a delay's callback). */
-static DSY_TLS bool tls_firing;
-
 /* Outside the lock: queues a popped timer's job (or completes a delay),
  * unless it was cancelled meanwhile; then tells cancel it is done with t. */
 static void fire_one(desync_timer_t *t) {
@@ -343,15 +338,16 @@ void dsy_timers_fire(dsy_timers *ts) {
      * freed: nothing of it is read again. */
     desync_timer_t *batch[DSY_TIMER_FIRE_BATCH], *delays[DSY_TIMER_FIRE_BATCH];
     (void)dsy_thread_self(); /* registered before our lock (fork.c's order) */
-    dsy_spin_lock(&ts->lock);
-    if (ts->firing) {
-        ts->fire_again = true; /* the firer looks once more before it stops */
-        dsy_spin_unlock(&ts->lock);
-        return;
-    }
-    ts->firing = true;
     for (;;) {
-        ts->fire_again = false;
+        dsy_spin_lock(&ts->lock);
+        /* Another thread is pushing its batch (a few pushes, no user code):
+         * ours must come after it. Waiting (and yielding: on a busy machine
+         * it may have been preempted) beats leaving it the work, which kept
+         * every due timer waiting for a preempted firer. */
+        for (unsigned b = 0; ts->firing; dsy_spin_lock(&ts->lock)) {
+            dsy_spin_unlock(&ts->lock);
+            dsy_backoff(&b);
+        }
         uint64_t now = dsy_now_ns();
         uint32_t gen = ++ts->gen;
         unsigned n = 0, nd = 0;
@@ -373,23 +369,23 @@ void dsy_timers_fire(dsy_timers *ts) {
             }
         }
         publish_next(ts);
-        if (!n && !nd && !ts->fire_again) {
-            ts->firing = false;
-            dsy_spin_unlock(&ts->lock);
-            return;
-        }
+        ts->firing = n > 0;
         dsy_spin_unlock(&ts->lock);
-        tls_firing = true;
+        if (!n && !nd)
+            return;
         for (unsigned i = 0; i < n; i++)
             fire_one(batch[i]);
-        /* release: the pushes above, to a cancel that waited for them. */
-        atomic_store_explicit(&ts->done_gen, gen, memory_order_release);
+        if (n) {
+            /* release: the pushes above, to a cancel that waited for them. */
+            atomic_store_explicit(&ts->done_gen, gen, memory_order_release);
+            dsy_spin_lock(&ts->lock);
+            ts->firing = false;
+            dsy_spin_unlock(&ts->lock);
+        }
         /* Then the delays, whose callbacks (the user's code, which may
-         * cancel timers or block) no cancel has to wait for. */
+         * cancel timers, fire them, or block) nobody waits for. */
         for (unsigned i = 0; i < nd; i++)
             fire_one(delays[i]);
-        tls_firing = false;
-        dsy_spin_lock(&ts->lock);
     }
 }
 
@@ -550,8 +546,8 @@ void dsy_timers_fork_parent(void) {
  * it, and firing is free again. */
 void dsy_timers_fork_child(void) {
     for (dsy_timers *ts = timers_list; ts; ts = ts->list_next) {
-        if (ts->firing && !tls_firing) {
-            ts->firing = ts->fire_again = false;
+        if (ts->firing) { /* never the survivor: pushing runs no user code */
+            ts->firing = false;
             atomic_store_explicit(&ts->done_gen, ts->gen, memory_order_relaxed);
         }
     }

@@ -453,6 +453,10 @@ static void *stress_thread(void *arg) {
             live[k] = NULL;
         }
     }
+    /* Let the timers still live fire (all started ones may have been
+     * cancelled before their deadline), then cancel them. */
+    if (!test_wait_count(&g_runs, 1, LONG_MS))
+        FAILF("no timer fired\n");
     for (int k = 0; k < LIVE; k++)
         desync_timer_cancel(live[k]);
     return NULL;
