@@ -437,6 +437,10 @@ static int child_main(const char *what, const char *nstr) {
         c = ib_desync_child(n);
     else if (strcmp(what, "ib-mutex") == 0)
         c = ib_mutex_child(n);
+    else if (strcmp(what, "tl-desync") == 0)
+        c = tl_desync_child(n);
+    else if (strcmp(what, "tl-sleep") == 0)
+        c = tl_sleep_child(n);
     else
         die("unknown child '%s'", what);
     phase_end();
@@ -468,6 +472,7 @@ static row_t g_rows[] = {
     {.id = "C2", .name = "curve-producers", .unit = "job"},
     {.id = "CM", .name = "many-on-many", .unit = "op"},
     {.id = "IB", .name = "idle-burn", .unit = "% of a core"},
+    {.id = "TL", .name = "timer-lateness", .unit = "timer"},
 };
 
 static void (*const g_workloads[])(row_t *) = {
@@ -475,6 +480,7 @@ static void (*const g_workloads[])(row_t *) = {
     w3b_contended_8, w4_mixed, w5_ping_pong, w6_many_objects, w7_future, w8_pipe,
     r1_logger, r2_word_count, w9_sync_all_idle, r3_bank, c3_threads, c6_objects, c2_producers, cm_many,
     ib_idle_burn,
+    tl_timer_lateness,
 };
 
 #define NPROBES 2 /* g_rows[0..1]: always run first */
@@ -533,7 +539,7 @@ static const char *csv_dir(void) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2 W9 R3 C3 C6 C2 CM IB]\n"
+    fprintf(stderr, "usage: bench [P1 P2 W1 W2 W3 W3b W4 ... W8 R1 R2 W9 R3 C3 C6 C2 CM IB TL]\n"
                     "env: BENCH_RUNS (default 5), BENCH_SCALE (default 1.0), BENCH_TIMEOUT "
                     "(seconds per run, default 150),\n"
                     "     BENCH_CURVE_RUNS (runs per point of the curves, default 3),\n"

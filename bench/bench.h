@@ -7,6 +7,7 @@
  * programs. curves.c: C3, C6, C2, CM, the curves. idle.c: IB, idle burn.
  * multi.c: W9 and R3, jobs over several objects.
  * targets.c: the targets of issue 10, printed as met / MISSED.
+ * timers.c: TL, timers' lateness with 100,000 pending.
  */
 #ifndef DESYNC_BENCH_H
 #define DESYNC_BENCH_H
@@ -58,6 +59,7 @@ typedef struct {
      * item (W2's and W4's), W1's of any sync protocol on an idle object,
      * R1's and R2's of the program written by hand without the library. */
     double floor_ns;
+    double tl_p99; /* TL: the 99th percentile of the lateness (ns) */
     char extra[512];
 } row_t;
 
@@ -200,6 +202,11 @@ child_result_t w8_rss_child(uint64_t n);
 child_result_t ib_desync_child(uint64_t ms);
 child_result_t ib_mutex_child(uint64_t ms);
 void ib_idle_burn(row_t *row);
+/* TL (timers.c): n timers; ns the median lateness, extra the 99th
+ * percentile, rss0_kib the bytes per pending timer. */
+child_result_t tl_desync_child(uint64_t n);
+child_result_t tl_sleep_child(uint64_t n);
+void tl_timer_lateness(row_t *row);
 
 /* ----------------------------------------------------------- baselines */
 

@@ -180,14 +180,16 @@ DESYNC_API void desync_scheduler_free(desync_scheduler_t *s);
  * completes with 0 threads. Not waited for: queues that are suspended, or
  * held by an async job or `after` whose future nobody completes (they are not
  * runnable), and a job that a sync on another thread is running at that
- * moment. Producers that never stop mean it never returns. Polls every 0.1 ms
- * while threads finish their jobs. 0, or DESYNC_EDEADLK when called from one
- * of s's jobs (on any thread), or when the wait would close a cycle of
- * threads waiting for each other (see "Deadlocks"): a worker of s blocked,
- * directly or through other blocked threads, on a queue whose job the
- * caller is running (a job of A drains s while s's job syncs on A). The
- * cycle is refused on whichever side closes it: the drain, or the wait of
- * the worker that blocks last (its sync or wait then returns EDEADLK).
+ * moment. Producers that never stop mean it never returns. Timers of s that
+ * are due are fired (their jobs run); later deadlines are not waited for.
+ * Polls every 0.1 ms while threads finish their jobs. 0, or DESYNC_EDEADLK
+ * when called from one of s's jobs (on any thread), or when the wait would
+ * close a cycle of threads waiting for each other (see "Deadlocks"): a
+ * worker of s blocked, directly or through other blocked threads, on a
+ * queue whose job the caller is running (a job of A drains s while s's job
+ * syncs on A). The cycle is refused on whichever side closes it: the drain,
+ * or the wait of the worker that blocks last (its sync or wait then returns
+ * EDEADLK).
  */
 DESYNC_API int desync_scheduler_drain(desync_scheduler_t *s);
 
@@ -198,7 +200,8 @@ DESYNC_API int desync_scheduler_drain(desync_scheduler_t *s);
  * The library stays usable afterwards: threads start again on demand. Called
  * from one of the default scheduler's jobs (exit() on a worker thread, say)
  * it does not wait or join: it runs the work that is ready and returns.
- * Private schedulers are not touched: drain or free them yourself.
+ * Private schedulers are not touched: drain or free them yourself. Pending
+ * timers are not cancelled (cancel them first: each holds its object).
  */
 DESYNC_API void desync_shutdown(void);
 
@@ -491,6 +494,77 @@ DESYNC_API desync_queue_t *desync_get_queue(desync_t *d);
 /* The data pointer given to desync_new (NULL for NULL). Touch it only from
  * the object's own jobs. */
 DESYNC_API void *desync_data(desync_t *d);
+
+/* --------------------------------------------------------------- timers
+ *
+ * A timer queues a job on an object (or queue) after a delay, then, if it
+ * has a period, again every period. Timers are driven by the threads of the
+ * object's scheduler (no thread per timer: the pending timers of a
+ * scheduler are kept in one heap, about 150 bytes each, and one idle worker
+ * sleeps until the earliest deadline). A due timer's job goes to the end of
+ * the queue when it fires: its position is the time it fires, not the time
+ * it was started. Timers due at the same time fire in the order they were
+ * started (and so run in that order on one object).
+ *
+ * Fixed rate: a periodic timer is due at start + delay + k x period. Periods
+ * missed (the threads were busy, the job was slow) are coalesced: at most
+ * one run of a timer waits in its queue at a time; a fire while the previous
+ * run is still waiting is dropped, and a fire while it is running queues one
+ * more run when it returns. Lateness: a median of about 20 us with 100,000
+ * pending timers (bench/README.md, TL); when every thread of the scheduler
+ * is busy, a due timer waits for one of them to look for work.
+ *
+ * On a scheduler with 0 threads (or one that was freed), timers fire only
+ * when a thread looks: desync_scheduler_drain fires those that are due (it
+ * does not wait for later deadlines), and so does a sync on any of its
+ * queues, before queueing its own job (so a due timer's job runs first).
+ * desync_scheduler_free and desync_shutdown do not cancel pending timers:
+ * cancel them first (a timer keeps its object, and so the scheduler,
+ * alive). In a fork() child, timers pending at fork stay pending and fire
+ * there as well (like queued jobs), once the child's threads start: at its
+ * first call that queues work, blocks, or starts a timer. A timer that
+ * another thread was firing at the instant of fork may miss that fire in
+ * the child.
+ */
+typedef struct desync_timer desync_timer_t;
+
+/*
+ * Starts a timer that queues job(data, arg) on d after delay_ns, then every
+ * period_ns if period_ns is not 0 (0 = a one-shot timer); see above for the
+ * rules. Never blocks, never runs the job itself. The timer keeps d alive
+ * (holds a reference) until it is cancelled or, for a one-shot timer, until
+ * its job has run. `arg` must stay valid until the timer is cancelled and
+ * any run in progress has returned (see desync_timer_cancel). Returns the
+ * handle, which the caller owns and must give to desync_timer_cancel exactly
+ * once, also after a one-shot timer has fired (that frees it). NULL for NULL
+ * d or job, on ENOMEM, and in a fork child for a forked-off object; nothing
+ * is started then. (Like every call returning a pointer, NULL does not say
+ * which: with valid arguments it means out of memory.)
+ */
+DESYNC_API desync_timer_t *desync_timer_start(desync_t *d, uint64_t delay_ns, uint64_t period_ns,
+                                              desync_job_fn job, void *arg);
+
+/* The same on a bare queue: job(arg) is queued on q, and the timer holds a
+ * reference to q until it is cancelled. */
+DESYNC_API desync_timer_t *desync_queue_timer_start(desync_queue_t *q, uint64_t delay_ns,
+                                                    uint64_t period_ns, desync_queue_job_fn job,
+                                                    void *arg);
+
+/*
+ * Stops the timer and frees the handle. After it returns, the job is never
+ * started again: a run already waiting in the queue is skipped (it does
+ * nothing). A run that had already started may still be running, on another
+ * thread, when this returns (it is not waited for); to wait for it, sync on
+ * the object afterwards (desync_sync with a job that does nothing, not from
+ * the object's own jobs). Never blocks; may be called from any thread,
+ * including from the timer's own job (that run completes; no other starts).
+ * Drops the timer's reference to the object (if it still holds it) without
+ * waiting: if it was the last, the object's destruction is queued and runs
+ * in the background, after the jobs queued before it. Must be called exactly
+ * once per handle (a second call, or a call racing with another, is a use
+ * after free). Ignores NULL.
+ */
+DESYNC_API void desync_timer_cancel(desync_timer_t *t);
 
 #ifdef __cplusplus
 }

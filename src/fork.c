@@ -5,8 +5,9 @@
  * The child of a fork keeps only the thread that called fork. So that it can
  * use the library:
  *   - prepare takes every global lock of the library: the registry mutex,
- *     the queues' cold-part list, the multi-object link lock, the scheduler
- *     list and every scheduler's lock, the pools' depot and
+ *     the timer heaps' list and every heap's lock (timer.c), the scheduler
+ *     list and every scheduler's lock, the multi-object link lock, the
+ *     queues' cold-part list (both leaves), the pools' depot and
  *     free-segment mutexes, the OS layer's (in this order); parent releases
  *     them; child releases or resets them, with the state they guard whole.
  *   - child then looks at the record of every thread that vanished: queues
@@ -79,9 +80,10 @@ void dsy_thread_register(void) {
 
 static void fork_prepare(void) {
     pthread_mutex_lock(&registry_lock);
-    dsy_queue_fork_prepare();
-    dsy_multi_fork_prepare();
+    dsy_timers_fork_prepare();
     dsy_sched_fork_prepare();
+    dsy_multi_fork_prepare();
+    dsy_queue_fork_prepare();
     dsy_pool_fork_prepare();
     dsy_os_fork_prepare();
 }
@@ -89,9 +91,10 @@ static void fork_prepare(void) {
 static void fork_parent(void) {
     dsy_os_fork_parent();
     dsy_pool_fork_parent();
-    dsy_sched_fork_parent();
-    dsy_multi_fork_parent();
     dsy_queue_fork_parent();
+    dsy_multi_fork_parent();
+    dsy_sched_fork_parent();
+    dsy_timers_fork_parent();
     pthread_mutex_unlock(&registry_lock);
 }
 
@@ -121,6 +124,7 @@ static void fork_child(void) {
     atomic_fetch_add_explicit(&dsy_forked, 1, memory_order_relaxed);
     dsy_sched_fork_child();
     dsy_multi_fork_child();
+    dsy_timers_fork_child();
     pthread_mutex_unlock(&registry_lock);
 }
 

@@ -367,6 +367,20 @@ void dsy_sched_thread_blocks(void);
  * limit's producer must not block such a thread: DESYNC_EAGAIN). */
 bool dsy_sched_in_pool_job(void);
 
+/* Timers (timer.c) are driven by the scheduler's threads. A scheduler
+ * keeps a pointer to its timer heap (made by the first timer started on it)
+ * and lets one idle worker at a time sleep until the heap's earliest
+ * deadline (the timer waiter) instead of sleeping for good. */
+typedef struct dsy_timers dsy_timers;
+/* s's heap, or NULL if no timer was ever started on s (acquire). */
+dsy_timers *dsy_sched_timers(desync_scheduler_t *s);
+/* Installs t as s's heap unless one was installed first; returns the one
+ * that is. */
+dsy_timers *dsy_sched_timers_install(desync_scheduler_t *s, dsy_timers *t);
+/* The earliest deadline of s's heap became earlier: wakes the timer waiter,
+ * or gets a worker to look (woken or started, as for new work). */
+void dsy_sched_timer_kick(desync_scheduler_t *s);
+
 /* Gives the block pools' free memory back to malloc: the calling thread's
  * caches and job segment, the depots and the segment cache (other threads'
  * caches go back when they exit). For desync_shutdown. */
@@ -466,6 +480,32 @@ void dsy_sched_fork_restart(void);
 /* True if q was forked off (its token held by a thread that vanished). */
 bool dsy_queue_forked_off(desync_queue_t *q);
 
+/* --------------------------------------------------------------- timers
+ *
+ * timer.c, for the scheduler (a timer heap's lock is a leaf; the scheduler
+ * calls these without its own lock held). */
+/* The earliest pending deadline (dsy_now_ns() time), UINT64_MAX if none.
+ * Relaxed: may be stale by a start or a fire in progress. */
+uint64_t dsy_timers_next(dsy_timers *t);
+/* True if a deadline has passed (reads the clock only if one is pending). */
+bool dsy_timers_due(dsy_timers *t);
+/* Queues the jobs of every due timer (completes due delay futures, whose
+ * callbacks run on the calling thread); first waits for a thread that is
+ * pushing a batch (a few pushes). */
+void dsy_timers_fire(dsy_timers *t);
+/* Frees an empty heap (the scheduler's last release). */
+void dsy_timers_free(dsy_timers *t);
+/* Gives the heap's array back if no timer is pending (desync_shutdown). */
+void dsy_timers_reclaim(dsy_timers *t);
+/* Heaps that exist; while nonzero, dsy_sync calls dsy_timers_on_sync: on a
+ * scheduler with 0 threads, whoever syncs fires the due timers first. */
+extern _Atomic unsigned dsy_timer_heaps;
+void dsy_timers_on_sync(desync_scheduler_t *s);
+/* fork.c's handlers: every heap's lock, taken before the schedulers'. */
+void dsy_timers_fork_prepare(void);
+void dsy_timers_fork_parent(void);
+void dsy_timers_fork_child(void);
+
 /* -------------------------------------------------------------- futures */
 
 /* Completes a promise's future with any status (e.g. DESYNC_EOF for
@@ -478,5 +518,9 @@ int dsy_promise_complete_status(desync_promise_t *p, int status, void *value);
 void dsy_object_weak_retain(desync_t *d);
 void dsy_object_weak_release(desync_t *d);
 int dsy_object_alive(desync_t *d);
+/* Drops a strong reference without ever waiting: the last one queues the
+ * destruction (as desync_release does from the object's own jobs). For
+ * owners that may hold no reference to the queue's thread (timers). */
+void dsy_object_release_async(desync_t *d);
 
 #endif

@@ -87,6 +87,13 @@ void desync_release(desync_t *d) {
     dsy_object_weak_release(d);
 }
 
+void dsy_object_release_async(desync_t *d) {
+    if (!dsy_ref_dec(&d->strong))
+        return;
+    d->destroy_node.ops = &destroy_node_ops;
+    dsy_queue_push_schedule(&d->q, &d->destroy_node);
+}
+
 int desync_desync(desync_t *d, desync_job_fn job, void *arg) {
     return d ? dsy_desync(&d->q, (dsy_fn)job, arg, 0, DSY_JOB_DATA) : DESYNC_EINVAL;
 }

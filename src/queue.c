@@ -716,6 +716,9 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
 int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags) {
     if (DSY_UNLIKELY(!q || !fn))
         return DESYNC_EINVAL;
+    /* A scheduler without threads: its due timers fire first (timer.c). */
+    if (DSY_UNLIKELY(atomic_load_explicit(&dsy_timer_heaps, memory_order_relaxed)))
+        dsy_timers_on_sync(q->sched);
     DSY_ASSERT(!(flags & DSY_JOB_COPY));
     bool with_data = flags & DSY_JOB_DATA, try_only = flags & DSY_JOB_TRY;
     sync_node sn;

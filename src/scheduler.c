@@ -35,6 +35,14 @@
  * through its whole spin phase. A job that blocks outside the library (its
  * own mutex, a sleep) delays that one entry until another worker spins.
  *
+ * Timers (timer.c): a worker fires the due timers of its scheduler each
+ * time it looks for work (one relaxed load while none is pending), and one
+ * idle worker, the timer waiter, parks only until the earliest deadline.
+ * It sits at the bottom of the idle stack (woken for work last); a start
+ * that makes a new earliest deadline wakes it (dsy_sched_timer_kick), or,
+ * with no waiter, kicks as for new work. It does not retire while timers
+ * are pending.
+ *
  * Lock order: the scheduler lock is a leaf; no job runs while it is held.
  * (Around fork, the list of schedulers' mutex is taken before every
  * scheduler's lock: see "fork" at the end of this file.)
@@ -101,6 +109,8 @@ struct desync_scheduler {
      * never needs memory: see dsy_sched_attach. */
     _Atomic size_t nattached;
     _Atomic size_t run_room;
+    _Atomic(dsy_timers *) timers; /* timer.c's heap, made by the first timer */
+    worker *timer_waiter;         /* lock: the idle worker parked until a deadline */
     struct desync_scheduler *list_prev, *list_next; /* every scheduler (fork) */
 };
 
@@ -210,7 +220,11 @@ static void unlink_all(desync_scheduler_t *s, worker *w) {
     s->gone_wake += atomic_load_explicit(&w->nwake, memory_order_relaxed);
 }
 
+static void timer_waiter_gone_locked(desync_scheduler_t *s, worker *w);
+
 static void wake_locked(worker *w) {
+    if (DSY_UNLIKELY(w->s->timer_waiter == w))
+        timer_waiter_gone_locked(w->s, w);
     w->idle = false;
     atomic_store_explicit(&w->wake, 1, memory_order_release);
 }
@@ -422,10 +436,100 @@ static dsy_runnable *spin_for_work(worker *w) {
     return r;
 }
 
+/* Fires the due timers of s, if it has any (timer.c). */
+static inline void fire_due_timers(desync_scheduler_t *s) {
+    dsy_timers *t = atomic_load_explicit(&s->timers, memory_order_acquire);
+    if (DSY_UNLIKELY(t) && dsy_timers_due(t))
+        dsy_timers_fire(t);
+}
+
+/* Lock held, w about to sleep: if timers are pending and no other worker
+ * waits for them, w becomes the timer waiter: returns the deadline to wake
+ * at, or 1 if it has passed already (w then does not sleep); 0 otherwise.
+ * A start that publishes an earlier deadline then kicks under this lock
+ * (dsy_sched_timer_kick), so the deadline read here is never missed. */
+static uint64_t timer_wait_locked(desync_scheduler_t *s, worker *w) {
+    dsy_timers *t = atomic_load_explicit(&s->timers, memory_order_acquire);
+    if (DSY_LIKELY(!t) || s->timer_waiter)
+        return 0;
+    uint64_t next = dsy_timers_next(t);
+    if (next == UINT64_MAX)
+        return 0;
+    if (next <= dsy_now_ns())
+        return 1;
+    s->timer_waiter = w;
+    return next;
+}
+
+/* Lock held: w goes on the idle stack; the timer waiter at the bottom, so
+ * that it is woken for work last and keeps its watch while others can. */
+static void idle_push_locked(desync_scheduler_t *s, worker *w, bool bottom) {
+    worker **p = &s->idle;
+    while (bottom && *p)
+        p = &(*p)->idle_next;
+    w->idle_next = *p;
+    *p = w;
+}
+
+/* Lock held: takes idle w off the idle stack. */
+static void idle_unlink_locked(desync_scheduler_t *s, worker *w) {
+    for (worker **p = &s->idle; *p; p = &(*p)->idle_next)
+        if (*p == w) {
+            *p = w->idle_next;
+            break;
+        }
+    s->nidle--;
+}
+
+/* Lock held: the timer waiter w is woken for work or to stop. Another idle
+ * worker, if any, is woken to take over the watch
+ * (it becomes the waiter as it goes back to sleep); w itself does if none. */
+static void timer_waiter_gone_locked(desync_scheduler_t *s, worker *w) {
+    s->timer_waiter = NULL;
+    worker *o = s->idle;
+    if (o == w)
+        o = o->idle_next;
+    if (!o)
+        return;
+    idle_unlink_locked(s, o);
+    o->idle = false;
+    atomic_store_explicit(&o->wake, 1, memory_order_release);
+    dsy_unpark_one(&o->wake); /* o cannot exit while we hold the lock */
+}
+
+dsy_timers *dsy_sched_timers(desync_scheduler_t *s) {
+    return atomic_load_explicit(&s->timers, memory_order_acquire);
+}
+
+dsy_timers *dsy_sched_timers_install(desync_scheduler_t *s, dsy_timers *t) {
+    dsy_timers *cur = NULL;
+    /* release: the heap's initial state, to the acquire loads above. */
+    if (atomic_compare_exchange_strong_explicit(&s->timers, &cur, t, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return t;
+    return cur;
+}
+
+void dsy_sched_timer_kick(desync_scheduler_t *s) {
+    dsy_spin_lock(&s->lock);
+    worker *w = s->timer_waiter;
+    if (w) {
+        DSY_ASSERT(w->idle);
+        s->timer_waiter = NULL; /* no hand-over: w looks at the new deadline */
+        idle_unlink_locked(s, w);
+        wake_locked(w);
+    } else {
+        w = kick_locked(s);
+    }
+    dsy_spin_unlock(&s->lock);
+    unpark_worker(w);
+}
+
 /* The next entry to run (*out), or why there is none. */
 static work_kind find_work(worker *w, dsy_runnable **out) {
     desync_scheduler_t *s = w->s;
     for (;;) {
+        fire_due_timers(s);
         dsy_runnable *r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
         if (!r && atomic_load_explicit(&w->stop, memory_order_relaxed))
             return WORK_STOP;
@@ -454,23 +558,44 @@ static work_kind find_work(worker *w, dsy_runnable **out) {
             dsy_spin_unlock(&s->lock);
             return WORK_STOP;
         }
+        /* The first to sleep while timers are pending sleeps only until the
+         * earliest deadline (0: not the timer waiter). */
+        uint64_t until = timer_wait_locked(s, w);
+        if (until == 1) {
+            dsy_spin_unlock(&s->lock);
+            continue; /* a deadline has passed: fire it */
+        }
         atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
         w->idle = true;
-        w->idle_next = s->idle;
-        s->idle = w;
+        idle_push_locked(s, w, until != 0);
         s->nidle++;
         dsy_spin_unlock(&s->lock);
 
         uint64_t start = dsy_now_ns();
         for (;;) {
-            dsy_park(&w->wake, 0, DSY_WORKER_RETIRE_NS);
+            uint64_t now = dsy_now_ns(), timeout = DSY_WORKER_RETIRE_NS;
+            if (until && (until <= now || until - now < timeout))
+                timeout = until > now ? until - now : 1;
+            dsy_park(&w->wake, 0, timeout);
             if (atomic_load_explicit(&w->wake, memory_order_acquire)) {
                 counter_add(&w->nwake);
                 break;
             }
-            if (dsy_now_ns() - start < DSY_WORKER_RETIRE_NS)
+            now = dsy_now_ns();
+            bool due = until && now >= until;
+            if (!due && now - start < DSY_WORKER_RETIRE_NS)
                 continue;
             dsy_spin_lock(&s->lock);
+            if (w->idle && (due || s->timer_waiter == w)) {
+                /* A deadline passed (or the waiter would retire): off the
+                 * idle stack, to fire the timers and look again. */
+                idle_unlink_locked(s, w);
+                if (s->timer_waiter == w)
+                    s->timer_waiter = NULL; /* no hand-over: w looks itself */
+                w->idle = false;
+                dsy_spin_unlock(&s->lock);
+                break;
+            }
             if (w->idle) { /* nobody woke us: retire */
                 for (worker **p = &s->idle; *p; p = &(*p)->idle_next)
                     if (*p == w) {
@@ -580,6 +705,7 @@ static void sched_release(desync_scheduler_t *s) {
     DSY_ASSERT(s->closed && !s->all && !s->run.len);
     sched_list_remove(s);
     dsy_ring_destroy(&s->run);
+    dsy_timers_free(atomic_load_explicit(&s->timers, memory_order_acquire));
     free(s);
 }
 
@@ -701,6 +827,7 @@ static bool running_here(desync_scheduler_t *s) {
  * the hot paths pay nothing for it. */
 static void drain_quiet(desync_scheduler_t *s) {
     for (;;) {
+        fire_due_timers(s); /* due ones only: a periodic timer never ends */
         dsy_spin_lock(&s->lock);
         dsy_runnable *r = runlist_pop(s);
         bool quiet = !r && s->nidle == atomic_load(&s->nthreads);
@@ -788,6 +915,7 @@ void desync_shutdown(void) {
         else
             atomic_store_explicit(&s->run_room, s->run.cap, memory_order_seq_cst);
         dsy_spin_unlock(&s->lock);
+        dsy_timers_reclaim(atomic_load_explicit(&s->timers, memory_order_acquire));
     }
     dsy_pool_reclaim();
 }
@@ -984,6 +1112,11 @@ static void fork_relist_locked(desync_scheduler_t *s, dsy_runnable *r) {
 static void fork_restart_locked(desync_scheduler_t *s) {
     s->fork_restart = false;
     kick_waiting_locked(s);
+    if (!s->run.len && !s->all) { /* pending timers only: a thread for them */
+        worker *w = kick_locked(s);
+        if (w)
+            dsy_unpark_one(&w->wake);
+    }
 }
 
 void dsy_sched_fork_prepare(void) {
@@ -1032,9 +1165,11 @@ void dsy_sched_fork_child(void) {
         s->idle = NULL;
         s->nidle = 0;
         s->zombies = NULL;
+        s->timer_waiter = NULL;
         atomic_store_explicit(&s->nthreads, me ? 1 : 0, memory_order_relaxed);
         atomic_store_explicit(&s->nspinning, 0, memory_order_relaxed);
-        s->fork_restart = s->run.len > 0;
+        dsy_timers *tm = atomic_load_explicit(&s->timers, memory_order_relaxed);
+        s->fork_restart = s->run.len > 0 || (tm && dsy_timers_next(tm) != UINT64_MAX);
         restart |= s->fork_restart;
         dsy_spin_unlock(&s->lock);
     }

@@ -87,6 +87,13 @@
 /* First size of a scheduler's run list (it doubles as needed). */
 #define DSY_RUNLIST_INITIAL 64u
 
+/* ---------------------------------------------------------------- timers */
+
+/* A thread fires at most this many due timers per hold of a timer heap's
+ * lock (it takes the lock again for the rest), so a start or cancel waits
+ * for at most that many pushes. Timers' lateness (bench TL). */
+#define DSY_TIMER_FIRE_BATCH 64u
+
 /* ------------------------------------------------------------- job pool */
 
 /* Blocks per magazine: one depot lock operation per this many jobs that

@@ -328,3 +328,23 @@ TEST_ENTRY(multi_cycle_two_sync_alls, 30)
 
 /* version (test_version.c) */
 TEST_ENTRY(version_matches_headers, 5)
+
+/* timers and delay futures (test_timer.c) */
+TEST_ENTRY(timer_bad_input, 10)
+TEST_ENTRY(timer_one_shot_fires_once, 30)
+TEST_ENTRY(timer_periodic_cancel_stops, 30)
+TEST_ENTRY(timer_queue_periodic, 30)
+TEST_ENTRY(timer_coalesces_missed_periods, 30)
+TEST_ENTRY(timer_equal_delays_fire_in_start_order, 30)
+TEST_ENTRY(timer_many_fire_in_deadline_order, 30)
+TEST_ENTRY(timer_cancel_before_fire, 30)
+TEST_ENTRY(timer_cancel_from_own_job, 30)
+TEST_ENTRY(timer_keeps_object_alive, 30)
+TEST_ENTRY(timer_future_delay, 30)
+TEST_ENTRY(timer_future_delay_with_after, 30)
+TEST_ENTRY(timer_zero_threads_driven_by_drain_and_sync, 30)
+TEST_ENTRY(timer_scheduler_free_with_pending_timer, 30)
+TEST_ENTRY(timer_survives_despawn, 60)
+TEST_ENTRY(timer_cancel_races_fire, 60)
+TEST_ENTRY(timer_fork_while_firing, 120)
+TEST_ENTRY(timer_stress_start_cancel, 60)

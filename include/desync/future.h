@@ -133,6 +133,18 @@ DESYNC_API desync_future_t *desync_future_all(desync_future_t *const fs[], size_
 DESYNC_API desync_future_t *desync_future_any(desync_future_t *const fs[], size_t n);
 
 /*
+ * A future that completes with status 0 and value NULL once ns nanoseconds
+ * have passed: to combine with desync_after (run a job on an object later,
+ * holding its queue meanwhile), desync_future_then, or as a sleep that an
+ * event loop can poll. Driven by a timer of the default scheduler (see
+ * "timers" in desync.h): it completes on one of its threads, or, if that
+ * scheduler has 0 threads, at a drain of it or a sync on one of its queues.
+ * Freeing the future before then does not stop the timer: its memory (one
+ * pooled block) is held until the deadline. Never blocks. NULL on ENOMEM.
+ */
+DESYNC_API desync_future_t *desync_future_delay(uint64_t ns);
+
+/*
  * A promise and its future (stored in *future). The promise is the writing
  * end: complete or cancel consumes it. NULL for NULL future, or on ENOMEM.
  */
