@@ -220,7 +220,11 @@ SHARED_TESTS := core_sync_retrieve core_async_update_then_sync core_release_from
     channel_rendezvous channel_send_future pipe_through pipe_chain pipe_backpressure \
     pipe_in_async shutdown_at_exit_loses_nothing shutdown_drain_waits_for_jobs_queued_by_jobs \
     deadlock_cycle_two_threads_sync deadlock_cycle_futures misuse_channel_send_after_close_epipe \
-    race_pipe_through_1000 fork_child_runs_background_jobs version_matches_headers
+    race_pipe_through_1000 fork_child_runs_background_jobs version_matches_headers \
+    multi_sync_all_datas multi_order timer_one_shot_fires_once timer_periodic_cancel_stops \
+    timer_future_delay bounded_desync_blocks_until_room bounded_try_desync_eagain \
+    stats_queue_counts_and_states stats_dump_shows_labels future_all_basic future_any_basic \
+    pipe_in_future_wait_then_release deadlock_drain_cycle_refused
 
 test: $(BUILD)/run_tests $(if $(TESTS),,check-symbols $(BUILD)/run_tests_shared)
 	DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \

@@ -414,7 +414,10 @@ DESYNC_API int desync_queue_try_desync(desync_queue_t *q, desync_queue_job_fn jo
 /* A queue's state (desync_queue_stats). */
 #define DESYNC_QUEUE_IDLE 0      /* nothing pending or running */
 #define DESYNC_QUEUE_RUNNING 1   /* work pending: a thread runs it, or it waits for one */
-#define DESYNC_QUEUE_SUSPENDED 2 /* stopped by desync_queue_suspend until resumed */
+#define DESYNC_QUEUE_SUSPENDED 2 /* stopped by desync_queue_suspend until resumed, or held
+                                  * by a future: an async job's or `after`'s node waiting
+                                  * for its future, a future_sync job waiting for a
+                                  * thread that waits on its future */
 
 typedef struct desync_queue_stats {
     uint64_t pending;   /* jobs queued and not finished (syncs, future jobs too) */
@@ -431,8 +434,9 @@ typedef struct desync_queue_stats {
  * each turn), so `pending` may be a little high and `run` a little behind
  * while q runs; both are exact when q is idle. A sync that ran at once on an
  * idle queue (the calling thread's fast path) is counted in neither. A
- * queue held by an async job's or `after`'s future reads RUNNING. Never
- * blocks. 0, or DESYNC_EINVAL for NULL.
+ * queue held by a future reads SUSPENDED until its node runs again (after
+ * the future completed, it may read SUSPENDED while it waits for a thread).
+ * Never blocks. 0, or DESYNC_EINVAL for NULL.
  */
 DESYNC_API int desync_queue_stats(desync_queue_t *q, desync_queue_stats_t *out);
 

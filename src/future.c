@@ -111,6 +111,7 @@ typedef struct fnode {
     dsy_node node;
     uint8_t kind, phase;
     bool with_data;
+    bool held; /* the token is parked (dsy_queue_mark_held): cleared at the next run */
     int status;        /* of the awaited future, once READY */
     dsy_fn fn;         /* the user's job */
     void *arg;
@@ -301,12 +302,28 @@ static void node_wake(int status, void *value, void *arg) {
 }
 
 /* Parks on `awaited` if pending (consuming it); else takes its result. */
-static bool node_await(fnode *x, desync_future_t *awaited) {
+/* The token is about to wait in a future (held: the queue reads SUSPENDED in
+ * its stats), or stays here after all (!held). Marked before the park can
+ * be seen: the token may come back at once on another thread, whose run of
+ * x clears the mark (fnode_run). */
+static void node_mark_held(fnode *x, desync_queue_t *q, bool held) {
+    x->held = held;
+    dsy_queue_mark_held(q, held);
+}
+
+static bool node_await(fnode *x, desync_queue_t *q, desync_future_t *awaited) {
     /* Once hooked, node_wake may run at once on another thread and hand the
-     * token on: the phase is set first, and x is not touched afterwards. */
+     * token on: the phase and the mark are set first, and x is not touched
+     * afterwards. A future already complete (the common case) is not
+     * marked: it will not hold the queue. */
     x->phase = P_WAIT;
+    bool mark = awaited && !atomic_load_explicit(&awaited->done, memory_order_acquire);
+    if (mark)
+        node_mark_held(x, q, true);
     if (awaited && fut_hook(awaited, node_wake, x))
         return true;
+    if (mark)
+        node_mark_held(x, q, false);
     x->status = awaited ? awaited->status : 0;
     x->u.value = awaited ? awaited->value : NULL;
     x->phase = P_READY;
@@ -361,6 +378,8 @@ static defer_result sync_node_defer(fnode *x, desync_queue_t *q) {
 static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data) {
     fnode *x = DSY_CONTAINER_OF(n, fnode, node);
     desync_future_t *out = x->out;
+    if (x->held)
+        node_mark_held(x, q, false); /* back from a park: the queue runs again */
     switch ((enum fphase)x->phase) {
     case P_START:
         if (x->kind == K_SUSPEND) {
@@ -377,22 +396,24 @@ static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data)
             return DSY_PARKED;
         }
         if (x->kind == K_AFTER) {
-            if (node_await(x, x->u.after))
+            if (node_await(x, q, x->u.after))
                 return DSY_PARKED;
             goto ready;
         }
         if (x->kind == K_SYNC && tls_driving != out) {
+            node_mark_held(x, q, true);
             defer_result r = sync_node_defer(x, q);
-            if (r == DEFER_DONE)
-                return DSY_DONE;
             if (r == DEFER_PARKED)
                 return DSY_PARKED;
+            node_mark_held(x, q, false);
+            if (r == DEFER_DONE)
+                return DSY_DONE;
         }
         {
             desync_future_t *inner =
                 x->with_data ? ((desync_async_fn)x->fn)(data, x->arg)
                              : ((desync_queue_async_fn)x->fn)(x->arg);
-            if (node_await(x, inner))
+            if (node_await(x, q, inner))
                 return DSY_PARKED;
         }
         /* fallthrough */
@@ -463,6 +484,7 @@ static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, dsy_fn f
     x->kind = (uint8_t)kind;
     x->phase = P_START;
     x->with_data = flags & DSY_JOB_DATA;
+    x->held = false;
     x->status = 0;
     x->fn = fn;
     x->arg = arg;

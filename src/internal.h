@@ -183,6 +183,10 @@ void dsy_queue_unref(desync_queue_t *q);
  * for the queue (release) queues its work instead. */
 void dsy_queue_mark_suspended(desync_queue_t *q);
 bool dsy_queue_is_suspended(desync_queue_t *q);
+/* A hint for desync_queue_stats, set and cleared by the token holder: a
+ * future node parks the token until a future completes or a waiter comes
+ * (the queue reads SUSPENDED meanwhile). Nothing else reads it. */
+void dsy_queue_mark_held(desync_queue_t *q, bool held);
 /* Clears the mark and places the token the suspend node held. */
 void dsy_queue_resume(desync_queue_t *q);
 /* Links n at the tail; returns 0, or 1 if this push created the run token

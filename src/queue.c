@@ -104,6 +104,8 @@
  *   SUSPENDED a suspend node holds the token (a resumer exists)
  *   OBJECT   the queue is part of a desync_t (set once, at init)
  *   FORKED   in a fork child: the queue was forked off (see fork below)
+ *   HELD     a future node parked the token until a future completes or a
+ *            waiter comes (future.c); read only by desync_queue_stats
  *   waiter count (units of DSY_WAITER): threads blocked until a node of this
  *            queue completes; a token holder that gives the token up while
  *            waiters exist hands it to the first of them instead of the
@@ -114,7 +116,8 @@
 #define DSY_Q_SUSPENDED 4u
 #define DSY_Q_OBJECT 8u
 #define DSY_Q_FORKED 16u
-#define DSY_WAITER 32u
+#define DSY_Q_HELD 32u
+#define DSY_WAITER 64u
 
 /* This thread's frame chain lives in its record (internal.h: fork), where
  * the child of a fork finds the queues whose jobs vanished threads ran. */
@@ -276,6 +279,13 @@ void dsy_queue_unref(desync_queue_t *q) {
 
 void dsy_queue_mark_suspended(desync_queue_t *q) {
     atomic_fetch_or_explicit(&q->state, DSY_Q_SUSPENDED, memory_order_relaxed);
+}
+
+void dsy_queue_mark_held(desync_queue_t *q, bool held) {
+    if (held)
+        atomic_fetch_or_explicit(&q->state, DSY_Q_HELD, memory_order_relaxed);
+    else
+        atomic_fetch_and_explicit(&q->state, ~DSY_Q_HELD, memory_order_relaxed);
 }
 
 bool dsy_queue_is_suspended(desync_queue_t *q) {
@@ -1285,7 +1295,7 @@ int desync_queue_stats(desync_queue_t *q, desync_queue_stats_t *out) {
     uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
     out->pending = (uint32_t)(pushed - unlinked);
     out->run = unlinked;
-    out->state = (s & DSY_Q_SUSPENDED) ? DESYNC_QUEUE_SUSPENDED
+    out->state = (s & (DSY_Q_SUSPENDED | DSY_Q_HELD)) ? DESYNC_QUEUE_SUSPENDED
                  : atomic_load_explicit(&q->tail, memory_order_relaxed) ? DESYNC_QUEUE_RUNNING
                                                                           : DESYNC_QUEUE_IDLE;
     if (out->state == DESYNC_QUEUE_IDLE)

@@ -309,6 +309,7 @@ TEST_ENTRY(bounded_stress_order_exactly_once, 60)
 /* introspection: queue and scheduler stats, dump, labels, thread names
  * (test_stats.c) */
 TEST_ENTRY(stats_queue_counts_and_states, 20)
+TEST_ENTRY(stats_queue_held_by_future, 20)
 TEST_ENTRY(stats_scheduler_counters, 30)
 TEST_ENTRY(stats_dump_shows_labels, 20)
 TEST_ENTRY(stats_worker_threads_named, 20)

@@ -68,6 +68,58 @@ TEST(stats_queue_counts_and_states) {
     return 0;
 }
 
+/* A queue held by a future reads SUSPENDED: an async job's node waiting for
+ * the future its job returned, and a future_sync node reached by a thread
+ * that does not wait on its future (a drain). It failed before: RUNNING. */
+static desync_future_t *return_arg_future(void *data, void *arg) {
+    (void)data;
+    return arg;
+}
+
+static desync_future_t *ready_one(void *data, void *arg) {
+    (void)data;
+    (void)arg;
+    return desync_future_ready((void *)1);
+}
+
+TEST(stats_queue_held_by_future) {
+    desync_scheduler_t *s = desync_scheduler_new(0);
+    CHECK(s);
+    desync_t *d = desync_new_on(s, NULL, NULL);
+    CHECK(d);
+    desync_queue_t *q = desync_get_queue(d);
+    desync_queue_stats_t st;
+    desync_future_t *inner;
+    desync_promise_t *p = desync_promise_new(&inner);
+    CHECK(p);
+    desync_future_t *out = desync_future_desync(d, return_arg_future, inner);
+    CHECK(out);
+    CHECK_EQ(desync_scheduler_drain(s), 0); /* runs the job: its node parks */
+    CHECK_EQ(desync_queue_stats(q, &st), 0);
+    CHECK_EQ(st.state, DESYNC_QUEUE_SUSPENDED);
+    CHECK_EQ(desync_promise_complete(p, (void *)7), 0);
+    void *v = NULL;
+    CHECK_EQ(desync_future_wait_for(out, LONG_NS, &v), 0);
+    CHECK(v == (void *)7);
+    desync_future_free(out);
+    CHECK_EQ(desync_queue_stats(q, &st), 0);
+    CHECK_EQ(st.state, DESYNC_QUEUE_IDLE);
+    /* future_sync: its job waits for a thread that waits on its future. */
+    out = desync_future_sync(d, ready_one, NULL);
+    CHECK(out);
+    CHECK_EQ(desync_scheduler_drain(s), 0);
+    CHECK_EQ(desync_queue_stats(q, &st), 0);
+    CHECK_EQ(st.state, DESYNC_QUEUE_SUSPENDED);
+    CHECK_EQ(desync_future_wait_for(out, LONG_NS, &v), 0);
+    CHECK(v == (void *)1);
+    desync_future_free(out);
+    CHECK_EQ(desync_queue_stats(q, &st), 0);
+    CHECK_EQ(st.state, DESYNC_QUEUE_IDLE);
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
+
 static int job_ran_and_wait(desync_t *d) {
     atomic_int done = 0;
     if (desync_desync(d, set_flag_job, &done) != 0)
