@@ -14,6 +14,9 @@
  *   object.c    desync_t: data + queue, reference counting, destruction
  *   future.c    futures, promises, async jobs, suspend/resume
  *   stream.c, channel.c, pipe.c   streams
+ *   multi.c     jobs over several objects (desync_sync_all, desync_desync_all)
+ *   timer.c     timers: a per-scheduler heap driven by the scheduler's threads
+ *   waitgraph.c the wait-for graph: deadlock detection across threads
  *   fork.c      pthread_atfork handlers; the registry of threads using the library
  */
 #ifndef DSY_INTERNAL_H
