@@ -90,6 +90,12 @@ void measure(const char *wl, variant_t *v, int nv);
 const double *measured_runs(int i);
 /* The median CPU ns per op of variant i in the last measure() (NaN: none). */
 double measured_cpu(int i);
+/* Fills a workload's row from its libdesync and baseline variants (v[0]
+ * and v[1] of the last measure(): their medians and CPU per op). */
+void set_row(row_t *row, const variant_t *lib, const variant_t *base);
+/* W1's libdesync loop: n syncs (counter++) on one idle object; W9 runs it
+ * as its baseline. */
+sample_t w1_desync(uint64_t n);
 long status_kib(const char *key);
 double median(double *v, int n); /* sorts v */
 void sleep_ms(unsigned ms);

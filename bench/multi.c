@@ -41,33 +41,15 @@ static sample_t w9_sync_all(uint64_t n) {
     return per_op(t1 - t0, n);
 }
 
-static sample_t w9_sync(uint64_t n) {
-    desync_t *d = lib_counter();
-    uint64_t t0 = now_ns();
-    for (uint64_t i = 0; i < n; i++) {
-        if (desync_sync(d, job_inc, NULL) != 0)
-            die("desync_sync failed at op %" PRIu64, i);
-        if ((i & 0xffff) == 0)
-            PROGRESS(i);
-    }
-    uint64_t t1 = now_ns();
-    expect_eq("counter", lib_read(d), n);
-    desync_release(d);
-    return per_op(t1 - t0, n);
-}
-
 void w9_sync_all_idle(row_t *row) {
     variant_t v[] = {{"desync_sync_all, 2 objects", w9_sync_all, scaled(5000000), 0, 0},
-                     {"desync_sync, 1 object", w9_sync, scaled(5000000), 0, 0}};
+                     {"desync_sync, 1 object", w1_desync, scaled(5000000), 0, 0}};
     printf("  1 thread, %" PRIu64 " desync_sync_all (counter++ on each) over two idle "
            "objects,\n  beside as many desync_sync (counter++) on one idle object; ns per "
            "call\n",
            v[0].n);
     measure("W9", v, 2);
-    row->lib_ns = v[0].med_ns;
-    row->base_ns = v[1].med_ns;
-    row->lib_cpu = measured_cpu(0);
-    row->base_cpu = measured_cpu(1);
+    set_row(row, &v[0], &v[1]);
     snprintf(row->extra, sizeof row->extra,
              "desync_sync on one idle object (W9's target: libdesync <= 3x this)");
 }
@@ -215,10 +197,7 @@ void r3_bank(row_t *row) {
            "  The total is checked after each run. ns per transfer (lower is better)\n",
            R3_ACCOUNTS, R3_START, R3_THREADS, n);
     measure("R3", v, 2);
-    row->lib_ns = v[0].med_ns;
-    row->base_ns = v[1].med_ns;
-    row->lib_cpu = measured_cpu(0);
-    row->base_cpu = measured_cpu(1);
+    set_row(row, &v[0], &v[1]);
     printf("    transfers/s: libdesync %.2f M, mutex %.2f M\n", 1e3 / v[0].med_ns,
            1e3 / v[1].med_ns);
     snprintf(row->extra, sizeof row->extra,

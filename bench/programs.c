@@ -315,10 +315,7 @@ void r1_logger(row_t *row) {
            R1_THREADS, n, (int)strlen(R1_TEXT) - 1, R1_TEXT, bench_tmpdir());
     measure("R1", v, 3);
     row->floor_ns = v[2].med_ns;
-    row->lib_ns = v[0].med_ns;
-    row->base_ns = v[1].med_ns;
-    row->lib_cpu = measured_cpu(0);
-    row->base_cpu = measured_cpu(1);
+    set_row(row, &v[0], &v[1]);
     printf("    lines/s: libdesync %.2f M, mutex %.2f M\n", 1e3 / v[0].med_ns,
            1e3 / v[1].med_ns);
     snprintf(row->extra, sizeof row->extra,
@@ -917,10 +914,7 @@ void r2_word_count(row_t *row) {
     measure("R2", v, 3);
     row->floor_ns = v[2].med_ns;
     unlink(g_r2_path);
-    row->lib_ns = v[0].med_ns;
-    row->base_ns = v[1].med_ns;
-    row->lib_cpu = measured_cpu(0);
-    row->base_cpu = measured_cpu(1);
+    set_row(row, &v[0], &v[1]);
     double lib_s = v[0].med_ns * (double)g_r2_lines / 1e9,
            base_s = v[1].med_ns * (double)g_r2_lines / 1e9;
     printf("    wall time: libdesync %.3f s, plain loop %.3f s; %" PRIu64 " words, %" PRIu64

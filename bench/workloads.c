@@ -73,7 +73,7 @@ uint64_t mq_read(mq_t *q, const uint64_t *counter) {
     return r.out;
 }
 
-static void set_row(row_t *row, const variant_t *lib, const variant_t *base) {
+void set_row(row_t *row, const variant_t *lib, const variant_t *base) {
     row->lib_ns = lib->med_ns;
     row->base_ns = base->med_ns;
     /* lib and base are v[0] and v[1] of the last measure() */
@@ -83,7 +83,7 @@ static void set_row(row_t *row, const variant_t *lib, const variant_t *base) {
 
 /* ------------------------------------------------------- W1 sync-idle */
 
-static sample_t w1_desync(uint64_t n) {
+sample_t w1_desync(uint64_t n) {
     desync_t *d = lib_counter();
     uint64_t t0 = now_ns();
     for (uint64_t i = 0; i < n; i++) {
