@@ -205,7 +205,9 @@ typedef struct {
     int t;
 } r1f_arg_t;
 
-static void r1f_wait(unsigned *spins) {
+/* The hand-written floors' wait step (R1, R2): spin briefly, then yield (9
+ * threads share 2 cores in R1). */
+static void floor_wait(unsigned *spins) {
     if (++*spins < 256)
         return;
     *spins = 0;
@@ -221,7 +223,7 @@ static void *r1f_caller(void *p) {
         unsigned spins = 0;
         while (i - tail >= R1F_SLOTS)
             if (i - (tail = atomic_load_explicit(&r->tail, memory_order_acquire)) >= R1F_SLOTS)
-                r1f_wait(&spins);
+                floor_wait(&spins);
         r1_format(r->slot[i & (R1F_SLOTS - 1)], a->t, i);
         if ((i + 1) % R1F_BATCH == 0 || i + 1 == n)
             atomic_store_explicit(&r->head, i + 1, memory_order_release);
@@ -254,7 +256,7 @@ static void *r1f_writer(void *p) {
         else if (done)
             return NULL;
         else
-            r1f_wait(&spins);
+            floor_wait(&spins);
     }
 }
 
@@ -704,13 +706,6 @@ typedef struct {
     r2_table_t *t;
 } r2f_ring_t;
 
-static void r2f_wait(unsigned *spins) {
-    if (++*spins < 256)
-        return;
-    *spins = 0;
-    sched_yield();
-}
-
 static void *r2f_consumer(void *p) {
     r2f_ring_t *r = p;
     r2_scratch_t sc = {NULL, 0};
@@ -718,7 +713,7 @@ static void *r2f_consumer(void *p) {
     for (;;) {
         unsigned spins = 0;
         while (i == head && (head = atomic_load_explicit(&r->head, memory_order_acquire)) == i)
-            r2f_wait(&spins);
+            floor_wait(&spins);
         r2_line_t *l = r->slot[i & (R2F_SLOTS - 1)];
         if (++i % R2F_BATCH == 0)
             atomic_store_explicit(&r->tail, i, memory_order_release);
@@ -747,7 +742,7 @@ static void r2f_put(r2f_ring_t *r, uint64_t *i, uint64_t *tail, r2_line_t *l) {
     unsigned spins = 0;
     while (*i - *tail >= R2F_SLOTS)
         if (*i - (*tail = atomic_load_explicit(&r->tail, memory_order_acquire)) >= R2F_SLOTS)
-            r2f_wait(&spins);
+            floor_wait(&spins);
     r->slot[*i & (R2F_SLOTS - 1)] = l;
     if (++*i % R2F_BATCH == 0 || !l)
         atomic_store_explicit(&r->head, *i, memory_order_release);
