@@ -723,6 +723,33 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
     return n;
 }
 
+/* The idle fast path of a sync (and of a multi-object job, which takes every
+ * token this way): one CAS takes an idle queue (tail NULL -> n, n->next
+ * already NULL), creating the token on this thread; acq_rel orders this busy
+ * period after the previous one's idle CAS, and releases n->next to
+ * producers that link behind n. */
+static inline bool idle_take(desync_queue_t *q, dsy_node *n) {
+    dsy_node *expect = NULL;
+    return atomic_compare_exchange_strong_explicit(&q->tail, &expect, n, memory_order_acq_rel,
+                                                   memory_order_relaxed);
+}
+
+/* ... and gives it back after n's job ran: a second CAS (n -> NULL) if no
+ * job was queued behind n, else the jobs behind it are handed on. */
+static inline void idle_give_back(desync_queue_t *q, dsy_node *n) {
+    dsy_node *mine = n;
+    if (survivor_left_forked(q) ||
+        DSY_LIKELY(atomic_compare_exchange_strong_explicit(&q->tail, &mine, NULL,
+                                                           memory_order_release,
+                                                           memory_order_relaxed)))
+        return;
+    dsy_node *next = combine_sleepers(q, wait_next(n));
+    if (next) {
+        q->head = next;
+        dsy_token_place(q, false);
+    }
+}
+
 int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags) {
     if (DSY_UNLIKELY(!q || !fn))
         return DESYNC_EINVAL;
@@ -741,9 +768,7 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
      * the caller's reference keeps q alive meanwhile. */
     dsy_frame f;
     frame_push(&f, q);
-    dsy_node *expect = NULL;
-    bool idle = atomic_compare_exchange_strong_explicit(&q->tail, &expect, &sn.node,
-                                                        memory_order_acq_rel, memory_order_relaxed);
+    bool idle = idle_take(q, &sn.node);
     if (DSY_UNLIKELY(!idle)) {
         frame_pop(&f);
         uint32_t st = atomic_load_explicit(&q->state, memory_order_relaxed);
@@ -758,11 +783,8 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
             frame_push(&f, q);
             for (unsigned i = 0; i < DSY_SYNC_PRESPIN_ROUNDS && !idle; i++) {
                 dsy_cpu_relax();
-                expect = NULL;
                 idle = !atomic_load_explicit(&q->tail, memory_order_relaxed) &&
-                       atomic_compare_exchange_strong_explicit(&q->tail, &expect, &sn.node,
-                                                               memory_order_acq_rel,
-                                                               memory_order_relaxed);
+                       idle_take(q, &sn.node);
             }
             if (!idle)
                 frame_pop(&f);
@@ -771,19 +793,7 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
     if (DSY_LIKELY(idle)) {
         q->head = &sn.node;
         call_job(fn, with_data, data, arg);
-        dsy_node *mine = &sn.node;
-        if (survivor_left_forked(q) ||
-            DSY_LIKELY(atomic_compare_exchange_strong_explicit(
-                &q->tail, &mine, NULL, memory_order_release, memory_order_relaxed))) {
-            frame_pop(&f);
-            return 0;
-        }
-        /* Jobs were queued behind ours: hand them on. */
-        dsy_node *next = combine_sleepers(q, wait_next(&sn.node));
-        if (next) {
-            q->head = next;
-            dsy_token_place(q, false);
-        }
+        idle_give_back(q, &sn.node);
         frame_pop(&f);
         return 0;
     }
@@ -1425,10 +1435,7 @@ dsy_frame *dsy_frame_current(void) { return frame_top(); }
 
 bool dsy_queue_take_idle(desync_queue_t *q, dsy_node *n) {
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-    dsy_node *expect = NULL;
-    /* acq_rel as in dsy_sync's idle CAS: after the previous busy period. */
-    if (!atomic_compare_exchange_strong_explicit(&q->tail, &expect, n, memory_order_acq_rel,
-                                                 memory_order_relaxed))
+    if (!idle_take(q, n))
         return false;
     q->head = n;
     return true;
@@ -1438,19 +1445,7 @@ bool dsy_queue_looks_idle(desync_queue_t *q) {
     return !atomic_load_explicit(&q->tail, memory_order_relaxed);
 }
 
-void dsy_queue_give_back(desync_queue_t *q, dsy_node *n) {
-    dsy_node *mine = n;
-    if (survivor_left_forked(q) ||
-        atomic_compare_exchange_strong_explicit(&q->tail, &mine, NULL, memory_order_release,
-                                                memory_order_relaxed))
-        return;
-    /* Jobs were queued behind n: hand them on, as dsy_sync does. */
-    dsy_node *next = combine_sleepers(q, wait_next(n));
-    if (next) {
-        q->head = next;
-        dsy_token_place(q, false);
-    }
-}
+void dsy_queue_give_back(desync_queue_t *q, dsy_node *n) { idle_give_back(q, n); }
 
 void dsy_queue_waiter_add(desync_queue_t *q) {
     atomic_fetch_add_explicit(&q->state, DSY_WAITER, memory_order_acq_rel);
