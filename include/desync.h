@@ -359,8 +359,13 @@ DESYNC_API int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn j
  * queue the job runs on the calling thread at once. If the queue has pending
  * jobs that no thread is running, the caller runs them itself, up to and
  * including its own job; if a thread is running the queue, the caller spins
- * briefly and then sleeps until its job has run. `arg` may live on the
- * caller's stack. Needs no heap allocation.
+ * briefly and then sleeps until the queue is free and takes it then, as a
+ * mutex waiter would: the thread that is using the queue keeps it, rather
+ * than every sync being handed between threads in turn. After about a
+ * millisecond of that (DSY_SYNC_BARGE_NS) it queues its job behind the
+ * pending ones and sleeps until it has run, so no sync waits for its turn
+ * for ever. Every job queued before the call (happens-before) runs before
+ * this one. `arg` may live on the caller's stack. Needs no heap allocation.
  * DESYNC_EINVAL (NULL q or job); DESYNC_EDEADLK when called from a job of q,
  * directly or through a chain of nested syncs, or when the wait would close a
  * cycle of threads waiting for each other (see "Deadlocks" above; the job is

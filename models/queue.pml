@@ -17,7 +17,9 @@
  *   - no lost wake-up: dsy_park is a real futex here (a parked thread sleeps
  *     until an unpark, whatever its word says meanwhile), so a waiter whose
  *     node is done or who was handed the token but is never woken is stuck
- *     in park: an invalid end state;
+ *     in park: an invalid end state; so is a syncer waiting outside a queue
+ *     (barging) that nobody wakes (in C its sleep also has a time limit; the
+ *     model leaves it out, so that a lost wake-up cannot hide behind it);
  *   - every pushed job runs exactly once (ghost ran[]) and in each
  *     producer's order (ghost lastseq[]); all of them run: the last handle's
  *     release frees the queue only when no node is left (asserted), and init
@@ -32,7 +34,7 @@
  *   1 core:    1 queue, 1 worker; P1 desyncs 2 jobs, P2 and P3 sync once each
  *              (4 jobs, 4 threads). Push/token creation, claim,
  *              steal, hand-off to a waiter, combining, idle-sync fast path,
- *              pre-spin, release.
+ *              pre-spin, waiting outside (barging), release.
  *   2 futures: 1 queue, 1 worker; P1 suspends the queue, then desyncs a
  *              job; a resumer resumes it once the suspend's future is done;
  *              P2 future_desyncs a job, releases its handle and waits for
@@ -76,6 +78,11 @@
  *   BUG_EARLY_RETURN          dsy_queue_wait_node as queue.c had it: a
  *                             waiter whose drain found the queue idle returns
  *                             before its node's finish wrote DONE
+ *   BUG_BARGE_NO_WAKE         making the queue idle does not look at BARGE:
+ *                             a syncer waiting outside sleeps for ever
+ *   BUG_BARGE_LOOK_FIRST      a syncer waiting outside looks at tail before
+ *                             it sets BARGE: the queue goes idle in between
+ *                             and nobody wakes it
  * (BUG_LEFT_WAITER and BUG_WAITER_NOT_REMOVED need CONFIG 2.)
  */
 
@@ -89,6 +96,7 @@
 #define LINKED 1
 #define READY 2
 #define SUSPENDED 4
+#define BARGE 8
 #define WAITER 16
 
 /* internal.h: waiter words */
@@ -184,6 +192,7 @@ byte tok[NQ];            /* ghost: _pid + 1 of the token holder, 0: none */
 byte next[NN + 1];
 byte word[NN + 1];
 bit parked[NN + 1];      /* the word's thread sleeps in the futex */
+bit bparked[8];          /* thread _pid sleeps on its queue's state (barging) */
 bit gone[NN + 1];        /* ghost: the waiter returned (its stack is gone) */
 bit finished[NN + 1];    /* ghost: finish ran (a job node is freed) */
 bit ran[NN + 1];         /* ghost: the job ran */
@@ -222,6 +231,7 @@ byte ndone;
     byte sb_r; byte sb_old; byte cl_s; \
     byte qr_n; byte qr_nx; byte qr_ran; bit qr_pk; \
     byte sy_nx; bit sy_idle; bit sy_ok; bit res; \
+    byte wi; byte bg_s; \
     byte fw_w; bit fw_st; bit fw_rm; bit fw_done; \
     byte ro_s; bit ro_ok; bit more; \
     bit injob; byte me
@@ -298,6 +308,34 @@ inline signal(q, w, val) {
     :: sg_old == W_SLEEPING -> atomic { parked[w] = 0; sg_old = 0 }  /* dsy_unpark_one */
     :: else -> sg_old = 0
     fi
+}
+
+/* wake_barger: clears BARGE and unparks one thread sleeping on the queue's
+ * state (dsy_unpark_one: any one of them, or none). */
+inline wake_barger(q) {
+    atomic { qstate[q] = qstate[q] & ~BARGE };
+    atomic {
+        if
+        :: bparked[1] -> bparked[1] = 0
+        :: bparked[2] -> bparked[2] = 0
+        :: bparked[3] -> bparked[3] = 0
+        :: bparked[4] -> bparked[4] = 0
+        :: bparked[5] -> bparked[5] = 0
+        :: bparked[6] -> bparked[6] = 0
+        :: bparked[7] -> bparked[7] = 0
+        :: else
+        fi
+    }
+}
+
+/* went_idle: after the CAS tail: n -> NIL, a look at BARGE */
+inline went_idle(q) {
+#ifdef BUG_BARGE_NO_WAKE
+    skip
+#else
+    atomic { wi = qstate[q] & BARGE };
+    if :: wi -> wi = 0; wake_barger(q) :: else fi
+#endif
 }
 
 /* dsy_wait_word: the word's new value in ret, or W_WAITING once the
@@ -400,7 +438,7 @@ inline advance(q, n, nx) {
             fi
         };
         if
-        :: adv_idle -> adv_idle = 0
+        :: adv_idle -> adv_idle = 0; went_idle(q)
         :: else ->
             atomic {                          /* wait_next */
                 next[n] != NIL -> nx = next[n];
@@ -498,6 +536,7 @@ inline token_place(q, has_ref) {
         };
         if :: tp_ok -> break :: else fi
     od;
+    if :: !tp_found && (tp_s & BARGE) -> wake_barger(q) :: else fi;
     if
     :: tp_found
 #ifdef BUG_DOUBLE_SUBMIT
@@ -674,6 +713,42 @@ inline desync(q, n) {
     push_schedule(q, n)
 }
 
+/* sync_wait_outside: sets BARGE, then (unless READY) looks at tail and
+ * takes an idle queue, else sleeps on the state word until unparked (the
+ * futex compares the word with what the fetch-or returned). It may give up
+ * at any round (the time limit) and queue its node; a sleep itself has no
+ * timeout here, so a lost wake-up is a thread stuck in it. */
+inline barge(q, n) {
+    do
+    ::
+#ifdef BUG_BARGE_LOOK_FIRST
+        if
+        :: tail[q] == NIL ->
+            atomic { if :: tail[q] == NIL -> tail[q] = n; TAKE(q); sy_idle = 1 :: else fi }
+        :: else
+        fi;
+        if :: sy_idle -> break :: else fi;
+        atomic { qstate[q] = qstate[q] | BARGE; bg_s = qstate[q] };
+        if :: bg_s & READY -> break :: else fi;
+#else
+        atomic { qstate[q] = qstate[q] | BARGE; bg_s = qstate[q] };
+        if :: bg_s & READY -> break :: else fi;
+        if
+        :: tail[q] == NIL ->
+            atomic { if :: tail[q] == NIL -> tail[q] = n; TAKE(q); sy_idle = 1 :: else fi }
+        :: else
+        fi;
+        if :: sy_idle -> break :: else fi;
+#endif
+        if
+        :: break
+        :: atomic { if :: qstate[q] == bg_s -> bparked[_pid] = 1 :: else fi };
+            (bparked[_pid] == 0)
+        fi
+    od;
+    bg_s = 0
+}
+
 /* dsy_sync (not inside a job: no chain) */
 inline sync(q, n) {
     atomic {                                  /* idle: CAS tail NIL -> n */
@@ -687,7 +762,8 @@ inline sync(q, n) {
         :: tail[q] == NIL ->
             atomic { if :: tail[q] == NIL -> tail[q] = n; TAKE(q); sy_idle = 1 :: else fi }
         :: else
-        fi
+        fi;
+        if :: !sy_idle -> barge(q, n) :: else fi
     :: else
     fi;
     if
@@ -695,12 +771,12 @@ inline sync(q, n) {
         atomic { head[q] = n; job_runs(q, n) };
         atomic {                              /* CAS tail n -> NIL */
             if
-            :: tail[q] == n -> tail[q] = NIL; GIVE(q); sy_ok = 1; gone[n] = 1
+            :: tail[q] == n -> tail[q] = NIL; GIVE(q); sy_ok = 1
             :: else -> sy_ok = 0
             fi
         };
         if
-        :: sy_ok -> sy_ok = 0
+        :: sy_ok -> sy_ok = 0; went_idle(q); gone[n] = 1
         :: else ->
             atomic { next[n] != NIL -> sy_nx = next[n]; gone[n] = 1 };
             combine_sleepers(q, sy_nx);

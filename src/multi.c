@@ -27,7 +27,7 @@
  * token is given back (the queue goes idle, or jobs queued behind meanwhile
  * get it). If one CAS fails, the tokens already taken are given back without
  * running anything (their queues go idle, or get the jobs linked behind);
- * the call watches the busy queues for a moment (DSY_SYNC_PRESPIN_ROUNDS,
+ * the call watches the busy queues for a moment (DSY_MULTI_PRESPIN_ROUNDS,
  * as dsy_sync does) and tries again, then takes the locked path. Two
  * fast-path jobs never wait for each other (each holds all or nothing). The
  * fast path and the locked path mix without breaking the
@@ -419,7 +419,7 @@ int desync_sync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *a
     /* Busy: watch for a moment for all to be idle, as dsy_sync does for
      * one queue (a short job running on another core ends sooner than a
      * queued part's hand-offs and wake-ups). */
-    for (unsigned r = 0; r < DSY_SYNC_PRESPIN_ROUNDS; r++) {
+    for (unsigned r = 0; r < DSY_MULTI_PRESPIN_ROUNDS; r++) {
         dsy_cpu_relax();
         bool idle = true;
         for (uint32_t i = 0; i < m->nq && idle; i++)

@@ -40,6 +40,20 @@
  * about to hand the token to a waiter that has gone to sleep does the same
  * for a few, rather than stall the queue on a wake-up.
  *
+ * BARGING. A sync that still finds the queue busy after its pre-spin does
+ * not link its node yet: like a mutex waiter, it sets BARGE in `state` and
+ * sleeps on `state` until the queue goes idle, then takes it with the idle
+ * CAS. Whoever makes the queue idle (the CAS tail: n -> NULL in advance or
+ * after an idle sync) or gives its token to the scheduler (READY) and finds
+ * BARGE clears it and wakes one sleeper, which sets BARGE again before it
+ * looks (went_idle, wake_barger). So the thread that is using the queue
+ * keeps it and its cache lines while the others sleep, rather than every
+ * sync being handed across cores in turn (W3, W3b: a lock convoy). Its place
+ * is not fixed before it links, so the order of jobs is still the order of
+ * their linking. No sync waits outside longer than DSY_SYNC_BARGE_NS: it
+ * then links its node and gets its turn in order. A waiter outside that sees
+ * READY links at once (it may be the thread the token waits for).
+ *
  * DEADLOCKS. Each thread keeps a chain of frames for the jobs it is running
  * (dsy_self.frame); a job run for a blocked syncer also links that syncer's
  * chain. A sync on a queue in the chain can never complete: DESYNC_EDEADLK.
@@ -106,6 +120,8 @@
  *   FORKED   in a fork child: the queue was forked off (see fork below)
  *   HELD     a future node parked the token until a future completes or a
  *            waiter comes (future.c); read only by desync_queue_stats
+ *   BARGE    syncers may sleep on this word waiting outside (BARGING): the
+ *            next to make the queue idle or READY clears it and wakes one
  *   waiter count (units of DSY_WAITER): threads blocked until a node of this
  *            queue completes; a token holder that gives the token up while
  *            waiters exist hands it to the first of them instead of the
@@ -117,7 +133,8 @@
 #define DSY_Q_OBJECT 8u
 #define DSY_Q_FORKED 16u
 #define DSY_Q_HELD 32u
-#define DSY_WAITER 64u
+#define DSY_Q_BARGE 64u
+#define DSY_WAITER 128u
 
 /* This thread's frame chain lives in its record (internal.h: fork), where
  * the child of a fork finds the queues whose jobs vanished threads ran. */
@@ -323,6 +340,24 @@ static dsy_node *wait_next(dsy_node *n) {
     return next;
 }
 
+/* Syncers waiting outside a busy queue (dsy_sync: BARGING) set BARGE in
+ * `state` and sleep on it. Whoever makes the queue idle (tail n -> NULL,
+ * seq_cst) loads `state` (seq_cst) and, if BARGE is set, clears it and wakes
+ * one of them; the woken one sets BARGE again before it looks at the queue,
+ * so the next idle queue wakes the next sleeper. Pairs with the waiter's
+ * fetch-or of BARGE and load of `tail` (Dekker): either the waiter sees the
+ * queue idle or the one that made it idle sees BARGE. q is alive: the caller
+ * holds the token's reference or its own. */
+static __attribute__((noinline)) void wake_barger(desync_queue_t *q) {
+    atomic_fetch_and_explicit(&q->state, ~DSY_Q_BARGE, memory_order_relaxed);
+    dsy_unpark_one(&q->state);
+}
+
+static inline void went_idle(desync_queue_t *q) {
+    if (DSY_UNLIKELY(atomic_load_explicit(&q->state, memory_order_seq_cst) & DSY_Q_BARGE))
+        wake_barger(q);
+}
+
 /* Unlinks the finished head node n and returns the next one, or NULL if
  * that made the queue idle (the token is gone: the caller must not touch
  * q's list again). The caller keeps the new head in a local variable and
@@ -332,9 +367,11 @@ static dsy_node *advance(desync_queue_t *q, dsy_node *n) {
     dsy_node *next = atomic_load_explicit(&n->next, memory_order_acquire);
     if (!next) {
         dsy_node *expect = n;
-        if (atomic_compare_exchange_strong_explicit(&q->tail, &expect, NULL, memory_order_acq_rel,
-                                                    memory_order_acquire))
+        if (atomic_compare_exchange_strong_explicit(&q->tail, &expect, NULL, memory_order_seq_cst,
+                                                    memory_order_acquire)) {
+            went_idle(q);
             return NULL;
+        }
         next = wait_next(n);
     }
     return next;
@@ -405,6 +442,11 @@ void dsy_token_place(desync_queue_t *q, bool has_ref) {
                                                   memory_order_acq_rel, memory_order_relaxed))
             break;
     }
+    /* A syncer waiting outside (BARGE) may be the thread this token needs
+     * (a scheduler without free threads): it queues its node once it sees
+     * READY. q is alive until the entry or the unref below. */
+    if (DSY_UNLIKELY(s & DSY_Q_BARGE))
+        wake_barger(q);
     if (s & DSY_Q_LINKED)
         dsy_queue_unref(q); /* the stale entry already holds a reference */
     else
@@ -740,14 +782,53 @@ static inline void idle_give_back(desync_queue_t *q, dsy_node *n) {
     dsy_node *mine = n;
     if (survivor_left_forked(q) ||
         DSY_LIKELY(atomic_compare_exchange_strong_explicit(&q->tail, &mine, NULL,
-                                                           memory_order_release,
-                                                           memory_order_relaxed)))
+                                                           memory_order_seq_cst,
+                                                           memory_order_relaxed))) {
+        went_idle(q);
         return;
+    }
     dsy_node *next = combine_sleepers(q, wait_next(n));
     if (next) {
         q->head = next;
         dsy_token_place(q, false);
     }
+}
+
+/* A sync that found q busy after its pre-spin waits outside the queue, with
+ * no node linked, for q to go idle, and takes it then like an idle sync
+ * (BARGING at the top). Returns 1 if it took q (f pushed), 0 if it should
+ * queue its node after all (the wait lasted DSY_SYNC_BARGE_NS, or q's token
+ * waits for a thread that this caller may have to be), or DESYNC_EDEADLK.
+ * It sets BARGE before every look at `tail` and every sleep, so whenever it
+ * sleeps or leaves, BARGE is set or a wake is on its way to a sleeper. */
+static int sync_wait_outside(desync_queue_t *q, dsy_node *n, dsy_frame *f) {
+    dsy_wait_edge edge;
+    if (dsy_wait_enter(&edge, q))
+        return DESYNC_EDEADLK;
+    uint64_t deadline = dsy_deadline_after(DSY_SYNC_BARGE_NS);
+    int took = 0;
+    for (;;) {
+        /* seq_cst: pairs with went_idle's CAS of tail and load of state. */
+        uint32_t s = atomic_fetch_or_explicit(&q->state, DSY_Q_BARGE, memory_order_seq_cst) |
+                     DSY_Q_BARGE;
+        if (s & (DSY_Q_READY | DSY_Q_FORKED))
+            break;
+        frame_push(f, q);
+        if (!atomic_load_explicit(&q->tail, memory_order_seq_cst) && idle_take(q, n)) {
+            took = 1;
+            break;
+        }
+        frame_pop(f);
+        uint64_t now = dsy_now_ns();
+        if (now >= deadline)
+            break;
+        if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_restart_pending, memory_order_relaxed)))
+            dsy_sched_fork_restart();
+        dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us */
+        dsy_park(&q->state, s, deadline - now);
+    }
+    dsy_wait_leave(&edge);
+    return took;
 }
 
 int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags) {
@@ -786,8 +867,13 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
                 idle = !atomic_load_explicit(&q->tail, memory_order_relaxed) &&
                        idle_take(q, &sn.node);
             }
-            if (!idle)
+            if (!idle) {
                 frame_pop(&f);
+                int rc = sync_wait_outside(q, &sn.node, &f);
+                if (rc < 0)
+                    return rc;
+                idle = rc;
+            }
         }
     }
     if (DSY_LIKELY(idle)) {

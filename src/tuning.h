@@ -28,10 +28,22 @@
  * waits pay for a wake-up (W3, W7). */
 #define DSY_WAIT_SPIN_NS 4000u
 
-/* A sync on a busy queue watches it this many rounds for it to go idle
- * before it queues (a short job of another syncer ends sooner than a
- * hand-off). W3. */
-#define DSY_SYNC_PRESPIN_ROUNDS 64u
+/* A sync on a busy queue looks at it this many rounds for it to go idle
+ * before it waits outside it (BARGING in queue.c). Only a few: each look
+ * pulls the queue's line from the core that uses it, and the wait outside
+ * takes over from there. W3, W3b. */
+#define DSY_SYNC_PRESPIN_ROUNDS 4u
+
+/* ... then waits outside it this long at most for it to go idle, sleeping
+ * (BARGING in queue.c), before it queues its node: the queue's current
+ * user keeps the queue and its cache lines meanwhile, as with a mutex, and
+ * no sync waits longer than this for its turn to come. W3, W3b. */
+#define DSY_SYNC_BARGE_NS 1000000u
+
+/* A multi-object job whose queues are busy watches them this many rounds for
+ * all of them to go idle before it queues its parts (it does not wait
+ * outside). R3. */
+#define DSY_MULTI_PRESPIN_ROUNDS 64u
 
 /* A worker that ran a fed queue's last job polls for the next one this long
  * before letting the queue go idle: a steady producer then never sends the

@@ -60,6 +60,11 @@ TEST_ENTRY(core_despawn_concurrent_keeps_a_thread, 20)
 TEST_ENTRY(core_bad_input, 10)
 TEST_ENTRY(core_strerror, 5)
 
+/* syncs on a busy queue (test_sync_contended.c) */
+TEST_ENTRY(sync_contended_runs_after_earlier_jobs, 60)
+TEST_ENTRY(sync_contended_gets_its_turn, 60)
+TEST_ENTRY(sync_contended_runs_token_no_thread_takes, 30)
+
 /* core stress (test_core_stress.c) */
 TEST_ENTRY(core_stress_mixed, 60)
 TEST_ENTRY(core_stress_concurrent_sync, 60)
@@ -186,7 +191,7 @@ TEST_ENTRY(pipe_bad_input, 10)
 TEST_ENTRY(pipe_backpressure, 10)
 TEST_ENTRY(pipe_backpressure_depth_change, 10)
 TEST_ENTRY(pipe_backpressure_bounds_ready_input, 30)
-TEST_ENTRY(pipe_backpressure_default_depth_grows, 30)
+TEST_ENTRY(pipe_backpressure_default_depth_grows, 60)
 TEST_ENTRY(pipe_backpressure_slow_items_keep_depth, 30)
 TEST_ENTRY(pipe_refill_at_half_keeps_depth, 60)
 TEST_ENTRY(pipe_blockage, 120)

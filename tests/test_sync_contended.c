@@ -1,0 +1,211 @@
+/*
+ * Syncs on a busy queue (queue.c: BARGING): a sync that finds the queue
+ * busy waits outside it and takes it when it goes idle, or queues its node
+ * after a time limit. These tests check what must hold whatever path a sync
+ * takes: jobs queued before a sync run before it, every job runs once, a
+ * sync gets its turn although another thread keeps the queue busy, and a
+ * sync waiting outside runs a token that no thread will run.
+ */
+#include "test.h"
+
+#include <desync.h>
+#include <string.h>
+
+/* ------------------------------------------------- order with barging */
+
+struct order_obj {
+    long ran[2]; /* desync jobs run, per producer */
+    long bad;    /* syncs that found a job of their own producer missing */
+    long syncs;
+};
+
+struct order_arg {
+    desync_t *d;
+    int who;
+    long n;
+};
+
+static void order_append(void *data, void *arg) {
+    struct order_obj *o = data;
+    o->ran[(intptr_t)arg]++;
+}
+
+struct order_check {
+    int who;
+    long want;
+};
+
+static void order_check_job(void *data, void *arg) {
+    struct order_obj *o = data;
+    struct order_check *c = arg;
+    if (o->ran[c->who] != c->want)
+        o->bad++;
+    o->syncs++;
+}
+
+/* Each producer desyncs a job, then syncs a check that all its own jobs so
+ * far have run: with the other producer doing the same, the queue is busy
+ * and the syncs wait outside or queue. */
+static void *order_main(void *p) {
+    struct order_arg *a = p;
+    for (long i = 1; i <= a->n; i++) {
+        if (desync_desync(a->d, order_append, (void *)(intptr_t)a->who) != 0)
+            return (void *)1;
+        struct order_check c = {a->who, i};
+        if (desync_sync(a->d, order_check_job, &c) != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+TEST(sync_contended_runs_after_earlier_jobs) {
+    const long n = TEST_SCALED(20000);
+    static struct order_obj o;
+    memset(&o, 0, sizeof o);
+    desync_t *d = desync_new(&o, NULL);
+    CHECK(d);
+    struct order_arg args[2] = {{d, 0, n}, {d, 1, n}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ(pthread_create(&th[i], NULL, order_main, &args[i]), 0);
+    void *r0, *r1;
+    pthread_join(th[0], &r0);
+    pthread_join(th[1], &r1);
+    CHECK(r0 == NULL && r1 == NULL);
+    desync_release(d); /* waits for every job */
+    CHECK_EQ(o.bad, 0);
+    CHECK_EQ(o.syncs, 2 * n);
+    CHECK_EQ(o.ran[0], n);
+    CHECK_EQ(o.ran[1], n);
+    return 0;
+}
+
+/* ------------------------------------------- a sync gets its turn */
+
+struct hog_arg {
+    desync_t *d;
+    atomic_int *stop;
+    long done;
+};
+
+static void hog_count_job(void *data, void *arg) {
+    (void)arg;
+    ++*(long *)data;
+}
+
+/* Keeps the queue busy with back-to-back syncs until told to stop. */
+static void *hog_main(void *p) {
+    struct hog_arg *a = p;
+    while (!atomic_load(a->stop)) {
+        if (desync_sync(a->d, hog_count_job, NULL) != 0)
+            return (void *)1;
+        a->done++;
+    }
+    return NULL;
+}
+
+TEST(sync_contended_gets_its_turn) {
+    static long count;
+    count = 0;
+    desync_t *d = desync_new(&count, NULL);
+    CHECK(d);
+    atomic_int stop = 0;
+    enum { HOGS = 3 };
+    struct hog_arg hogs[HOGS];
+    pthread_t th[HOGS];
+    for (int i = 0; i < HOGS; i++) {
+        hogs[i] = (struct hog_arg){d, &stop, 0};
+        CHECK_EQ(pthread_create(&th[i], NULL, hog_main, &hogs[i]), 0);
+    }
+    /* This thread's syncs compete with three threads that never pause; each
+     * one must come through (the test's timeout bounds the wait). */
+    const long n = TEST_SCALED(2000);
+    for (long i = 0; i < n; i++)
+        CHECK_EQ(desync_sync(d, hog_count_job, NULL), 0);
+    atomic_store(&stop, 1);
+    long total = n;
+    for (int i = 0; i < HOGS; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        CHECK(r == NULL);
+        total += hogs[i].done;
+    }
+    desync_release(d); /* waits for every job */
+    CHECK_EQ(count, total);
+    return 0;
+}
+
+/* ------------------------- a token that only the waiting syncer can run */
+
+struct park_obj {
+    atomic_int in_job; /* the holder's job has started */
+    atomic_int go;     /* lets the holder's job end */
+    long after;        /* the job desynced from inside the holder's job ran */
+    long order_bad;
+};
+
+static void after_job(void *data, void *arg) {
+    (void)arg;
+    struct park_obj *o = data;
+    o->after++;
+}
+
+static void holder_job(void *data, void *arg) {
+    struct park_obj *o = data;
+    desync_t *d = arg;
+    /* Queued behind this job: when it ends, the token goes to the
+     * scheduler, which has no thread: only a waiting syncer can run it. */
+    desync_desync(d, after_job, NULL);
+    atomic_store(&o->in_job, 1);
+    test_wait_flag(&o->go, 10000);
+}
+
+static void waiter_job(void *data, void *arg) {
+    (void)arg;
+    struct park_obj *o = data;
+    if (o->after != 1)
+        o->order_bad++;
+}
+
+struct holder_arg {
+    desync_t *d;
+    int rc;
+};
+
+static void *holder_main(void *p) {
+    struct holder_arg *a = p;
+    a->rc = desync_sync(a->d, holder_job, a->d);
+    return NULL;
+}
+
+static void *waiter_main(void *p) {
+    struct holder_arg *a = p;
+    a->rc = desync_sync(a->d, waiter_job, NULL);
+    return NULL;
+}
+
+TEST(sync_contended_runs_token_no_thread_takes) {
+    desync_scheduler_t *s = desync_scheduler_new(0);
+    CHECK(s);
+    static struct park_obj o;
+    memset(&o, 0, sizeof o);
+    desync_t *d = desync_new_on(s, &o, NULL);
+    CHECK(d);
+    struct holder_arg ha = {d, -1}, wa = {d, -1};
+    pthread_t h, w;
+    CHECK_EQ(pthread_create(&h, NULL, holder_main, &ha), 0);
+    CHECK(test_wait_flag(&o.in_job, 10000));
+    /* The waiter finds the queue busy and waits (outside or queued). */
+    CHECK_EQ(pthread_create(&w, NULL, waiter_main, &wa), 0);
+    test_sleep_ms(5);
+    atomic_store(&o.go, 1);
+    pthread_join(h, NULL);
+    pthread_join(w, NULL);
+    CHECK_EQ(ha.rc, 0);
+    CHECK_EQ(wa.rc, 0);
+    CHECK_EQ(o.after, 1);
+    CHECK_EQ(o.order_bad, 0);
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
