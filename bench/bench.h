@@ -59,6 +59,7 @@ typedef struct {
      * item (W2's and W4's), W1's of any sync protocol on an idle object,
      * R1's and R2's of the program written by hand without the library. */
     double floor_ns;
+    double floor2_ns; /* R1: its floor keeping the order across threads */
     double tl_p99; /* TL: the 99th percentile of the lateness (ns) */
     char extra[512];
 } row_t;

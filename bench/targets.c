@@ -163,6 +163,12 @@ void print_targets(const row_t *rows, int n) {
     if (r1 && r1->floor_ns > 0)
         ratio("R1", "  floor (a ring per thread) lines/s / the mutex's", r1, NS(r1, base_ns), r1,
               r1->floor_ns, 1.2, 1);
+    if (r1 && r1->floor2_ns > 0) {
+        ratio("R1", "  floor in order (+ a shared ticket) / the mutex's", r1, NS(r1, base_ns),
+              r1, r1->floor2_ns, 1.2, 1);
+        printf("  %-4s %-50s %12.2fx  (libdesync's lines/s over the floor in order's)\n",
+               "R1", "  libdesync / the floor in order", r1->floor2_ns / r1->lib_ns);
+    }
     ratio("R2", "word count wall time <= 0.8x the plain loop", r2, NS(r2, lib_ns), r2,
           NS(r2, base_ns), 0.8, 0);
     if (r2 && r2->floor_ns > 0)
