@@ -763,7 +763,9 @@ inline sync(q, n) {
             atomic { if :: tail[q] == NIL -> tail[q] = n; TAKE(q); sy_idle = 1 :: else fi }
         :: else
         fi;
-        if :: !sy_idle -> barge(q, n) :: else fi
+        /* waits outside only while no queued node is pending (counts that
+         * the model leaves out): either way */
+        if :: !sy_idle -> barge(q, n) :: !sy_idle -> skip :: else fi
     :: else
     fi;
     if

@@ -40,10 +40,11 @@
  * about to hand the token to a waiter that has gone to sleep does the same
  * for a few, rather than stall the queue on a wake-up.
  *
- * BARGING. A sync that still finds the queue busy after its pre-spin does
- * not link its node yet: like a mutex waiter, it sets BARGE in `state` and
- * sleeps on `state` until the queue goes idle, then takes it with the idle
- * CAS. Whoever makes the queue idle (the CAS tail: n -> NULL in advance or
+ * BARGING. A sync that still finds the queue busy after its pre-spin, with
+ * no queued node pending (BACKLOG's counts equal: the queue's user is
+ * another sync on the idle path), does not link its node yet: like a mutex
+ * waiter, it sets BARGE in `state` and sleeps on `state` until the queue
+ * goes idle, then takes it with the idle CAS. Whoever makes the queue idle (the CAS tail: n -> NULL in advance or
  * after an idle sync) or gives its token to the scheduler (READY) and finds
  * BARGE clears it and wakes one sleeper, which sets BARGE again before it
  * looks (went_idle, wake_barger). So the thread that is using the queue
@@ -869,10 +870,20 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
             }
             if (!idle) {
                 frame_pop(&f);
-                int rc = sync_wait_outside(q, &sn.node, &f);
-                if (rc < 0)
-                    return rc;
-                idle = rc;
+                /* Wait outside only while no queued node is pending (all
+                 * pushed ones counted unlinked): then the queue's user is
+                 * another sync on the idle path, whose job ends soon. Behind
+                 * queued jobs (W4), our node is better queued: the thread
+                 * running them hands it the token or runs it, sooner than a
+                 * wake-up once the queue is idle. Both counts are on the
+                 * line of `tail`, read just above. */
+                if (atomic_load_explicit(&q->pushed, memory_order_relaxed) ==
+                    atomic_load_explicit(&q->unlinked, memory_order_relaxed)) {
+                    int rc = sync_wait_outside(q, &sn.node, &f);
+                    if (rc < 0)
+                        return rc;
+                    idle = rc;
+                }
             }
         }
     }
