@@ -140,8 +140,9 @@ TEST(sync_contended_gets_its_turn) {
 struct park_obj {
     atomic_int in_job; /* the holder's job has started */
     atomic_int go;     /* lets the holder's job end */
-    long after;        /* the job desynced from inside the holder's job ran */
-    long order_bad;
+    long after;        /* runs of the job desynced from the holder's job */
+    long waiter_ran;
+    int desync_failed;
 };
 
 static void after_job(void *data, void *arg) {
@@ -153,18 +154,19 @@ static void after_job(void *data, void *arg) {
 static void holder_job(void *data, void *arg) {
     struct park_obj *o = data;
     desync_t *d = arg;
-    /* Queued behind this job: when it ends, the token goes to the
-     * scheduler, which has no thread: only a waiting syncer can run it. */
-    desync_desync(d, after_job, NULL);
     atomic_store(&o->in_job, 1);
     test_wait_flag(&o->go, 10000);
+    /* Queued behind this job once the waiter waits (outside: nothing was
+     * queued when it came): when this job ends, the token goes to the
+     * scheduler, which has no thread, and only the waiter can run it. */
+    if (desync_desync(d, after_job, NULL) != 0)
+        o->desync_failed = 1;
 }
 
 static void waiter_job(void *data, void *arg) {
     (void)arg;
     struct park_obj *o = data;
-    if (o->after != 1)
-        o->order_bad++;
+    o->waiter_ran++;
 }
 
 struct holder_arg {
@@ -187,25 +189,34 @@ static void *waiter_main(void *p) {
 TEST(sync_contended_runs_token_no_thread_takes) {
     desync_scheduler_t *s = desync_scheduler_new(0);
     CHECK(s);
-    static struct park_obj o;
-    memset(&o, 0, sizeof o);
-    desync_t *d = desync_new_on(s, &o, NULL);
-    CHECK(d);
-    struct holder_arg ha = {d, -1}, wa = {d, -1};
-    pthread_t h, w;
-    CHECK_EQ(pthread_create(&h, NULL, holder_main, &ha), 0);
-    CHECK(test_wait_flag(&o.in_job, 10000));
-    /* The waiter finds the queue busy and waits (outside or queued). */
-    CHECK_EQ(pthread_create(&w, NULL, waiter_main, &wa), 0);
-    test_sleep_ms(5);
-    atomic_store(&o.go, 1);
-    pthread_join(h, NULL);
-    pthread_join(w, NULL);
-    CHECK_EQ(ha.rc, 0);
-    CHECK_EQ(wa.rc, 0);
-    CHECK_EQ(o.after, 1);
-    CHECK_EQ(o.order_bad, 0);
-    desync_release(d);
+    /* Let the holder go on soon (the waiter is then most likely still
+     * waiting outside: the READY token wakes it) or late (it has queued its
+     * node after its time outside): either way both syncs return and the
+     * job queued from the holder's job runs once. */
+    for (int late = 0; late < 2; late++) {
+        static struct park_obj o;
+        memset(&o, 0, sizeof o);
+        desync_t *d = desync_new_on(s, &o, NULL);
+        CHECK(d);
+        struct holder_arg ha = {d, -1}, wa = {d, -1};
+        pthread_t h, w;
+        CHECK_EQ(pthread_create(&h, NULL, holder_main, &ha), 0);
+        CHECK(test_wait_flag(&o.in_job, 10000));
+        CHECK_EQ(pthread_create(&w, NULL, waiter_main, &wa), 0);
+        if (late)
+            test_sleep_ms(5);
+        else
+            test_spin_ns(200000);
+        atomic_store(&o.go, 1);
+        pthread_join(h, NULL);
+        pthread_join(w, NULL);
+        CHECK_EQ(ha.rc, 0);
+        CHECK_EQ(wa.rc, 0);
+        CHECK_EQ(o.desync_failed, 0);
+        CHECK_EQ(o.waiter_ran, 1);
+        desync_release(d); /* runs what is still queued */
+        CHECK_EQ(o.after, 1);
+    }
     desync_scheduler_free(s);
     return 0;
 }
