@@ -11,6 +11,13 @@
  * they share, so any number of threads may call these with any sets of
  * objects, in any order, and they never deadlock each other (no lock order
  * to respect; the same object may even be named twice).
+ *
+ * Known limitation, on a scheduler with no threads (desync_scheduler_new(0)):
+ * a multi-object job waiting on object A for its turn on object B runs B's
+ * pending jobs if B's queue waits for a runner when the job reaches A; if B's
+ * queue only comes to wait for a runner later, nobody runs it until a thread
+ * syncs or waits on B (or on A's job through B), and threads that wait on A
+ * meanwhile wait with it. With scheduler threads, their threads run B.
  */
 #ifndef DESYNC_MULTI_H
 #define DESYNC_MULTI_H
