@@ -635,6 +635,33 @@ static fut_look fut_lock_for_wait(desync_future_t *f) {
     }
 }
 
+/* A waiter's fast path (f locked and pending, q = f->q): if q's token waits
+ * for a thread (READY), take it and run q up to f's node here, as a waiter
+ * handed the token would, without listing a waiter or a wait-for edge (this
+ * thread does not block: it runs the jobs, each in its own frame). f's lock
+ * keeps the node from completing, so q is busy and alive until the steal;
+ * then our own reference keeps it for the hold, which fork may read until
+ * it is popped. Unlocks f and returns true if it ran the queue; false, with
+ * f still locked, if the token was not READY. */
+static bool fut_run_ready(desync_future_t *f, desync_queue_t *q) {
+    dsy_hold h; /* fork: from before the steal */
+    dsy_hold_push(&h, q);
+    if (!dsy_queue_steal_ready(q)) {
+        dsy_hold_pop(&h);
+        return false;
+    }
+    dsy_queue_ref(q);
+    dsy_node *node = f->node; /* still queued: f is pending */
+    fut_unlock(f);
+    desync_future_t *saved = tls_driving;
+    tls_driving = f;
+    dsy_queue_drain_until(q, node);
+    tls_driving = saved;
+    dsy_hold_pop(&h);
+    dsy_queue_unref(q);
+    return true;
+}
+
 /* The wait, written once for both kinds of future: compiled twice, with
  * `comb` constant (the combinator's steps cost other futures nothing). */
 #if defined(__GNUC__)
@@ -664,6 +691,8 @@ static FUT_WAIT_INLINE int fut_wait(desync_future_t *f, uint64_t deadline, void 
             fut_unlock(f);
             return DESYNC_EDEADLK;
         }
+        if (!comb && q && fut_run_ready(f, q))
+            continue; /* ran q up to f's node (or up to a park): look again */
         /* About to wait for q to run f's node: refuse a cycle of threads
          * waiting for each other. Checked outside f's lock (the reference
          * keeps q), then f is looked at again. */
