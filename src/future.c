@@ -147,8 +147,15 @@ static desync_future_t *fut_new(uint32_t refs) {
     return f;
 }
 
+/* True if the caller, an owner, is the only one: nobody else can then take
+ * or drop a reference (acquire: pairs with the others' acq_rel drops). */
+static bool fut_sole_owner(desync_future_t *f) {
+    return atomic_load_explicit(&f->refs, memory_order_acquire) == 1;
+}
+
 static void fut_unref(desync_future_t *f) {
-    if (!dsy_ref_dec(&f->refs))
+    /* The last owner frees without a read-modify-write. */
+    if (!fut_sole_owner(f) && !dsy_ref_dec(&f->refs))
         return;
     if (DSY_UNLIKELY(f->comb != NULL))
         comb_destroy(f->comb);
@@ -863,6 +870,13 @@ int desync_future_fd(desync_future_t *f) {
 }
 
 static void fut_drop_handle(desync_future_t *f, bool detach) {
+    /* Complete, and nobody else holds it: no producer, no completion under
+     * way (a completer holds a reference across its calls), no token parked
+     * in it, nobody left to see the flags. */
+    if (fut_is_done(f) && fut_sole_owner(f)) {
+        fut_unref(f);
+        return;
+    }
     fut_lock(f);
     if (f->handle_gone) {
         /* Freed, detached or then'd already: a misuse, ignored while the
