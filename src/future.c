@@ -324,13 +324,12 @@ static bool node_await(fnode *x, desync_queue_t *q, desync_future_t *awaited) {
      * afterwards. A future already complete (the common case) is not
      * marked: it will not hold the queue. */
     x->phase = P_WAIT;
-    bool mark = awaited && !atomic_load_explicit(&awaited->done, memory_order_acquire);
-    if (mark)
+    if (awaited && !fut_is_done(awaited)) {
         node_mark_held(x, q, true);
-    if (awaited && fut_hook(awaited, node_wake, x))
-        return true;
-    if (mark)
+        if (fut_hook(awaited, node_wake, x))
+            return true;
         node_mark_held(x, q, false);
+    }
     x->status = awaited ? awaited->status : 0;
     x->u.value = awaited ? awaited->value : NULL;
     x->phase = P_READY;
@@ -698,8 +697,11 @@ static FUT_WAIT_INLINE int fut_wait(desync_future_t *f, uint64_t deadline, void 
             fut_unlock(f);
             return DESYNC_EDEADLK;
         }
-        if (!comb && q && fut_run_ready(f, q))
-            continue; /* ran q up to f's node (or up to a park): look again */
+        if (!comb && q && fut_run_ready(f, q)) {
+            if (fut_is_done(f))
+                return result(f, value);
+            continue; /* the queue parked before f's node completed: look again */
+        }
         /* About to wait for q to run f's node: refuse a cycle of threads
          * waiting for each other. Checked outside f's lock (the reference
          * keeps q), then f is looked at again. */
