@@ -7,7 +7,8 @@
  * happens exactly once (fut_complete), under the future's spinlock; the
  * interested parties are called after the lock is dropped. Two references
  * keep a future alive: the user's handle and its producer (promise, queue
- * node, or nothing for ready futures).
+ * node, or nothing for ready futures). A queue-bound future and its node
+ * are one block (struct qfuture), freed with the last of the two.
  *
  * QUEUE NODES. future_desync, future_sync, after and suspend each put one
  * fnode in the queue. A node that must wait for something (the future its
@@ -67,6 +68,7 @@ struct desync_future {
     bool has_waker;
     bool handle_gone; /* freed or detached by the user */
     bool detached;
+    uint8_t cls; /* its pool class: DSY_POOL_192 when its queue node is in the block */
     desync_then_fn then_cb;
     void *then_arg;
     int fd, fd_write; /* -1 until desync_future_fd; fd_write is the pipe's other end */
@@ -134,16 +136,27 @@ static void fut_unlock(desync_future_t *f) { dsy_spin_unlock(&f->lock); }
 
 /* ------------------------------------------------------------ lifetime */
 
-_Static_assert(sizeof(struct desync_future) <= 128, "futures come from the 128-byte pool");
-_Static_assert(sizeof(struct fnode) <= 64, "future nodes come from the 64-byte pool");
+/* A queue-bound future and the node that completes it, in one block: one
+ * allocation, and the node's memory lives as long as the future's. */
+typedef struct qfuture {
+    struct desync_future f;
+    fnode x;
+} qfuture;
 
-static desync_future_t *fut_new(uint32_t refs) {
-    desync_future_t *f = dsy_pool_alloc(DSY_POOL_128);
-    if (!f)
-        return NULL;
+_Static_assert(sizeof(struct desync_future) <= 128, "futures come from the 128-byte pool");
+_Static_assert(sizeof(qfuture) <= 192, "queue futures come from the 192-byte pool");
+
+static void fut_init(desync_future_t *f, uint32_t refs, unsigned cls) {
     memset(f, 0, sizeof *f);
     dsy_ref_init(&f->refs, refs);
     f->fd = f->fd_write = -1;
+    f->cls = (uint8_t)cls;
+}
+
+static desync_future_t *fut_new(uint32_t refs) {
+    desync_future_t *f = dsy_pool_alloc(DSY_POOL_128);
+    if (f)
+        fut_init(f, refs, DSY_POOL_128);
     return f;
 }
 
@@ -163,7 +176,7 @@ static void fut_unref(desync_future_t *f) {
         close(f->fd);
     if (f->fd_write >= 0)
         close(f->fd_write);
-    dsy_pool_free(f, DSY_POOL_128);
+    dsy_pool_free(f, f->cls);
 }
 
 static bool fut_is_done(desync_future_t *f) {
@@ -445,11 +458,8 @@ static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data)
     return DSY_DONE;
 }
 
-static void fnode_finish(dsy_node *n) {
-    fnode *x = DSY_CONTAINER_OF(n, fnode, node);
-    fut_unref(x->out);
-    dsy_pool_free(x, DSY_POOL_64);
-}
+/* x is in out's block: the last of x and the handle frees both. */
+static void fnode_finish(dsy_node *n) { fut_unref(node_out(n)); }
 
 static int fnode_take_waiter(dsy_node *n) {
     desync_future_t *out = node_out(n);
@@ -473,19 +483,19 @@ static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, dsy_fn f
             desync_future_free(after);
         return NULL;
     }
-    desync_future_t *out = fut_new(2);
-    fnode *x = dsy_pool_alloc(DSY_POOL_64);
+    qfuture *b = dsy_pool_alloc(DSY_POOL_192);
     desync_resumer_t *r = kind == K_SUSPEND ? malloc(sizeof *r) : NULL;
-    if (!out || !x || (kind == K_SUSPEND && !r)) {
-        if (out)
-            dsy_pool_free(out, DSY_POOL_128);
-        if (x)
-            dsy_pool_free(x, DSY_POOL_64);
+    if (!b || (kind == K_SUSPEND && !r)) {
+        if (b)
+            dsy_pool_free(b, DSY_POOL_192);
         free(r);
         if (after)
             desync_future_free(after);
         return NULL;
     }
+    desync_future_t *out = &b->f;
+    fnode *x = &b->x;
+    fut_init(out, 2, DSY_POOL_192);
     x->node.ops = &fnode_ops;
     x->kind = (uint8_t)kind;
     x->phase = P_START;
