@@ -689,6 +689,7 @@ static bool fut_run_ready(desync_future_t *f, desync_queue_t *q) {
 static FUT_WAIT_INLINE int fut_wait(desync_future_t *f, uint64_t deadline, void **value,
                                     bool comb) {
     dsy_thread *me = dsy_thread_self(); /* registered before any lock is taken */
+    bool watched = false;
     for (;;) {
         uint32_t parks = 0;
         bool slice = false; /* sleep in slices: an input's queue has no thread */
@@ -711,6 +712,18 @@ static FUT_WAIT_INLINE int fut_wait(desync_future_t *f, uint64_t deadline, void 
             if (fut_is_done(f))
                 return result(f, value);
             continue; /* the queue parked before f's node completed: look again */
+        }
+        if (!comb && q && !watched && DSY_CONTAINER_OF(f->node, fnode, node)->kind != K_SYNC) {
+            /* Another thread runs q (a worker took the token first): a
+             * short job ends sooner than listing ourselves and a wake-up.
+             * Once per wait; a future_sync node hands its token to a
+             * listed waiter, so it is not watched. */
+            watched = true;
+            fut_unlock(f);
+            dsy_spin sp = dsy_spin_for(DSY_FUT_WATCH_NS, deadline);
+            while (!fut_is_done(f) && dsy_spin_round(&sp)) {
+            }
+            continue;
         }
         /* About to wait for q to run f's node: refuse a cycle of threads
          * waiting for each other. Checked outside f's lock (the reference
