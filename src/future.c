@@ -184,7 +184,7 @@ static bool fut_is_done(desync_future_t *f) {
 }
 
 /* Locks f if it is still pending (true); false, unlocked, once complete. */
-static bool fut_lock_pending(desync_future_t *f) {
+static inline bool fut_lock_pending(desync_future_t *f) {
     if (fut_is_done(f))
         return false;
     fut_lock(f);
@@ -226,6 +226,12 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
         return false;
     f->status = status;
     f->value = value;
+    if (DSY_LIKELY(!f->waiters && !f->listeners && !f->has_waker && !f->then_cb && f->fd < 0)) {
+        /* Nobody to tell (the common case: a waiter that ran the job). */
+        atomic_store_explicit(&f->done, 1, memory_order_release);
+        fut_unlock(f);
+        return true;
+    }
     fwaiter *w = f->waiters;
     f->waiters = NULL;
     flistener *ls = f->listeners;
