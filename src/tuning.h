@@ -28,11 +28,6 @@
  * waits pay for a wake-up (W3, W7). */
 #define DSY_WAIT_SPIN_NS 4000u
 
-/* A future waiter whose queue another thread is running watches the future
- * this long before it lists itself (a wait-for edge, a waiter, a wake-up):
- * about one short job run by a worker that took the token first. W7. */
-#define DSY_FUT_WATCH_NS 2000u
-
 /* A sync on a busy queue watches it this many rounds for it to go idle
  * before it queues (a short job of another syncer ends sooner than a
  * hand-off). W3. */
@@ -51,6 +46,11 @@
  * many of their jobs itself first (combining; avoids a lock convoy when
  * threads outnumber cores). Larger delays the combiner's own return. W3b. */
 #define DSY_COMBINE_MAX 8u
+
+/* A future waiter whose queue another thread is running watches the future
+ * this long before it lists itself (a wait-for edge, a waiter, a wake-up):
+ * about one short job run by a worker that took the token first. W7. */
+#define DSY_FUT_WATCH_NS 2000u
 
 /* ------------------------------------------------------------ scheduler */
 
