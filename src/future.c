@@ -400,7 +400,30 @@ static defer_result sync_node_defer(fnode *x, desync_queue_t *q) {
     return DEFER_PARKED;
 }
 
+static enum dsy_run_result fnode_run_any(dsy_node *n, desync_queue_t *q, void *data);
+
+/* The common case first: an async job's first run whose future is complete
+ * when it returns (or NULL) completes `out` at once; anything else takes
+ * the general path. */
 static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data) {
+    fnode *x = DSY_CONTAINER_OF(n, fnode, node);
+    if (x->kind != K_ASYNC || x->phase != P_START)
+        return fnode_run_any(n, q, data);
+    desync_future_t *inner = x->with_data ? ((desync_async_fn)x->fn)(data, x->arg)
+                                          : ((desync_queue_async_fn)x->fn)(x->arg);
+    if (inner && !fut_is_done(inner))
+        return node_await(x, q, inner) ? DSY_PARKED : fnode_run_any(n, q, data);
+    int status = inner ? inner->status : 0;
+    void *value = inner ? inner->value : NULL;
+    if (inner)
+        fut_unref(inner);
+    x->phase = P_DONE;
+    fut_complete(x->out, status, value);
+    return DSY_DONE;
+}
+
+static __attribute__((noinline)) enum dsy_run_result
+fnode_run_any(dsy_node *n, desync_queue_t *q, void *data) {
     fnode *x = DSY_CONTAINER_OF(n, fnode, node);
     desync_future_t *out = x->out;
     if (x->held)
@@ -480,9 +503,10 @@ static int fnode_take_waiter(dsy_node *n) {
 static const dsy_node_ops fnode_ops = {fnode_run, fnode_finish, fnode_take_waiter};
 
 /* Queues a future node; returns its future (the node holds the producer
- * reference) or NULL. */
-static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, dsy_fn fn, unsigned flags,
-                                    void *arg, desync_future_t *after) {
+ * reference) or NULL. Inlined: each caller's kind is a constant. */
+static inline __attribute__((always_inline)) desync_future_t *
+queue_fnode(desync_queue_t *q, enum fkind kind, dsy_fn fn, unsigned flags, void *arg,
+            desync_future_t *after) {
     if (!q || (kind != K_SUSPEND && !fn) || (kind == K_AFTER && !after) ||
         (atomic_load_explicit(&dsy_forked, memory_order_relaxed) && dsy_queue_forked_off(q))) {
         if (after)
