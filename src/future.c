@@ -29,6 +29,11 @@
  * A thread waiting on a queue-bound future counts itself a waiter of that
  * queue (dsy_queue_wait_node), so when no other thread runs the queue, the
  * waiter gets the token and runs the queue itself up to the future's node.
+ * Two steps come first: a waiter that finds the token waiting for a thread
+ * (READY) takes it at once and runs up to the node without listing itself
+ * (fut_run_ready: it does not block, so it publishes no wait-for edge), and
+ * one that finds another thread running the queue watches the future for a
+ * moment before it lists itself.
  *
  * FORK. A waiter's fwaiter lives on its stack; the thread's record chains
  * the ones it is listed with (dsy_self.waiting), so that the child of a fork
