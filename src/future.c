@@ -7,7 +7,8 @@
  * happens exactly once (fut_complete), under the future's spinlock; the
  * interested parties are called after the lock is dropped. Two references
  * keep a future alive: the user's handle and its producer (promise, queue
- * node, or nothing for ready futures).
+ * node, or nothing for ready futures). A queue-bound future and its node
+ * are one block (struct qfuture), freed with the last of the two.
  *
  * QUEUE NODES. future_desync, future_sync, after and suspend each put one
  * fnode in the queue. A node that must wait for something (the future its
@@ -28,6 +29,11 @@
  * A thread waiting on a queue-bound future counts itself a waiter of that
  * queue (dsy_queue_wait_node), so when no other thread runs the queue, the
  * waiter gets the token and runs the queue itself up to the future's node.
+ * Two steps come first: a waiter that finds the token waiting for a thread
+ * (READY) takes it at once and runs up to the node without listing itself
+ * (fut_run_ready: it does not block, so it publishes no wait-for edge), and
+ * one that finds another thread running the queue watches the future for a
+ * moment before it lists itself.
  *
  * FORK. A waiter's fwaiter lives on its stack; the thread's record chains
  * the ones it is listed with (dsy_self.waiting), so that the child of a fork
@@ -67,6 +73,7 @@ struct desync_future {
     bool has_waker;
     bool handle_gone; /* freed or detached by the user */
     bool detached;
+    uint8_t cls; /* its pool class: DSY_POOL_192 when its queue node is in the block */
     desync_then_fn then_cb;
     void *then_arg;
     int fd, fd_write; /* -1 until desync_future_fd; fd_write is the pipe's other end */
@@ -134,21 +141,39 @@ static void fut_unlock(desync_future_t *f) { dsy_spin_unlock(&f->lock); }
 
 /* ------------------------------------------------------------ lifetime */
 
-_Static_assert(sizeof(struct desync_future) <= 128, "futures come from the 128-byte pool");
-_Static_assert(sizeof(struct fnode) <= 64, "future nodes come from the 64-byte pool");
+/* A queue-bound future and the node that completes it, in one block: one
+ * allocation, and the node's memory lives as long as the future's. */
+typedef struct qfuture {
+    struct desync_future f;
+    fnode x;
+} qfuture;
 
-static desync_future_t *fut_new(uint32_t refs) {
-    desync_future_t *f = dsy_pool_alloc(DSY_POOL_128);
-    if (!f)
-        return NULL;
+_Static_assert(sizeof(struct desync_future) <= 128, "futures come from the 128-byte pool");
+_Static_assert(sizeof(qfuture) <= 192, "queue futures come from the 192-byte pool");
+
+static void fut_init(desync_future_t *f, uint32_t refs, unsigned cls) {
     memset(f, 0, sizeof *f);
     dsy_ref_init(&f->refs, refs);
     f->fd = f->fd_write = -1;
+    f->cls = (uint8_t)cls;
+}
+
+static desync_future_t *fut_new(uint32_t refs) {
+    desync_future_t *f = dsy_pool_alloc(DSY_POOL_128);
+    if (f)
+        fut_init(f, refs, DSY_POOL_128);
     return f;
 }
 
+/* True if the caller, an owner, is the only one: nobody else can then take
+ * or drop a reference (acquire: pairs with the others' acq_rel drops). */
+static bool fut_sole_owner(desync_future_t *f) {
+    return atomic_load_explicit(&f->refs, memory_order_acquire) == 1;
+}
+
 static void fut_unref(desync_future_t *f) {
-    if (!dsy_ref_dec(&f->refs))
+    /* The last owner frees without a read-modify-write. */
+    if (!fut_sole_owner(f) && !dsy_ref_dec(&f->refs))
         return;
     if (DSY_UNLIKELY(f->comb != NULL))
         comb_destroy(f->comb);
@@ -156,7 +181,7 @@ static void fut_unref(desync_future_t *f) {
         close(f->fd);
     if (f->fd_write >= 0)
         close(f->fd_write);
-    dsy_pool_free(f, DSY_POOL_128);
+    dsy_pool_free(f, f->cls);
 }
 
 static bool fut_is_done(desync_future_t *f) {
@@ -164,7 +189,7 @@ static bool fut_is_done(desync_future_t *f) {
 }
 
 /* Locks f if it is still pending (true); false, unlocked, once complete. */
-static bool fut_lock_pending(desync_future_t *f) {
+static inline bool fut_lock_pending(desync_future_t *f) {
     if (fut_is_done(f))
         return false;
     fut_lock(f);
@@ -206,6 +231,12 @@ static bool fut_complete(desync_future_t *f, int status, void *value) {
         return false;
     f->status = status;
     f->value = value;
+    if (DSY_LIKELY(!f->waiters && !f->listeners && !f->has_waker && !f->then_cb && f->fd < 0)) {
+        /* Nobody to tell (the common case: a waiter that ran the job). */
+        atomic_store_explicit(&f->done, 1, memory_order_release);
+        fut_unlock(f);
+        return true;
+    }
     fwaiter *w = f->waiters;
     f->waiters = NULL;
     flistener *ls = f->listeners;
@@ -317,13 +348,12 @@ static bool node_await(fnode *x, desync_queue_t *q, desync_future_t *awaited) {
      * afterwards. A future already complete (the common case) is not
      * marked: it will not hold the queue. */
     x->phase = P_WAIT;
-    bool mark = awaited && !atomic_load_explicit(&awaited->done, memory_order_acquire);
-    if (mark)
+    if (awaited && !fut_is_done(awaited)) {
         node_mark_held(x, q, true);
-    if (awaited && fut_hook(awaited, node_wake, x))
-        return true;
-    if (mark)
+        if (fut_hook(awaited, node_wake, x))
+            return true;
         node_mark_held(x, q, false);
+    }
     x->status = awaited ? awaited->status : 0;
     x->u.value = awaited ? awaited->value : NULL;
     x->phase = P_READY;
@@ -375,7 +405,30 @@ static defer_result sync_node_defer(fnode *x, desync_queue_t *q) {
     return DEFER_PARKED;
 }
 
+static enum dsy_run_result fnode_run_any(dsy_node *n, desync_queue_t *q, void *data);
+
+/* The common case first: an async job's first run whose future is complete
+ * when it returns (or NULL) completes `out` at once; anything else takes
+ * the general path. */
 static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data) {
+    fnode *x = DSY_CONTAINER_OF(n, fnode, node);
+    if (x->kind != K_ASYNC || x->phase != P_START)
+        return fnode_run_any(n, q, data);
+    desync_future_t *inner = x->with_data ? ((desync_async_fn)x->fn)(data, x->arg)
+                                          : ((desync_queue_async_fn)x->fn)(x->arg);
+    if (inner && !fut_is_done(inner))
+        return node_await(x, q, inner) ? DSY_PARKED : fnode_run_any(n, q, data);
+    int status = inner ? inner->status : 0;
+    void *value = inner ? inner->value : NULL;
+    if (inner)
+        fut_unref(inner);
+    x->phase = P_DONE;
+    fut_complete(x->out, status, value);
+    return DSY_DONE;
+}
+
+static __attribute__((noinline)) enum dsy_run_result
+fnode_run_any(dsy_node *n, desync_queue_t *q, void *data) {
     fnode *x = DSY_CONTAINER_OF(n, fnode, node);
     desync_future_t *out = x->out;
     if (x->held)
@@ -439,11 +492,8 @@ static enum dsy_run_result fnode_run(dsy_node *n, desync_queue_t *q, void *data)
     return DSY_DONE;
 }
 
-static void fnode_finish(dsy_node *n) {
-    fnode *x = DSY_CONTAINER_OF(n, fnode, node);
-    fut_unref(x->out);
-    dsy_pool_free(x, DSY_POOL_64);
-}
+/* x is in out's block: the last of x and the handle frees both. */
+static void fnode_finish(dsy_node *n) { fut_unref(node_out(n)); }
 
 static int fnode_take_waiter(dsy_node *n) {
     desync_future_t *out = node_out(n);
@@ -458,28 +508,29 @@ static int fnode_take_waiter(dsy_node *n) {
 static const dsy_node_ops fnode_ops = {fnode_run, fnode_finish, fnode_take_waiter};
 
 /* Queues a future node; returns its future (the node holds the producer
- * reference) or NULL. */
-static desync_future_t *queue_fnode(desync_queue_t *q, enum fkind kind, dsy_fn fn, unsigned flags,
-                                    void *arg, desync_future_t *after) {
+ * reference) or NULL. Inlined: each caller's kind is a constant. */
+static inline __attribute__((always_inline)) desync_future_t *
+queue_fnode(desync_queue_t *q, enum fkind kind, dsy_fn fn, unsigned flags, void *arg,
+            desync_future_t *after) {
     if (!q || (kind != K_SUSPEND && !fn) || (kind == K_AFTER && !after) ||
         (atomic_load_explicit(&dsy_forked, memory_order_relaxed) && dsy_queue_forked_off(q))) {
         if (after)
             desync_future_free(after);
         return NULL;
     }
-    desync_future_t *out = fut_new(2);
-    fnode *x = dsy_pool_alloc(DSY_POOL_64);
+    qfuture *b = dsy_pool_alloc(DSY_POOL_192);
     desync_resumer_t *r = kind == K_SUSPEND ? malloc(sizeof *r) : NULL;
-    if (!out || !x || (kind == K_SUSPEND && !r)) {
-        if (out)
-            dsy_pool_free(out, DSY_POOL_128);
-        if (x)
-            dsy_pool_free(x, DSY_POOL_64);
+    if (!b || (kind == K_SUSPEND && !r)) {
+        if (b)
+            dsy_pool_free(b, DSY_POOL_192);
         free(r);
         if (after)
             desync_future_free(after);
         return NULL;
     }
+    desync_future_t *out = &b->f;
+    fnode *x = &b->x;
+    fut_init(out, 2, DSY_POOL_192);
     x->node.ops = &fnode_ops;
     x->kind = (uint8_t)kind;
     x->phase = P_START;
@@ -635,6 +686,33 @@ static fut_look fut_lock_for_wait(desync_future_t *f) {
     }
 }
 
+/* A waiter's fast path (f locked and pending, q = f->q): if q's token waits
+ * for a thread (READY), take it and run q up to f's node here, as a waiter
+ * handed the token would, without listing a waiter or a wait-for edge (this
+ * thread does not block: it runs the jobs, each in its own frame). f's lock
+ * keeps the node from completing, so q is busy and alive until the steal;
+ * then our own reference keeps it for the hold, which fork may read until
+ * it is popped. Unlocks f and returns true if it ran the queue; false, with
+ * f still locked, if the token was not READY. */
+static bool fut_run_ready(desync_future_t *f, desync_queue_t *q) {
+    dsy_hold h; /* fork: from before the steal */
+    dsy_hold_push(&h, q);
+    if (!dsy_queue_steal_ready(q)) {
+        dsy_hold_pop(&h);
+        return false;
+    }
+    dsy_queue_ref(q);
+    dsy_node *node = f->node; /* still queued: f is pending */
+    fut_unlock(f);
+    desync_future_t *saved = tls_driving;
+    tls_driving = f;
+    dsy_queue_drain_until(q, node);
+    tls_driving = saved;
+    dsy_hold_pop(&h);
+    dsy_queue_unref(q);
+    return true;
+}
+
 /* The wait, written once for both kinds of future: compiled twice, with
  * `comb` constant (the combinator's steps cost other futures nothing). */
 #if defined(__GNUC__)
@@ -646,6 +724,7 @@ static fut_look fut_lock_for_wait(desync_future_t *f) {
 static FUT_WAIT_INLINE int fut_wait(desync_future_t *f, uint64_t deadline, void **value,
                                     bool comb) {
     dsy_thread *me = dsy_thread_self(); /* registered before any lock is taken */
+    bool watched = false;
     for (;;) {
         uint32_t parks = 0;
         bool slice = false; /* sleep in slices: an input's queue has no thread */
@@ -663,6 +742,23 @@ static FUT_WAIT_INLINE int fut_wait(desync_future_t *f, uint64_t deadline, void 
         if (q && dsy_queue_in_chain(q)) {
             fut_unlock(f);
             return DESYNC_EDEADLK;
+        }
+        if (!comb && q && fut_run_ready(f, q)) {
+            if (fut_is_done(f))
+                return result(f, value);
+            continue; /* the queue parked before f's node completed: look again */
+        }
+        if (!comb && q && !watched && DSY_CONTAINER_OF(f->node, fnode, node)->kind != K_SYNC) {
+            /* Another thread runs q (a worker took the token first): a
+             * short job ends sooner than listing ourselves and a wake-up.
+             * Once per wait; a future_sync node hands its token to a
+             * listed waiter, so it is not watched. */
+            watched = true;
+            fut_unlock(f);
+            dsy_spin sp = dsy_spin_for(DSY_FUT_WATCH_NS, deadline);
+            while (!fut_is_done(f) && dsy_spin_round(&sp)) {
+            }
+            continue;
         }
         /* About to wait for q to run f's node: refuse a cycle of threads
          * waiting for each other. Checked outside f's lock (the reference
@@ -834,6 +930,13 @@ int desync_future_fd(desync_future_t *f) {
 }
 
 static void fut_drop_handle(desync_future_t *f, bool detach) {
+    /* Complete, and nobody else holds it: no producer, no completion under
+     * way (a completer holds a reference across its calls), no token parked
+     * in it, nobody left to see the flags. */
+    if (fut_is_done(f) && fut_sole_owner(f)) {
+        fut_unref(f);
+        return;
+    }
     fut_lock(f);
     if (f->handle_gone) {
         /* Freed, detached or then'd already: a misuse, ignored while the

@@ -82,10 +82,12 @@ dsy_job *dsy_job_alloc(unsigned lines, bool *from_seg);
 /* Frees a finished job node (lines and from_seg as at dsy_job_alloc). */
 void dsy_job_release(dsy_job *j, unsigned lines, bool from_seg);
 
-/* The same pool for other small blocks: class DSY_POOL_64 or DSY_POOL_128
- * (block sizes in bytes). A block must be freed with the class it came from. */
+/* The same pool for other small blocks: class DSY_POOL_64, DSY_POOL_128 or
+ * DSY_POOL_192 (block sizes in bytes; 192: a future with its queue node).
+ * A block must be freed with the class it came from. */
 #define DSY_POOL_64 0u
 #define DSY_POOL_128 1u
+#define DSY_POOL_192 2u
 void *dsy_pool_alloc(unsigned cls); /* NULL on ENOMEM */
 void dsy_pool_free(void *p, unsigned cls);
 

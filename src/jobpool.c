@@ -29,9 +29,9 @@
 
 #define MAG DSY_POOL_MAG
 #define DEPOT_MAX DSY_POOL_DEPOT_MAX
-#define NCLASS 2
+#define NCLASS 3
 
-static const size_t class_size[NCLASS] = {64, 128};
+static const size_t class_size[NCLASS] = {64, 128, 192};
 
 /* A free block reuses its own memory: `next` chains the blocks of a
  * magazine, `mag_next` (only in a magazine's first block) chains magazines. */
@@ -46,7 +46,9 @@ static struct depot {
     pthread_mutex_t lock;
     free_node *mags; /* full magazines of exactly MAG blocks */
     unsigned count;
-} depots[NCLASS] = {{PTHREAD_MUTEX_INITIALIZER, NULL, 0}, {PTHREAD_MUTEX_INITIALIZER, NULL, 0}};
+} depots[NCLASS] = {{PTHREAD_MUTEX_INITIALIZER, NULL, 0},
+                     {PTHREAD_MUTEX_INITIALIZER, NULL, 0},
+                     {PTHREAD_MUTEX_INITIALIZER, NULL, 0}};
 
 typedef struct {
     free_node *list;

@@ -59,6 +59,11 @@
  * threads outnumber cores). Larger delays the combiner's own return. W3b. */
 #define DSY_COMBINE_MAX 8u
 
+/* A future waiter whose queue another thread is running watches the future
+ * this long before it lists itself (a wait-for edge, a waiter, a wake-up):
+ * about one short job run by a worker that took the token first. W7. */
+#define DSY_FUT_WATCH_NS 2000u
+
 /* ------------------------------------------------------------ scheduler */
 
 /* Jobs a worker runs from one queue before it lets other ready queues go

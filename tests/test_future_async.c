@@ -413,6 +413,45 @@ TEST(future_wait_zero_threads) {
     return 0;
 }
 
+/* A waiter that finds its queue's token waiting for a thread runs the queue
+ * itself up to its future's node, and no further: the jobs queued behind
+ * stay queued (with 0 threads, until the next wait or release). */
+TEST(future_wait_runs_queue_up_to_its_node) {
+    desync_scheduler_t *s = desync_scheduler_new(0);
+    CHECK(s);
+    static struct log0 l;
+    memset(&l, 0, sizeof l);
+    desync_t *d = desync_new_on(s, &l, NULL);
+    CHECK(d);
+    for (int round = 0; round < 3; round++) {
+        int base = round * 5;
+        CHECK_EQ(desync_desync(d, log_job, IV(base)), 0);
+        CHECK_EQ(desync_desync(d, log_job, IV(base + 1)), 0);
+        desync_future_t *f = desync_future_desync(d, log_async, IV(base + 2));
+        CHECK(f);
+        CHECK_EQ(desync_desync(d, log_job, IV(base + 3)), 0);
+        desync_future_t *g = desync_future_desync(d, log_async, IV(base + 4));
+        CHECK(g);
+        void *v = NULL;
+        CHECK_EQ(desync_future_wait(f, &v), 0);
+        CHECK_EQ(VI(v), base + 3);
+        CHECK_EQ(l.n, base + 3); /* base + 3 and g's job have not run */
+        CHECK_EQ(desync_future_wait(g, &v), 0);
+        CHECK_EQ(VI(v), base + 5);
+        CHECK_EQ(l.n, base + 5);
+        for (int i = 0; i < base + 5; i++) {
+            CHECK_EQ(l.order[i], i);
+            CHECK(pthread_equal(l.threads[i], pthread_self()));
+        }
+        desync_future_free(f);
+        desync_future_free(g);
+    }
+    CHECK_EQ(desync_scheduler_thread_count(s), 0);
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
+
 struct pend {
     desync_promise_t *p;
     atomic_int made;
