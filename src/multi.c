@@ -292,7 +292,9 @@ static int cmp_queue(const void *a, const void *b) {
  * member): no object's memory is read, so on the idle fast path the first
  * touch of each object is the CAS that takes its token (its line comes
  * once, owned). */
-static inline uint32_t sort_queues(desync_queue_t *qs[], desync_t *const objs[], size_t n) {
+static inline __attribute__((always_inline)) uint32_t sort_queues(desync_queue_t *qs[],
+                                                                  desync_t *const objs[],
+                                                                  size_t n) {
     if (n == 2) { /* the common case (a transfer) */
         if (!objs[0] || !objs[1])
             return 0;
@@ -383,10 +385,11 @@ static void link_parts(multi *m) {
 /* The idle fast path: takes the token of each of the nq queues qs (by
  * address) with one CAS, with tok[i]'s node and frame. If it got them all,
  * fills datas (now: the line of each object is ours already) and runs the
- * job, and returns true. Gives back every token it took either way. */
-static inline bool run_if_idle(desync_queue_t *const qs[], uint32_t nq, idle_tok tok[],
-                               desync_t *const objs[], size_t n, void *datas[],
-                               desync_all_fn job, void *arg) {
+ * job, and returns true. Gives back every token it took either way.
+ * Inlined where called: with nq and n known (two objects) the loops go. */
+static inline __attribute__((always_inline)) bool
+run_if_idle(desync_queue_t *const qs[], uint32_t nq, idle_tok tok[], desync_t *const objs[],
+            size_t n, void *datas[], desync_all_fn job, void *arg) {
     uint32_t k = 0;
     for (; k < nq; k++) {
         dsy_frame_enter(&tok[k].frame, qs[k]); /* before the token exists (fork) */
@@ -531,7 +534,8 @@ int desync_sync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *a
         if (!nq)
             return DESYNC_EINVAL;
         if (DSY_LIKELY(!atomic_load_explicit(&dsy_forked, memory_order_relaxed)) &&
-            run_if_idle(qs, nq, tok, objs, n, datas, job, arg))
+            (nq == 2 && n == 2 ? run_if_idle(qs, 2, tok, objs, 2, datas, job, arg) /* unrolled */
+                               : run_if_idle(qs, nq, tok, objs, n, datas, job, arg)))
             return 0;
     }
     return sync_all_wait(objs, n, job, arg);
