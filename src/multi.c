@@ -383,6 +383,15 @@ static void link_parts(multi *m) {
     dsy_spin_unlock(&link_lock);
 }
 
+/* Gives back the first k tokens taken by run_if_idle, last first. */
+static inline __attribute__((always_inline)) void give_back(desync_queue_t *const qs[],
+                                                            idle_tok tok[], uint32_t k) {
+    while (k-- > 0) {
+        dsy_queue_give_back(qs[k], &tok[k].node);
+        dsy_frame_leave(&tok[k].frame);
+    }
+}
+
 /* The idle fast path: takes the token of each of the nq queues qs (by
  * address) with one CAS, with tok[i]'s node and frame. If it got them all,
  * fills datas (now: the line of each object is ours already) and runs the
@@ -391,24 +400,18 @@ static void link_parts(multi *m) {
 static inline __attribute__((always_inline)) bool
 run_if_idle(desync_queue_t *const qs[], uint32_t nq, idle_tok tok[], desync_t *const objs[],
             size_t n, void *datas[], desync_all_fn job, void *arg) {
-    uint32_t k = 0;
-    for (; k < nq; k++) {
+    for (uint32_t k = 0; k < nq; k++) {
         dsy_frame_enter(&tok[k].frame, qs[k]); /* before the token exists (fork) */
         if (!dsy_queue_take_idle(qs[k], &tok[k].node)) {
             dsy_frame_leave(&tok[k].frame);
-            break;
+            give_back(qs, tok, k);
+            return false;
         }
     }
-    bool ran = k == nq;
-    if (ran) {
-        fill_datas(datas, objs, n);
-        job(datas, arg);
-    }
-    while (k-- > 0) {
-        dsy_queue_give_back(qs[k], &tok[k].node);
-        dsy_frame_leave(&tok[k].frame);
-    }
-    return ran;
+    fill_datas(datas, objs, n);
+    job(datas, arg);
+    give_back(qs, tok, nq);
+    return true;
 }
 
 /* sync_all's wait (WAITING): runs its queues up to its parts when their
