@@ -25,10 +25,16 @@
  * with one CAS on its idle tail (dsy_queue_take_idle, in address order). If
  * all succeed it holds every queue at once: the job runs inline, and each
  * token is given back (the queue goes idle, or jobs queued behind meanwhile
- * get it). If one CAS fails, the tokens already taken are given back without
- * running anything (their queues go idle, or get the jobs linked behind);
- * the call watches the busy queues for a moment (DSY_MULTI_PRESPIN_ROUNDS,
- * as dsy_sync does) and tries again, then takes the locked path. Two
+ * get it). The first try (up to MULTI_STACK objects) uses nothing but
+ * what it needs: the queues' addresses sorted on the stack (no object's
+ * memory is read before the CAS that takes its token; the datas are read
+ * once every token is held) and a node and a frame per queue: no multi, no
+ * part, no line shared by all threads (no global lock or counter). If one
+ * CAS fails, the tokens already taken are given back without running
+ * anything (their queues go idle, or get the jobs linked behind); the call
+ * watches the busy queues for a moment (DSY_MULTI_PRESPIN_ROUNDS,
+ * as dsy_sync does) and tries again, yields once (a preempted holder) and
+ * tries again, then takes the locked path. Two
  * fast-path jobs never wait for each other (each holds all or nothing). The
  * fast path and the locked path mix without breaking the
  * order: a fast-path job occupies no position until it holds all its tokens
@@ -113,6 +119,8 @@ struct multi {
     _Atomic uint32_t handing;
     void **datas;
     part *parts;
+    desync_queue_t **qs;  /* the nq distinct queues, by address */
+    struct idle_tok *tok; /* sync_all: the idle fast path's, per queue */
 };
 
 /* Links the parts of one job at a time (see ORDER). */
@@ -240,67 +248,113 @@ static const dsy_node_ops part_ops = {part_run, part_finish, part_take_waiter};
 
 /* ------------------------------------------------------------ the calls */
 
-static size_t multi_size(size_t n) {
-    return sizeof(multi) + n * (sizeof(part) + sizeof(void *));
+/* The idle fast path's hold on one queue: the node that is its tail while
+ * the token is ours, and the job's frame for it. */
+typedef struct idle_tok {
+    dsy_node node;
+    dsy_frame frame;
+} idle_tok;
+
+/* m is followed by n of each: parts, datas, queues, and for sync_all the
+ * idle fast path's tokens (its own: parts may be linked after a try). */
+#define MULTI_ITEM (sizeof(part) + 2 * sizeof(void *) + sizeof(idle_tok))
+#define MULTI_MAX ((SIZE_MAX - sizeof(multi)) / MULTI_ITEM)
+
+static size_t multi_bytes(size_t n, bool sync) {
+    return sizeof(multi) + n * (MULTI_ITEM - (sync ? 0 : sizeof(idle_tok)));
+}
+
+static multi *multi_layout(void *mem, size_t n, bool sync) {
+    multi *m = mem;
+    m->parts = (part *)(m + 1);
+    m->tok = sync ? (idle_tok *)(m->parts + n) : NULL;
+    m->datas = (void **)(sync ? (void *)(m->tok + n) : (void *)(m->parts + n));
+    m->qs = (desync_queue_t **)(m->datas + n);
+    return m;
 }
 
 static bool forked_off_any(const multi *m) {
     if (DSY_LIKELY(!atomic_load_explicit(&dsy_forked, memory_order_relaxed)))
         return false;
     for (uint32_t i = 0; i < m->nq; i++)
-        if (dsy_queue_forked_off(m->parts[i].q))
+        if (dsy_queue_forked_off(m->qs[i]))
             return true;
     return false;
 }
 
 static int cmp_queue(const void *a, const void *b) {
-    uintptr_t x = (uintptr_t)((const part *)a)->q, y = (uintptr_t)((const part *)b)->q;
+    uintptr_t x = (uintptr_t) * (desync_queue_t *const *)a;
+    uintptr_t y = (uintptr_t) * (desync_queue_t *const *)b;
     return (x > y) - (x < y);
 }
 
-/* Fills m (parts and datas laid out after it, room for n each) from objs:
- * the datas in the caller's order, one part per distinct queue, sorted by
- * address (only each part's q: see multi_prepare). DESYNC_EINVAL for a NULL
- * object. */
-static int multi_fill(multi *m, desync_t *const objs[], size_t n, desync_all_fn job, void *arg,
-                      bool sync) {
-    m->parts = (part *)(m + 1);
-    m->datas = (void **)(m->parts + n);
-    for (size_t i = 0; i < n; i++) {
-        if (!objs[i])
-            return DESYNC_EINVAL;
-        m->datas[i] = objs[i]->data;
-        m->parts[i].q = &objs[i]->q;
+/* qs[0, nq): the distinct queues of objs, sorted by address; returns nq,
+ * or 0 for a NULL object. Addresses only (the queue is the object's first
+ * member): no object's memory is read, so on the idle fast path the first
+ * touch of each object is the CAS that takes its token (its line comes
+ * once, owned). */
+static inline __attribute__((always_inline)) uint32_t sort_queues(desync_queue_t *qs[],
+                                                                  desync_t *const objs[],
+                                                                  size_t n) {
+    if (n == 2) { /* the common case (a transfer) */
+        if (!objs[0] || !objs[1])
+            return 0;
+        desync_queue_t *a = &objs[0]->q, *b = &objs[1]->q;
+        bool swap = (uintptr_t)a > (uintptr_t)b;
+        qs[0] = swap ? b : a;
+        qs[1] = swap ? a : b;
+        return a == b ? 1 : 2;
     }
+    uint32_t nq = 0;
     if (n <= 16) {
-        for (size_t i = 1; i < n; i++) {
-            desync_queue_t *q = m->parts[i].q;
-            size_t j = i;
-            for (; j > 0 && (uintptr_t)m->parts[j - 1].q > (uintptr_t)q; j--)
-                m->parts[j].q = m->parts[j - 1].q;
-            m->parts[j].q = q;
+        /* Insertion sort, dropping duplicates as they come. */
+        for (size_t i = 0; i < n; i++) {
+            if (!objs[i])
+                return 0;
+            desync_queue_t *q = &objs[i]->q;
+            uint32_t j = nq;
+            while (j > 0 && (uintptr_t)qs[j - 1] > (uintptr_t)q)
+                j--;
+            if (j > 0 && qs[j - 1] == q)
+                continue;
+            for (uint32_t k = nq; k > j; k--)
+                qs[k] = qs[k - 1];
+            qs[j] = q;
+            nq++;
         }
     } else {
-        qsort(m->parts, n, sizeof(part), cmp_queue);
+        for (size_t i = 0; i < n; i++) {
+            if (!objs[i])
+                return 0;
+            qs[i] = &objs[i]->q;
+        }
+        qsort(qs, n, sizeof *qs, cmp_queue);
+        nq = 1;
+        for (size_t i = 1; i < n; i++)
+            if (qs[nq - 1] != qs[i])
+                qs[nq++] = qs[i];
     }
-    uint32_t nq = 1;
-    for (size_t i = 1; i < n; i++)
-        if (m->parts[nq - 1].q != m->parts[i].q)
-            m->parts[nq++].q = m->parts[i].q;
-    m->nq = nq;
-    m->job = job;
-    m->arg = arg;
-    m->sync = sync;
-    return 0;
+    return nq;
+}
+
+static void fill_datas(void **datas, desync_t *const objs[], size_t n) {
+    for (size_t i = 0; i < n; i++)
+        datas[i] = objs[i]->data;
 }
 
 /* The rest of m, for the parts that will be linked (not needed by the idle
  * fast path, which only takes and gives back tokens). */
-static void multi_prepare(multi *m) {
+static void multi_prepare(multi *m, desync_t *const objs[], size_t n, desync_all_fn job,
+                          void *arg, bool sync) {
+    fill_datas(m->datas, objs, n);
+    m->job = job;
+    m->arg = arg;
+    m->sync = sync;
     for (uint32_t i = 0; i < m->nq; i++) {
         part *p = &m->parts[i];
         p->node.ops = &part_ops;
         p->m = m;
+        p->q = m->qs[i];
         atomic_init(&p->phase, PART_WAIT);
         atomic_init(&p->handed, 0);
         p->got = false;
@@ -329,25 +383,35 @@ static void link_parts(multi *m) {
     dsy_spin_unlock(&link_lock);
 }
 
-/* The idle fast path: true if the job ran with every token taken at once. */
-static bool run_if_idle(multi *m) {
-    uint32_t k = 0;
-    for (; k < m->nq; k++) {
-        part *p = &m->parts[k];
-        dsy_frame_enter(&p->frame, p->q); /* before the token exists (fork) */
-        if (!dsy_queue_take_idle(p->q, &p->node)) {
-            dsy_frame_leave(&p->frame);
-            break;
+/* Gives back the first k tokens taken by run_if_idle, last first. */
+static inline __attribute__((always_inline)) void give_back(desync_queue_t *const qs[],
+                                                            idle_tok tok[], uint32_t k) {
+    while (k-- > 0) {
+        dsy_queue_give_back(qs[k], &tok[k].node);
+        dsy_frame_leave(&tok[k].frame);
+    }
+}
+
+/* The idle fast path: takes the token of each of the nq queues qs (by
+ * address) with one CAS, with tok[i]'s node and frame. If it got them all,
+ * fills datas (now: the line of each object is ours already) and runs the
+ * job, and returns true. Gives back every token it took either way.
+ * Inlined where called: with nq and n known (two objects) the loops go. */
+static inline __attribute__((always_inline)) bool
+run_if_idle(desync_queue_t *const qs[], uint32_t nq, idle_tok tok[], desync_t *const objs[],
+            size_t n, void *datas[], desync_all_fn job, void *arg) {
+    for (uint32_t k = 0; k < nq; k++) {
+        dsy_frame_enter(&tok[k].frame, qs[k]); /* before the token exists (fork) */
+        if (!dsy_queue_take_idle(qs[k], &tok[k].node)) {
+            dsy_frame_leave(&tok[k].frame);
+            give_back(qs, tok, k);
+            return false;
         }
     }
-    bool ran = k == m->nq;
-    if (ran)
-        m->job(m->datas, m->arg);
-    while (k-- > 0) {
-        dsy_queue_give_back(m->parts[k].q, &m->parts[k].node);
-        dsy_frame_leave(&m->parts[k].frame);
-    }
-    return ran;
+    fill_datas(datas, objs, n);
+    job(datas, arg);
+    give_back(qs, tok, nq);
+    return true;
 }
 
 /* sync_all's wait (WAITING): runs its queues up to its parts when their
@@ -391,27 +455,28 @@ static void wait_all(multi *m) {
         dsy_backoff(&b);
 }
 
-int desync_sync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *arg) {
-    if (!objs || !n || !job)
-        return DESYNC_EINVAL;
-    _Alignas(max_align_t) unsigned char small[sizeof(multi) +
-                                            MULTI_STACK * (sizeof(part) + sizeof(void *))];
-    multi *m = (multi *)small;
-    if (n > MULTI_STACK) {
-        if (n > (SIZE_MAX - sizeof(multi)) / (sizeof(part) + sizeof(void *)) ||
-            !(m = malloc(multi_size(n))))
-            return DESYNC_ENOMEM;
-    }
-    int rc = multi_fill(m, objs, n, job, arg, true);
-    if (rc == 0 && forked_off_any(m))
+/* sync_all past the first try of the idle fast path (and for more than
+ * MULTI_STACK objects): every check, the fast path again, the prespin,
+ * then the locked path. */
+static __attribute__((noinline)) int sync_all_wait(desync_t *const objs[], size_t n,
+                                                   desync_all_fn job, void *arg) {
+    _Alignas(max_align_t) unsigned char small[sizeof(multi) + MULTI_STACK * MULTI_ITEM];
+    void *mem = small;
+    if (n > MULTI_STACK && (n > MULTI_MAX || !(mem = malloc(multi_bytes(n, true)))))
+        return DESYNC_ENOMEM;
+    multi *m = multi_layout(mem, n, true);
+    int rc = 0;
+    if (!(m->nq = sort_queues(m->qs, objs, n)))
+        rc = DESYNC_EINVAL;
+    else if (forked_off_any(m))
         rc = DESYNC_EFORKED;
     if (rc != 0)
         goto out;
     (void)dsy_thread_self(); /* registered before any frame, hold or lock */
-    if (run_if_idle(m))
+    if (run_if_idle(m->qs, m->nq, m->tok, objs, n, m->datas, job, arg))
         goto out;
     for (uint32_t i = 0; i < m->nq; i++) {
-        if (dsy_queue_in_chain(m->parts[i].q)) {
+        if (dsy_queue_in_chain(m->qs[i])) {
             rc = DESYNC_EDEADLK;
             goto out;
         }
@@ -423,17 +488,26 @@ int desync_sync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *a
         dsy_cpu_relax();
         bool idle = true;
         for (uint32_t i = 0; i < m->nq && idle; i++)
-            idle = dsy_queue_looks_idle(m->parts[i].q);
-        if (idle && run_if_idle(m))
+            idle = dsy_queue_looks_idle(m->qs[i]);
+        if (idle && run_if_idle(m->qs, m->nq, m->tok, objs, n, m->datas, job, arg))
             goto out;
     }
-    multi_prepare(m);
+    /* Still busy: with more threads than cores the holder is most likely
+     * preempted (R3: 8 threads on 2 cores). Lend it this CPU once and try
+     * again before linking parts: a yield is one system call, while the
+     * locked path costs hand-offs, a wake-up, and parks our other queues
+     * behind the busy one meanwhile. In R3 this turns about three in four
+     * locked-path calls into fast-path runs. */
+    dsy_yield();
+    if (run_if_idle(m->qs, m->nq, m->tok, objs, n, m->datas, job, arg))
+        goto out;
+    multi_prepare(m, objs, n, job, arg, true);
     /* About to block: a cycle through any of our queues is refused before
      * anything is linked. */
     desync_queue_t *qs[DSY_WG_WAITS];
     uint32_t nw = m->nq < DSY_WG_WAITS ? m->nq : DSY_WG_WAITS;
     for (uint32_t i = 0; i < nw; i++)
-        qs[i] = m->parts[i].q;
+        qs[i] = m->qs[i];
     dsy_wait_edge edge;
     if (dsy_wait_enter_all(&edge, qs, nw)) {
         rc = DESYNC_EDEADLK;
@@ -455,26 +529,48 @@ int desync_sync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *a
     for (uint32_t i = 0; i < m->nq; i++)
         dsy_queue_unref(m->parts[i].q);
 out:
-    if (m != (multi *)small)
-        free(m);
+    if (mem != small)
+        free(mem);
     return rc;
+}
+
+
+int desync_sync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *arg) {
+    if (!objs || !n || !job)
+        return DESYNC_EINVAL;
+    if (n <= MULTI_STACK) {
+        /* The idle fast path's first try, with nothing but what it uses. */
+        desync_queue_t *qs[MULTI_STACK];
+        idle_tok tok[MULTI_STACK];
+        void *datas[MULTI_STACK];
+        uint32_t nq = sort_queues(qs, objs, n);
+        if (!nq)
+            return DESYNC_EINVAL;
+        if (DSY_LIKELY(!atomic_load_explicit(&dsy_forked, memory_order_relaxed)) &&
+            (nq == 2 && n == 2 ? run_if_idle(qs, 2, tok, objs, 2, datas, job, arg) /* unrolled */
+                               : run_if_idle(qs, nq, tok, objs, n, datas, job, arg)))
+            return 0;
+    }
+    return sync_all_wait(objs, n, job, arg);
 }
 
 int desync_desync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *arg) {
     if (!objs || !n || !job)
         return DESYNC_EINVAL;
-    multi *m;
-    if (n > (SIZE_MAX - sizeof(multi)) / (sizeof(part) + sizeof(void *)) ||
-        !(m = malloc(multi_size(n))))
+    void *mem;
+    if (n > MULTI_MAX || !(mem = malloc(multi_bytes(n, false))))
         return DESYNC_ENOMEM;
-    int rc = multi_fill(m, objs, n, job, arg, false);
-    if (rc == 0 && forked_off_any(m))
+    multi *m = multi_layout(mem, n, false);
+    int rc = 0;
+    if (!(m->nq = sort_queues(m->qs, objs, n)))
+        rc = DESYNC_EINVAL;
+    else if (forked_off_any(m))
         rc = DESYNC_EFORKED;
     if (rc != 0) {
         free(m);
         return rc;
     }
-    multi_prepare(m);
+    multi_prepare(m, objs, n, job, arg, false);
     (void)dsy_thread_self(); /* registered before any hold or lock */
     /* One count of our own keeps m (and the holds in it) until we return:
      * the job may run and finish every part before that. */

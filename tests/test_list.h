@@ -322,6 +322,7 @@ TEST_ENTRY(stats_worker_threads_named, 20)
 
 /* jobs over several objects: sync_all, desync_all (test_multi.c) */
 TEST_ENTRY(multi_sync_all_datas, 10)
+TEST_ENTRY(multi_two_objects, 10)
 TEST_ENTRY(multi_many_objects, 10)
 TEST_ENTRY(multi_errors, 10)
 TEST_ENTRY(multi_job_releases_object, 10)

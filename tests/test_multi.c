@@ -74,6 +74,31 @@ TEST(multi_sync_all_datas) {
     return 0;
 }
 
+/* Two objects, the fast path's own case: datas in the caller's order
+ * whichever object comes first in memory, and one object named twice. */
+TEST(multi_two_objects) {
+    int v[2] = {1, 2};
+    desync_t *o[2];
+    for (int i = 0; i < 2; i++)
+        CHECK((o[i] = desync_new(&v[i], NULL)));
+    seen s = {.n = 2};
+    desync_t *ab[2] = {o[0], o[1]}, *ba[2] = {o[1], o[0]}, *bb[2] = {o[1], o[1]};
+    CHECK_EQ(desync_sync_all(ab, 2, record_job, &s), 0);
+    CHECK(s.datas[0] == &v[0] && s.datas[1] == &v[1]);
+    CHECK_EQ(desync_sync_all(ba, 2, record_job, &s), 0);
+    CHECK(s.datas[0] == &v[1] && s.datas[1] == &v[0]);
+    CHECK_EQ(desync_sync_all(bb, 2, record_job, &s), 0);
+    CHECK(s.datas[0] == &v[1] && s.datas[1] == &v[1]);
+    CHECK_EQ(s.calls, 3);
+    CHECK(pthread_equal(s.thread, pthread_self()));
+    /* Both idle again: a sync on each runs at once. */
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(desync_sync(o[i], noop_job, NULL), 0);
+        desync_release(o[i]);
+    }
+    return 0;
+}
+
 /* More objects than the call keeps on its stack (an allocation). */
 TEST(multi_many_objects) {
     enum { N = 40 };
