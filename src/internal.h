@@ -10,6 +10,7 @@
  *   os/         the OS layer: parking, clocks, threads, event fds (os.h)
  *   jobpool.c   per-thread magazines of job nodes (no malloc per desync)
  *   queue.c     the serial queue: job list, run token, sync and the waiting path
+ *   queue_fast.h  its idle fast path, inline (dsy_sync, multi.c)
  *   scheduler.c the thread pool that runs ready queues
  *   object.c    desync_t: data + queue, reference counting, destruction
  *   future.c    futures, promises, async jobs, suspend/resume
@@ -257,19 +258,10 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
  * innermost first, and returns how many there are. For the wait-for graph. */
 uint32_t dsy_queue_held(_Atomic(desync_queue_t *) *out, uint32_t max, uint32_t keep);
 
-/* For multi-object jobs (multi.c). A frame of this thread's chain, pushed
- * and popped in LIFO order, for a queue whose token the caller holds or is
- * about to take. */
-void dsy_frame_enter(dsy_frame *f, desync_queue_t *q);
-void dsy_frame_leave(dsy_frame *f);
-dsy_frame *dsy_frame_current(void);
-/* The idle fast path: links n alone if q is idle (true: the caller holds the
- * token, n is the head; the caller's reference keeps q alive), and gives the
- * token back once done with it: q goes idle, or the nodes linked behind n
- * get the token (n is not run: it is just unlinked). */
-bool dsy_queue_take_idle(desync_queue_t *q, dsy_node *n);
+/* For multi-object jobs (multi.c): the frames of this thread's chain and
+ * the idle fast path are inline in queue_fast.h (frame_push, frame_pop,
+ * frame_top, idle_take_alone, idle_give_back). */
 bool dsy_queue_looks_idle(desync_queue_t *q); /* a relaxed hint, for spinning */
-void dsy_queue_give_back(desync_queue_t *q, dsy_node *n);
 /* A thread waiting for nodes of several queues counts itself a waiter on
  * each (as dsy_queue_wait_node does on one), and takes a READY token (true:
  * it holds it, with a reference). */

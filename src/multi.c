@@ -22,7 +22,7 @@
  * call has linked (desync_all returns after that).
  *
  * IDLE FAST PATH (sync_all). The caller tries to take every queue's token
- * with one CAS on its idle tail (dsy_queue_take_idle, in address order). If
+ * with one CAS on its idle tail (idle_take_alone, in address order). If
  * all succeed it holds every queue at once: the job runs inline, and each
  * token is given back (the queue goes idle, or jobs queued behind meanwhile
  * get it). The first try (up to MULTI_STACK objects) uses nothing but
@@ -81,6 +81,7 @@
  * the word: the token (and q->head) comes with it.
  */
 #include "internal.h"
+#include "queue_fast.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -136,20 +137,20 @@ static void run_job(multi *m, part *at) {
     dsy_frame *top = NULL;
     for (uint32_t i = 0; i < m->nq; i++) {
         if (&m->parts[i] != at) {
-            dsy_frame_enter(&m->parts[i].frame, m->parts[i].q);
+            frame_push(&m->parts[i].frame, m->parts[i].q);
             top = &m->parts[i].frame;
         }
     }
     /* Run for a blocked caller: its chain counts for deadlock checks. */
     if (m->sync && m->owner != &dsy_self) {
         if (!top)
-            top = dsy_frame_current();
+            top = frame_top();
         top->behalf = m->caller;
     }
     m->job(m->datas, m->arg);
     for (uint32_t i = m->nq; i-- > 0;)
         if (&m->parts[i] != at)
-            dsy_frame_leave(&m->parts[i].frame);
+            frame_pop(&m->parts[i].frame);
 }
 
 static DSY_TLS unsigned tls_helping; /* nesting of help_others */
@@ -387,8 +388,8 @@ static void link_parts(multi *m) {
 static inline __attribute__((always_inline)) void give_back(desync_queue_t *const qs[],
                                                             idle_tok tok[], uint32_t k) {
     while (k-- > 0) {
-        dsy_queue_give_back(qs[k], &tok[k].node);
-        dsy_frame_leave(&tok[k].frame);
+        idle_give_back(qs[k], &tok[k].node);
+        frame_pop(&tok[k].frame);
     }
 }
 
@@ -401,9 +402,9 @@ static inline __attribute__((always_inline)) bool
 run_if_idle(desync_queue_t *const qs[], uint32_t nq, idle_tok tok[], desync_t *const objs[],
             size_t n, void *datas[], desync_all_fn job, void *arg) {
     for (uint32_t k = 0; k < nq; k++) {
-        dsy_frame_enter(&tok[k].frame, qs[k]); /* before the token exists (fork) */
-        if (!dsy_queue_take_idle(qs[k], &tok[k].node)) {
-            dsy_frame_leave(&tok[k].frame);
+        frame_push(&tok[k].frame, qs[k]); /* before the token exists (fork) */
+        if (!idle_take_alone(qs[k], &tok[k].node)) {
+            frame_pop(&tok[k].frame);
             give_back(qs, tok, k);
             return false;
         }
@@ -514,7 +515,7 @@ static __attribute__((noinline)) int sync_all_wait(desync_t *const objs[], size_
         goto out;
     }
     m->owner = &dsy_self;
-    m->caller = dsy_frame_current();
+    m->caller = frame_top();
     /* A job may drop the last reference to an object (a release inside
      * it): we hold one of our own on each queue until we are done. */
     for (uint32_t i = 0; i < m->nq; i++) {

@@ -44,16 +44,17 @@
  * no queued node pending (BACKLOG's counts equal: the queue's user is
  * another sync on the idle path), does not link its node yet: like a mutex
  * waiter, it sets BARGE in `state` and sleeps on `state` until the queue
- * goes idle, then takes it with the idle CAS. Whoever makes the queue idle (the CAS tail: n -> NULL in advance or
- * after an idle sync) or gives its token to the scheduler (READY) and finds
- * BARGE clears it and wakes one sleeper, which sets BARGE again before it
- * looks (went_idle, wake_barger). So the thread that is using the queue
- * keeps it and its cache lines while the others sleep, rather than every
- * sync being handed across cores in turn (W3, W3b: a lock convoy). Its place
- * is not fixed before it links, so the order of jobs is still the order of
- * their linking. No sync waits outside longer than DSY_SYNC_BARGE_NS: it
- * then links its node and gets its turn in order. A waiter outside that sees
- * READY links at once (it may be the thread the token waits for).
+ * goes idle, then takes it with the idle CAS. Whoever makes the queue idle
+ * (the CAS tail: n -> NULL in advance or after an idle sync) or gives its
+ * token to the scheduler (READY) and finds BARGE clears it and wakes one
+ * sleeper, which sets BARGE again before it looks (queue_fast.h: went_idle).
+ * So the thread that is using the queue keeps it and its cache lines while
+ * the others sleep, rather than every sync being handed across cores in
+ * turn (W3, W3b: a lock convoy). Its place is not fixed before it links, so
+ * the order of jobs is still the order of their linking. No sync waits
+ * outside longer than DSY_SYNC_BARGE_NS: it then links its node and gets its
+ * turn in order. A waiter outside that sees READY links at once (it may be
+ * the thread the token waits for).
  *
  * DEADLOCKS. Each thread keeps a chain of frames for the jobs it is running
  * (dsy_self.frame); a job run for a blocked syncer also links that syncer's
@@ -104,6 +105,7 @@
  * not model them).
  */
 #include "internal.h"
+#include "queue_fast.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -134,33 +136,7 @@
 #define DSY_Q_OBJECT 8u
 #define DSY_Q_FORKED 16u
 #define DSY_Q_HELD 32u
-#define DSY_Q_BARGE 64u
 #define DSY_WAITER 128u
-
-/* This thread's frame chain lives in its record (internal.h: fork), where
- * the child of a fork finds the queues whose jobs vanished threads ran. */
-static inline dsy_frame *frame_top(void) {
-    return atomic_load_explicit(&dsy_self.frame, memory_order_relaxed);
-}
-
-/* Published before the operation that may take q's token (fork). */
-static inline void frame_push(dsy_frame *f, desync_queue_t *q) {
-    dsy_thread *t = dsy_thread_self();
-    f->q = q;
-    f->parent = atomic_load_explicit(&t->frame, memory_order_relaxed);
-    f->behalf = NULL;
-    atomic_store_explicit(&t->frame, f, memory_order_release);
-}
-
-static inline void frame_pop(dsy_frame *f) {
-    atomic_store_explicit(&dsy_self.frame, f->parent, memory_order_release);
-}
-
-/* In a fork child, the thread that called fork may come back from a job to
- * a queue that was forked off meanwhile: it must leave it alone. */
-static inline bool survivor_left_forked(desync_queue_t *q) {
-    return DSY_UNLIKELY(dsy_self.survivor) && dsy_queue_forked_off(q);
-}
 
 static inline bool forked_off_gated(desync_queue_t *q) {
     return DSY_UNLIKELY(atomic_load_explicit(&dsy_forked, memory_order_relaxed)) &&
@@ -341,22 +317,11 @@ static dsy_node *wait_next(dsy_node *n) {
     return next;
 }
 
-/* Syncers waiting outside a busy queue (dsy_sync: BARGING) set BARGE in
- * `state` and sleep on it. Whoever makes the queue idle (tail n -> NULL,
- * seq_cst) loads `state` (seq_cst) and, if BARGE is set, clears it and wakes
- * one of them; the woken one sets BARGE again before it looks at the queue,
- * so the next idle queue wakes the next sleeper. Pairs with the waiter's
- * fetch-or of BARGE and load of `tail` (Dekker): either the waiter sees the
- * queue idle or the one that made it idle sees BARGE. q is alive: the caller
- * holds the token's reference or its own. */
-static __attribute__((noinline)) void wake_barger(desync_queue_t *q) {
+/* BARGING: see queue_fast.h (went_idle). Clears BARGE and wakes one
+ * syncer waiting outside q. */
+void dsy_queue_wake_barger(desync_queue_t *q) {
     atomic_fetch_and_explicit(&q->state, ~DSY_Q_BARGE, memory_order_relaxed);
     dsy_unpark_one(&q->state);
-}
-
-static inline void went_idle(desync_queue_t *q) {
-    if (DSY_UNLIKELY(atomic_load_explicit(&q->state, memory_order_seq_cst) & DSY_Q_BARGE))
-        wake_barger(q);
 }
 
 /* Unlinks the finished head node n and returns the next one, or NULL if
@@ -447,7 +412,7 @@ void dsy_token_place(desync_queue_t *q, bool has_ref) {
      * (a scheduler without free threads): it queues its node once it sees
      * READY. q is alive until the entry or the unref below. */
     if (DSY_UNLIKELY(s & DSY_Q_BARGE))
-        wake_barger(q);
+        dsy_queue_wake_barger(q);
     if (s & DSY_Q_LINKED)
         dsy_queue_unref(q); /* the stale entry already holds a reference */
     else
@@ -766,28 +731,9 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
     return n;
 }
 
-/* The idle fast path of a sync (and of a multi-object job, which takes every
- * token this way): one CAS takes an idle queue (tail NULL -> n, n->next
- * already NULL), creating the token on this thread; acq_rel orders this busy
- * period after the previous one's idle CAS, and releases n->next to
- * producers that link behind n. */
-static inline bool idle_take(desync_queue_t *q, dsy_node *n) {
-    dsy_node *expect = NULL;
-    return atomic_compare_exchange_strong_explicit(&q->tail, &expect, n, memory_order_acq_rel,
-                                                   memory_order_relaxed);
-}
-
-/* ... and gives it back after n's job ran: a second CAS (n -> NULL) if no
- * job was queued behind n, else the jobs behind it are handed on. */
-static inline void idle_give_back(desync_queue_t *q, dsy_node *n) {
-    dsy_node *mine = n;
-    if (survivor_left_forked(q) ||
-        DSY_LIKELY(atomic_compare_exchange_strong_explicit(&q->tail, &mine, NULL,
-                                                           memory_order_seq_cst,
-                                                           memory_order_relaxed))) {
-        went_idle(q);
-        return;
-    }
+/* The slow half of idle_give_back (queue_fast.h): jobs were queued behind
+ * n; they get the token (sleeping syncers' jobs run here first). */
+void dsy_queue_give_back_behind(desync_queue_t *q, dsy_node *n) {
     dsy_node *next = combine_sleepers(q, wait_next(n));
     if (next) {
         q->head = next;
@@ -802,7 +748,7 @@ static inline void idle_give_back(desync_queue_t *q, dsy_node *n) {
  * waits for a thread that this caller may have to be), or DESYNC_EDEADLK.
  * It sets BARGE before every look at `tail` and every sleep, so whenever it
  * sleeps or leaves, BARGE is set or a wake is on its way to a sleeper. */
-static int sync_wait_outside(desync_queue_t *q, dsy_node *n, dsy_frame *f) {
+static __attribute__((noinline)) int sync_wait_outside(desync_queue_t *q, dsy_node *n, dsy_frame *f) {
     dsy_wait_edge edge;
     if (dsy_wait_enter(&edge, q))
         return DESYNC_EDEADLK;
@@ -832,66 +778,60 @@ static int sync_wait_outside(desync_queue_t *q, dsy_node *n, dsy_frame *f) {
     return took;
 }
 
-int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags) {
-    if (DSY_UNLIKELY(!q || !fn))
-        return DESYNC_EINVAL;
-    /* A scheduler without threads: its due timers fire first (timer.c). */
-    if (DSY_UNLIKELY(atomic_load_explicit(&dsy_timer_heaps, memory_order_relaxed)))
-        dsy_timers_on_sync(q->sched);
-    DSY_ASSERT(!(flags & DSY_JOB_COPY));
+/* Runs the job of a sync that took idle q with node n (its frame f pushed),
+ * and gives q back. */
+static inline void sync_run_taken(desync_queue_t *q, dsy_node *n, dsy_frame *f, dsy_fn fn,
+                                  bool with_data, void *data, void *arg) {
+    q->head = n;
+    call_job(fn, with_data, data, arg);
+    idle_give_back(q, n);
+    frame_pop(f);
+}
+
+/* dsy_sync on a busy queue: pre-spin, wait outside, or queue a node and
+ * wait for it. Out of line, so that the idle path saves few registers. */
+static __attribute__((noinline)) int sync_busy(desync_queue_t *q, dsy_fn fn, void *data,
+                                               void *arg, unsigned flags) {
     bool with_data = flags & DSY_JOB_DATA, try_only = flags & DSY_JOB_TRY;
     sync_node sn;
     atomic_store_explicit(&sn.node.next, NULL, memory_order_relaxed);
-
-    /* Idle queue: run on this thread with one CAS each way. Nobody but us
-     * reads our node while we hold the token, so only `next` is needed. The
-     * CAS releases that store to producers that link behind our node. The
-     * job's frame is pushed first and popped once the token is gone (fork);
-     * the caller's reference keeps q alive meanwhile. */
     dsy_frame f;
-    frame_push(&f, q);
-    bool idle = idle_take(q, &sn.node);
-    if (DSY_UNLIKELY(!idle)) {
-        frame_pop(&f);
-        uint32_t st = atomic_load_explicit(&q->state, memory_order_relaxed);
-        if (st & DSY_Q_FORKED)
-            return DESYNC_EFORKED;
-        if (!try_only && !dsy_queue_in_chain(q) && !(st & DSY_Q_READY)) {
-            /* Busy: watch for it to go idle for a moment before queueing.
-             * Our place is not fixed until we link a node, and a short job by
-             * another syncer is usually over sooner than a hand-off between
-             * threads. (Not when no thread runs it: then we drain it
-             * ourselves at once.) */
-            frame_push(&f, q);
-            for (unsigned i = 0; i < DSY_SYNC_PRESPIN_ROUNDS && !idle; i++) {
-                dsy_cpu_relax();
-                idle = !atomic_load_explicit(&q->tail, memory_order_relaxed) &&
-                       idle_take(q, &sn.node);
-            }
-            if (!idle) {
-                frame_pop(&f);
-                /* Wait outside only while no queued node is pending (all
-                 * pushed ones counted unlinked): then the queue's user is
-                 * another sync on the idle path, whose job ends soon. Behind
-                 * queued jobs (W4), our node is better queued: the thread
-                 * running them hands it the token or runs it, sooner than a
-                 * wake-up once the queue is idle. Both counts are on the
-                 * line of `tail`, read just above. */
-                if (atomic_load_explicit(&q->pushed, memory_order_relaxed) ==
-                    atomic_load_explicit(&q->unlinked, memory_order_relaxed)) {
-                    int rc = sync_wait_outside(q, &sn.node, &f);
-                    if (rc < 0)
-                        return rc;
-                    idle = rc;
-                }
+    bool idle = false;
+    uint32_t st = atomic_load_explicit(&q->state, memory_order_relaxed);
+    if (st & DSY_Q_FORKED)
+        return DESYNC_EFORKED;
+    if (!try_only && !dsy_queue_in_chain(q) && !(st & DSY_Q_READY)) {
+        /* Busy: watch for it to go idle for a moment before queueing.
+         * Our place is not fixed until we link a node, and a short job by
+         * another syncer is usually over sooner than a hand-off between
+         * threads. (Not when no thread runs it: then we drain it
+         * ourselves at once.) */
+        frame_push(&f, q);
+        for (unsigned i = 0; i < DSY_SYNC_PRESPIN_ROUNDS && !idle; i++) {
+            dsy_cpu_relax();
+            idle = !atomic_load_explicit(&q->tail, memory_order_relaxed) &&
+                   idle_take(q, &sn.node);
+        }
+        if (!idle) {
+            frame_pop(&f);
+            /* Wait outside only while no queued node is pending (all
+             * pushed ones counted unlinked): then the queue's user is
+             * another sync on the idle path, whose job ends soon. Behind
+             * queued jobs (W4), our node is better queued: the thread
+             * running them hands it the token or runs it, sooner than a
+             * wake-up once the queue is idle. Both counts are on the
+             * line of `tail`, read just above. */
+            if (atomic_load_explicit(&q->pushed, memory_order_relaxed) ==
+                atomic_load_explicit(&q->unlinked, memory_order_relaxed)) {
+                int rc = sync_wait_outside(q, &sn.node, &f);
+                if (rc < 0)
+                    return rc;
+                idle = rc;
             }
         }
     }
-    if (DSY_LIKELY(idle)) {
-        q->head = &sn.node;
-        call_job(fn, with_data, data, arg);
-        idle_give_back(q, &sn.node);
-        frame_pop(&f);
+    if (idle) {
+        sync_run_taken(q, &sn.node, &f, fn, with_data, data, arg);
         return 0;
     }
     if (dsy_queue_in_chain(q))
@@ -927,6 +867,30 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
     dsy_wait_leave(&edge);
     dsy_hold_pop(&h);
     return 0;
+}
+
+int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags) {
+    if (DSY_UNLIKELY(!q || !fn))
+        return DESYNC_EINVAL;
+    /* A scheduler without threads: its due timers fire first (timer.c). */
+    if (DSY_UNLIKELY(atomic_load_explicit(&dsy_timer_heaps, memory_order_relaxed)))
+        dsy_timers_on_sync(q->sched);
+    DSY_ASSERT(!(flags & DSY_JOB_COPY));
+    /* Idle queue: run on this thread with one CAS each way. Nobody but us
+     * reads our node while we hold the token, so only `next` is needed. The
+     * CAS releases that store to producers that link behind our node. The
+     * job's frame is pushed first and popped once the token is gone (fork);
+     * the caller's reference keeps q alive meanwhile. */
+    dsy_node n;
+    atomic_store_explicit(&n.next, NULL, memory_order_relaxed);
+    dsy_frame f;
+    frame_push(&f, q);
+    if (DSY_LIKELY(idle_take(q, &n))) {
+        sync_run_taken(q, &n, &f, fn, flags & DSY_JOB_DATA, data, arg);
+        return 0;
+    }
+    frame_pop(&f);
+    return sync_busy(q, fn, data, arg, flags);
 }
 
 /* --------------------------------------------------------- desync jobs */
@@ -1526,23 +1490,9 @@ void dsy_queue_fork_survivor(dsy_thread *t) {
  * nodes on several queues (counted on each, as dsy_queue_wait_node is on one).
  */
 
-void dsy_frame_enter(dsy_frame *f, desync_queue_t *q) { frame_push(f, q); }
-void dsy_frame_leave(dsy_frame *f) { frame_pop(f); }
-dsy_frame *dsy_frame_current(void) { return frame_top(); }
-
-bool dsy_queue_take_idle(desync_queue_t *q, dsy_node *n) {
-    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-    if (!idle_take(q, n))
-        return false;
-    q->head = n;
-    return true;
-}
-
 bool dsy_queue_looks_idle(desync_queue_t *q) {
     return !atomic_load_explicit(&q->tail, memory_order_relaxed);
 }
-
-void dsy_queue_give_back(desync_queue_t *q, dsy_node *n) { idle_give_back(q, n); }
 
 void dsy_queue_waiter_add(desync_queue_t *q) {
     atomic_fetch_add_explicit(&q->state, DSY_WAITER, memory_order_acq_rel);
