@@ -77,6 +77,13 @@
  * the cost of a wake-up. W7. */
 #define DSY_WORKER_GRACE_NS 1000u
 
+/* While entries wait for the awake workers (AWAKE CAP in scheduler.c), an
+ * idle worker looks this often whether any entry left the run list, and
+ * takes one if none did (the awake ones are blocked in jobs). Shorter runs a
+ * queue sooner behind jobs that block; longer costs fewer wake-ups while
+ * the awake workers keep up. CM; programs whose jobs block. */
+#define DSY_WORKER_WATCH_NS 1000000u
+
 /* An idle worker exits after sleeping this long without work. Shorter gives
  * memory and threads back sooner; longer saves thread starts for bursty
  * programs. */
