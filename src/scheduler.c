@@ -18,12 +18,14 @@
  * Workers: run an entry for at most DSY_SCHED_BATCH jobs, then give it up
  * if anything else is waiting (fairness), else keep going. Without work a
  * worker spins for DSY_WORKER_SPIN_NS (longer while work keeps arriving),
- * then sleeps on its own futex word; after DSY_WORKER_RETIRE_NS asleep it
- * exits. While spinning it leaves a lone new entry alone for
- * DSY_WORKER_GRACE_NS, as the thread that made the queue ready often runs it
- * itself right after (sync or future wait). A worker is woken, or a new one
- * started (up to max_threads), when an entry enters the run list and no
- * worker is spinning.
+ * yielding its core every DSY_WORKER_SPIN_YIELD_EVERY rounds (on a loaded
+ * machine it must not take the CPU of the threads that make the work), then
+ * sleeps on its own futex word; after DSY_WORKER_RETIRE_NS asleep it exits.
+ * While spinning it leaves a lone new entry alone for DSY_WORKER_GRACE_NS,
+ * as the thread that made the queue ready often runs it itself right after
+ * (sync or future wait). A worker is woken, or a new one started (up to
+ * max_threads), when an entry enters the run list, no worker is spinning
+ * and fewer than one per core are awake (AWAKE CAP).
  *
  * AWAKE CAP. Entries are for the workers that are awake (not on the idle
  * stack: running, spinning or about to look): a new entry wakes or starts a
@@ -480,7 +482,13 @@ static dsy_runnable *spin_for_work(worker *w) {
     dsy_runnable *r = NULL;
     uint64_t seen_at = 0;
     dsy_spin sp = dsy_spin_for(DSY_WORKER_SPIN_NS, 0);
+    unsigned round = 0;
     do {
+        /* Politely: on a loaded machine the threads that make the work get
+         * the CPU (the spin is bounded in time, so a long yield ends it);
+         * with a core to spare, the yield returns at once. */
+        if (++round % DSY_WORKER_SPIN_YIELD_EVERY == 0)
+            dsy_yield();
         if (atomic_load_explicit(&w->next_q, memory_order_relaxed) ||
             atomic_load_explicit(&w->stop, memory_order_relaxed))
             break;

@@ -71,6 +71,12 @@
  * CPU an idle process burns grows with it. */
 #define DSY_WORKER_SPIN_NS 20000u
 
+/* ... yielding its core every this many rounds (pauses): with more threads
+ * than cores (CM, W4: the producers), the spin would take the CPU of a
+ * thread that makes the work; with a core to spare the yield returns at once.
+ * Smaller makes more system calls while spinning. */
+#define DSY_WORKER_SPIN_YIELD_EVERY 16u
+
 /* A spinning worker leaves a lone newly ready queue alone this long: the
  * thread that made it ready often waits for it at once (sync, future wait)
  * and then runs it itself, cheaper than moving it across cores. Far below
