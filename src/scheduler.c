@@ -85,7 +85,6 @@ typedef struct worker {
     const void *joiner;               /* lock: who joins it once stopped (stop_locked) */
     bool in_job;                      /* this thread is running a job */
     bool idle;                        /* on the idle stack (lock) */
-    bool watch_first;                 /* started as the watcher: sleeps at once */
     struct worker *idle_next;         /* lock */
     struct worker *all_next;          /* lock: every live worker */
     struct worker *zombie_next;       /* lock: exited, to be joined */
