@@ -18,12 +18,30 @@
  * Workers: run an entry for at most DSY_SCHED_BATCH jobs, then give it up
  * if anything else is waiting (fairness), else keep going. Without work a
  * worker spins for DSY_WORKER_SPIN_NS (longer while work keeps arriving),
- * then sleeps on its own futex word; after DSY_WORKER_RETIRE_NS asleep it
- * exits. While spinning it leaves a lone new entry alone for
- * DSY_WORKER_GRACE_NS, as the thread that made the queue ready often runs it
- * itself right after (sync or future wait). A worker is woken, or a new one
- * started (up to max_threads), when an entry enters the run list and no
- * worker is spinning.
+ * yielding its core every DSY_WORKER_SPIN_YIELD_EVERY rounds (on a loaded
+ * machine it must not take the CPU of the threads that make the work), then
+ * sleeps on its own futex word; after DSY_WORKER_RETIRE_NS asleep it exits.
+ * While spinning it leaves a lone new entry alone for DSY_WORKER_GRACE_NS,
+ * as the thread that made the queue ready often runs it itself right after
+ * (sync or future wait). A worker is woken, or a new one started (up to
+ * max_threads), when an entry enters the run list, no worker is spinning
+ * and fewer than one per core are awake (AWAKE CAP).
+ *
+ * AWAKE CAP. Entries are for the workers that are awake (not on the idle
+ * stack: running, spinning or about to look): a new entry wakes or starts a
+ * worker only while fewer than `awake_cap` (the online cores) are awake.
+ * With every core busy, another awake worker would only take CPU from the
+ * threads that feed it, and fewer entries would find their queue's token
+ * still listed (a desync onto a listed queue only links its job: the listed
+ * entry then runs several jobs in one turn). An awake worker may block in a
+ * job, so while entries wait for the awake ones, one idle worker, the
+ * watcher, sleeps with a timeout (DSY_WORKER_WATCH_NS) and looks: if no
+ * entry left the run list in a whole period, it takes one itself (and the
+ * next idle worker watches); if the run list is empty, it stops watching.
+ * So an entry waits for a thread at most about one period per blocked
+ * worker while the pool has room. Without an idle worker to watch, one is
+ * started for the purpose. A worker whose job blocks in the library
+ * (dsy_sched_thread_blocks) and timers kick without the cap.
  *
  * A thread that cannot be started (kick_locked) leaves the scheduler
  * "starved": pushes onto its waiting queues try again (dsy_sched_poke).
@@ -54,12 +72,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* A worker's futex word. */
+enum { WAKE_ASLEEP, WAKE_WORK, WAKE_WATCH };
+
 typedef struct worker {
     desync_scheduler_t *s;
     pthread_t thread;
     _Atomic(dsy_runnable *) next_q; /* an entry or NULL */
     _Atomic uint32_t next_seq;        /* bumped whenever next_q is filled */
-    _Atomic uint32_t wake;            /* futex word: 1 once woken */
+    _Atomic uint32_t wake;            /* futex word: WAKE_* */
     _Atomic bool stop;                /* set under the lock: exit when possible */
     const void *joiner;               /* lock: who joins it once stopped (stop_locked) */
     bool in_job;                      /* this thread is running a job */
@@ -86,7 +107,15 @@ struct desync_scheduler {
     _Atomic size_t nthreads; /* written under the lock */
     _Atomic unsigned nspinning;
     worker *idle;
-    size_t nidle;
+    _Atomic size_t nidle; /* written under the lock; read without it (awake) */
+    /* Workers kept awake for work (online cores): see AWAKE CAP. */
+    size_t awake_cap;
+    /* The idle worker that watches the run list while entries wait for the
+     * awake workers (lock), the pops it last saw and when (lock), and
+     * whether there is one (readable without the lock). */
+    worker *watcher;
+    uint64_t npop, watch_pops, watch_since;
+    _Atomic bool watched;
     worker *all;
     worker *zombies;
     bool closed;   /* freed by the user: no threads any more */
@@ -160,6 +189,7 @@ static void runlist_push(desync_scheduler_t *s, dsy_runnable *r) {
 static dsy_runnable *runlist_pop(desync_scheduler_t *s) {
     if (!s->run.len)
         return NULL;
+    s->npop++; /* progress, for the watcher */
     dsy_runnable *r = dsy_ring_take(&s->run);
     atomic_store_explicit(&s->ready, s->run.len, memory_order_relaxed);
     return r;
@@ -222,11 +252,36 @@ static void unlink_all(desync_scheduler_t *s, worker *w) {
 
 static void timer_waiter_gone_locked(desync_scheduler_t *s, worker *w);
 
+/* Lock held: w, idle, is woken or leaves the idle stack: no longer the
+ * watcher (the next deferred entry finds another). */
+static void unwatch_locked(desync_scheduler_t *s, worker *w) {
+    if (s->watcher == w) {
+        s->watcher = NULL;
+        atomic_store_explicit(&s->watched, false, memory_order_relaxed);
+    }
+}
+
+/* Lock held: w becomes the watcher, from now. */
+static void watch_locked(desync_scheduler_t *s, worker *w) {
+    s->watcher = w;
+    atomic_store_explicit(&s->watched, true, memory_order_relaxed);
+    s->watch_pops = s->npop;
+    s->watch_since = dsy_now_ns();
+}
+
+/* Workers awake: not on the idle stack (a snapshot without the lock). */
+static inline size_t awake(desync_scheduler_t *s) {
+    size_t n = atomic_load_explicit(&s->nthreads, memory_order_relaxed);
+    size_t idle = atomic_load_explicit(&s->nidle, memory_order_relaxed);
+    return n > idle ? n - idle : 0;
+}
+
 static void wake_locked(worker *w) {
     if (DSY_UNLIKELY(w->s->timer_waiter == w))
         timer_waiter_gone_locked(w->s, w);
+    unwatch_locked(w->s, w);
     w->idle = false;
-    atomic_store_explicit(&w->wake, 1, memory_order_release);
+    atomic_store_explicit(&w->wake, WAKE_WORK, memory_order_release);
 }
 
 /* The futex wake is done after the lock is dropped, so the woken thread does
@@ -246,10 +301,32 @@ static void unpark_worker(worker *w) {
  * queue whose token waits here tries again (dsy_sched_poke), as does the
  * next entry submitted; a sync or future wait on the queue runs it on the
  * waiting thread meanwhile. So one failed start never stalls a queue. */
-static worker *kick_locked(desync_scheduler_t *s) {
+static worker *kick_locked(desync_scheduler_t *s, bool force) {
     /* seq_cst: pairs with the spinners' count (spin_for_work). */
     if (atomic_load_explicit(&s->nspinning, memory_order_seq_cst))
         return NULL;
+    if (!force && awake(s) >= s->awake_cap) {
+        /* The awake workers take it (AWAKE CAP); an idle one watches. */
+        if (s->watcher || !s->run.len)
+            return NULL;
+        worker *w = s->idle;
+        if (w && w != s->timer_waiter) {
+            watch_locked(s, w);
+            atomic_store_explicit(&w->wake, WAKE_WATCH, memory_order_release);
+            return w;
+        }
+        if (!w && !s->closed && atomic_load(&s->nthreads) < atomic_load(&s->max_threads)) {
+            /* Started as the watcher: it sleeps at once (worker_main). */
+            if (spawn_locked(s) != 0) {
+                atomic_fetch_add_explicit(&s->spawn_failures, 1, memory_order_relaxed);
+                set_starved_locked(s, true);
+            } else {
+                watch_locked(s, s->all);
+            }
+            return NULL;
+        }
+        /* Only the timer waiter is idle, or no room: as for any entry. */
+    }
     if (s->idle) {
         worker *w = s->idle;
         DSY_ASSERT(w->idle && s->nidle > 0);
@@ -274,8 +351,11 @@ static worker *kick_locked(desync_scheduler_t *s) {
 static void kick_if_backlog(desync_scheduler_t *s) {
     if (!atomic_load_explicit(&s->ready, memory_order_relaxed))
         return;
+    /* Enough workers awake, and watched: nothing to do (kick_locked). */
+    if (awake(s) >= s->awake_cap && atomic_load_explicit(&s->watched, memory_order_relaxed))
+        return;
     dsy_spin_lock(&s->lock);
-    worker *w = s->run.len ? kick_locked(s) : NULL;
+    worker *w = s->run.len ? kick_locked(s, false) : NULL;
     dsy_spin_unlock(&s->lock);
     unpark_worker(w);
 }
@@ -284,7 +364,7 @@ static void kick_if_backlog(desync_scheduler_t *s) {
 static void kick_waiting_locked(desync_scheduler_t *s) {
     for (size_t i = 0; i < s->run.len; i++) {
         size_t before = atomic_load(&s->nthreads);
-        worker *w = kick_locked(s);
+        worker *w = kick_locked(s, false);
         if (w)
             dsy_unpark_one(&w->wake); /* w cannot exit while we hold the lock */
         else if (atomic_load(&s->nthreads) == before)
@@ -301,7 +381,9 @@ static void join_list(worker *z) {
     }
 }
 
-void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) {
+/* force: wake or start a worker for r even with enough awake (the caller,
+ * awake, is about to block). */
+static void submit(desync_scheduler_t *s, dsy_runnable *r, bool force) {
     worker *w = tls_worker;
     if (w && w->s == s && w->in_job) {
         dsy_runnable *old = atomic_exchange_explicit(&w->next_q, r, memory_order_acq_rel);
@@ -319,7 +401,7 @@ void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) {
         return;
     }
     runlist_push(s, r);
-    worker *wake = kick_locked(s);
+    worker *wake = kick_locked(s, force);
     if (DSY_UNLIKELY(s->fork_restart))
         fork_restart_locked(s);
     worker *z = s->zombies;
@@ -329,13 +411,15 @@ void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) {
     join_list(z);
 }
 
+void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) { submit(s, r, false); }
+
 void dsy_sched_poke(desync_scheduler_t *s) {
     if (DSY_LIKELY(!atomic_load_explicit(&s->starved, memory_order_relaxed)))
         return;
     dsy_spin_lock(&s->lock);
     worker *wake = NULL;
     if (s->run.len)
-        wake = kick_locked(s);
+        wake = kick_locked(s, false);
     else
         set_starved_locked(s, false); /* nothing waits */
     worker *z = s->zombies;
@@ -364,10 +448,10 @@ void dsy_sched_thread_blocks(void) {
     if (!r)
         return;
     /* Submitted as from any other thread: to the run list, waking or
-     * starting a worker for it. */
+     * starting a worker for it (this one, awake, is about to block). */
     bool in_job = w->in_job;
     w->in_job = false;
-    dsy_sched_submit(w->s, r);
+    submit(w->s, r, true);
     w->in_job = in_job;
 }
 
@@ -397,7 +481,13 @@ static dsy_runnable *spin_for_work(worker *w) {
     dsy_runnable *r = NULL;
     uint64_t seen_at = 0;
     dsy_spin sp = dsy_spin_for(DSY_WORKER_SPIN_NS, 0);
+    unsigned round = 0;
     do {
+        /* Politely: on a loaded machine the threads that make the work get
+         * the CPU (the spin is bounded in time, so a long yield ends it);
+         * with a core to spare, the yield returns at once. */
+        if (++round % DSY_WORKER_SPIN_YIELD_EVERY == 0)
+            dsy_yield();
         if (atomic_load_explicit(&w->next_q, memory_order_relaxed) ||
             atomic_load_explicit(&w->stop, memory_order_relaxed))
             break;
@@ -492,8 +582,9 @@ static void timer_waiter_gone_locked(desync_scheduler_t *s, worker *w) {
     if (!o)
         return;
     idle_unlink_locked(s, o);
+    unwatch_locked(s, o);
     o->idle = false;
-    atomic_store_explicit(&o->wake, 1, memory_order_release);
+    atomic_store_explicit(&o->wake, WAKE_WORK, memory_order_release);
     dsy_unpark_one(&o->wake); /* o cannot exit while we hold the lock */
 }
 
@@ -519,53 +610,91 @@ void dsy_sched_timer_kick(desync_scheduler_t *s) {
         idle_unlink_locked(s, w);
         wake_locked(w);
     } else {
-        w = kick_locked(s);
+        w = kick_locked(s, true);
     }
     dsy_spin_unlock(&s->lock);
     unpark_worker(w);
 }
 
-/* The next entry to run (*out), or why there is none. */
-static work_kind find_work(worker *w, dsy_runnable **out) {
+/* The watcher w (idle) woke: what next? Lock not held. */
+typedef enum watch_kind {
+    WATCH_STAY, /* sleep again (still watching, or woken for work: see wake) */
+    WATCH_GO,   /* off the idle stack: look for work as any awake worker */
+} watch_kind;
+
+static watch_kind watch_check(desync_scheduler_t *s, worker *w) {
+    fire_due_timers(s); /* the awake workers may all be in long jobs */
+    watch_kind k = WATCH_STAY;
+    dsy_spin_lock(&s->lock);
+    if (w->idle && s->watcher == w) {
+        uint64_t now = dsy_now_ns();
+        if (!s->run.len || (now - s->watch_since >= DSY_WORKER_WATCH_NS &&
+                            s->npop == s->watch_pops)) {
+            /* Nothing waits (the watch is over), or nothing left the run
+             * list for a whole period (the awake workers are blocked): look
+             * for work; the next deferred entry gets another watcher. */
+            unwatch_locked(s, w);
+            idle_unlink_locked(s, w);
+            w->idle = false;
+            k = WATCH_GO;
+        } else if (now - s->watch_since >= DSY_WORKER_WATCH_NS) {
+            s->watch_pops = s->npop;
+            s->watch_since = now;
+        }
+    }
+    dsy_spin_unlock(&s->lock);
+    return k;
+}
+
+/* The next entry to run (*out), or why there is none. A worker started as
+ * the watcher (`watching`) goes to sleep at once. */
+static work_kind find_work(worker *w, dsy_runnable **out, bool watching) {
     desync_scheduler_t *s = w->s;
     for (;;) {
         fire_due_timers(s);
-        dsy_runnable *r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
-        if (!r && atomic_load_explicit(&w->stop, memory_order_relaxed))
-            return WORK_STOP;
-        if (!r && atomic_load_explicit(&s->ready, memory_order_relaxed) && (r = pop_global(s)))
-            kick_if_backlog(s);
-        if (!r)
-            r = spin_for_work(w);
-        if (r) {
-            *out = r;
-            return WORK_ENTRY;
+        dsy_runnable *r = NULL;
+        if (!watching) {
+            r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
+            if (!r && atomic_load_explicit(&w->stop, memory_order_relaxed))
+                return WORK_STOP;
+            if (!r && atomic_load_explicit(&s->ready, memory_order_relaxed) && (r = pop_global(s)))
+                kick_if_backlog(s);
+            if (!r)
+                r = spin_for_work(w);
+            if (r) {
+                *out = r;
+                return WORK_ENTRY;
+            }
+            if (atomic_load_explicit(&w->next_q, memory_order_relaxed))
+                continue;
         }
-        if (atomic_load_explicit(&w->next_q, memory_order_relaxed))
-            continue;
+        watching = false;
 
         /* Sleep. The run list is checked under the lock, and submitters kick
-         * under the lock, so no wake-up is lost. */
+         * under the lock, so no wake-up is lost. The watcher leaves the run
+         * list to the awake workers. */
         dsy_spin_lock(&s->lock);
-        if ((r = runlist_pop(s))) {
-            worker *other = s->run.len ? kick_locked(s) : NULL;
+        bool watch = s->watcher == w;
+        if (!watch && (r = runlist_pop(s))) {
+            worker *other = s->run.len ? kick_locked(s, false) : NULL;
             dsy_spin_unlock(&s->lock);
             unpark_worker(other);
             *out = r;
             return WORK_ENTRY;
         }
         if (atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+            unwatch_locked(s, w);
             dsy_spin_unlock(&s->lock);
             return WORK_STOP;
         }
         /* The first to sleep while timers are pending sleeps only until the
          * earliest deadline (0: not the timer waiter). */
-        uint64_t until = timer_wait_locked(s, w);
+        uint64_t until = watch ? 0 : timer_wait_locked(s, w);
         if (until == 1) {
             dsy_spin_unlock(&s->lock);
             continue; /* a deadline has passed: fire it */
         }
-        atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
+        atomic_store_explicit(&w->wake, watch ? WAKE_WATCH : WAKE_ASLEEP, memory_order_relaxed);
         w->idle = true;
         idle_push_locked(s, w, until != 0);
         s->nidle++;
@@ -573,13 +702,24 @@ static work_kind find_work(worker *w, dsy_runnable **out) {
 
         uint64_t start = dsy_now_ns();
         for (;;) {
+            uint32_t seen = atomic_load_explicit(&w->wake, memory_order_acquire);
             uint64_t now = dsy_now_ns(), timeout = DSY_WORKER_RETIRE_NS;
-            if (until && (until <= now || until - now < timeout))
+            if (seen == WAKE_WATCH)
+                timeout = DSY_WORKER_WATCH_NS;
+            else if (until && (until <= now || until - now < timeout))
                 timeout = until > now ? until - now : 1;
-            dsy_park(&w->wake, 0, timeout);
-            if (atomic_load_explicit(&w->wake, memory_order_acquire)) {
+            if (seen != WAKE_WORK)
+                dsy_park(&w->wake, seen, timeout);
+            seen = atomic_load_explicit(&w->wake, memory_order_acquire);
+            if (seen == WAKE_WORK) {
                 counter_add(&w->nwake);
                 break;
+            }
+            if (seen == WAKE_WATCH) {
+                if (watch_check(s, w) == WATCH_GO)
+                    break;
+                start = dsy_now_ns();
+                continue;
             }
             now = dsy_now_ns();
             bool due = until && now >= until;
@@ -656,9 +796,13 @@ static void *worker_main(void *arg) {
     char name[16]; /* the system keeps 15 bytes */
     snprintf(name, sizeof name, "desync-%u", w->id);
     dsy_os_thread_name(name);
+    dsy_spin_lock(&s->lock);
+    bool watching = s->watcher == w; /* started as the watcher (kick_locked) */
+    dsy_spin_unlock(&s->lock);
     for (;;) {
         dsy_runnable *r = NULL;
-        work_kind k = find_work(w, &r);
+        work_kind k = find_work(w, &r, watching);
+        watching = false;
         if (k == WORK_RETIRED)
             return NULL; /* joined later by whoever finds it */
         if (k == WORK_STOP)
@@ -670,7 +814,7 @@ static void *worker_main(void *arg) {
     dsy_runnable *r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
     if (r)
         runlist_push(s, r);
-    worker *wake = s->run.len ? kick_locked(s) : NULL;
+    worker *wake = s->run.len ? kick_locked(s, true) : NULL;
     dsy_spin_unlock(&s->lock);
     unpark_worker(wake);
     return NULL;
@@ -683,6 +827,9 @@ static void sched_init(desync_scheduler_t *s, size_t max_threads, bool immortal)
     dsy_fork_init();
     dsy_ring_init(&s->run);
     atomic_init(&s->max_threads, max_threads);
+    s->awake_cap = dsy_cpu_count();
+    if (!s->awake_cap)
+        s->awake_cap = 1;
     dsy_ref_init(&s->refs, 1);
     s->immortal = immortal;
     sched_list_add(s);
@@ -805,7 +952,7 @@ static void join_stopped(desync_scheduler_t *s, const void *by) {
         unlink_all(s, v);
         /* v counted until now, so no kick could start a thread in its place
          * (the count was at the limit): work that waits gets one now. */
-        worker *wake = s->run.len ? kick_locked(s) : NULL;
+        worker *wake = s->run.len ? kick_locked(s, false) : NULL;
         dsy_spin_unlock(&s->lock);
         unpark_worker(wake);
         free(v);
@@ -1113,7 +1260,7 @@ static void fork_restart_locked(desync_scheduler_t *s) {
     s->fork_restart = false;
     kick_waiting_locked(s);
     if (!s->run.len && !s->all) { /* pending timers only: a thread for them */
-        worker *w = kick_locked(s);
+        worker *w = kick_locked(s, true);
         if (w)
             dsy_unpark_one(&w->wake);
     }
@@ -1166,6 +1313,8 @@ void dsy_sched_fork_child(void) {
         s->nidle = 0;
         s->zombies = NULL;
         s->timer_waiter = NULL;
+        s->watcher = NULL;
+        atomic_store_explicit(&s->watched, false, memory_order_relaxed);
         atomic_store_explicit(&s->nthreads, me ? 1 : 0, memory_order_relaxed);
         atomic_store_explicit(&s->nspinning, 0, memory_order_relaxed);
         dsy_timers *tm = atomic_load_explicit(&s->timers, memory_order_relaxed);

@@ -76,11 +76,24 @@
  * CPU an idle process burns grows with it. */
 #define DSY_WORKER_SPIN_NS 20000u
 
+/* ... yielding its core every this many rounds (pauses): with more threads
+ * than cores (CM, W4: the producers), the spin would take the CPU of a
+ * thread that makes the work; with a core to spare the yield returns at once.
+ * Smaller makes more system calls while spinning. */
+#define DSY_WORKER_SPIN_YIELD_EVERY 16u
+
 /* A spinning worker leaves a lone newly ready queue alone this long: the
  * thread that made it ready often waits for it at once (sync, future wait)
  * and then runs it itself, cheaper than moving it across cores. Far below
  * the cost of a wake-up. W7. */
 #define DSY_WORKER_GRACE_NS 1000u
+
+/* While entries wait for the awake workers (AWAKE CAP in scheduler.c), an
+ * idle worker looks this often whether any entry left the run list, and
+ * takes one if none did (the awake ones are blocked in jobs). Shorter runs a
+ * queue sooner behind jobs that block; longer costs fewer wake-ups while
+ * the awake workers keep up. CM; programs whose jobs block. */
+#define DSY_WORKER_WATCH_NS 1000000u
 
 /* An idle worker exits after sleeping this long without work. Shorter gives
  * memory and threads back sooner; longer saves thread starts for bursty

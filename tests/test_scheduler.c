@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -563,6 +564,60 @@ TEST(core_backlog_wakes_second_worker) {
     }
     desync_release(x);
     desync_scheduler_free(s);
+    return 0;
+}
+
+/* ------------------------------------------------------------ awake cap */
+
+struct cap_probe {
+    atomic_int started, go, ran;
+};
+
+static void cap_block_job(void *data, void *arg) {
+    (void)data;
+    struct cap_probe *p = arg;
+    atomic_fetch_add(&p->started, 1);
+    test_wait_flag(&p->go, LONG_MS);
+}
+
+static void cap_count_job(void *data, void *arg) {
+    (void)data;
+    atomic_fetch_add(&((struct cap_probe *)arg)->ran, 1);
+}
+
+/* One job per core blocks every awake worker: a burst of jobs queued then
+ * still runs (an idle worker watches the run list and takes it), without a
+ * thread started per job (the awake workers are enough: before the cap,
+ * each job of the burst found no worker looking and started one, up to
+ * the limit). */
+TEST(core_awake_cap_burst) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1)
+        ncpu = 1;
+    enum { BURST = 64 };
+    size_t max = (size_t)ncpu + 8, nobj = (size_t)ncpu + BURST;
+    desync_scheduler_t *s = desync_scheduler_new(max);
+    desync_t **d = calloc(nobj, sizeof *d);
+    CHECK(s && d);
+    for (size_t i = 0; i < nobj; i++)
+        CHECK((d[i] = desync_new_on(s, NULL, NULL)));
+    struct cap_probe p = {0, 0, 0};
+    for (long i = 0; i < ncpu; i++)
+        CHECK_EQ(desync_desync(d[i], cap_block_job, &p), 0);
+    CHECK(test_wait_count(&p.started, (int)ncpu, LONG_MS));
+    for (size_t i = (size_t)ncpu; i < nobj; i++)
+        CHECK_EQ(desync_desync(d[i], cap_count_job, &p), 0);
+    CHECK(test_wait_count(&p.ran, BURST, LONG_MS));
+    desync_scheduler_stats_t st;
+    CHECK_EQ(desync_scheduler_stats(s, &st), 0);
+    atomic_store(&p.go, 1);
+    for (size_t i = 0; i < nobj; i++)
+        desync_release(d[i]);
+    free(d);
+    desync_scheduler_free(s);
+    /* The blocked ones, the watcher, the one that took over from it and its
+     * own watcher; a few more if threads were preempted for a whole watch. */
+    CHECK(st.threads_peak <= (size_t)ncpu + 5);
     return 0;
 }
 
