@@ -117,6 +117,12 @@ struct desync_queue {
      * running). Producers link with one exchange; the exchange that finds
      * NULL creates the run token. */
     _Atomic(dsy_node *) tail;
+    /* The object's data (desync_t), NULL for a bare queue; set at creation,
+     * never changed. Beside `tail`, so that the 16 bytes a runner, a sync and
+     * a multi-object job need first share one cache line whatever the
+     * allocation's alignment (after the object's queue it sat on the next
+     * line in 3 objects of 4). */
+    void *data;
     /* First unfinished node. Read and written only by the token holder. */
     dsy_node *head;
     _Atomic uint32_t state; /* DSY_Q_* bits and waiter count: see queue.c */
@@ -139,8 +145,7 @@ struct desync_queue {
 /* desync_t: a queue plus the data it protects. Kept minimal (issue 10):
  * what few objects use (a limit, a label) goes in the queue's cold part. */
 struct desync_object {
-    struct desync_queue q;
-    void *data;
+    struct desync_queue q; /* its data: q.data */
     desync_destroy_fn destroy;
     /* Strong references; the last one queues destruction. The object holds
      * one queue reference while strong references or weak ones remain. */

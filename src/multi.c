@@ -340,7 +340,7 @@ static inline __attribute__((always_inline)) uint32_t sort_queues(desync_queue_t
 
 static void fill_datas(void **datas, desync_t *const objs[], size_t n) {
     for (size_t i = 0; i < n; i++)
-        datas[i] = objs[i]->data;
+        datas[i] = objs[i]->q.data;
 }
 
 /* The rest of m, for the parts that will be linked (not needed by the idle

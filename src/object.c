@@ -23,7 +23,7 @@ desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, desync_destro
         free(d);
         return NULL;
     }
-    d->data = data;
+    d->q.data = data;
     d->destroy = destroy;
     dsy_ref_init(&d->strong, 1);
     dsy_ref_init(&d->weak, 1);
@@ -83,7 +83,7 @@ void desync_release(desync_t *d) {
         dsy_queue_push_schedule(&d->q, &d->destroy_node);
         return;
     }
-    dsy_sync(&d->q, (dsy_fn)destroy_data, d->data, d, DSY_JOB_DATA);
+    dsy_sync(&d->q, (dsy_fn)destroy_data, d->q.data, d, DSY_JOB_DATA);
     dsy_object_weak_release(d);
 }
 
@@ -112,11 +112,11 @@ int desync_set_max_pending(desync_t *d, size_t n) {
 }
 
 int desync_sync(desync_t *d, desync_job_fn job, void *arg) {
-    return d ? dsy_sync(&d->q, (dsy_fn)job, d->data, arg, DSY_JOB_DATA) : DESYNC_EINVAL;
+    return d ? dsy_sync(&d->q, (dsy_fn)job, d->q.data, arg, DSY_JOB_DATA) : DESYNC_EINVAL;
 }
 
 int desync_try_sync(desync_t *d, desync_job_fn job, void *arg) {
-    return d ? dsy_sync(&d->q, (dsy_fn)job, d->data, arg, DSY_JOB_DATA | DSY_JOB_TRY)
+    return d ? dsy_sync(&d->q, (dsy_fn)job, d->q.data, arg, DSY_JOB_DATA | DSY_JOB_TRY)
              : DESYNC_EINVAL;
 }
 
@@ -126,4 +126,4 @@ int desync_set_label(desync_t *d, const char *name) {
 
 desync_queue_t *desync_get_queue(desync_t *d) { return d ? &d->q : NULL; }
 
-void *desync_data(desync_t *d) { return d ? d->data : NULL; }
+void *desync_data(desync_t *d) { return d ? d->q.data : NULL; }

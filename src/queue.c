@@ -244,6 +244,7 @@ void dsy_queue_fork_child(void) { pthread_mutex_init(&cold_lock, NULL); }
 
 int dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
     atomic_init(&q->tail, NULL);
+    q->data = NULL;
     q->head = NULL;
     atomic_init(&q->pushed, 0);
     atomic_init(&q->unlinked, 0);
@@ -350,11 +351,7 @@ static inline void count_unlinked(desync_queue_t *q, uint32_t n) {
 }
 
 /* The object's data, for jobs that take it (NULL for a bare queue). */
-static void *queue_data(desync_queue_t *q) {
-    return (atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_OBJECT)
-               ? ((desync_t *)q)->data
-               : NULL;
-}
+static void *queue_data(desync_queue_t *q) { return q->data; }
 
 /* Runs the head node n. Nodes that can park (those with waiters) find
  * themselves at q->head when they are run again. */

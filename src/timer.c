@@ -297,7 +297,7 @@ static void timer_run(dsy_kick *k) {
     if (atomic_load_explicit(&t->cancelled, memory_order_acquire))
         return;
     if (t->kind == T_OBJECT)
-        ((desync_job_fn)t->fn)(t->u.obj->data, t->arg);
+        ((desync_job_fn)t->fn)(t->u.obj->q.data, t->arg);
     else
         ((desync_queue_job_fn)t->fn)(t->arg);
     if (!t->period)
