@@ -189,7 +189,7 @@ DESYNC_API void desync_scheduler_free(desync_scheduler_t *s);
  * queue whose job the caller is running (a job of A drains s while s's job
  * syncs on A). The cycle is refused on whichever side closes it: the drain,
  * or the wait of the worker that blocks last (its sync or wait then returns
- * EDEADLK).
+ * EDEADLK); when both begin to wait at the same moment, both may be.
  */
 DESYNC_API int desync_scheduler_drain(desync_scheduler_t *s);
 
