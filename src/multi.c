@@ -456,11 +456,11 @@ static void wait_all(multi *m) {
         dsy_backoff(&b);
 }
 
-/* sync_all past the first try of the idle fast path (and for more than
- * MULTI_STACK objects): every check, the fast path again, the prespin,
+/* sync_all past the first try of the idle fast path (`tried`; for more than
+ * MULTI_STACK objects that try is made here): every check, the prespin,
  * then the locked path. */
 static __attribute__((noinline)) int sync_all_wait(desync_t *const objs[], size_t n,
-                                                   desync_all_fn job, void *arg) {
+                                                   desync_all_fn job, void *arg, bool tried) {
     _Alignas(max_align_t) unsigned char small[sizeof(multi) + MULTI_STACK * MULTI_ITEM];
     void *mem = small;
     if (n > MULTI_STACK && (n > MULTI_MAX || !(mem = malloc(multi_bytes(n, true)))))
@@ -474,7 +474,7 @@ static __attribute__((noinline)) int sync_all_wait(desync_t *const objs[], size_
     if (rc != 0)
         goto out;
     (void)dsy_thread_self(); /* registered before any frame, hold or lock */
-    if (run_if_idle(m->qs, m->nq, m->tok, objs, n, m->datas, job, arg))
+    if (!tried && run_if_idle(m->qs, m->nq, m->tok, objs, n, m->datas, job, arg))
         goto out;
     for (uint32_t i = 0; i < m->nq; i++) {
         if (dsy_queue_in_chain(m->qs[i])) {
@@ -505,12 +505,9 @@ static __attribute__((noinline)) int sync_all_wait(desync_t *const objs[], size_
     multi_prepare(m, objs, n, job, arg, true);
     /* About to block: a cycle through any of our queues is refused before
      * anything is linked. */
-    desync_queue_t *qs[DSY_WG_WAITS];
     uint32_t nw = m->nq < DSY_WG_WAITS ? m->nq : DSY_WG_WAITS;
-    for (uint32_t i = 0; i < nw; i++)
-        qs[i] = m->qs[i];
     dsy_wait_edge edge;
-    if (dsy_wait_enter_all(&edge, qs, nw)) {
+    if (dsy_wait_enter_all(&edge, m->qs, nw)) {
         rc = DESYNC_EDEADLK;
         goto out;
     }
@@ -547,12 +544,14 @@ int desync_sync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *a
         uint32_t nq = sort_queues(qs, objs, n);
         if (!nq)
             return DESYNC_EINVAL;
-        if (DSY_LIKELY(!atomic_load_explicit(&dsy_forked, memory_order_relaxed)) &&
-            (nq == 2 && n == 2 ? run_if_idle(qs, 2, tok, objs, 2, datas, job, arg) /* unrolled */
-                               : run_if_idle(qs, nq, tok, objs, n, datas, job, arg)))
+        if (DSY_UNLIKELY(atomic_load_explicit(&dsy_forked, memory_order_relaxed)))
+            return sync_all_wait(objs, n, job, arg, false); /* forked-off checks first */
+        if (nq == 2 && n == 2 ? run_if_idle(qs, 2, tok, objs, 2, datas, job, arg) /* unrolled */
+                              : run_if_idle(qs, nq, tok, objs, n, datas, job, arg))
             return 0;
+        return sync_all_wait(objs, n, job, arg, true);
     }
-    return sync_all_wait(objs, n, job, arg);
+    return sync_all_wait(objs, n, job, arg, false);
 }
 
 int desync_desync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *arg) {
