@@ -247,9 +247,9 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target);
 uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline);
 /* Sets a waiter word to DONE or TOKEN, waking its thread if it sleeps. */
 void dsy_waiter_signal(_Atomic uint32_t *word, uint32_t value);
-/* The job calls behind the public functions (enum dsy_job_flags). `data` is
- * passed to DSY_JOB_DATA jobs. */
-int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags);
+/* The job calls behind the public functions (enum dsy_job_flags). DSY_JOB_DATA
+ * jobs get q's data (q->data). */
+int dsy_sync(desync_queue_t *q, dsy_fn fn, void *arg, unsigned flags);
 int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsigned flags);
 
 /* Waiter word values (per waiting node). */
@@ -364,9 +364,11 @@ void dsy_sched_poke(desync_scheduler_t *s);
 bool dsy_sched_nothing_else(void);
 /* The scheduler the calling thread is a worker of, or NULL (waitgraph.c). */
 desync_scheduler_t *dsy_sched_worker_of(void);
-/* The calling thread is about to sleep inside a job (a sync or a wait): an
- * entry in its next slot would wait for it to wake, and may be what it waits
- * for. If it is a worker, the entry goes to the run list, for other threads. */
+/* The calling thread is about to sleep in the library (a sync or a wait,
+ * maybe inside a job): an entry in its next slot would wait for it to wake,
+ * and may be what it waits for. If it is a worker, the entry goes to the run
+ * list, for other threads. In a fork child, it first starts the threads of
+ * work listed at fork (dsy_sched_fork_restart). */
 void dsy_sched_thread_blocks(void);
 
 /* True if the calling thread is a scheduler's worker running a job (a

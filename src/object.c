@@ -83,7 +83,7 @@ void desync_release(desync_t *d) {
         dsy_queue_push_schedule(&d->q, &d->destroy_node);
         return;
     }
-    dsy_sync(&d->q, (dsy_fn)destroy_data, d->q.data, d, DSY_JOB_DATA);
+    dsy_sync(&d->q, (dsy_fn)destroy_data, d, DSY_JOB_DATA);
     dsy_object_weak_release(d);
 }
 
@@ -112,11 +112,11 @@ int desync_set_max_pending(desync_t *d, size_t n) {
 }
 
 int desync_sync(desync_t *d, desync_job_fn job, void *arg) {
-    return d ? dsy_sync(&d->q, (dsy_fn)job, d->q.data, arg, DSY_JOB_DATA) : DESYNC_EINVAL;
+    return d ? dsy_sync(&d->q, (dsy_fn)job, arg, DSY_JOB_DATA) : DESYNC_EINVAL;
 }
 
 int desync_try_sync(desync_t *d, desync_job_fn job, void *arg) {
-    return d ? dsy_sync(&d->q, (dsy_fn)job, d->q.data, arg, DSY_JOB_DATA | DSY_JOB_TRY)
+    return d ? dsy_sync(&d->q, (dsy_fn)job, arg, DSY_JOB_DATA | DSY_JOB_TRY)
              : DESYNC_EINVAL;
 }
 

@@ -575,9 +575,7 @@ uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline) {
         if ((w = atomic_load_explicit(word, memory_order_acquire)) != DSY_W_WAITING)
             return w;
     } while (dsy_spin_round(&sp));
-    if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_restart_pending, memory_order_relaxed)))
-        dsy_sched_fork_restart(); /* a fork child: work listed at fork gets threads */
-    dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us */
+    dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us; fork restart */
     for (;;) {
         w = DSY_W_WAITING;
         if (!atomic_compare_exchange_strong_explicit(word, &w, DSY_W_SLEEPING,
@@ -674,21 +672,19 @@ typedef struct sync_node {
     dsy_node node;
     dsy_fn fn;
     void *arg;
-    void *data;
-    bool with_data;
+    bool with_data; /* fn takes q's data (DSY_JOB_DATA) */
     dsy_frame *caller; /* the waiting thread's frame chain */
     _Atomic uint32_t word;
 } sync_node;
 
 static enum dsy_run_result sync_run(dsy_node *n, desync_queue_t *q, void *data) {
     (void)q;
-    (void)data;
     sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
     /* Run on behalf of the waiter: its chain counts for deadlock checks. */
     dsy_frame *top = frame_top();
     if (s->caller != top->parent)
         top->behalf = s->caller;
-    call_job(s->fn, s->with_data, s->data, s->arg);
+    call_job(s->fn, s->with_data, data, s->arg);
     return DSY_DONE;
 }
 
@@ -717,7 +713,7 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
         sync_node *s = DSY_CONTAINER_OF(n, sync_node, node);
         if (atomic_load_explicit(&s->word, memory_order_relaxed) != DSY_W_SLEEPING)
             break;
-        run_node(q, n, NULL); /* sync nodes carry their data */
+        run_node(q, n, q->data);
         dsy_node *next = advance(q, n);
         n->ops->finish(n);
         count_unlinked(q, 1); /* the caller keeps q alive */
@@ -766,9 +762,7 @@ static __attribute__((noinline)) int sync_wait_outside(desync_queue_t *q, dsy_no
         uint64_t now = dsy_now_ns();
         if (now >= deadline)
             break;
-        if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_restart_pending, memory_order_relaxed)))
-            dsy_sched_fork_restart();
-        dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us */
+        dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us; fork restart */
         dsy_park(&q->state, s, deadline - now);
     }
     dsy_wait_leave(&edge);
@@ -778,17 +772,17 @@ static __attribute__((noinline)) int sync_wait_outside(desync_queue_t *q, dsy_no
 /* Runs the job of a sync that took idle q with node n (its frame f pushed),
  * and gives q back. */
 static inline void sync_run_taken(desync_queue_t *q, dsy_node *n, dsy_frame *f, dsy_fn fn,
-                                  bool with_data, void *data, void *arg) {
+                                  bool with_data, void *arg) {
     q->head = n;
-    call_job(fn, with_data, data, arg);
+    call_job(fn, with_data, q->data, arg);
     idle_give_back(q, n);
     frame_pop(f);
 }
 
 /* dsy_sync on a busy queue: pre-spin, wait outside, or queue a node and
  * wait for it. Out of line, so that the idle path saves few registers. */
-static __attribute__((noinline)) int sync_busy(desync_queue_t *q, dsy_fn fn, void *data,
-                                               void *arg, unsigned flags) {
+static __attribute__((noinline)) int sync_busy(desync_queue_t *q, dsy_fn fn, void *arg,
+                                               unsigned flags) {
     bool with_data = flags & DSY_JOB_DATA, try_only = flags & DSY_JOB_TRY;
     sync_node sn;
     atomic_store_explicit(&sn.node.next, NULL, memory_order_relaxed);
@@ -828,7 +822,7 @@ static __attribute__((noinline)) int sync_busy(desync_queue_t *q, dsy_fn fn, voi
         }
     }
     if (idle) {
-        sync_run_taken(q, &sn.node, &f, fn, with_data, data, arg);
+        sync_run_taken(q, &sn.node, &f, fn, with_data, arg);
         return 0;
     }
     if (dsy_queue_in_chain(q))
@@ -843,7 +837,6 @@ static __attribute__((noinline)) int sync_busy(desync_queue_t *q, dsy_fn fn, voi
     sn.node.ops = &sync_ops;
     sn.fn = fn;
     sn.arg = arg;
-    sn.data = data;
     sn.with_data = with_data;
     sn.caller = frame_top();
     atomic_init(&sn.word, DSY_W_WAITING);
@@ -866,7 +859,7 @@ static __attribute__((noinline)) int sync_busy(desync_queue_t *q, dsy_fn fn, voi
     return 0;
 }
 
-int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags) {
+int dsy_sync(desync_queue_t *q, dsy_fn fn, void *arg, unsigned flags) {
     if (DSY_UNLIKELY(!q || !fn))
         return DESYNC_EINVAL;
     /* A scheduler without threads: its due timers fire first (timer.c). */
@@ -883,11 +876,11 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *data, void *arg, unsigned flags
     dsy_frame f;
     frame_push(&f, q);
     if (DSY_LIKELY(idle_take(q, &n))) {
-        sync_run_taken(q, &n, &f, fn, flags & DSY_JOB_DATA, data, arg);
+        sync_run_taken(q, &n, &f, fn, flags & DSY_JOB_DATA, arg);
         return 0;
     }
     frame_pop(&f);
-    return sync_busy(q, fn, data, arg, flags);
+    return sync_busy(q, fn, arg, flags);
 }
 
 /* --------------------------------------------------------- desync jobs */
@@ -1070,10 +1063,7 @@ static int bounded_wait(desync_queue_t *q, dsy_queue_cold *c) {
         uint32_t seen = atomic_load_explicit(&c->room, memory_order_acquire);
         bool full = bounded_full(c);
         if (full) {
-            if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_restart_pending,
-                                                  memory_order_relaxed)))
-                dsy_sched_fork_restart();
-            dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us */
+            dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us; fork restart */
             dsy_park(&c->room, seen, poll);
         }
         atomic_fetch_sub_explicit(&c->nblocked, 1, memory_order_relaxed);
@@ -1298,11 +1288,11 @@ int desync_queue_try_desync(desync_queue_t *q, desync_queue_job_fn job, void *ar
 }
 
 int desync_queue_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
-    return dsy_sync(q, (dsy_fn)job, NULL, arg, 0);
+    return dsy_sync(q, (dsy_fn)job, arg, 0);
 }
 
 int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg) {
-    return dsy_sync(q, (dsy_fn)job, NULL, arg, DSY_JOB_TRY);
+    return dsy_sync(q, (dsy_fn)job, arg, DSY_JOB_TRY);
 }
 
 /* ------------------------------------------------- the queue as a runnable */

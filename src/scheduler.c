@@ -441,6 +441,8 @@ bool dsy_sched_nothing_else(void) {
 }
 
 void dsy_sched_thread_blocks(void) {
+    if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_restart_pending, memory_order_relaxed)))
+        dsy_sched_fork_restart(); /* a fork child: work listed at fork gets threads */
     worker *w = tls_worker;
     if (DSY_LIKELY(!w) || !atomic_load_explicit(&w->next_q, memory_order_relaxed))
         return;
