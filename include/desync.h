@@ -96,9 +96,10 @@ extern "C" {
 
 /* ---------------------------------------------------------------- errors */
 
-#define DESYNC_EINVAL (-1)    /**< a NULL handle or job, or an argument out of range */
-#define DESYNC_ENOMEM (-2)    /**< out of memory; nothing was queued (from a pipe's
-                                 output: the pipe stopped for lack of memory) */
+#define DESYNC_EINVAL (-1) /**< a NULL handle or job, or an argument out of range */
+/** out of memory; nothing was queued (from a pipe's output: the pipe stopped for lack
+ * of memory) */
+#define DESYNC_ENOMEM (-2)
 #define DESYNC_EBUSY (-3)     /**< try_sync: the queue was not idle and empty */
 #define DESYNC_EDEADLK (-4)   /**< the wait would never end: see "Deadlocks" below */
 #define DESYNC_ECANCELED (-5) /**< the job or future was cancelled and will never run */
@@ -366,8 +367,8 @@ DESYNC_API int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, v
  * nothing queued).
  * DESYNC_EINVAL also for arg == NULL with len > 0.
  */
-DESYNC_API int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn job,
-                                        const void *arg, size_t len);
+DESYNC_API int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn job, const void *arg,
+                                        size_t len);
 
 /**
  * Queues job(arg) and blocks until it has run; then returns 0. On an idle
@@ -432,12 +433,12 @@ DESYNC_API int desync_queue_set_max_pending(desync_queue_t *q, size_t n);
 DESYNC_API int desync_queue_try_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 
 /* A queue's state (desync_queue_stats). */
-#define DESYNC_QUEUE_IDLE 0      /**< nothing pending or running */
-#define DESYNC_QUEUE_RUNNING 1   /**< work pending: a thread runs it, or it waits for one */
-#define DESYNC_QUEUE_SUSPENDED 2 /**< stopped by desync_queue_suspend until resumed, or held
-                                  * by a future: an async job's or `after`'s node waiting
-                                  * for its future, a future_sync job waiting for a
-                                  * thread that waits on its future */
+#define DESYNC_QUEUE_IDLE 0    /**< nothing pending or running */
+#define DESYNC_QUEUE_RUNNING 1 /**< work pending: a thread runs it, or it waits for one */
+/** stopped by desync_queue_suspend until resumed, or held by a future: an async job's or
+ * `after`'s node waiting for its future, a future_sync job waiting for a thread that
+ * waits on its future */
+#define DESYNC_QUEUE_SUSPENDED 2
 
 /** A queue's counts and state (desync_queue_stats). */
 typedef struct desync_queue_stats {

@@ -185,8 +185,8 @@ DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_i
  * item process returned that cannot be queued goes to the output's
  * item_free). A pipe reading a failed pipe's output fails the same way.
  */
-DESYNC_API desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input,
-                                        desync_pipe_fn process, void *arg);
+DESYNC_API desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input, desync_pipe_fn process,
+                                        void *arg);
 
 /** @{ */
 /** Async forms: process returns a future and d's queue is held until it
