@@ -36,7 +36,7 @@ typedef struct desync_stream_ops {
     void (*free)(void *self);
 } desync_stream_ops_t;
 
-/** A stream over ops/self (ops is not copied: keep it alive, e.g. static).
+/** A stream over ops/self (ops is not copied: keep it alive, e.g.\ static).
  * NULL for NULL ops or poll_next, or on ENOMEM (self is then not freed). */
 DESYNC_API desync_stream_t *desync_stream_new(const desync_stream_ops_t *ops, void *self);
 

@@ -39,7 +39,7 @@
 #define DESYNC_VERSION_STRINGIFY(x) DESYNC_VERSION_STRINGIFY_(x)
 /** @} */
 
-/** "MAJOR.MINOR.PATCH", e.g. "0.1.0". */
+/** "MAJOR.MINOR.PATCH", e.g.\ "0.1.0". */
 #define DESYNC_VERSION_STRING                                                  \
     DESYNC_VERSION_STRINGIFY(DESYNC_VERSION_MAJOR) "."                         \
     DESYNC_VERSION_STRINGIFY(DESYNC_VERSION_MINOR) "."                         \
