@@ -25,6 +25,8 @@
 #                             under DESTDIR if set; make uninstall removes it
 #   make check-symbols        what the libraries export (also run by make test)
 #   make check-version        the version in debian/changelog is the headers'
+#   make docs                 the HTML API reference (doxygen) in build/docs/html
+#   make format-check         the lines changed since main follow .clang-format
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -426,6 +428,65 @@ uninstall:
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/desync $(DESTDIR)$(CMAKEDIR) 2>/dev/null
 	@if [ -z "$(DESTDIR)" ] && [ -w /etc/ld.so.cache ] && command -v $(LDCONFIG) >/dev/null; then \
 	    echo "$(LDCONFIG)"; $(LDCONFIG); fi
+
+# Style: .clang-format pins the code's style, but the existing code was
+# partly wrapped by hand, so only the lines changed since the branch left
+# FORMAT_BASE (default main; uncommitted changes included) are checked, with
+# git-clang-format (Debian package clang-format). `git clang-format
+# $(git merge-base HEAD main)` applies what it reports.
+FORMAT_BASE ?= main
+CLANG_FORMAT ?= clang-format
+
+format-check:
+	@command -v git-clang-format >/dev/null 2>&1 && command -v $(CLANG_FORMAT) >/dev/null 2>&1 || \
+	    { echo "make format-check: git-clang-format is missing (apt-get install -y clang-format)" >&2; \
+	      exit 1; }
+	@base=$$(git merge-base HEAD $(FORMAT_BASE) 2>/dev/null) || \
+	    { echo "make format-check: no branch $(FORMAT_BASE) to compare with (FORMAT_BASE=...)" >&2; \
+	      exit 1; }; \
+	out=$$(git clang-format --binary $(CLANG_FORMAT) --diff --extensions c,h,cpp,hpp $$base 2>&1); \
+	case "$$out" in \
+	"" | "no modified files to format" | *"did not modify any files"*) \
+	    echo "format-check: the lines changed since $(FORMAT_BASE) follow .clang-format";; \
+	*) printf '%s\n' "$$out"; \
+	   echo "format-check: the lines above differ from .clang-format (git clang-format $$base)" >&2; \
+	   exit 1;; \
+	esac
+
+.PHONY: format-check
+
+# API reference: build/docs/html from the public headers' comments (Doxyfile,
+# front page docs/mainpage.md). Doxygen's warnings are errors, so a public
+# declaration without a comment, or a broken reference in one, fails it
+# (check-docs is the same target under the name CI uses). Not part of
+# `make test`: the tests never need doxygen. A missing doxygen is installed
+# from the Debian archive (as root, else with sudo).
+DOXYGEN ?= doxygen
+
+docs:
+	@command -v $(DOXYGEN) >/dev/null 2>&1 || $(MAKE) --no-print-directory install-doxygen
+	@mkdir -p build/docs
+	$(DOXYGEN) Doxyfile
+	@echo "API reference: build/docs/html/index.html"
+
+check-docs: docs
+
+install-doxygen:
+	@echo "doxygen is missing: installing it from the Debian archive (apt-get install -y doxygen)"
+	@if [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+	else echo "make docs: not root and no sudo: install doxygen yourself" \
+	    "(Debian/Ubuntu: apt-get install -y doxygen), then run make docs again" >&2; exit 1; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "make docs: no apt-get here: install doxygen with your system's package manager" >&2; \
+	    exit 1; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$sudo apt-get install -y doxygen || \
+	    { $$sudo apt-get update && $$sudo apt-get install -y doxygen; } || \
+	    { echo "make docs: could not install doxygen; install it (apt-get install -y doxygen)" \
+	      "and run make docs again" >&2; exit 1; }
+
+.PHONY: docs check-docs install-doxygen
 
 clean:
 	rm -rf build build-*

@@ -476,10 +476,10 @@ static row_t g_rows[] = {
 };
 
 static void (*const g_workloads[])(row_t *) = {
-    p1_cache_line, p2_spsc_ring, w1_sync_idle, w2_desync_stream, w3_contended_sync,
-    w3b_contended_8, w4_mixed, w5_ping_pong, w6_many_objects, w7_future, w8_pipe,
-    r1_logger, r2_word_count, w9_sync_all_idle, r3_bank, c3_threads, c6_objects, c2_producers, cm_many,
-    ib_idle_burn,
+    p1_cache_line,     p2_spsc_ring, w1_sync_idle,  w2_desync_stream, w3_contended_sync,
+    w3b_contended_8,   w4_mixed,     w5_ping_pong,  w6_many_objects,  w7_future,
+    w8_pipe,           r1_logger,    r2_word_count, w9_sync_all_idle, r3_bank,
+    c3_threads,        c6_objects,   c2_producers,  cm_many,          ib_idle_burn,
     tl_timer_lateness,
 };
 

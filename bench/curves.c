@@ -230,7 +230,8 @@ void c2_producers(row_t *row) {
     snprintf(row->extra, sizeof row->extra,
              "mutex+condvar job queue, 1 worker; shown: 8 producers; per job at 8 / at 1: "
              "libdesync %.2fx, queue %.2fx",
-             g_c2.lib_ns[g_c2.np - 1] / g_c2.lib_ns[0], g_c2.base_ns[g_c2.np - 1] / g_c2.base_ns[0]);
+             g_c2.lib_ns[g_c2.np - 1] / g_c2.lib_ns[0],
+             g_c2.base_ns[g_c2.np - 1] / g_c2.base_ns[0]);
 }
 
 /* ------------------------------------------- CM: many on many objects */

@@ -960,8 +960,10 @@ void r2_word_count(row_t *row) {
            "input line (whole wall time / lines)\n",
            R2_CHANNEL_CAP, R2_TOP);
     g_r2_have_ref = 0;
-    printf("  Floor: the same work and heap copies split over two threads by hand, no library: the\n"
-           "  main thread reads lines into an SPSC ring (P2's scheme), one thread tokenizes and counts\n");
+    printf(
+        "  Floor: the same work and heap copies split over two threads by hand, no library: the\n"
+        "  main thread reads lines into an SPSC ring (P2's scheme), one thread tokenizes and "
+        "counts\n");
     variant_t v[] = {{"libdesync pipeline", r2_desync, g_r2_lines, 0, 0},
                      {"plain loop", r2_loop, g_r2_lines, 0, 0},
                      {"floor: 2 threads, SPSC ring", r2_floor, g_r2_lines, 0, 0}};

@@ -88,7 +88,9 @@ static desync_future_t *lookup(void *data, void *arg) {
     return answer; /* the index's queue waits for it; no thread does */
 }
 
-static void read_index(void *data, void *arg) { *(struct word_index *)arg = *(struct word_index *)data; }
+static void read_index(void *data, void *arg) {
+    *(struct word_index *)arg = *(struct word_index *)data;
+}
 
 /* ------------------------------------------------------- the event loop */
 
@@ -112,14 +114,17 @@ int main(void) {
     };
     struct request req[5];
     int nreq = 0;
-    req[nreq++] = (struct request){"doc 1", desync_future_desync(ix, count_words, (void *)docs[0]), -1};
+    req[nreq++] =
+        (struct request){"doc 1", desync_future_desync(ix, count_words, (void *)docs[0]), -1};
     req[nreq++] = (struct request){"lookup", desync_future_desync(ix, lookup, NULL), -1};
     /* Queued behind the lookup: runs only once the backend has answered. */
-    req[nreq++] = (struct request){"doc 2", desync_future_desync(ix, count_words, (void *)docs[1]), -1};
+    req[nreq++] =
+        (struct request){"doc 2", desync_future_desync(ix, count_words, (void *)docs[1]), -1};
     desync_future_t *answer = NULL;
     desync_promise_t *echo = desync_promise_new(&answer);
     req[nreq++] = (struct request){"after", desync_after(ix, answer, store_answer, NULL), -1};
-    req[nreq++] = (struct request){"doc 3", desync_future_desync(ix, count_words, (void *)docs[2]), -1};
+    req[nreq++] =
+        (struct request){"doc 3", desync_future_desync(ix, count_words, (void *)docs[2]), -1};
     for (int i = 0; i < nreq; i++) {
         if (!req[i].f || (req[i].fd = desync_future_fd(req[i].f)) < 0) {
             fprintf(stderr, "cannot queue %s\n", req[i].label);

@@ -564,7 +564,8 @@ static void nested(rec *r) {
         f = desync_queue_future_desync(r->q, async_q, n);
         rec_done(n, f != NULL);
         if (f) {
-            rc = (r->nest & 0x40) ? desync_future_wait(f, NULL) : desync_future_wait_for(f, 0, NULL);
+            rc =
+                (r->nest & 0x40) ? desync_future_wait(f, NULL) : desync_future_wait_for(f, 0, NULL);
             REQUIRE(rc == DESYNC_EDEADLK, "a job waiting on a later job of its queue got %d", rc);
             desync_future_free(f);
         }
@@ -592,7 +593,8 @@ static void nested(rec *r) {
     }
     case N_TRY_OTHER:
         n = nested_rec(r, d->gid, d->perm, d->chk, d->q, true);
-        rc = d->is_obj ? desync_try_sync(d->obj, job_obj, n) : desync_queue_try_sync(d->q, job_q, n);
+        rc =
+            d->is_obj ? desync_try_sync(d->obj, job_obj, n) : desync_queue_try_sync(d->q, job_q, n);
         check_rc("try_sync (from a job)", rc, M_OK | M(DESYNC_EBUSY) | M(DESYNC_EDEADLK));
         REQUIRE(atomic_load(&n->ran) == (rc == 0), "try_sync returned %d but its job ran %d times",
                 rc, atomic_load(&n->ran));
@@ -861,8 +863,8 @@ static void check_result(int kind, rec *r, pmeta *pm, void *exp, int status, voi
         break;
     case F_ASYNC:
     case F_FSYNC:
-        REQUIRE(atomic_load(&r->ran) == 1, "an async job's future completed but the job ran %d times",
-                atomic_load(&r->ran));
+        REQUIRE(atomic_load(&r->ran) == 1,
+                "an async job's future completed but the job ran %d times", atomic_load(&r->ran));
         REQUIRE(atomic_load(&r->exp_set), "an async job's future completed before its result");
         REQUIRE(status == r->exp_status && value == r->exp_value,
                 "an async job's future gave %d/%p, expected %d/%p", status, value, r->exp_status,
@@ -1120,7 +1122,8 @@ static bool ctx_has_holds(ctx *c) {
         if (c->p[i].p && c->p[i].pm->handed)
             return true;
     for (int i = 0; i < NF; i++)
-        if ((c->f[i].kind == F_FSYNC && !c->f[i].done) || (c->f[i].kind == F_SUSPEND && !c->f[i].taken))
+        if ((c->f[i].kind == F_FSYNC && !c->f[i].done) ||
+            (c->f[i].kind == F_SUSPEND && !c->f[i].taken))
             return true;
     for (int i = 0; i < NR; i++)
         if (c->res[i])
@@ -1280,7 +1283,8 @@ static void op_fut(ctx *c, uint8_t a, uint8_t b, uint8_t cc) {
         inner_resolve(c, 0, false);
     desync_future_t *f;
     if (fsync)
-        f = viaq ? desync_queue_future_sync(t->q, async_q, r) : desync_future_sync(t->obj, async_obj, r);
+        f = viaq ? desync_queue_future_sync(t->q, async_q, r)
+                 : desync_future_sync(t->obj, async_obj, r);
     else
         f = viaq ? desync_queue_future_desync(t->q, async_q, r)
                  : desync_future_desync(t->obj, async_obj, r);
@@ -1747,7 +1751,8 @@ static void op_read(ctx *c, uint8_t a, uint8_t b, uint8_t cc) {
             REQUIRE(desync_stream_next_future(NULL) == NULL, "next_future(NULL)");
             return;
         }
-        rc = how == 1 ? desync_stream_next_for(NULL, 0, &item) : desync_stream_try_next(NULL, &item);
+        rc =
+            how == 1 ? desync_stream_next_for(NULL, 0, &item) : desync_stream_try_next(NULL, &item);
         REQUIRE(rc == DESYNC_EINVAL, "reading a NULL stream returned %d", rc);
         return;
     }
@@ -1978,7 +1983,8 @@ static void op_ref(ctx *c, uint8_t a, uint8_t b) {
     switch (b % 4) {
     case 0:
         if (!t->q) {
-            REQUIRE(desync_retain(NULL) == NULL && desync_queue_retain(NULL) == NULL, "retain(NULL)");
+            REQUIRE(desync_retain(NULL) == NULL && desync_queue_retain(NULL) == NULL,
+                    "retain(NULL)");
         } else if (c->extra[t->gid] < MAX_EXTRA) {
             if (t->is_obj)
                 REQUIRE(desync_retain(t->obj) == t->obj, "retain returned another object");
@@ -2001,8 +2007,8 @@ static void op_ref(ctx *c, uint8_t a, uint8_t b) {
         break;
     case 2:
         if (t->q && c->extraq[t->gid] < MAX_EXTRA) {
-            REQUIRE(desync_queue_retain(desync_get_queue(t->obj) ? desync_get_queue(t->obj) : t->q) ==
-                        t->q,
+            REQUIRE(desync_queue_retain(desync_get_queue(t->obj) ? desync_get_queue(t->obj)
+                                                                 : t->q) == t->q,
                     "queue_retain of an object's queue");
             c->extraq[t->gid]++;
         }
@@ -2085,7 +2091,8 @@ static void op_misc(ctx *c, uint8_t b) {
         REQUIRE(desync_future_wait(NULL, &v) == DESYNC_EINVAL, "wait(NULL)");
         REQUIRE(desync_future_poll(NULL, &v, NULL) == DESYNC_EINVAL, "poll(NULL)");
         REQUIRE(desync_future_fd(NULL) == DESYNC_EINVAL, "fd(NULL)");
-        REQUIRE(!desync_future_desync(NULL, async_obj, NULL) && !desync_future_sync(NULL, async_obj, NULL),
+        REQUIRE(!desync_future_desync(NULL, async_obj, NULL) &&
+                    !desync_future_sync(NULL, async_obj, NULL),
                 "future_desync/sync(NULL)");
         REQUIRE(!desync_queue_future_desync(q->q, NULL, NULL) &&
                     !desync_queue_future_sync(q->q, NULL, NULL) && !desync_queue_suspend(NULL),
@@ -2342,8 +2349,9 @@ static void ctx_cleanup(ctx *c) {
                 if (rc != DESYNC_ETIMEDOUT)
                     observe(c, &c->f[i], rc, v);
             }
-        REQUIRE(W.mt || !nf_pending(c),
-                "a next_future is still pending after its channels closed and a drain (lost wake-up?)");
+        REQUIRE(
+            W.mt || !nf_pending(c),
+            "a next_future is still pending after its channels closed and a drain (lost wake-up?)");
         REQUIRE(round < 10000, "a next_future is still pending after 10 s (lost wake-up?)");
         if (nf_pending(c))
             sleep_us(1000);

@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * libdesync: protect data by scheduling operations in order instead of locking.
  *
  * A desync_t owns a pointer to user data and a serial job queue. Jobs queued on
@@ -85,6 +86,8 @@
 extern "C" {
 #endif
 
+/** Marks the library's public functions: default visibility in a shared build,
+ * nothing with DESYNC_STATIC or a compiler without visibility attributes. */
 #if defined(__GNUC__) && !defined(DESYNC_STATIC)
 #define DESYNC_API __attribute__((visibility("default")))
 #else
@@ -93,48 +96,57 @@ extern "C" {
 
 /* ---------------------------------------------------------------- errors */
 
-#define DESYNC_EINVAL (-1)    /* a NULL handle or job, or an argument out of range */
-#define DESYNC_ENOMEM (-2)    /* out of memory; nothing was queued (from a pipe's
-                                 output: the pipe stopped for lack of memory) */
-#define DESYNC_EBUSY (-3)     /* try_sync: the queue was not idle and empty */
-#define DESYNC_EDEADLK (-4)   /* the wait would never end: see "Deadlocks" below */
-#define DESYNC_ECANCELED (-5) /* the job or future was cancelled and will never run */
-#define DESYNC_ETIMEDOUT (-6) /* a timed wait ran out */
-#define DESYNC_EAGAIN (-7)    /* not ready yet: try again later (poll / try_* calls) */
-#define DESYNC_EOF (-8)       /* a stream has ended */
-#define DESYNC_EPIPE (-9)     /* the other end of a channel or pipe is gone */
-#define DESYNC_EFORKED (-10)  /* in a fork() child: the object was forked off (see "fork") */
+#define DESYNC_EINVAL (-1) /**< a NULL handle or job, or an argument out of range */
+/** out of memory; nothing was queued (from a pipe's output: the pipe stopped for lack
+ * of memory) */
+#define DESYNC_ENOMEM (-2)
+#define DESYNC_EBUSY (-3)     /**< try_sync: the queue was not idle and empty */
+#define DESYNC_EDEADLK (-4)   /**< the wait would never end: see "Deadlocks" below */
+#define DESYNC_ECANCELED (-5) /**< the job or future was cancelled and will never run */
+#define DESYNC_ETIMEDOUT (-6) /**< a timed wait ran out */
+#define DESYNC_EAGAIN (-7)    /**< not ready yet: try again later (poll / try_* calls) */
+#define DESYNC_EOF (-8)       /**< a stream has ended */
+#define DESYNC_EPIPE (-9)     /**< the other end of a channel or pipe is gone */
+#define DESYNC_EFORKED (-10)  /**< in a fork() child: the object was forked off (see "fork") */
 
-/* A static, human-readable description of an error code (never NULL). */
+/** A static, human-readable description of an error code (never NULL). */
 DESYNC_API const char *desync_strerror(int err);
 
 /* ------------------------------------------------------------- version */
 
-/* The version of the library the program runs with, as DESYNC_VERSION_NUMBER
+/** The version of the library the program runs with, as DESYNC_VERSION_NUMBER
  * encodes it (MAJOR * 10000 + MINOR * 100 + PATCH; see <desync/version.h>).
  * It can differ from the DESYNC_VERSION_* macros the program was compiled
  * with when a newer release of the same soname is installed. Never fails,
  * never blocks. */
 DESYNC_API int desync_version(void);
 
-/* The same version as a static string "MAJOR.MINOR.PATCH" (never NULL; do
+/** The same version as a static string "MAJOR.MINOR.PATCH" (never NULL; do
  * not free). Never fails, never blocks. */
 DESYNC_API const char *desync_version_string(void);
 
 /* ------------------------------------------------------------- handles */
 
+/** A scheduler: a pool of threads that runs queues (desync_scheduler_new). */
 typedef struct desync_scheduler desync_scheduler_t;
+/** A serial job queue (desync_queue_new). */
 typedef struct desync_queue desync_queue_t;
+/** A Desync object: user data and its queue (desync_new). */
 typedef struct desync_object desync_t;
 
-/* Job signatures. `data` is the object's data pointer; `arg` is the caller's. */
+/** @{ */
+/** Job signatures. `data` is the object's data pointer; `arg` is the caller's. */
 typedef void (*desync_job_fn)(void *data, void *arg);
 typedef void (*desync_queue_job_fn)(void *arg);
-/* Frees an object's data after its last job (desync_new). */
+/** @} */
+/** Frees an object's data after its last job (desync_new). */
 typedef void (*desync_destroy_fn)(void *data);
 
-/* ----------------------------------------------------------- scheduler
- *
+/* ----------------------------------------------------------- scheduler */
+
+/**
+ * @file
+ * @par Scheduler threads
  * Threads are started on demand. When the system refuses one (or there is
  * no memory for it), nothing fails and no job is lost: the work waits for
  * the threads that exist, and the scheduler tries again to start one each
@@ -145,7 +157,7 @@ typedef void (*desync_destroy_fn)(void *data);
  * (desync_release), since these run pending work on the calling thread, as
  * on a scheduler with max_threads 0. */
 
-/*
+/**
  * The default scheduler, created on first use (thread-safe; it needs no
  * allocation, so never NULL). It starts up to max(8, 2 x cores) threads on
  * demand; idle threads spin briefly, then sleep, and exit after a few seconds
@@ -153,7 +165,7 @@ typedef void (*desync_destroy_fn)(void *data);
  */
 DESYNC_API desync_scheduler_t *desync_scheduler_default(void);
 
-/*
+/**
  * A new scheduler that runs queues on at most `max_threads` threads, started
  * on demand. max_threads 0 runs nothing in the background: queued jobs run
  * when some thread syncs or waits on their queue, reads a pipe output fed by
@@ -161,7 +173,7 @@ DESYNC_API desync_scheduler_t *desync_scheduler_default(void);
  */
 DESYNC_API desync_scheduler_t *desync_scheduler_new(size_t max_threads);
 
-/*
+/**
  * Drains `s` (see desync_scheduler_drain), then stops and joins its threads.
  * Queues that still exist stay usable, as on a scheduler with max_threads 0:
  * their later jobs run on the threads that sync or wait on them, and a
@@ -173,7 +185,7 @@ DESYNC_API desync_scheduler_t *desync_scheduler_new(size_t max_threads);
  */
 DESYNC_API void desync_scheduler_free(desync_scheduler_t *s);
 
-/*
+/**
  * Blocks until no job of `s` (NULL = the default scheduler) is runnable or
  * running on its threads, including jobs that jobs queue meanwhile; ready
  * work that no thread runs is run on the calling thread, so this also
@@ -193,7 +205,7 @@ DESYNC_API void desync_scheduler_free(desync_scheduler_t *s);
  */
 DESYNC_API int desync_scheduler_drain(desync_scheduler_t *s);
 
-/*
+/**
  * For the end of a program (register it with atexit): drains the default
  * scheduler, stops and joins its threads, and gives the memory the pools keep
  * (job nodes, futures) back to malloc, so leak checkers see nothing left.
@@ -205,23 +217,24 @@ DESYNC_API int desync_scheduler_drain(desync_scheduler_t *s);
  */
 DESYNC_API void desync_shutdown(void);
 
-/*
+/**
  * Sets the thread limit. Raising it lets new threads start for waiting work;
  * lowering it does not stop running threads (see despawn below).
  */
 DESYNC_API void desync_scheduler_set_max_threads(desync_scheduler_t *s, size_t n);
+/** The thread limit (desync_scheduler_set_max_threads). */
 DESYNC_API size_t desync_scheduler_max_threads(desync_scheduler_t *s);
 
-/* Threads currently alive (busy, spinning or sleeping). */
+/** Threads currently alive (busy, spinning or sleeping). */
 DESYNC_API size_t desync_scheduler_thread_count(desync_scheduler_t *s);
 
-/*
+/**
  * Starts one more thread now, even above the maximum. DESYNC_EINVAL for NULL,
  * DESYNC_EAGAIN if the system refused the thread, DESYNC_ENOMEM.
  */
 DESYNC_API int desync_scheduler_spawn_thread(desync_scheduler_t *s);
 
-/*
+/**
  * Blocks until the number of threads is at most the maximum: surplus threads
  * finish the queue they are running (putting it back for the others), then
  * exit and are joined before this returns. Called from a job on one of the
@@ -230,19 +243,19 @@ DESYNC_API int desync_scheduler_spawn_thread(desync_scheduler_t *s);
  */
 DESYNC_API void desync_scheduler_despawn_threads_if_overloaded(desync_scheduler_t *s);
 
-/* Counters of a scheduler (desync_scheduler_stats). */
+/** Counters of a scheduler (desync_scheduler_stats). */
 typedef struct desync_scheduler_stats {
-    size_t threads;          /* threads alive now */
-    size_t threads_peak;     /* the most alive at once so far */
-    size_t max_threads;      /* the limit */
-    size_t ready;            /* queues waiting on the run list for a thread */
-    uint64_t queues_run;     /* turns of a queue taken by its threads (a turn
+    size_t threads;          /**< threads alive now */
+    size_t threads_peak;     /**< the most alive at once so far */
+    size_t max_threads;      /**< the limit */
+    size_t ready;            /**< queues waiting on the run list for a thread */
+    uint64_t queues_run;     /**< turns of a queue taken by its threads (a turn
                                 runs up to 256 jobs) */
-    uint64_t wakeups;        /* times a sleeping thread was woken for work */
-    uint64_t spawn_failures; /* thread starts the system refused */
+    uint64_t wakeups;        /**< times a sleeping thread was woken for work */
+    uint64_t spawn_failures; /**< thread starts the system refused */
 } desync_scheduler_stats_t;
 
-/*
+/**
  * Fills *out with s's counters (NULL s = the default scheduler). Each worker
  * keeps its own counts, added up here, so the figures are a snapshot that
  * may be a little behind a busy scheduler. Never blocks (takes the
@@ -250,7 +263,7 @@ typedef struct desync_scheduler_stats {
  */
 DESYNC_API int desync_scheduler_stats(desync_scheduler_t *s, desync_scheduler_stats_t *out);
 
-/*
+/**
  * Writes a human-readable snapshot of s (NULL = the default scheduler) to f
  * (NULL = stderr), for debugging a stalled program: the counters above, each
  * thread (named desync-N, as debuggers and `top -H` show it, on systems
@@ -263,8 +276,11 @@ DESYNC_API int desync_scheduler_stats(desync_scheduler_t *s, desync_scheduler_st
  */
 DESYNC_API void desync_scheduler_dump(desync_scheduler_t *s, FILE *f);
 
-/* ------------------------------------------------------------------ fork
- *
+/* ------------------------------------------------------------------ fork */
+
+/**
+ * @file
+ * @par fork()
  * fork() may be called while the library is in use, from any thread and from
  * inside a job; the parent is unaffected. (The library's global locks are
  * taken around fork with pthread_atfork, so the child never finds one held.)
@@ -304,7 +320,7 @@ DESYNC_API void desync_scheduler_dump(desync_scheduler_t *s, FILE *f);
 
 /* --------------------------------------------------------------- queues */
 
-/*
+/**
  * A serial job queue on `scheduler` (NULL = the default scheduler), with one
  * reference owned by the caller. NULL on ENOMEM (also when the default
  * scheduler could not be created). The scheduler sets aside room for the
@@ -313,11 +329,11 @@ DESYNC_API void desync_scheduler_dump(desync_scheduler_t *s, FILE *f);
  */
 DESYNC_API desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler);
 
-/* Adds a reference; returns q (NULL for NULL). The caller must own a
+/** Adds a reference; returns q (NULL for NULL). The caller must own a
  * reference for the whole call (not race with the last release). */
 DESYNC_API desync_queue_t *desync_queue_retain(desync_queue_t *q);
 
-/*
+/**
  * Drops a reference. Jobs already queued still run (nothing is lost): on a
  * scheduler with threads in the background; on one with 0 threads when it is
  * drained or freed; on a freed scheduler this call runs them on the calling
@@ -326,7 +342,7 @@ DESYNC_API desync_queue_t *desync_queue_retain(desync_queue_t *q);
  */
 DESYNC_API void desync_queue_release(desync_queue_t *q);
 
-/*
+/**
  * Queues job(arg) to run after every job queued before it; returns at once,
  * never running the job itself (even when memory or threads run out: see
  * the scheduler section). `arg` is passed as it is: what it points to must
@@ -343,7 +359,7 @@ DESYNC_API void desync_queue_release(desync_queue_t *q);
  */
 DESYNC_API int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 
-/*
+/**
  * As desync_queue_desync, but the `len` bytes at `arg` are copied into the job
  * and the job receives a pointer to the copy (valid while it runs, aligned for
  * any type). Up to 96 bytes need no allocation beyond the job itself (a
@@ -351,10 +367,10 @@ DESYNC_API int desync_queue_desync(desync_queue_t *q, desync_queue_job_fn job, v
  * nothing queued).
  * DESYNC_EINVAL also for arg == NULL with len > 0.
  */
-DESYNC_API int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn job,
-                                        const void *arg, size_t len);
+DESYNC_API int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn job, const void *arg,
+                                        size_t len);
 
-/*
+/**
  * Queues job(arg) and blocks until it has run; then returns 0. On an idle
  * queue the job runs on the calling thread at once. If the queue has pending
  * jobs that no thread is running, the caller runs them itself, up to and
@@ -373,14 +389,14 @@ DESYNC_API int desync_queue_desync_copy(desync_queue_t *q, desync_queue_job_fn j
  */
 DESYNC_API int desync_queue_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 
-/*
+/**
  * Runs job(arg) on the calling thread only if q is idle and empty, else
  * returns DESYNC_EBUSY without running it (DESYNC_EDEADLK from q's own jobs,
  * DESYNC_EINVAL for NULL). Never blocks.
  */
 DESYNC_API int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 
-/*
+/**
  * Bounded queues. Sets the most desync jobs that may be pending on q (queued
  * by desync, desync_copy or try_desync and not yet run); 0, the default,
  * means no limit. Only those calls count and only they can be refused or
@@ -408,7 +424,7 @@ DESYNC_API int desync_queue_try_sync(desync_queue_t *q, desync_queue_job_fn job,
  */
 DESYNC_API int desync_queue_set_max_pending(desync_queue_t *q, size_t n);
 
-/*
+/**
  * As desync_queue_desync, but returns DESYNC_EAGAIN (nothing queued) instead
  * of blocking when q has a limit and is full. Never blocks. Without a limit
  * it is desync_queue_desync. DESYNC_EINVAL, DESYNC_ENOMEM, DESYNC_EFORKED as
@@ -417,22 +433,23 @@ DESYNC_API int desync_queue_set_max_pending(desync_queue_t *q, size_t n);
 DESYNC_API int desync_queue_try_desync(desync_queue_t *q, desync_queue_job_fn job, void *arg);
 
 /* A queue's state (desync_queue_stats). */
-#define DESYNC_QUEUE_IDLE 0      /* nothing pending or running */
-#define DESYNC_QUEUE_RUNNING 1   /* work pending: a thread runs it, or it waits for one */
-#define DESYNC_QUEUE_SUSPENDED 2 /* stopped by desync_queue_suspend until resumed, or held
-                                  * by a future: an async job's or `after`'s node waiting
-                                  * for its future, a future_sync job waiting for a
-                                  * thread that waits on its future */
+#define DESYNC_QUEUE_IDLE 0    /**< nothing pending or running */
+#define DESYNC_QUEUE_RUNNING 1 /**< work pending: a thread runs it, or it waits for one */
+/** stopped by desync_queue_suspend until resumed, or held by a future: an async job's or
+ * `after`'s node waiting for its future, a future_sync job waiting for a thread that
+ * waits on its future */
+#define DESYNC_QUEUE_SUSPENDED 2
 
+/** A queue's counts and state (desync_queue_stats). */
 typedef struct desync_queue_stats {
-    uint64_t pending;   /* jobs queued and not finished (syncs, future jobs too) */
-    uint64_t run;       /* queued jobs finished so far, modulo 2^32 */
-    int state;          /* DESYNC_QUEUE_* */
-    size_t max_pending; /* the limit (desync_queue_set_max_pending), 0 none */
-    size_t blocked;     /* producers blocked on the limit now */
+    uint64_t pending;   /**< jobs queued and not finished (syncs, future jobs too) */
+    uint64_t run;       /**< queued jobs finished so far, modulo 2^32 */
+    int state;          /**< DESYNC_QUEUE_* */
+    size_t max_pending; /**< the limit (desync_queue_set_max_pending), 0 none */
+    size_t blocked;     /**< producers blocked on the limit now */
 } desync_queue_stats_t;
 
-/*
+/**
  * Fills *out with q's counts and state. Approximate while other threads use
  * q: the counts are read one after the other, without stopping anyone, and
  * the runner adds finished jobs in batches (of up to 64, and at the end of
@@ -445,7 +462,7 @@ typedef struct desync_queue_stats {
  */
 DESYNC_API int desync_queue_stats(desync_queue_t *q, desync_queue_stats_t *out);
 
-/*
+/**
  * Names q for desync_scheduler_dump: `name` is copied (NULL clears it). The
  * label is kept in q's cold part (allocated on first use, freed with q).
  * Never blocks. 0, DESYNC_ENOMEM (label unchanged), DESYNC_EINVAL for NULL q.
@@ -454,7 +471,8 @@ DESYNC_API int desync_queue_set_label(desync_queue_t *q, const char *name);
 
 /* ------------------------------------------------------ desync objects */
 
-/*
+/** @{ */
+/**
  * A Desync object owning `data`, on the default scheduler (or `scheduler`),
  * with one reference owned by the caller. `destroy` (may be NULL) is called
  * with `data` once, after the last job. NULL on ENOMEM, also when the
@@ -463,12 +481,13 @@ DESYNC_API int desync_queue_set_label(desync_queue_t *q, const char *name);
 DESYNC_API desync_t *desync_new(void *data, desync_destroy_fn destroy);
 DESYNC_API desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data,
                                    desync_destroy_fn destroy);
+/** @} */
 
-/* Adds a reference; returns d (NULL for NULL). The caller must own a
+/** Adds a reference; returns d (NULL for NULL). The caller must own a
  * reference for the whole call (not race with the last release). */
 DESYNC_API desync_t *desync_retain(desync_t *d);
 
-/*
+/**
  * Drops a reference. The last one blocks until every job queued so far has
  * run, then calls destroy(data) in queue order and frees the object (memory
  * shared with its queue is kept while desync_get_queue() references remain).
@@ -478,7 +497,8 @@ DESYNC_API desync_t *desync_retain(desync_t *d);
  */
 DESYNC_API void desync_release(desync_t *d);
 
-/* The same calls as for queues, with the same errors; jobs also receive the
+/** @{ */
+/** The same calls as for queues, with the same errors; jobs also receive the
  * object's data. desync and desync_copy return at once unless d has a limit
  * on pending jobs (desync_set_max_pending) and is full. */
 DESYNC_API int desync_desync(desync_t *d, desync_job_fn job, void *arg);
@@ -486,26 +506,30 @@ DESYNC_API int desync_desync_copy(desync_t *d, desync_job_fn job, const void *ar
 DESYNC_API int desync_sync(desync_t *d, desync_job_fn job, void *arg);
 DESYNC_API int desync_try_sync(desync_t *d, desync_job_fn job, void *arg);
 DESYNC_API int desync_try_desync(desync_t *d, desync_job_fn job, void *arg);
-/* desync_queue_set_max_pending on the object's queue: desync, desync_copy
+/** @} */
+/** desync_queue_set_max_pending on the object's queue: desync, desync_copy
  * and try_desync on d then block (or fail with DESYNC_EAGAIN) as said
  * there while d is full. */
 DESYNC_API int desync_set_max_pending(desync_t *d, size_t n);
-/* desync_queue_set_label on the object's queue. */
+/** desync_queue_set_label on the object's queue. */
 DESYNC_API int desync_set_label(desync_t *d, const char *name);
 
-/*
+/**
  * The object's queue, borrowed (valid while the object is; retain it to keep
  * it longer). Jobs queued on it run in order with the object's jobs but do
  * not receive the data pointer. NULL for NULL.
  */
 DESYNC_API desync_queue_t *desync_get_queue(desync_t *d);
 
-/* The data pointer given to desync_new (NULL for NULL). Touch it only from
+/** The data pointer given to desync_new (NULL for NULL). Touch it only from
  * the object's own jobs. */
 DESYNC_API void *desync_data(desync_t *d);
 
-/* --------------------------------------------------------------- timers
- *
+/* --------------------------------------------------------------- timers */
+
+/**
+ * @file
+ * @par Timers
  * A timer queues a job on an object (or queue) after a delay, then, if it
  * has a period, again every period. Timers are driven by the threads of the
  * object's scheduler (no thread per timer: the pending timers of a
@@ -535,9 +559,10 @@ DESYNC_API void *desync_data(desync_t *d);
  * another thread was firing at the instant of fork may miss that fire in
  * the child.
  */
+/** A timer (desync_timer_start), owned by its starter until desync_timer_cancel. */
 typedef struct desync_timer desync_timer_t;
 
-/*
+/**
  * Starts a timer that queues job(data, arg) on d after delay_ns, then every
  * period_ns if period_ns is not 0 (0 = a one-shot timer); see above for the
  * rules. Never blocks, never runs the job itself. The timer keeps d alive
@@ -553,13 +578,13 @@ typedef struct desync_timer desync_timer_t;
 DESYNC_API desync_timer_t *desync_timer_start(desync_t *d, uint64_t delay_ns, uint64_t period_ns,
                                               desync_job_fn job, void *arg);
 
-/* The same on a bare queue: job(arg) is queued on q, and the timer holds a
+/** The same on a bare queue: job(arg) is queued on q, and the timer holds a
  * reference to q until it is cancelled. */
 DESYNC_API desync_timer_t *desync_queue_timer_start(desync_queue_t *q, uint64_t delay_ns,
                                                     uint64_t period_ns, desync_queue_job_fn job,
                                                     void *arg);
 
-/*
+/**
  * Stops the timer and frees the handle. After it returns, the job is never
  * started again: a run already waiting in the queue is skipped (it does
  * nothing). A run that had already started may still be running, on another

@@ -10,7 +10,8 @@ const char *desync_strerror(int err) {
     case DESYNC_EINVAL: return "invalid argument";
     case DESYNC_ENOMEM: return "out of memory";
     case DESYNC_EBUSY: return "queue is busy";
-    case DESYNC_EDEADLK: return "would deadlock: the wait would close a cycle of jobs waiting for each other";
+    case DESYNC_EDEADLK:
+        return "would deadlock: the wait would close a cycle of jobs waiting for each other";
     case DESYNC_ECANCELED: return "cancelled";
     case DESYNC_ETIMEDOUT: return "timed out";
     case DESYNC_EAGAIN: return "not ready, try again";

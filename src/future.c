@@ -572,7 +572,8 @@ desync_future_t *desync_after(desync_t *d, desync_future_t *after, desync_after_
     return queue_fnode(&d->q, K_AFTER, (dsy_fn)job, DSY_JOB_DATA, arg, after);
 }
 
-desync_future_t *desync_queue_future_desync(desync_queue_t *q, desync_queue_async_fn job, void *arg) {
+desync_future_t *desync_queue_future_desync(desync_queue_t *q, desync_queue_async_fn job,
+                                            void *arg) {
     return queue_fnode(q, K_ASYNC, (dsy_fn)job, 0, arg, NULL);
 }
 
@@ -868,7 +869,9 @@ int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value
     return fut_wait(f, deadline, value, false);
 }
 
-int desync_future_wait(desync_future_t *f, void **value) { return desync_future_wait_for(f, UINT64_MAX, value); }
+int desync_future_wait(desync_future_t *f, void **value) {
+    return desync_future_wait_for(f, UINT64_MAX, value);
+}
 
 int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *waker) {
     if (!f)

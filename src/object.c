@@ -47,7 +47,9 @@ void dsy_object_weak_release(desync_t *d) {
         dsy_queue_unref(&d->q);
 }
 
-int dsy_object_alive(desync_t *d) { return atomic_load_explicit(&d->strong, memory_order_acquire) > 0; }
+int dsy_object_alive(desync_t *d) {
+    return atomic_load_explicit(&d->strong, memory_order_acquire) > 0;
+}
 
 static void destroy_data(void *data, void *arg) {
     desync_t *d = arg;

@@ -644,8 +644,8 @@ static void pump_kick_from(dsy_pipe *p, bool in_job) {
                 atomic_compare_exchange_weak_explicit(&p->state, &s, s | PS_AGAIN,
                                                       memory_order_seq_cst, memory_order_relaxed))
                 return;
-        } else if (atomic_compare_exchange_weak_explicit(&p->state, &s, PS_RUN, memory_order_seq_cst,
-                                                         memory_order_relaxed)) {
+        } else if (atomic_compare_exchange_weak_explicit(
+                       &p->state, &s, PS_RUN, memory_order_seq_cst, memory_order_relaxed)) {
             break;
         }
     }
@@ -764,8 +764,8 @@ void desync_pipe_set_backpressure_depth(desync_stream_t *pipe_output, size_t dep
 /* The one constructor: takes ownership of input (freed on every error) and
  * starts pumping. process is the kind's function type. NULL on EINVAL (NULL
  * arguments) or ENOMEM: *err says which. */
-static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind, void (*process)(void),
-                          void *arg, desync_promise_t *done_pr, int *err) {
+static dsy_pipe *pipe_new(desync_t *d, desync_stream_t *input, pipe_kind kind,
+                          void (*process)(void), void *arg, desync_promise_t *done_pr, int *err) {
     *err = DESYNC_EINVAL;
     dsy_pipe *p = NULL;
     if (d && input && process) {

@@ -474,7 +474,8 @@ static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran)
          * in a tight loop would pull each node away from its producer. */
         dsy_spin sp = dsy_spin_for(DSY_LINGER_NS, 0);
         for (unsigned j = 1; dsy_spin_round(&sp); j++)
-            if (j % DSY_LINGER_POLL_PAUSES == 0 && atomic_load_explicit(&n->next, memory_order_relaxed))
+            if (j % DSY_LINGER_POLL_PAUSES == 0 &&
+                atomic_load_explicit(&n->next, memory_order_relaxed))
                 break;
     }
     return advance(q, n);
@@ -741,7 +742,8 @@ void dsy_queue_give_back_behind(desync_queue_t *q, dsy_node *n) {
  * waits for a thread that this caller may have to be), or DESYNC_EDEADLK.
  * It sets BARGE before every look at `tail` and every sleep, so whenever it
  * sleeps or leaves, BARGE is set or a wake is on its way to a sleeper. */
-static __attribute__((noinline)) int sync_wait_outside(desync_queue_t *q, dsy_node *n, dsy_frame *f) {
+static __attribute__((noinline)) int sync_wait_outside(desync_queue_t *q, dsy_node *n,
+                                                       dsy_frame *f) {
     dsy_wait_edge edge;
     if (dsy_wait_enter(&edge, q))
         return DESYNC_EDEADLK;
@@ -1395,9 +1397,9 @@ static void queue_runnable_dump(desync_scheduler_t *s, FILE *f) {
         desync_queue_stats_t st;
         desync_queue_stats(c->q, &st);
         cold_describe(c, name, sizeof name);
-        fprintf(f, "  %s %s: %s, %llu pending, %llu run", st.state == DESYNC_QUEUE_SUSPENDED ? "suspended" : "queue",
-                name, states[st.state], (unsigned long long)st.pending,
-                (unsigned long long)st.run);
+        fprintf(f, "  %s %s: %s, %llu pending, %llu run",
+                st.state == DESYNC_QUEUE_SUSPENDED ? "suspended" : "queue", name, states[st.state],
+                (unsigned long long)st.pending, (unsigned long long)st.run);
         if (st.max_pending)
             fprintf(f, ", limit %zu, %zu producers blocked", st.max_pending, st.blocked);
         fputc('\n', f);

@@ -1182,7 +1182,8 @@ void desync_scheduler_dump(desync_scheduler_t *s, FILE *f) {
             ops->name(ws[i].running, name, sizeof name);
             fprintf(f, "  thread desync-%u: running %s\n", ws[i].id, name);
         } else {
-            fprintf(f, "  thread desync-%u: %s\n", ws[i].id, ws[i].idle ? "asleep" : "looking for work");
+            fprintf(f, "  thread desync-%u: %s\n", ws[i].id,
+                    ws[i].idle ? "asleep" : "looking for work");
         }
     }
     for (size_t i = 0; i < nr && ops; i++) {

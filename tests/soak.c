@@ -283,8 +283,8 @@ static void *after_job(void *data, int status, void *value, void *arg) {
     struct inst *x = data;
     check_job(x, r->p, r->seq);
     if (status != 0 || (uintptr_t)value != r->value)
-        ERR("after: status %d value %#lx, expected 0 and %#lx\n", status, (unsigned long)(uintptr_t)value,
-            (unsigned long)r->value);
+        ERR("after: status %d value %#lx, expected 0 and %#lx\n", status,
+            (unsigned long)(uintptr_t)value, (unsigned long)r->value);
     if (r->is_promise && !atomic_load(&r->completed))
         ERR("after ran before its promise completed\n");
     x->last_value = (uintptr_t)value; /* updating data from a future */
@@ -710,7 +710,8 @@ static void one_op(struct producer *pr) {
         int kind = r < 15255 ? K_SYNC_ALL : K_DESYNC_ALL;
         atomic_store(&pr->doing, kind);
         /* One object in 8 twice (a transfer to itself). */
-        int o2 = test_rnd(&pr->seed) % 8 == 0 ? o : (int)(test_rnd(&pr->seed) % (uint32_t)o_objects);
+        int o2 =
+            test_rnd(&pr->seed) % 8 == 0 ? o : (int)(test_rnd(&pr->seed) % (uint32_t)o_objects);
         op_all(pr, x, pr->held[o2], kind);
     } else if (r < 27255) {
         /* (with 0 threads: sync_all and desync_all's shares too; see op_all) */
@@ -811,8 +812,9 @@ static long rss_kib(void) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: soak [-n jobs] [-s seconds] [-w warmup_s] [-g rss_growth_pct]\n"
-                    "            [-t default|threads] [-p producers] [-o objects] [-S stall_s] [-F]\n");
+    fprintf(stderr,
+            "usage: soak [-n jobs] [-s seconds] [-w warmup_s] [-g rss_growth_pct]\n"
+            "            [-t default|threads] [-p producers] [-o objects] [-S stall_s] [-F]\n");
     exit(2);
 }
 

@@ -396,7 +396,8 @@ static void *cr_worker_main(void *p) {
         atomic_init(&c->inside, 0);
         c->magic = 0xC0FFEEu;
         h->data = c;
-        h->d = (test_rnd(&state) % 2) ? desync_new_on(w->s, c, cr_destroy) : desync_new(c, cr_destroy);
+        h->d =
+            (test_rnd(&state) % 2) ? desync_new_on(w->s, c, cr_destroy) : desync_new(c, cr_destroy);
         if (!h->d) {
             FAILF("desync_new failed\n");
             free(h);

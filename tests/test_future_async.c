@@ -265,7 +265,9 @@ static desync_future_t *initiator_job(void *data, void *arg) {
     return await_into(f, data, in->arrival, &in->arrived);
 }
 
-static void read_core(void *data, void *arg) { *(struct core_data *)arg = *(struct core_data *)data; }
+static void read_core(void *data, void *arg) {
+    *(struct core_data *)arg = *(struct core_data *)data;
+}
 
 struct arrived_read {
     struct initiator *in;

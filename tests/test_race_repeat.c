@@ -255,7 +255,8 @@ TEST(race_suspend_background_resume_1000) {
         CHECK(v);
         int val = 0;
         CHECK_EQ(desync_queue_desync(q, set_42, &val), 0);
-        struct bg_resume b = {.r = v, .spin_ns = test_rnd(&seed) % 50000, .raise = r % 2 ? s : NULL};
+        struct bg_resume b = {
+            .r = v, .spin_ns = test_rnd(&seed) % 50000, .raise = r % 2 ? s : NULL};
         CHECK(pthread_create(&b.th, NULL, bg_resume_main, &b) == 0);
         int out = -1;
         int *pp[2] = {&val, &out};

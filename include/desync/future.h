@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * libdesync futures: results that may not exist yet, async jobs, promises,
  * and queue suspend/resume. Included by <desync.h>; do not include directly.
  *
@@ -28,28 +29,35 @@
 extern "C" {
 #endif
 
+/** A future: a status and a value that may not exist yet. */
 typedef struct desync_future desync_future_t;
+/** The writing end of a future (desync_promise_new). */
 typedef struct desync_promise desync_promise_t;
+/** Resumes a suspended queue (desync_queue_suspend). */
 typedef struct desync_resumer desync_resumer_t;
 
-/* A callback that a pending poll arranges to be called (once) when it may
+/** A callback that a pending poll arranges to be called (once) when it may
  * succeed. Copied by the poll call; ctx must stay valid until wake runs or a
  * later poll replaces the waker. */
 typedef struct desync_waker {
-    void (*wake)(void *ctx);
-    void *ctx;
+    void (*wake)(void *ctx); /**< called with ctx */
+    void *ctx;               /**< passed to wake */
 } desync_waker_t;
 
+/** An async job (desync_future_desync): returns a future its queue waits for. */
 typedef desync_future_t *(*desync_async_fn)(void *data, void *arg);
+/** An async job on a bare queue (desync_queue_future_desync). */
 typedef desync_future_t *(*desync_queue_async_fn)(void *arg);
+/** A job run once a future completed (desync_after): returns the value. */
 typedef void *(*desync_after_fn)(void *data, int status, void *value, void *arg);
+/** A job run once a future completed, on a bare queue (desync_queue_after). */
 typedef void *(*desync_queue_after_fn)(int status, void *value, void *arg);
-/* desync_future_then's callback: the future's status and value, and arg. */
+/** desync_future_then's callback: the future's status and value, and arg. */
 typedef void (*desync_then_fn)(int status, void *value, void *arg);
 
 /* ------------------------------------------------------------ creating */
 
-/*
+/**
  * Queues an async job on d; it runs in order in the background even if nobody
  * waits. The returned future completes with the result of the future the job
  * returned, or DESYNC_ECANCELED if the job never runs. NULL for NULL d or job,
@@ -57,7 +65,7 @@ typedef void (*desync_then_fn)(int status, void *value, void *arg);
  */
 DESYNC_API desync_future_t *desync_future_desync(desync_t *d, desync_async_fn job, void *arg);
 
-/*
+/**
  * Queues an async job on d that runs on the thread that waits on or polls the
  * returned future, once the queue reaches it (the queue is held there until
  * then). So its fd (desync_future_fd) becomes readable only once some thread
@@ -70,7 +78,7 @@ DESYNC_API desync_future_t *desync_future_desync(desync_t *d, desync_async_fn jo
  */
 DESYNC_API desync_future_t *desync_future_sync(desync_t *d, desync_async_fn job, void *arg);
 
-/*
+/**
  * When d's queue reaches this point it waits (holding the queue, blocking no
  * thread) for `after`, then runs job(data, status, value, arg) on the queue;
  * the returned future completes with the job's return value. Takes ownership
@@ -79,18 +87,21 @@ DESYNC_API desync_future_t *desync_future_sync(desync_t *d, desync_async_fn job,
 DESYNC_API desync_future_t *desync_after(desync_t *d, desync_future_t *after, desync_after_fn job,
                                          void *arg);
 
-/* The same three on a bare queue (jobs receive no data pointer). */
+/** @{ */
+/** The same three on a bare queue (jobs receive no data pointer). */
 DESYNC_API desync_future_t *desync_queue_future_desync(desync_queue_t *q, desync_queue_async_fn job,
                                                        void *arg);
 DESYNC_API desync_future_t *desync_queue_future_sync(desync_queue_t *q, desync_queue_async_fn job,
                                                      void *arg);
 DESYNC_API desync_future_t *desync_queue_after(desync_queue_t *q, desync_future_t *after,
                                                desync_queue_after_fn job, void *arg);
+/** @} */
 
-/* A future that is already complete with `value`. NULL on ENOMEM. */
+/** A future that is already complete with `value`. NULL on ENOMEM. */
 DESYNC_API desync_future_t *desync_future_ready(void *value);
 
-/*
+/** @{ */
+/**
  * Combinators over n futures fs[0..n-1] (the array is read during the call
  * only; the same future may appear twice). Never block.
  *
@@ -131,8 +142,9 @@ DESYNC_API desync_future_t *desync_future_ready(void *value);
  */
 DESYNC_API desync_future_t *desync_future_all(desync_future_t *const fs[], size_t n);
 DESYNC_API desync_future_t *desync_future_any(desync_future_t *const fs[], size_t n);
+/** @} */
 
-/*
+/**
  * A future that completes with status 0 and value NULL once ns nanoseconds
  * have passed: to combine with desync_after (run a job on an object later,
  * holding its queue meanwhile), desync_future_then, or as a sleep that an
@@ -144,13 +156,13 @@ DESYNC_API desync_future_t *desync_future_any(desync_future_t *const fs[], size_
  */
 DESYNC_API desync_future_t *desync_future_delay(uint64_t ns);
 
-/*
+/**
  * A promise and its future (stored in *future). The promise is the writing
  * end: complete or cancel consumes it. NULL for NULL future, or on ENOMEM.
  */
 DESYNC_API desync_promise_t *desync_promise_new(desync_future_t **future);
 
-/*
+/**
  * Completes the future with value and frees the promise. 0, or DESYNC_EINVAL
  * for NULL or for a promise already consumed (by complete or cancel) whose
  * future is still alive: the future keeps its first result. Once both the
@@ -162,13 +174,13 @@ DESYNC_API desync_promise_t *desync_promise_new(desync_future_t **future);
  */
 DESYNC_API int desync_promise_complete(desync_promise_t *p, void *value);
 
-/* Completes the future with DESYNC_ECANCELED and frees the promise. 0, or
+/** Completes the future with DESYNC_ECANCELED and frees the promise. 0, or
  * DESYNC_EINVAL as for desync_promise_complete (NULL, or consumed already). */
 DESYNC_API int desync_promise_cancel(desync_promise_t *p);
 
 /* ------------------------------------------------------------- reading */
 
-/*
+/**
  * Blocks until f is complete; stores its value in *value (value may be NULL)
  * and returns its status (0 or a negative DESYNC_E* code, see above). If f belongs to a queue that
  * no thread is running, the caller runs that queue's work itself (as sync
@@ -183,11 +195,11 @@ DESYNC_API int desync_promise_cancel(desync_promise_t *p);
  */
 DESYNC_API int desync_future_wait(desync_future_t *f, void **value);
 
-/* As desync_future_wait, but gives up after timeout_ns: DESYNC_ETIMEDOUT
+/** As desync_future_wait, but gives up after timeout_ns: DESYNC_ETIMEDOUT
  * (f stays valid and may be waited on again). Concurrency as for wait. */
 DESYNC_API int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, void **value);
 
-/*
+/**
  * Never blocks (a future_sync job that is due runs inside this call). Returns
  * the status (with *value set) when complete, else
  * DESYNC_EAGAIN after arranging that waker->wake(waker->ctx) is called exactly
@@ -202,7 +214,7 @@ DESYNC_API int desync_future_wait_for(desync_future_t *f, uint64_t timeout_ns, v
  */
 DESYNC_API int desync_future_poll(desync_future_t *f, void **value, const desync_waker_t *waker);
 
-/*
+/**
  * Consumes f: callback(status, value, arg) runs exactly once when f completes,
  * on the thread that completes it (at once, on this thread, if f is already
  * complete). 0, or DESYNC_EINVAL for NULL f or callback (f is then not
@@ -212,7 +224,7 @@ DESYNC_API int desync_future_poll(desync_future_t *f, void **value, const desync
  */
 DESYNC_API int desync_future_then(desync_future_t *f, desync_then_fn callback, void *arg);
 
-/*
+/**
  * A file descriptor that becomes readable when f is complete (eventfd on
  * Linux, a pipe elsewhere), to watch f with poll/epoll/libuv. It belongs to f
  * and is closed by desync_future_free; do not read or close it yourself.
@@ -222,11 +234,11 @@ DESYNC_API int desync_future_then(desync_future_t *f, desync_then_fn callback, v
  */
 DESYNC_API int desync_future_fd(desync_future_t *f);
 
-/* Drops the handle and lets f finish on its own; the job still runs.
+/** Drops the handle and lets f finish on its own; the job still runs.
  * Handle rules as for desync_future_free. */
 DESYNC_API void desync_future_detach(desync_future_t *f);
 
-/*
+/**
  * Drops the handle. A future_sync job that has not started is cancelled;
  * other jobs still run. Any fd of f is closed (a poll(2) that still watches
  * it then reports POLLNVAL, or, if the number was reused, another file:
@@ -242,7 +254,7 @@ DESYNC_API void desync_future_free(desync_future_t *f);
 
 /* -------------------------------------------------------- suspend/resume */
 
-/*
+/**
  * Once the jobs queued on q before this call have run, q stops running jobs
  * and the returned future completes with a desync_resumer_t * as its value.
  * Jobs queued meanwhile wait. The resumer keeps q alive until resumed.
@@ -250,7 +262,7 @@ DESYNC_API void desync_future_free(desync_future_t *f);
  */
 DESYNC_API desync_future_t *desync_queue_suspend(desync_queue_t *q);
 
-/* Lets the suspended queue run again and frees the resumer. Call exactly once.
+/** Lets the suspended queue run again and frees the resumer. Call exactly once.
  * Ignores NULL. */
 DESYNC_API void desync_resumer_resume(desync_resumer_t *r);
 

@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * libdesync jobs over several objects: one job that has several objects to
  * itself at once (a transfer between two accounts), without locks and
  * without a lock order chosen by the caller. Included by <desync.h>; do not
@@ -30,11 +31,11 @@
 extern "C" {
 #endif
 
-/* A job over several objects: datas[i] is the data of the call's objs[i]
+/** A job over several objects: datas[i] is the data of the call's objs[i]
  * (the array is the library's, valid while the job runs). */
 typedef void (*desync_all_fn)(void *const datas[], void *arg);
 
-/*
+/**
  * Runs job(datas, arg) with the n objects of objs to itself, and blocks until
  * it has run; then returns 0. While the job runs, every job queued on any of
  * the objects before the call has run, and none queued after the call
@@ -66,7 +67,7 @@ typedef void (*desync_all_fn)(void *const datas[], void *arg);
  */
 DESYNC_API int desync_sync_all(desync_t *const objs[], size_t n, desync_all_fn job, void *arg);
 
-/*
+/**
  * Queues job(datas, arg) over the n objects of objs and returns at once: its
  * place in every object's queue is fixed when this returns, as for
  * desync_sync_all (jobs queued on any of the objects before the call run

@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * libdesync streams: sequences of items that arrive over time, channels that
  * feed them, and pipes that process them on a Desync object's queue.
  * Included by <desync.h>; do not include directly.
@@ -19,29 +20,33 @@
 extern "C" {
 #endif
 
+/** A stream of void * items (desync_stream_next). */
 typedef struct desync_stream desync_stream_t;
+/** The sending end of a channel (desync_channel_new). */
 typedef struct desync_channel desync_channel_t;
 
-/* A user-defined stream. poll_next returns 0 with *item set, DESYNC_EAGAIN
+/** A user-defined stream. poll_next returns 0 with *item set, DESYNC_EAGAIN
  * after arranging for waker->wake(waker->ctx) to be called when an item may
  * be ready (waker may be NULL: then just report), or DESYNC_EOF at the end.
  * free releases self (may be NULL). */
 typedef struct desync_stream_ops {
+    /** The next item, DESYNC_EAGAIN or DESYNC_EOF, as said above. */
     int (*poll_next)(void *self, void **item, const desync_waker_t *waker);
+    /** Releases self (may be NULL). */
     void (*free)(void *self);
 } desync_stream_ops_t;
 
-/* A stream over ops/self (ops is not copied: keep it alive, e.g. static).
+/** A stream over ops/self (ops is not copied: keep it alive, e.g.\ static).
  * NULL for NULL ops or poll_next, or on ENOMEM (self is then not freed). */
 DESYNC_API desync_stream_t *desync_stream_new(const desync_stream_ops_t *ops, void *self);
 
-/* A stream yielding the count pointers of items (copied), then DESYNC_EOF.
+/** A stream yielding the count pointers of items (copied), then DESYNC_EOF.
  * NULL for items == NULL with count > 0, or on ENOMEM. */
 DESYNC_API desync_stream_t *desync_stream_from_array(void *const *items, size_t count);
 
 /* -------------------------------------------------------------- channels */
 
-/*
+/**
  * A channel holding up to `capacity` items (0: a rendezvous channel, where a
  * send completes only once the reader has taken the item). The returned
  * handle is the sending end; *receiver gets the reading stream.
@@ -62,12 +67,12 @@ DESYNC_API desync_stream_t *desync_stream_from_array(void *const *items, size_t 
  */
 DESYNC_API desync_channel_t *desync_channel_new(size_t capacity, desync_stream_t **receiver);
 
-/* Another sending handle of the same channel (each is closed separately);
+/** Another sending handle of the same channel (each is closed separately);
  * returns c. NULL for NULL c, or when no handle of c is open (every one
  * was closed). */
 DESYNC_API desync_channel_t *desync_channel_retain(desync_channel_t *c);
 
-/*
+/**
  * Blocks while the channel is full, then queues item: 0. A send that had to
  * wait is let in once the reader has taken the channel down to half its
  * capacity or less (rounded down; with several sends waiting, as many as
@@ -80,18 +85,18 @@ DESYNC_API desync_channel_t *desync_channel_retain(desync_channel_t *c);
  */
 DESYNC_API int desync_channel_send(desync_channel_t *c, void *item);
 
-/* As send, but DESYNC_EAGAIN instead of blocking when full or while other
+/** As send, but DESYNC_EAGAIN instead of blocking when full or while other
  * sends wait to be let in (the same other errors: DESYNC_EPIPE,
  * DESYNC_ENOMEM, DESYNC_EINVAL). */
 DESYNC_API int desync_channel_try_send(desync_channel_t *c, void *item);
 
-/* A future that completes (value NULL) once item was accepted (when the
+/** A future that completes (value NULL) once item was accepted (when the
  * channel is full, as a waiting send is: see desync_channel_send), or with
  * DESYNC_ECANCELED if the reader went away first or every sending handle
  * was closed (the item then was not taken). NULL for NULL c or on ENOMEM. */
 DESYNC_API desync_future_t *desync_channel_send_future(desync_channel_t *c, void *item);
 
-/*
+/**
  * Closes and frees this sending handle. Once every handle is closed, the
  * reader gets the items still queued, then DESYNC_EOF. Ignores NULL, and a
  * close when every handle is closed already (while the reader exists).
@@ -100,46 +105,49 @@ DESYNC_API void desync_channel_close(desync_channel_t *c);
 
 /* --------------------------------------------------------------- reading */
 
-/* Blocks until an item (0, *item set) or the end (DESYNC_EOF).
+/** Blocks until an item (0, *item set) or the end (DESYNC_EOF).
  * DESYNC_EINVAL for NULL s or item. The output of a pipe that ran out of
  * memory ends with DESYNC_ENOMEM instead of DESYNC_EOF (see desync_pipe);
  * a user stream's own error codes are passed on. The same holds for the
  * other reading calls below. */
 DESYNC_API int desync_stream_next(desync_stream_t *s, void **item);
 
-/* As next, but DESYNC_ETIMEDOUT after timeout_ns. */
+/** As next, but DESYNC_ETIMEDOUT after timeout_ns. */
 DESYNC_API int desync_stream_next_for(desync_stream_t *s, uint64_t timeout_ns, void **item);
 
-/* Never blocks: 0 with an item, DESYNC_EAGAIN when none is ready, DESYNC_EOF. */
+/** Never blocks: 0 with an item, DESYNC_EAGAIN when none is ready, DESYNC_EOF. */
 DESYNC_API int desync_stream_try_next(desync_stream_t *s, void **item);
 
-/* As try_next, but when pending calls waker->wake(ctx) once an item may be
+/** As try_next, but when pending calls waker->wake(ctx) once an item may be
  * ready (a later poll replaces the waker). */
-DESYNC_API int desync_stream_poll_next(desync_stream_t *s, void **item, const desync_waker_t *waker);
+DESYNC_API int desync_stream_poll_next(desync_stream_t *s, void **item,
+                                       const desync_waker_t *waker);
 
-/* A future for the next item: value = the item, status 0; at the end it
+/** A future for the next item: value = the item, status 0; at the end it
  * completes with DESYNC_EOF as status (DESYNC_ENOMEM for a failed pipe's
  * output, DESYNC_ECANCELED for another error of the stream). The stream
  * must not be read or freed until that future completes. NULL for NULL s
  * or on ENOMEM. A user stream's wakes need no memory afterwards. */
 DESYNC_API desync_future_t *desync_stream_next_future(desync_stream_t *s);
 
-/* Items still buffered in s when it is freed are passed to item_free. */
+/** Items still buffered in s when it is freed are passed to item_free. */
 DESYNC_API void desync_stream_set_item_free(desync_stream_t *s, void (*item_free)(void *item));
 
-/* Frees the stream (and its source). Ignores NULL. */
+/** Frees the stream (and its source). Ignores NULL. */
 DESYNC_API void desync_stream_free(desync_stream_t *s);
 
 /* ----------------------------------------------------------------- pipes */
 
-/* Process functions: run on the object's queue with its data, for each item
+/** @{ */
+/** Process functions: run on the object's queue with its data, for each item
  * in order. desync_pipe_fn returns the output item; desync_pipe_async_fn
  * returns a future of it (NULL: done, with value NULL). */
 typedef void (*desync_pipe_in_fn)(void *data, void *item, void *arg);
 typedef void *(*desync_pipe_fn)(void *data, void *item, void *arg);
 typedef desync_future_t *(*desync_pipe_async_fn)(void *data, void *item, void *arg);
+/** @} */
 
-/*
+/**
  * Takes ownership of `input`. Each item it yields is processed as
  * process(data, item, arg) on d's queue, in order with every other job of d.
  * The pipe holds only a weak reference to d: once the last user reference to
@@ -159,7 +167,7 @@ typedef desync_future_t *(*desync_pipe_async_fn)(void *data, void *item, void *a
 DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_in_fn process,
                               void *arg);
 
-/*
+/**
  * As pipe_in, but each process() return value is put, in order, on the
  * returned output stream. The pipe keeps d alive while the output exists;
  * freeing the output closes the pipe (input freed, no more processing). When
@@ -177,10 +185,11 @@ DESYNC_API int desync_pipe_in(desync_t *d, desync_stream_t *input, desync_pipe_i
  * item process returned that cannot be queued goes to the output's
  * item_free). A pipe reading a failed pipe's output fails the same way.
  */
-DESYNC_API desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input,
-                                        desync_pipe_fn process, void *arg);
+DESYNC_API desync_stream_t *desync_pipe(desync_t *d, desync_stream_t *input, desync_pipe_fn process,
+                                        void *arg);
 
-/* Async forms: process returns a future and d's queue is held until it
+/** @{ */
+/** Async forms: process returns a future and d's queue is held until it
  * completes (blocking no thread). For desync_pipe_async the future's value is
  * the output item; a cancelled future produces no output item. Their
  * default depth stays 5 (one item per job: larger batches gain nothing). */
@@ -188,8 +197,10 @@ DESYNC_API int desync_pipe_in_async(desync_t *d, desync_stream_t *input,
                                     desync_pipe_async_fn process, void *arg);
 DESYNC_API desync_stream_t *desync_pipe_async(desync_t *d, desync_stream_t *input,
                                               desync_pipe_async_fn process, void *arg);
+/** @} */
 
-/*
+/** @{ */
+/**
  * desync_pipe_in and desync_pipe_in_async (same arguments, ownership of
  * input, order and backpressure; never blocks), with a way to learn that
  * the pipe has finished: the returned future completes once the pipe has
@@ -217,8 +228,9 @@ DESYNC_API desync_future_t *desync_pipe_in_future(desync_t *d, desync_stream_t *
                                                   desync_pipe_in_fn process, void *arg);
 DESYNC_API desync_future_t *desync_pipe_in_async_future(desync_t *d, desync_stream_t *input,
                                                         desync_pipe_async_fn process, void *arg);
+/** @} */
 
-/* Sets how many unread output items make a pipe stop reading its input
+/** Sets how many unread output items make a pipe stop reading its input
  * (at least 1; 0 is taken as 1). Ignores streams that are not pipe outputs.
  * The depth set is kept (the default's growth stops). A depth above 64
  * makes the pipe allocate queue room as it fills (see desync_pipe_in for

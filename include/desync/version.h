@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * libdesync version: the one place the version is written. The Makefile,
  * CMakeLists.txt, the pkg-config and CMake package files and the shared
  * library's soname all read the three numbers below (keep each on its own
@@ -17,27 +18,36 @@
 #ifndef DESYNC_VERSION_H
 #define DESYNC_VERSION_H
 
+/** @{ */
+/** The version of these headers: major, minor and patch numbers. */
 #define DESYNC_VERSION_MAJOR 0
 #define DESYNC_VERSION_MINOR 1
 #define DESYNC_VERSION_PATCH 0
+/** @} */
 
-/* MAJOR * 10000 + MINOR * 100 + PATCH (0.1.0 is 100, 1.2.3 is 10203): minor
+/** @{ */
+/** MAJOR * 10000 + MINOR * 100 + PATCH (0.1.0 is 100, 1.2.3 is 10203): minor
  * and patch stay below 100. Compares with DESYNC_VERSION_ENCODE. */
 #define DESYNC_VERSION_ENCODE(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
 #define DESYNC_VERSION_NUMBER \
     DESYNC_VERSION_ENCODE(DESYNC_VERSION_MAJOR, DESYNC_VERSION_MINOR, DESYNC_VERSION_PATCH)
+/** @} */
 
-/* "MAJOR.MINOR.PATCH", e.g. "0.1.0". */
+/** @{ */
+/** Helpers for DESYNC_VERSION_STRING: a macro's value as a string. */
 #define DESYNC_VERSION_STRINGIFY_(x) #x
 #define DESYNC_VERSION_STRINGIFY(x) DESYNC_VERSION_STRINGIFY_(x)
+/** @} */
+
+/** "MAJOR.MINOR.PATCH", e.g.\ "0.1.0". */
 #define DESYNC_VERSION_STRING                                                  \
     DESYNC_VERSION_STRINGIFY(DESYNC_VERSION_MAJOR) "."                         \
     DESYNC_VERSION_STRINGIFY(DESYNC_VERSION_MINOR) "."                         \
     DESYNC_VERSION_STRINGIFY(DESYNC_VERSION_PATCH)
 
-/* True when the headers are at least version major.minor.patch, for code
+/** True when the headers are at least version major.minor.patch, for code
  * that must build against several releases:
- *   #if DESYNC_VERSION_AT_LEAST(0, 2, 0) ... #endif */
+ *   `#if DESYNC_VERSION_AT_LEAST(0, 2, 0) ... #endif` */
 #define DESYNC_VERSION_AT_LEAST(major, minor, patch) \
     (DESYNC_VERSION_NUMBER >= DESYNC_VERSION_ENCODE(major, minor, patch))
 
