@@ -284,6 +284,19 @@ $(BUILD)/test_blocks_asan: tests/blocks/test_blocks.c $(STATIC_LIB)
 
 test: $(if $(TESTS),,test-blocks)
 
+# examples/kvserver.c, run with no argument, serves 127.0.0.1 on a free
+# port and checks 5,000 requests from its own client threads (each wait in
+# it is bounded); `make test` runs it and checks its exit status and line.
+.PHONY: test-kvserver
+test-kvserver: $(BUILD)/kvserver
+	@echo "== examples/kvserver: 5,000 requests on loopback"
+	@timeout 300 $(RUN_PREFIX) ./$(BUILD)/kvserver > $(BUILD)/kvserver.out 2>&1; rc=$$?; \
+	    cat $(BUILD)/kvserver.out; \
+	    [ $$rc = 0 ] && grep -q ' 5000 replies checked, 0 wrong' $(BUILD)/kvserver.out || \
+	    { echo "FAIL examples/kvserver (exit status $$rc)"; exit 1; }
+
+test: $(if $(TESTS),,test-kvserver)
+
 # For scripts (.ci/consumers): the version and the soname's version.
 print-version:
 	@echo $(VERSION)
