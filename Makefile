@@ -297,6 +297,15 @@ test-kvserver: $(BUILD)/kvserver
 
 test: $(if $(TESTS),,test-kvserver)
 
+# ThreadSanitizer for users (README, "ThreadSanitizer in your program"):
+# installs the library built with SAN=thread into a temporary DESTDIR,
+# builds tests/consumer/tsan_user.c (race-free) with -fsanitize=thread
+# through pkg-config against it and fails on any TSan report; the same
+# program with -DRACY must be reported. See tests/consumer/tsan_user.sh.
+.PHONY: check-tsan-user
+check-tsan-user:
+	@CC="$(CC)" MAKE="$(MAKE)" sh tests/consumer/tsan_user.sh
+
 # For scripts (.ci/consumers): the version and the soname's version.
 print-version:
 	@echo $(VERSION)
