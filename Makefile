@@ -25,6 +25,10 @@
 #                             under DESTDIR if set; make uninstall removes it
 #   make check-symbols        what the libraries export (also run by make test)
 #   make check-version        the version in debian/changelog is the headers'
+#   make check-tsan-user      a user's TSan program against `make install SAN=thread`
+#                             (tests/consumer/tsan_user.sh)
+#   make test-blocks          <desync/blocks.h> tests (clang -fblocks; in make test)
+#   make test-kvserver        examples/kvserver.c's 5,000 requests (in make test)
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
