@@ -27,6 +27,10 @@
 #   make check-version        the version in debian/changelog is the headers'
 #   make docs                 the HTML API reference (doxygen) in build/docs/html
 #   make format-check         the lines changed since main follow .clang-format
+#   make check-tsan-user      a user's TSan program against `make install SAN=thread`
+#                             (tests/consumer/tsan_user.sh)
+#   make test-blocks          <desync/blocks.h> tests (clang -fblocks; in make test)
+#   make test-kvserver        examples/kvserver.c's 5,000 requests (in make test)
 #   make clean
 
 # Make's built-in default for CC is "cc"; we default to gcc, but honour any
@@ -236,6 +240,77 @@ ifeq ($(TESTS),)
 	DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \
 	$(RUN_PREFIX) ./$(BUILD)/run_tests_shared $(SHARED_TESTS)
 endif
+
+# <desync/blocks.h> (the `_b` calls taking clang blocks) is tested by its
+# own program, tests/blocks/test_blocks.c: it needs clang with -fblocks and
+# the BlocksRuntime (Debian: libblocksruntime-dev), which the library does
+# not. `make test` (without TESTS) runs it when a tiny program using both
+# builds here, and says that it skips it otherwise. It is built by clang
+# (BLOCKS_CC) against this build's static library, also when CC is gcc; in a
+# gcc sanitizer build it is skipped, since clang's sanitizer runtime cannot
+# be mixed with gcc's. In builds without SAN it runs a second time built
+# with AddressSanitizer (the library uninstrumented): LeakSanitizer then
+# sees that every block copy is freed.
+BLOCKS_CC ?= $(if $(findstring clang,$(CC_NAME)),$(CC),clang)
+BLOCKS_LIBS := -lBlocksRuntime -ldl
+BLOCKS_SKIP := skipping blocks tests: needs clang -fblocks and libBlocksRuntime (libblocksruntime-dev)
+BLOCKS_PROBE_SRC := \#include <Block.h>\nint main(void) { void (^b)(void) = Block_copy(^{}); b(); Block_release(b); return 0; }\n
+BLOCKS_ASAN := -fsanitize=address -fno-omit-frame-pointer
+
+.PHONY: test-blocks test-blocks-run
+test-blocks: $(STATIC_LIB)
+	@mkdir -p $(BUILD)/blocks
+	@if [ -n "$(SAN)" ] && [ -z "$(findstring clang,$(CC_NAME))" ]; then \
+	    echo "skipping blocks tests in a gcc sanitizer build (run them with CC=clang)"; \
+	elif printf '$(BLOCKS_PROBE_SRC)' | $(BLOCKS_CC) -fblocks -x c - -o $(BUILD)/blocks/probe \
+	        $(BLOCKS_LIBS) >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory test-blocks-run; \
+	else echo "$(BLOCKS_SKIP)"; fi
+
+test-blocks-run: $(BUILD)/test_blocks $(if $(SAN),,$(BUILD)/test_blocks_asan)
+	@echo "== blocks tests ($(BLOCKS_CC) -fblocks)"
+	DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \
+	$(RUN_PREFIX) ./$(BUILD)/test_blocks
+ifeq ($(SAN),)
+	@echo "== blocks tests under AddressSanitizer (leaks checked)"
+	ASAN_OPTIONS=detect_leaks=1$${ASAN_OPTIONS:+:$$ASAN_OPTIONS} DESYNC_TEST_TIMEOUT_SCALE=3 \
+	./$(BUILD)/test_blocks_asan
+endif
+
+$(BUILD)/test_blocks: tests/blocks/test_blocks.c $(STATIC_LIB)
+	@mkdir -p $(BUILD)/blocks
+	$(BLOCKS_CC) $(TEST_CFLAGS) -fblocks -MMD -MP -MT $@ -MF $(BUILD)/blocks/test_blocks.d \
+	    -o $@ $< $(STATIC_LIB) $(ALL_LDFLAGS) $(LDLIBS) $(BLOCKS_LIBS)
+
+$(BUILD)/test_blocks_asan: tests/blocks/test_blocks.c $(STATIC_LIB)
+	@mkdir -p $(BUILD)/blocks
+	$(BLOCKS_CC) $(TEST_CFLAGS) $(BLOCKS_ASAN) -fblocks -MMD -MP -MT $@ \
+	    -MF $(BUILD)/blocks/test_blocks_asan.d -o $@ $< $(STATIC_LIB) $(ALL_LDFLAGS) $(BLOCKS_ASAN) \
+	    $(LDLIBS) $(BLOCKS_LIBS)
+
+test: $(if $(TESTS),,test-blocks)
+
+# examples/kvserver.c, run with no argument, serves 127.0.0.1 on a free
+# port and checks 5,000 requests from its own client threads (each wait in
+# it is bounded); `make test` runs it and checks its exit status and line.
+.PHONY: test-kvserver
+test-kvserver: $(BUILD)/kvserver
+	@echo "== examples/kvserver: 5,000 requests on loopback"
+	@timeout 300 $(RUN_PREFIX) ./$(BUILD)/kvserver > $(BUILD)/kvserver.out 2>&1; rc=$$?; \
+	    cat $(BUILD)/kvserver.out; \
+	    [ $$rc = 0 ] && grep -q ' 5000 replies checked, 0 wrong' $(BUILD)/kvserver.out || \
+	    { echo "FAIL examples/kvserver (exit status $$rc)"; exit 1; }
+
+test: $(if $(TESTS),,test-kvserver)
+
+# ThreadSanitizer for users (README, "ThreadSanitizer in your program"):
+# installs the library built with SAN=thread into a temporary DESTDIR,
+# builds tests/consumer/tsan_user.c (race-free) with -fsanitize=thread
+# through pkg-config against it and fails on any TSan report; the same
+# program with -DRACY must be reported. See tests/consumer/tsan_user.sh.
+.PHONY: check-tsan-user
+check-tsan-user:
+	@CC="$(CC)" MAKE="$(MAKE)" sh tests/consumer/tsan_user.sh
 
 # For scripts (.ci/consumers): the version and the soname's version.
 print-version:
