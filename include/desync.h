@@ -464,6 +464,23 @@ DESYNC_API desync_t *desync_new(void *data, desync_destroy_fn destroy);
 DESYNC_API desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data,
                                    desync_destroy_fn destroy);
 
+/*
+ * A Desync object owning its own copy of the `size` bytes at `init` (zeros if
+ * `init` is NULL), on the default scheduler (or `scheduler`), with one
+ * reference owned by the caller. Jobs receive a pointer to that copy,
+ * aligned for any type; it lives in the object's own allocation (one
+ * allocation instead of two; data of up to 32 bytes shares a cache line with
+ * the object's queue, so a sync on an idle object touches one line).
+ * `destroy` (may be NULL) is called with the copy once, after the last job,
+ * to release what the data owns; it must not free the copy itself, which goes
+ * with the object. Does not block. NULL on ENOMEM (also when the default
+ * scheduler could not be created, or size is too large); destroy is then not
+ * called.
+ */
+DESYNC_API desync_t *desync_new_copy(const void *init, size_t size, desync_destroy_fn destroy);
+DESYNC_API desync_t *desync_new_copy_on(desync_scheduler_t *scheduler, const void *init,
+                                        size_t size, desync_destroy_fn destroy);
+
 /* Adds a reference; returns d (NULL for NULL). The caller must own a
  * reference for the whole call (not race with the last release). */
 DESYNC_API desync_t *desync_retain(desync_t *d);

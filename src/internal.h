@@ -177,6 +177,11 @@ enum dsy_job_flags {
 
 /* Flags of dsy_queue_init. */
 #define DSY_QUEUE_OF_OBJECT 1u /* the queue is the first member of a desync_t */
+/* desync_new_copy: the object's data is stored just before it, in the same
+ * allocation, which starts DSY_DATA_BEFORE bytes before the object. */
+#define DSY_QUEUE_DATA_BEFORE 2u
+#define DSY_DATA_BEFORE 32u
+#define DSY_CACHE_LINE 64u
 
 /* True if q is running in the current thread's frame chain (a sync on q from
  * here could never complete). */

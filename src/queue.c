@@ -125,6 +125,8 @@
  *            waiter comes (future.c); read only by desync_queue_stats
  *   BARGE    syncers may sleep on this word waiting outside (BARGING): the
  *            next to make the queue idle or READY clears it and wakes one
+ *   DATA_BEFORE the object's allocation starts DSY_DATA_BEFORE bytes before
+ *            it, with its data there (desync_new_copy; set once, at init)
  *   waiter count (units of DSY_WAITER): threads blocked until a node of this
  *            queue completes; a token holder that gives the token up while
  *            waiters exist hands it to the first of them instead of the
@@ -136,7 +138,8 @@
 #define DSY_Q_OBJECT 8u
 #define DSY_Q_FORKED 16u
 #define DSY_Q_HELD 32u
-#define DSY_WAITER 128u
+#define DSY_Q_DATA_BEFORE 128u
+#define DSY_WAITER 256u
 
 static inline bool forked_off_gated(desync_queue_t *q) {
     return DSY_UNLIKELY(atomic_load_explicit(&dsy_forked, memory_order_relaxed)) &&
@@ -249,7 +252,8 @@ int dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
     atomic_init(&q->pushed, 0);
     atomic_init(&q->unlinked, 0);
     atomic_init(&q->cold, NULL);
-    atomic_init(&q->state, (flags & DSY_QUEUE_OF_OBJECT) ? DSY_Q_OBJECT : 0u);
+    atomic_init(&q->state, ((flags & DSY_QUEUE_OF_OBJECT) ? DSY_Q_OBJECT : 0u) |
+                               ((flags & DSY_QUEUE_DATA_BEFORE) ? DSY_Q_DATA_BEFORE : 0u));
     dsy_ref_init(&q->refs, 1);
     q->sched = s;
     return dsy_sched_attach(s, &queue_runnable_ops);
@@ -268,8 +272,11 @@ void dsy_queue_unref(desync_queue_t *q) {
     dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
     if (c)
         cold_free(c);
-    bool object = atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_OBJECT;
-    dsy_handle_free(q, object ? sizeof(desync_t) : sizeof *q);
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
+    if (s & DSY_Q_DATA_BEFORE)
+        dsy_handle_free((char *)q - DSY_DATA_BEFORE, DSY_DATA_BEFORE + sizeof(desync_t));
+    else
+        dsy_handle_free(q, (s & DSY_Q_OBJECT) ? sizeof(desync_t) : sizeof *q);
 }
 
 void dsy_queue_mark_suspended(desync_queue_t *q) {

@@ -17,6 +17,9 @@ TEST_ENTRY(core_release_from_own_job, 20)
 TEST_ENTRY(core_release_inside_sync_job, 10)
 TEST_ENTRY(core_release_not_last_does_not_block, 20)
 TEST_ENTRY(core_release_runs_backlog_no_threads, 10)
+TEST_ENTRY(core_new_copy_owns_its_copy, 10)
+TEST_ENTRY(core_new_copy_null_init_zeroes, 10)
+TEST_ENTRY(core_new_copy_release_from_own_job, 10)
 
 /* sync, try_sync, desync: where and when jobs run, order (test_sync.c) */
 TEST_ENTRY(core_sync_drains_no_threads, 10)
