@@ -157,7 +157,10 @@ DESYNC_API desync_scheduler_t *desync_scheduler_default(void);
  * A new scheduler that runs queues on at most `max_threads` threads, started
  * on demand. max_threads 0 runs nothing in the background: queued jobs run
  * when some thread syncs or waits on their queue, reads a pipe output fed by
- * it, or drains or frees the scheduler. NULL on ENOMEM.
+ * it, or drains or frees the scheduler. A thread that waits on one of its
+ * queues from outside any job also runs the scheduler's other ready queues
+ * meanwhile, so that work the awaited job depends on (a multi-object job's
+ * turn on another object) is not left to nobody. NULL on ENOMEM.
  */
 DESYNC_API desync_scheduler_t *desync_scheduler_new(size_t max_threads);
 

@@ -607,6 +607,34 @@ uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline) {
     }
 }
 
+uint32_t dsy_wait_word_help(_Atomic uint32_t *word, uint64_t deadline, desync_scheduler_t *s) {
+    /* Not from inside a job: the entries it would run could wait for that
+     * job's queue (and nested helping has no end). */
+    if (DSY_LIKELY(desync_scheduler_max_threads(s) != 0) || frame_top())
+        return dsy_wait_word(word, deadline);
+    for (;;) {
+        dsy_helper h = {.word = word};
+        bool listed = dsy_sched_helper_add(s, &h);
+        /* Listed before the look: an entry submitted from here on sets
+         * HELP, so none waits in the run list while we sleep. */
+        uint32_t w;
+        while ((w = atomic_load_explicit(word, memory_order_acquire)) == DSY_W_WAITING &&
+               dsy_sched_help_one(s)) {
+        }
+        if (w == DSY_W_WAITING)
+            w = dsy_wait_word(word, deadline);
+        if (listed)
+            dsy_sched_helper_remove(s, &h);
+        if (w != DSY_W_HELP)
+            return w;
+        /* TOKEN or DONE may have replaced HELP since (an exchange): then
+         * that is the answer. */
+        if (!atomic_compare_exchange_strong_explicit(word, &w, DSY_W_WAITING,
+                                                     memory_order_acquire, memory_order_acquire))
+            return w;
+    }
+}
+
 /* Sets a waiter's word (DONE or TOKEN) and wakes it if it sleeps. After the
  * exchange the waiter may return at once, so its word is not touched again
  * (waking a futex address that has gone away is harmless). */
@@ -631,7 +659,7 @@ bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
             s = atomic_load_explicit(&q->state, memory_order_acquire);
             continue;
         }
-        uint32_t w = dsy_wait_word(word, deadline);
+        uint32_t w = dsy_wait_word_help(word, deadline, q->sched);
         if (w == DSY_W_DONE) {
             done = true;
             break;
