@@ -217,7 +217,7 @@ TESTS ?=
 # one to three quick tests per topic file (about 2 s), because the whole suite
 # again would double the time of `make test`; the fault tests cannot run
 # there (the shared library calls the real malloc, not tests/fault.c's).
-SHARED_TESTS := core_sync_retrieve core_async_update_then_sync core_release_from_own_job \
+SHARED_TESTS := core_sync_retrieve core_new_copy_owns_its_copy core_async_update_then_sync core_release_from_own_job \
     core_order_many_jobs core_try_sync core_desync_copy core_queue_api core_get_queue \
     core_reentrant_chain_cross_thread core_scheduler_basics core_scheduler_free_waits \
     core_bad_input core_strerror core_stress_mixed future_wait_for_future future_and_sync \

@@ -65,10 +65,11 @@ static void read_balance(void *data, void *out) { *(long *)out = *(long *)data; 
 
 int main(void) {
     atexit(desync_shutdown); /* at exit: finish background work, stop threads */
-    static long balances[ACCOUNTS];
     for (int i = 0; i < ACCOUNTS; i++) {
-        balances[i] = OPENING;
-        if (!(accounts[i] = desync_new(&balances[i], NULL)))
+        /* Each account object owns its balance: a copy in the object's own
+         * memory, on the cache line its queue uses. */
+        long opening = OPENING;
+        if (!(accounts[i] = desync_new_copy(&opening, sizeof opening, NULL)))
             return 1;
     }
     pthread_t th[THREADS];

@@ -169,7 +169,10 @@ DESYNC_API desync_scheduler_t *desync_scheduler_default(void);
  * A new scheduler that runs queues on at most `max_threads` threads, started
  * on demand. max_threads 0 runs nothing in the background: queued jobs run
  * when some thread syncs or waits on their queue, reads a pipe output fed by
- * it, or drains or frees the scheduler. NULL on ENOMEM.
+ * it, or drains or frees the scheduler. A thread that waits on one of its
+ * queues from outside any job also runs the scheduler's other ready queues
+ * meanwhile, so that work the awaited job depends on (a multi-object job's
+ * turn on another object) is not left to nobody. NULL on ENOMEM.
  */
 DESYNC_API desync_scheduler_t *desync_scheduler_new(size_t max_threads);
 
@@ -481,6 +484,25 @@ DESYNC_API int desync_queue_set_label(desync_queue_t *q, const char *name);
 DESYNC_API desync_t *desync_new(void *data, desync_destroy_fn destroy);
 DESYNC_API desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data,
                                    desync_destroy_fn destroy);
+/** @} */
+
+/** @{ */
+/**
+ * A Desync object owning its own copy of the `size` bytes at `init` (zeros if
+ * `init` is NULL), on the default scheduler (or `scheduler`), with one
+ * reference owned by the caller. Jobs receive a pointer to that copy,
+ * aligned for any type; it lives in the object's own allocation (one
+ * allocation instead of two; data of up to 32 bytes shares a cache line with
+ * the object's queue, so a sync on an idle object touches one line).
+ * `destroy` (may be NULL) is called with the copy once, after the last job,
+ * to release what the data owns; it must not free the copy itself, which goes
+ * with the object. Does not block. NULL on ENOMEM (also when the default
+ * scheduler could not be created, or size is too large); destroy is then not
+ * called.
+ */
+DESYNC_API desync_t *desync_new_copy(const void *init, size_t size, desync_destroy_fn destroy);
+DESYNC_API desync_t *desync_new_copy_on(desync_scheduler_t *scheduler, const void *init,
+                                        size_t size, desync_destroy_fn destroy);
 /** @} */
 
 /** Adds a reference; returns d (NULL for NULL). The caller must own a

@@ -177,6 +177,11 @@ enum dsy_job_flags {
 
 /* Flags of dsy_queue_init. */
 #define DSY_QUEUE_OF_OBJECT 1u /* the queue is the first member of a desync_t */
+/* desync_new_copy: the object's data is stored just before it, in the same
+ * allocation, which starts DSY_DATA_BEFORE bytes before the object. */
+#define DSY_QUEUE_DATA_BEFORE 2u
+#define DSY_DATA_BEFORE 32u
+#define DSY_CACHE_LINE 64u
 
 /* True if q is running in the current thread's frame chain (a sync on q from
  * here could never complete). */
@@ -245,6 +250,10 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target);
 /* Waits until *word leaves DSY_W_WAITING (spin, then park); returns the new
  * value, or DSY_W_WAITING once deadline (0 = none) has passed. */
 uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline);
+/* dsy_wait_word for a node of a queue of s: if s has no threads and the
+ * caller runs no job, runs s's run list meanwhile (HELPERS, scheduler.c).
+ * Never returns DSY_W_HELP. */
+uint32_t dsy_wait_word_help(_Atomic uint32_t *word, uint64_t deadline, desync_scheduler_t *s);
 /* Sets a waiter word to DONE or TOKEN, waking its thread if it sleeps. */
 void dsy_waiter_signal(_Atomic uint32_t *word, uint32_t value);
 /* The job calls behind the public functions (enum dsy_job_flags). DSY_JOB_DATA
@@ -257,6 +266,7 @@ int dsy_desync(desync_queue_t *q, dsy_fn fn, const void *arg, size_t len, unsign
 #define DSY_W_TOKEN 1u    /* the waiter now holds the run token */
 #define DSY_W_DONE 2u     /* the node is finished */
 #define DSY_W_SLEEPING 3u /* internal to dsy_wait_word: the waiter is parked */
+#define DSY_W_HELP 4u     /* a listed helper: run the scheduler's run list */
 
 /* The queues of the jobs the calling thread is inside of (its frame chain):
  * of the `keep` outermost (UINT32_MAX: all), stores at most max in out,
@@ -352,6 +362,20 @@ void dsy_sched_detach(desync_scheduler_t *s);
 /* Takes a runnable entry (from an attached owner) to run: the run list, or
  * the calling worker's next slot; may wake or start a thread. */
 void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r);
+/* HELPERS (scheduler.c): a thread about to sleep until a queue of a scheduler
+ * with no threads has run its node lists itself here with its wait word;
+ * the next entry submitted to s sets that word to DSY_W_HELP (from WAITING
+ * or SLEEPING, never over TOKEN or DONE) and wakes it, to run the run list.
+ * add: false (not listed) unless s has no threads and is not freed. */
+typedef struct dsy_helper {
+    _Atomic uint32_t *word;
+    struct dsy_helper *next;
+    bool listed; /* (s's lock) */
+} dsy_helper;
+bool dsy_sched_helper_add(desync_scheduler_t *s, dsy_helper *h);
+void dsy_sched_helper_remove(desync_scheduler_t *s, dsy_helper *h);
+/* Runs one entry of s's run list on this thread; false if it was empty. */
+bool dsy_sched_help_one(desync_scheduler_t *s);
 /* Schedulers whose last try to start a thread for their run list failed.
  * Read (relaxed) before every push: a global that is written only when a
  * thread start fails, so it costs nothing otherwise. */

@@ -441,7 +441,7 @@ static void wait_all(multi *m) {
                     dsy_token_place(p->q, true);
             }
         }
-        if (dsy_wait_word(&m->word, 0) == DSY_W_DONE)
+        if (dsy_wait_word_help(&m->word, 0, m->qs[0]->sched) == DSY_W_DONE)
             break;
         /* TOKEN: a part was handed a token. No DONE can come before we run
          * it (that part has not arrived), so the exchange loses none. */

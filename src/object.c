@@ -11,7 +11,9 @@
  */
 #include "internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, desync_destroy_fn destroy) {
     if (!scheduler && !(scheduler = desync_scheduler_default()))
@@ -32,6 +34,53 @@ desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, desync_destro
 
 desync_t *desync_new(void *data, desync_destroy_fn destroy) {
     return desync_new_on(NULL, data, destroy);
+}
+
+/* desync_new_copy's storage, aligned for any type. */
+#define DATA_ALIGN _Alignof(max_align_t)
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+/*
+ * One allocation, aligned to a cache line, holding the object and its data.
+ * Data of up to DSY_DATA_BEFORE bytes ends where the object starts, half a
+ * line in: it shares a line with the queue's first fields (tail, data, head,
+ * state), so a sync or a multi-object job on an idle object touches one
+ * line, as a mutex and the data beside it do. Larger data follows the
+ * object.
+ */
+desync_t *desync_new_copy_on(desync_scheduler_t *scheduler, const void *init, size_t size,
+                             desync_destroy_fn destroy) {
+    if (!scheduler && !(scheduler = desync_scheduler_default()))
+        return NULL;
+    size_t obj = round_up(sizeof(desync_t), DATA_ALIGN);
+    bool before = size <= DSY_DATA_BEFORE;
+    if (!before && size > SIZE_MAX - obj - DSY_CACHE_LINE)
+        return NULL;
+    size_t total = round_up(before ? DSY_DATA_BEFORE + sizeof(desync_t) : obj + size, DSY_CACHE_LINE);
+    unsigned char *mem = aligned_alloc(DSY_CACHE_LINE, total);
+    if (!mem)
+        return NULL;
+    desync_t *d = (desync_t *)(before ? mem + DSY_DATA_BEFORE : mem);
+    void *data = before ? mem + DSY_DATA_BEFORE - round_up(size, DATA_ALIGN) : mem + obj;
+    if (dsy_queue_init(&d->q, scheduler, DSY_QUEUE_OF_OBJECT | (before ? DSY_QUEUE_DATA_BEFORE : 0)) !=
+        0) {
+        free(mem);
+        return NULL;
+    }
+    if (init)
+        memcpy(data, init, size);
+    else
+        memset(data, 0, size);
+    d->q.data = data;
+    d->destroy = destroy;
+    dsy_ref_init(&d->strong, 1);
+    dsy_ref_init(&d->weak, 1);
+    return d;
+}
+
+desync_t *desync_new_copy(const void *init, size_t size, desync_destroy_fn destroy) {
+    return desync_new_copy_on(NULL, init, size, destroy);
 }
 
 desync_t *desync_retain(desync_t *d) {

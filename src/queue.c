@@ -125,6 +125,8 @@
  *            waiter comes (future.c); read only by desync_queue_stats
  *   BARGE    syncers may sleep on this word waiting outside (BARGING): the
  *            next to make the queue idle or READY clears it and wakes one
+ *   DATA_BEFORE the object's allocation starts DSY_DATA_BEFORE bytes before
+ *            it, with its data there (desync_new_copy; set once, at init)
  *   waiter count (units of DSY_WAITER): threads blocked until a node of this
  *            queue completes; a token holder that gives the token up while
  *            waiters exist hands it to the first of them instead of the
@@ -136,7 +138,8 @@
 #define DSY_Q_OBJECT 8u
 #define DSY_Q_FORKED 16u
 #define DSY_Q_HELD 32u
-#define DSY_WAITER 128u
+#define DSY_Q_DATA_BEFORE 128u
+#define DSY_WAITER 256u
 
 static inline bool forked_off_gated(desync_queue_t *q) {
     return DSY_UNLIKELY(atomic_load_explicit(&dsy_forked, memory_order_relaxed)) &&
@@ -249,7 +252,8 @@ int dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
     atomic_init(&q->pushed, 0);
     atomic_init(&q->unlinked, 0);
     atomic_init(&q->cold, NULL);
-    atomic_init(&q->state, (flags & DSY_QUEUE_OF_OBJECT) ? DSY_Q_OBJECT : 0u);
+    atomic_init(&q->state, ((flags & DSY_QUEUE_OF_OBJECT) ? DSY_Q_OBJECT : 0u) |
+                               ((flags & DSY_QUEUE_DATA_BEFORE) ? DSY_Q_DATA_BEFORE : 0u));
     dsy_ref_init(&q->refs, 1);
     q->sched = s;
     return dsy_sched_attach(s, &queue_runnable_ops);
@@ -268,8 +272,11 @@ void dsy_queue_unref(desync_queue_t *q) {
     dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
     if (c)
         cold_free(c);
-    bool object = atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_OBJECT;
-    dsy_handle_free(q, object ? sizeof(desync_t) : sizeof *q);
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
+    if (s & DSY_Q_DATA_BEFORE)
+        dsy_handle_free((char *)q - DSY_DATA_BEFORE, DSY_DATA_BEFORE + sizeof(desync_t));
+    else
+        dsy_handle_free(q, (s & DSY_Q_OBJECT) ? sizeof(desync_t) : sizeof *q);
 }
 
 void dsy_queue_mark_suspended(desync_queue_t *q) {
@@ -601,6 +608,34 @@ uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline) {
     }
 }
 
+uint32_t dsy_wait_word_help(_Atomic uint32_t *word, uint64_t deadline, desync_scheduler_t *s) {
+    /* Not from inside a job: the entries it would run could wait for that
+     * job's queue (and nested helping has no end). */
+    if (DSY_LIKELY(desync_scheduler_max_threads(s) != 0) || frame_top())
+        return dsy_wait_word(word, deadline);
+    for (;;) {
+        dsy_helper h = {.word = word};
+        bool listed = dsy_sched_helper_add(s, &h);
+        /* Listed before the look: an entry submitted from here on sets
+         * HELP, so none waits in the run list while we sleep. */
+        uint32_t w;
+        while ((w = atomic_load_explicit(word, memory_order_acquire)) == DSY_W_WAITING &&
+               dsy_sched_help_one(s)) {
+        }
+        if (w == DSY_W_WAITING)
+            w = dsy_wait_word(word, deadline);
+        if (listed)
+            dsy_sched_helper_remove(s, &h);
+        if (w != DSY_W_HELP)
+            return w;
+        /* TOKEN or DONE may have replaced HELP since (an exchange): then
+         * that is the answer. */
+        if (!atomic_compare_exchange_strong_explicit(word, &w, DSY_W_WAITING,
+                                                     memory_order_acquire, memory_order_acquire))
+            return w;
+    }
+}
+
 /* Sets a waiter's word (DONE or TOKEN) and wakes it if it sleeps. After the
  * exchange the waiter may return at once, so its word is not touched again
  * (waking a futex address that has gone away is harmless). */
@@ -625,7 +660,7 @@ bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
             s = atomic_load_explicit(&q->state, memory_order_acquire);
             continue;
         }
-        uint32_t w = dsy_wait_word(word, deadline);
+        uint32_t w = dsy_wait_word_help(word, deadline, q->sched);
         if (w == DSY_W_DONE) {
             done = true;
             break;

@@ -61,6 +61,15 @@
  * with no waiter, kicks as for new work. It does not retire while timers
  * are pending.
  *
+ * HELPERS. With no threads (max_threads 0, or freed), a ready entry runs
+ * only on a thread that syncs or waits on its queue, drains or frees. A
+ * thread waiting on queue A may need queue B run first (a multi-object job
+ * parked on A waits for its turn on B), and nobody waits on B. So a thread
+ * about to sleep on a queue of such a scheduler, outside any job, first
+ * runs the run list, and lists itself as a helper (dsy_wait_word_help in
+ * queue.c): each entry submitted meanwhile wakes one helper to run it. An
+ * entry never waits in the run list while a helper sleeps.
+ *
  * Lock order: the scheduler lock is a leaf; no job runs while it is held.
  * (Around fork, the list of schedulers' mutex is taken before every
  * scheduler's lock: see "fork" at the end of this file.)
@@ -121,6 +130,7 @@ struct desync_scheduler {
     bool closed;   /* freed by the user: no threads any more */
     bool immortal; /* the default scheduler */
     bool fork_restart; /* lock: a fork child's run list waits for threads */
+    dsy_helper *helpers; /* lock: HELPERS sleeping (no threads only) */
     dsy_refcount refs;
     _Atomic size_t spawn_failures; /* thread starts the system refused */
     /* Introspection (lock): threads ever started (the next one's id), the
@@ -381,6 +391,8 @@ static void join_list(worker *z) {
     }
 }
 
+static _Atomic uint32_t *helper_take_locked(desync_scheduler_t *s);
+
 /* force: wake or start a worker for r even with enough awake (the caller,
  * awake, is about to block). */
 static void submit(desync_scheduler_t *s, dsy_runnable *r, bool force) {
@@ -401,6 +413,7 @@ static void submit(desync_scheduler_t *s, dsy_runnable *r, bool force) {
         return;
     }
     runlist_push(s, r);
+    _Atomic uint32_t *helper = s->helpers ? helper_take_locked(s) : NULL;
     worker *wake = kick_locked(s, force);
     if (DSY_UNLIKELY(s->fork_restart))
         fork_restart_locked(s);
@@ -408,10 +421,71 @@ static void submit(desync_scheduler_t *s, dsy_runnable *r, bool force) {
     s->zombies = NULL;
     dsy_spin_unlock(&s->lock);
     unpark_worker(wake);
+    if (helper)
+        dsy_unpark_one(helper); /* harmless if it has gone (a futex word) */
     join_list(z);
 }
 
 void dsy_sched_submit(desync_scheduler_t *s, dsy_runnable *r) { submit(s, r, false); }
+
+/* HELPERS: takes the first listed helper that is still waiting and sets
+ * its word to HELP; returns the word if it slept (to wake it after the
+ * unlock), else NULL. A helper whose word says TOKEN or DONE is leaving: it
+ * is unlisted and the next one tried. */
+static _Atomic uint32_t *helper_take_locked(desync_scheduler_t *s) {
+    while (s->helpers) {
+        dsy_helper *h = s->helpers;
+        s->helpers = h->next;
+        h->listed = false;
+        uint32_t w = atomic_load_explicit(h->word, memory_order_relaxed);
+        /* CAS, not exchange: TOKEN and DONE are final for this wait. */
+        while ((w == DSY_W_WAITING || w == DSY_W_SLEEPING) &&
+               !atomic_compare_exchange_weak_explicit(h->word, &w, DSY_W_HELP,
+                                                      memory_order_release,
+                                                      memory_order_relaxed)) {
+        }
+        if (w == DSY_W_SLEEPING)
+            return h->word;
+        if (w == DSY_W_WAITING)
+            return NULL; /* awake: it sees HELP before it sleeps */
+    }
+    return NULL;
+}
+
+bool dsy_sched_helper_add(desync_scheduler_t *s, dsy_helper *h) {
+    h->listed = false;
+    if (atomic_load_explicit(&s->max_threads, memory_order_relaxed) != 0)
+        return false;
+    dsy_spin_lock(&s->lock);
+    if (!s->closed && atomic_load_explicit(&s->max_threads, memory_order_relaxed) == 0) {
+        h->next = s->helpers;
+        s->helpers = h;
+        h->listed = true;
+    }
+    dsy_spin_unlock(&s->lock);
+    return h->listed;
+}
+
+void dsy_sched_helper_remove(desync_scheduler_t *s, dsy_helper *h) {
+    dsy_spin_lock(&s->lock);
+    if (h->listed) {
+        dsy_helper **p = &s->helpers;
+        while (*p != h)
+            p = &(*p)->next;
+        *p = h->next;
+        h->listed = false;
+    }
+    dsy_spin_unlock(&s->lock);
+}
+
+bool dsy_sched_help_one(desync_scheduler_t *s) {
+    if (!atomic_load_explicit(&s->ready, memory_order_relaxed))
+        return false;
+    dsy_runnable *r = pop_global(s);
+    if (r)
+        run_here(s, r);
+    return r != NULL;
+}
 
 void dsy_sched_poke(desync_scheduler_t *s) {
     if (DSY_LIKELY(!atomic_load_explicit(&s->starved, memory_order_relaxed)))
@@ -1317,6 +1391,7 @@ void dsy_sched_fork_child(void) {
         s->zombies = NULL;
         s->timer_waiter = NULL;
         s->watcher = NULL;
+        s->helpers = NULL; /* threads that are not in the child */
         atomic_store_explicit(&s->watched, false, memory_order_relaxed);
         atomic_store_explicit(&s->nthreads, me ? 1 : 0, memory_order_relaxed);
         atomic_store_explicit(&s->nspinning, 0, memory_order_relaxed);

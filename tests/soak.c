@@ -619,12 +619,10 @@ static void op_recreate(struct producer *pr, int o) {
 }
 
 /* A job over x and y (y may be x), from sync_all or desync_all; it counts
- * as a job on each (two sequence numbers, two jobs queued and run). Not
- * with 0 threads: there a multi-object job parked on x waits for y to be
- * run by someone, and a queue whose token became ready only after the job's
- * part on x was reached is run by nobody until a thread syncs or waits on
- * it, so the producers waiting on x can all wait for ever (found by this
- * soak; a known limitation of multi-object jobs, see include/desync/multi.h). */
+ * as a job on each (two sequence numbers, two jobs queued and run). With 0
+ * threads too: there a multi-object job parked on x whose turn on y comes
+ * only after its part on x was reached is run by a thread waiting on the
+ * scheduler (this soak found that gap: scheduler.c, HELPERS). */
 static void op_all(struct producer *pr, struct inst *x, struct inst *y, int kind) {
     struct all_arg local, *a = &local;
     if (kind == K_DESYNC_ALL) {
@@ -706,7 +704,7 @@ static void one_op(struct producer *pr) {
         if (a.ran != 1)
             ERR("sync returned but its job ran %d times\n", a.ran);
         sent(pr, x, a.seq, K_SYNC);
-    } else if (r < 17255 && o_threads != 0) {
+    } else if (r < 17255) {
         int kind = r < 15255 ? K_SYNC_ALL : K_DESYNC_ALL;
         atomic_store(&pr->doing, kind);
         /* One object in 8 twice (a transfer to itself). */
@@ -714,7 +712,6 @@ static void one_op(struct producer *pr) {
             test_rnd(&pr->seed) % 8 == 0 ? o : (int)(test_rnd(&pr->seed) % (uint32_t)o_objects);
         op_all(pr, x, pr->held[o2], kind);
     } else if (r < 27255) {
-        /* (with 0 threads: sync_all and desync_all's shares too; see op_all) */
         atomic_store(&pr->doing, K_COPY);
         struct copy_arg a = {pr->id, next_seq(pr, x)};
         rc = desync_desync_copy(x->d, copy_job, &a, sizeof a);

@@ -258,6 +258,8 @@ TEST(fault_oom_desync_refused) {
     char big[100] = {0};
     CHECK_EQ(desync_desync_copy(d, count_job, big, sizeof big), DESYNC_ENOMEM);
     CHECK(!desync_new(&data, NULL));
+    CHECK(!desync_new_copy(&data, sizeof data, NULL));
+    CHECK(!desync_new_copy(NULL, 1000, NULL));
     CHECK(!desync_queue_new(NULL));
     CHECK(!desync_scheduler_new(1));
     fault_reset();

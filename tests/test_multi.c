@@ -351,6 +351,75 @@ TEST(multi_no_threads_sync_one_object) {
     return 0;
 }
 
+/* A thread that syncs one job on an object (for the test below). */
+typedef struct syncer {
+    desync_t *d;
+    desync_job_fn job;
+    void *arg;
+    atomic_int done;
+} syncer;
+
+static void *syncer_thread(void *p) {
+    syncer *s = p;
+    if (desync_sync(s->d, s->job, s->arg) == 0)
+        atomic_store(&s->done, 1);
+    return NULL;
+}
+
+static void holder_job(void *data, void *arg) {
+    (void)data;
+    atomic_int *gate = arg;
+    atomic_store(&gate[0], 1); /* entered */
+    test_wait_flag(&gate[1], LONG_MS);
+}
+
+TEST(multi_no_threads_part_waits_for_later_token) {
+    /* 0 threads. A desync_all over {a, b}: its part on a parks there while
+     * b is held by a sync on another thread; a sync on a then waits behind
+     * the parked part. When b's sync ends, b's token (with the part behind
+     * it) must reach the part, since nothing else runs b: the job runs, and
+     * the sync on a with it. This hung before the parked part had itself
+     * counted a waiter on b. */
+    desync_scheduler_t *s = desync_scheduler_new(0);
+    CHECK(s);
+    logobj la = {0}, lb = {0};
+    desync_t *a = desync_new_on(s, &la, NULL), *b = desync_new_on(s, &lb, NULL);
+    CHECK(a && b);
+    atomic_int gate[2] = {0, 0};
+    syncer hb = {.d = b, .job = holder_job, .arg = gate};
+    pthread_t th_b, th_a;
+    CHECK_EQ(pthread_create(&th_b, NULL, syncer_thread, &hb), 0);
+    CHECK(test_wait_flag(&gate[0], LONG_MS)); /* b is held */
+    desync_t *aba[3] = {a, b, a};
+    CHECK_EQ(desync_desync_all(aba, 3, log_all, IV(1)), 0);
+    syncer ha = {.d = a, .job = log_one, .arg = IV(2)};
+    CHECK_EQ(pthread_create(&th_a, NULL, syncer_thread, &ha), 0);
+    /* Let the sync on a run the part (it parks) and wait behind it. */
+    desync_queue_t *qa = desync_get_queue(a); /* borrowed */
+    CHECK(qa);
+    desync_queue_stats_t st = {0};
+    for (int i = 0; i < 5000 && st.pending < 2; i++) {
+        CHECK_EQ(desync_queue_stats(qa, &st), 0);
+        test_sleep_ms(1);
+    }
+    CHECK_EQ(st.pending, 2);
+    test_sleep_ms(20);
+    CHECK_EQ(atomic_load(&ha.done), 0);
+    atomic_store(&gate[1], 1); /* b's sync ends */
+    CHECK(test_wait_flag(&ha.done, 5000));
+    CHECK(test_wait_flag(&hb.done, 5000));
+    pthread_join(th_a, NULL);
+    pthread_join(th_b, NULL);
+    CHECK_EQ(la.n, 2);
+    CHECK_EQ(la.entries[0], 1);
+    CHECK_EQ(la.entries[1], 2);
+    CHECK_EQ(lb.n, 1);
+    desync_release(a);
+    desync_release(b);
+    desync_scheduler_free(s);
+    return 0;
+}
+
 /* --------------------------------------------------------------- stress */
 
 #define SOBJ 6

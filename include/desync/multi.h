@@ -13,12 +13,15 @@
  * objects, in any order, and they never deadlock each other (no lock order
  * to respect; the same object may even be named twice).
  *
- * Known limitation, on a scheduler with no threads (desync_scheduler_new(0)):
- * a multi-object job waiting on object A for its turn on object B runs B's
- * pending jobs if B's queue waits for a runner when the job reaches A; if B's
- * queue only comes to wait for a runner later, nobody runs it until a thread
- * syncs or waits on B (or on A's job through B), and threads that wait on A
- * meanwhile wait with it. With scheduler threads, their threads run B.
+ * On a scheduler with no threads (desync_scheduler_new(0)), a multi-object
+ * job runs on a thread that syncs or waits on one of its objects: when the
+ * job reaches object A and waits for its turn on object B, that thread runs
+ * B's jobs ahead of it if B waits for a runner; if B is busy elsewhere then
+ * (a sync on another thread, a job parked on a future, a suspended queue),
+ * B waits for a runner once it is given up, and a thread waiting on any
+ * queue of that scheduler from outside a job runs it (see
+ * desync_scheduler_new). A thread that waits from inside a job does not:
+ * there, give B a thread or sync on B.
  */
 #ifndef DESYNC_MULTI_H
 #define DESYNC_MULTI_H
