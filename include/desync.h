@@ -555,19 +555,22 @@ DESYNC_API void *desync_data(desync_t *d);
  * A timer queues a job on an object (or queue) after a delay, then, if it
  * has a period, again every period. Timers are driven by the threads of the
  * object's scheduler (no thread per timer: the pending timers of a
- * scheduler are kept in one heap, about 150 bytes each, and one idle worker
- * sleeps until the earliest deadline). A due timer's job goes to the end of
- * the queue when it fires: its position is the time it fires, not the time
- * it was started. Timers due at the same time fire in the order they were
+ * scheduler are kept in one heap, about 170 bytes each (bench TL: a 128-byte
+ * pooled timer, its heap entry and the heap's spare room), and one idle
+ * worker sleeps until the earliest deadline). A due timer's job goes to the
+ * end of the queue when it fires: its position is the time it fires, not
+ * the time it was started. Timers due at the same time fire in the order they were
  * started (and so run in that order on one object).
  *
  * Fixed rate: a periodic timer is due at start + delay + k x period. Periods
  * missed (the threads were busy, the job was slow) are coalesced: at most
  * one run of a timer waits in its queue at a time; a fire while the previous
  * run is still waiting is dropped, and a fire while it is running queues one
- * more run when it returns. Lateness: a median of about 20 us with 100,000
- * pending timers (bench/README.md, TL); when every thread of the scheduler
- * is busy, a due timer waits for one of them to look for work.
+ * more run when it returns. Lateness: bench TL (bench/README.md) measures
+ * it with 100,000 pending timers, as a median and a 99th percentile beside
+ * a thread sleeping to the same deadlines; the README's Performance table
+ * gives the figures. When every thread of the scheduler is busy, a due timer
+ * waits for one of them to look for work.
  *
  * On a scheduler with 0 threads (or one that was freed), timers fire only
  * when a thread looks: desync_scheduler_drain fires those that are due (it

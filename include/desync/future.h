@@ -6,10 +6,14 @@
  * A future has a status and a void * value. It completes exactly once. The
  * status is 0 or a negative DESYNC_E* code: DESYNC_ECANCELED from
  * desync_promise_cancel, from a freed future_sync future and from an async
- * job or `after` whose awaited future was cancelled; DESYNC_EOF from
+ * job whose returned future was cancelled (an async job's future takes the
+ * status of the future the job returned); DESYNC_EOF from
  * desync_stream_next_future at the end of its stream; an input's status
  * from desync_future_all; those listed at desync_pipe_in_future; 0
- * otherwise. Each wait/poll/then that asks for the value gets it;
+ * otherwise. A desync_after future completes with 0 and its job's return
+ * value: the job runs even if the awaited future was cancelled, and
+ * receives that future's status (DESYNC_ECANCELED) to act on.
+ * Each wait/poll/then that asks for the value gets it;
  * the future does not own the value (free it yourself if it is heap memory).
  *
  * An async job returns a future; the queue it runs on is held until that
