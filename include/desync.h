@@ -325,10 +325,9 @@ DESYNC_API void desync_scheduler_dump(desync_scheduler_t *s, FILE *f);
 
 /**
  * A serial job queue on `scheduler` (NULL = the default scheduler), with one
- * reference owned by the caller. NULL on ENOMEM (also when the default
- * scheduler could not be created). The scheduler sets aside room for the
- * queue's turn on its run list now, so queueing jobs later never needs
- * memory beyond the job itself.
+ * reference owned by the caller. NULL on ENOMEM. The scheduler sets aside
+ * room for the queue's turn on its run list now, so queueing jobs later
+ * never needs memory beyond the job itself.
  */
 DESYNC_API desync_queue_t *desync_queue_new(desync_scheduler_t *scheduler);
 
@@ -478,8 +477,8 @@ DESYNC_API int desync_queue_set_label(desync_queue_t *q, const char *name);
 /**
  * A Desync object owning `data`, on the default scheduler (or `scheduler`),
  * with one reference owned by the caller. `destroy` (may be NULL) is called
- * with `data` once, after the last job. NULL on ENOMEM, also when the
- * default scheduler could not be created (destroy not called).
+ * with `data` once, after the last job. NULL on ENOMEM (destroy not
+ * called).
  */
 DESYNC_API desync_t *desync_new(void *data, desync_destroy_fn destroy);
 DESYNC_API desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data,
@@ -496,9 +495,8 @@ DESYNC_API desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data,
  * the object's queue, so a sync on an idle object touches one line).
  * `destroy` (may be NULL) is called with the copy once, after the last job,
  * to release what the data owns; it must not free the copy itself, which goes
- * with the object. Does not block. NULL on ENOMEM (also when the default
- * scheduler could not be created, or size is too large); destroy is then not
- * called.
+ * with the object. Does not block. NULL on ENOMEM (also when size is too
+ * large); destroy is then not called.
  */
 DESYNC_API desync_t *desync_new_copy(const void *init, size_t size, desync_destroy_fn destroy);
 DESYNC_API desync_t *desync_new_copy_on(desync_scheduler_t *scheduler, const void *init,

@@ -457,13 +457,14 @@ bool dsy_sched_helper_add(desync_scheduler_t *s, dsy_helper *h) {
     if (atomic_load_explicit(&s->max_threads, memory_order_relaxed) != 0)
         return false;
     dsy_spin_lock(&s->lock);
-    if (!s->closed && atomic_load_explicit(&s->max_threads, memory_order_relaxed) == 0) {
+    bool listed = !s->closed && atomic_load_explicit(&s->max_threads, memory_order_relaxed) == 0;
+    if (listed) {
         h->next = s->helpers;
         s->helpers = h;
         h->listed = true;
     }
     dsy_spin_unlock(&s->lock);
-    return h->listed;
+    return listed; /* (h->listed may be cleared by a submit from here on) */
 }
 
 void dsy_sched_helper_remove(desync_scheduler_t *s, dsy_helper *h) {

@@ -64,8 +64,8 @@ typedef void (*desync_then_fn)(int status, void *value, void *arg);
 /**
  * Queues an async job on d; it runs in order in the background even if nobody
  * waits. The returned future completes with the result of the future the job
- * returned, or DESYNC_ECANCELED if the job never runs. NULL for NULL d or job,
- * or on ENOMEM (nothing queued).
+ * returned (DESYNC_ECANCELED if that future was cancelled). NULL for NULL d
+ * or job, or on ENOMEM (nothing queued).
  */
 DESYNC_API desync_future_t *desync_future_desync(desync_t *d, desync_async_fn job, void *arg);
 
