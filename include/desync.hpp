@@ -1,4 +1,5 @@
-/*
+/**
+ * @file desync.hpp
  * libdesync for C++17: a header-only wrapper over the C API of <desync.h>.
  *
  *   desync::object<std::string> s(std::string("a"));
@@ -85,13 +86,26 @@ public:
     error(int code, const char *where) : std::system_error(code, category(), where) {}
 };
 
+/// @cond DETAIL
 namespace detail {
 /* Throws desync::error for a negative C return code. */
 inline void check(int rc, const char *where) {
     if (rc < 0)
         throw error(rc, where);
 }
+
+/* A timeout for the C calls: negative is 0, too long for 64 bits is the
+ * longest there is (no overflow for durations::max()). */
+template <class Rep, class Period> std::uint64_t timeout_ns(const std::chrono::duration<Rep, Period> &d) {
+    long double ns = std::chrono::duration_cast<std::chrono::duration<long double, std::nano>>(d).count();
+    if (!(ns > 0))
+        return 0;
+    if (ns >= 18e18L)
+        return UINT64_MAX;
+    return static_cast<std::uint64_t>(ns);
+}
 } // namespace detail
+/// @endcond
 
 /* ------------------------------------------------- job exception handler */
 
@@ -102,6 +116,7 @@ inline void check(int rc, const char *where) {
  */
 using job_exception_handler = void (*)(std::exception_ptr);
 
+/// @cond DETAIL
 namespace detail {
 inline std::atomic<job_exception_handler> job_handler{nullptr};
 
@@ -122,6 +137,7 @@ template <class Body> void run_job(Body &&body) noexcept {
     }
 }
 } // namespace detail
+/// @endcond
 
 /**
  * Sets the handler for exceptions that escape desync jobs and pipe process
@@ -148,6 +164,7 @@ inline job_exception_handler get_job_exception_handler() noexcept {
  */
 inline constexpr std::size_t inline_copy_size = 96;
 
+/// @cond DETAIL
 namespace detail {
 
 /* Whether object::desync copies callable Fn into the job node. */
@@ -231,6 +248,7 @@ template <class R, class Fn> struct task : shared_result<R> {
 };
 
 } // namespace detail
+/// @endcond
 
 /* ---------------------------------------------------------------- future */
 
@@ -247,8 +265,10 @@ public:
     /** An empty future (valid() is false). */
     future() noexcept = default;
 
+    /** Takes o's handle and result; o becomes empty. Never throws. */
     future(future &&o) noexcept : f_(std::exchange(o.f_, nullptr)), st_(std::exchange(o.st_, nullptr)) {}
 
+    /** Drops this future's handle (as the destructor), then takes o's. */
     future &operator=(future &&o) noexcept {
         if (this != &o) {
             reset();
@@ -258,7 +278,9 @@ public:
         return *this;
     }
 
+    /** Not copyable: the result is read once. */
     future(const future &) = delete;
+    /** Not copyable. */
     future &operator=(const future &) = delete;
 
     /** Drops the handle (desync_future_free); never blocks. */
@@ -274,9 +296,9 @@ public:
      * the future is then empty (valid() false). Throws desync::error:
      * DESYNC_EINVAL on an empty future, DESYNC_EDEADLK when waiting could
      * never end (called from a job of the object the result waits for; the
-     * future stays valid), DESYNC_ECANCELED if the job will never run (the
-     * future is then empty); a pipe_in future also throws the pipe's
-     * non-zero status (see object::pipe_in).
+     * future stays valid), DESYNC_ECANCELED or DESYNC_EFORKED if the job
+     * will never run (the future is then empty); a pipe_in future also
+     * throws the pipe's non-zero status (see object::pipe_in).
      */
     R get() {
         if (!f_)
@@ -305,8 +327,7 @@ public:
     template <class Rep, class Period> bool wait_for(const std::chrono::duration<Rep, Period> &timeout) {
         if (!f_)
             throw error(DESYNC_EINVAL, "desync::future::wait_for");
-        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
-        int rc = desync_future_wait_for(f_, ns > 0 ? static_cast<std::uint64_t>(ns) : 0, nullptr);
+        int rc = desync_future_wait_for(f_, detail::timeout_ns(timeout), nullptr);
         if (rc == DESYNC_ETIMEDOUT)
             return false;
         if (rc == DESYNC_EDEADLK || rc == DESYNC_EINVAL)
@@ -359,7 +380,9 @@ public:
     stream() noexcept = default;
     /** Adopts s (may be NULL: an empty stream, which pipes refuse). */
     explicit stream(desync_stream_t *s) noexcept : s_(s) {}
+    /** Takes o's stream; o becomes empty. */
     stream(stream &&o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    /** Frees this stream (as the destructor), then takes o's. */
     stream &operator=(stream &&o) noexcept {
         if (this != &o) {
             desync_stream_free(s_);
@@ -367,7 +390,9 @@ public:
         }
         return *this;
     }
+    /** Not copyable: a stream has one reader. */
     stream(const stream &) = delete;
+    /** Not copyable. */
     stream &operator=(const stream &) = delete;
     /** Frees the stream (desync_stream_free); for a pipe output, closes the pipe. */
     ~stream() { desync_stream_free(s_); }
@@ -403,8 +428,7 @@ public:
     /** As next, but waits at most `timeout` (desync_stream_next_for); throws as next. */
     template <class Rep, class Period>
     next_status next_for(void *&item, const std::chrono::duration<Rep, Period> &timeout) {
-        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
-        int rc = desync_stream_next_for(s_, ns > 0 ? static_cast<std::uint64_t>(ns) : 0, &item);
+        int rc = desync_stream_next_for(s_, detail::timeout_ns(timeout), &item);
         if (rc == DESYNC_EOF)
             return next_status::end;
         if (rc == DESYNC_ETIMEDOUT)
@@ -567,13 +591,15 @@ public:
     }
 
     /**
-     * Queues f(T &) like desync (in order with the object's other jobs,
-     * never blocking except on a full object with a limit), and returns a
-     * future of its result (desync_future_desync): future::get returns f's
-     * value or rethrows its exception. The job runs even if the future is
-     * dropped. f and the result share one `new` block (std::bad_alloc).
-     * Throws desync::error: DESYNC_ENOMEM, DESYNC_EINVAL on an empty object
-     * (nothing queued).
+     * Queues f(T &) in order with the object's other jobs and returns at
+     * once with a future of its result (desync_future_desync; never blocks,
+     * also on an object with a limit on pending jobs, which futures do not
+     * count): future::get returns f's value or rethrows its exception. The
+     * job runs even if the future is dropped. f and the result share one
+     * `new` block (std::bad_alloc). Throws desync::error (nothing queued):
+     * DESYNC_ENOMEM, DESYNC_EINVAL on an empty object; in a fork child, for
+     * a forked-off object, DESYNC_ENOMEM too (the C call's NULL does not
+     * say which).
      */
     template <class F> future<std::invoke_result_t<std::decay_t<F> &, T &>> future_desync(F &&f) const {
         using Fn = std::decay_t<F>;
@@ -610,7 +636,8 @@ public:
      * a user stream's error). Dropping the future does not stop the pipe.
      * Items are the process function's to free. An exception thrown by f
      * goes to the job exception handler. f and the result share one `new`
-     * block, freed when the pipe has finished (std::bad_alloc).
+     * block, freed when both the pipe has finished and the future is gone
+     * (std::bad_alloc).
      * Throws desync::error (input freed): DESYNC_EINVAL for an empty object
      * or input, DESYNC_ENOMEM.
      */
@@ -618,45 +645,42 @@ public:
         using Fn = std::decay_t<F>;
         static_assert(std::is_invocable_v<Fn &, T &, void *>,
                       "desync::object<T>::pipe_in: f must be callable as f(T &, void *)");
-        using st_t = detail::task<std::size_t, Fn>;
+        /* The callable, the result and the promise whose future the C++
+         * future owns (the pipe's own future is consumed by then). */
+        struct st_t : detail::task<std::size_t, Fn> {
+            using detail::task<std::size_t, Fn>::task;
+            desync_promise_t *pr = nullptr;
+        };
         auto process = [](void *data, void *item, void *arg) noexcept {
             st_t *st = static_cast<st_t *>(arg);
             detail::run_job([&] { std::invoke(st->fn, *static_cast<T *>(data), item); });
         };
-        /* The end: the result for the C++ future, whose own C future is
-         * a promise completed here (the pipe's future is consumed by then). */
-        struct end_ctx {
-            st_t *st;
-            desync_promise_t *pr;
-        };
+        /* The pipe has finished: no process call is left. */
         auto on_end = [](int status, void *value, void *arg) noexcept {
-            end_ctx *e = static_cast<end_ctx *>(arg);
+            st_t *st = static_cast<st_t *>(arg);
             if (status == 0)
-                e->st->box.value.emplace(static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(value)));
+                st->box.value.emplace(static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(value)));
             else
-                e->st->box.set_exception(std::make_exception_ptr(error(status, "desync_pipe_in")));
-            desync_promise_t *pr = e->pr;
-            st_t *st = e->st;
-            delete e;
-            st->drop();
+                st->box.set_exception(std::make_exception_ptr(error(status, "desync_pipe_in")));
+            desync_promise_t *pr = st->pr;
+            st->drop(); /* before the promise: get() may then delete st */
             desync_promise_complete(pr, nullptr);
         };
         if (!d_ || !input)
             throw error(DESYNC_EINVAL, "desync_pipe_in_future");
         auto st = std::make_unique<st_t>(Fn(std::forward<F>(f)));
-        auto end = std::make_unique<end_ctx>(end_ctx{st.get(), nullptr});
         desync_future_t *user_f = nullptr;
-        end->pr = desync_promise_new(&user_f);
-        if (!end->pr)
+        st->pr = desync_promise_new(&user_f);
+        if (!st->pr)
             throw error(DESYNC_ENOMEM, "desync_promise_new");
         desync_future_t *pf = desync_pipe_in_future(d_, input.release(), process, st.get());
         if (!pf) {
-            desync_promise_cancel(end->pr);
+            desync_promise_cancel(st->pr);
             desync_future_free(user_f);
             throw error(DESYNC_ENOMEM, "desync_pipe_in_future");
         }
         /* Cannot fail: pf and on_end are not NULL. */
-        desync_future_then(pf, on_end, end.release());
+        desync_future_then(pf, on_end, st.get());
         return future<std::size_t>(user_f, st.release());
     }
 
@@ -741,6 +765,7 @@ private:
     desync_t *d_ = nullptr;
 };
 
+/// @cond DETAIL
 namespace detail {
 
 template <class F, class Tuple, std::size_t... I>
@@ -767,6 +792,7 @@ decltype(auto) sync_all_impl(F &f, Tuple &objs, std::index_sequence<I...>) {
 }
 
 } // namespace detail
+/// @endcond
 
 /**
  * sync_all(a, b, ..., f): runs f(A &, B &, ...) with the objects a, b, ...

@@ -122,6 +122,16 @@ static int test_handles() {
         CHECK(static_cast<counted *>(desync_data(c.c_handle()))->value == 8); // data is the T
     }
     CHECK(counted::alive == 0); // every last release deleted its T
+    // On a scheduler with no threads: a sync runs the pending jobs itself.
+    desync_scheduler_t *s0 = desync_scheduler_new(0);
+    CHECK(s0);
+    {
+        desync::object<counted> z(s0, std::in_place, 40);
+        z.desync([](counted &c) { c.value += 2; });
+        CHECK(z.sync([](counted &c) { return c.value; }) == 42);
+    }
+    desync_scheduler_free(s0);
+    CHECK(counted::alive == 0);
     return 0;
 }
 
@@ -288,6 +298,12 @@ static int test_futures() {
     CHECK(f.get() == 2);
     CHECK(!f.valid());
     CHECK_THROWS_CODE(f.get(), DESYNC_EINVAL);
+    CHECK_THROWS_CODE(f.wait_for(1s), DESYNC_EINVAL);
+    // Timeouts too long for 64-bit nanoseconds, and negative ones, are fine.
+    auto fmax = s.future_desync([](std::string &) { return 1; });
+    CHECK(fmax.wait_for(std::chrono::hours::max()));
+    CHECK(fmax.wait_for(-1s));
+    CHECK(fmax.get() == 1);
 
     // Exceptions come out of get(); void futures.
     auto fe = s.future_desync([](std::string &) -> int { throw std::out_of_range("oops"); });
