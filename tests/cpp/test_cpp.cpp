@@ -235,6 +235,42 @@ static int test_sync_exceptions() {
     return 0;
 }
 
+// sync on an object busy on a scheduler thread: the job may then run on
+// that thread, and its value or exception must still reach the caller.
+static int test_sync_busy_object() {
+    desync::object<int> o(0);
+    for (int i = 0; i < 20 * SCALE; i++) {
+        std::atomic<bool> started{false};
+        o.desync([&started](int &x) {
+            started = true;
+            auto end = std::chrono::steady_clock::now() + 2ms;
+            while (std::chrono::steady_clock::now() < end)
+                std::this_thread::yield();
+            x++;
+        });
+        CHECK(wait_until([&] { return started.load(); }));
+        std::string what;
+        try {
+            o.sync([i](int &) { throw std::runtime_error(std::to_string(i)); });
+        } catch (const std::runtime_error &e) {
+            what = e.what();
+        }
+        CHECK(what == std::to_string(i));
+        o.desync([](int &x) { x++; });
+        std::string v = o.sync([](int &x) { return std::to_string(x); }); // behind the desync
+        CHECK(v == std::to_string(2 * (i + 1)));
+    }
+    // Callables passed as lvalues (copied), const, and mutable ones.
+    const auto add = [](int &x) { x += 10; };
+    o.desync(add);
+    int local = 5;
+    auto mut = [local](int &x) mutable { x += local++; };
+    o.desync(mut); // each job gets its own copy of mut: both add 5
+    o.desync(mut);
+    CHECK(o.sync([](int &x) { return x; }) == 40 * SCALE + 20);
+    return 0;
+}
+
 static std::atomic<int> g_handled{0};
 static std::string g_handled_what; // written by the handler, read after a sync
 
@@ -532,6 +568,7 @@ static const test_case tests[] = {
     {"cpp_desync_order", test_desync_order},
     {"cpp_sync_values", test_sync_values},
     {"cpp_sync_exceptions", test_sync_exceptions},
+    {"cpp_sync_busy_object", test_sync_busy_object},
     {"cpp_job_exception_handler", test_job_exception_handler},
     {"cpp_job_exception_default_terminates", test_job_exception_default_terminates},
     {"cpp_futures", test_futures},
