@@ -367,6 +367,37 @@ enum class next_status {
     timeout, /**< nothing came within the timeout */
 };
 
+/// @cond DETAIL
+namespace detail {
+
+/* What a pipe output made by object::pipe needs freed after it: its
+ * process function, which must outlive every process call. after_free runs
+ * once the C output is freed (see object::pipe). */
+struct output_owner {
+    desync_stream_t *inner = nullptr; /* the C pipe's output */
+    void (*after_free)(output_owner *) = nullptr;
+};
+
+/* A user stream over an owner's output, for handing the output to C code
+ * (another pipe, stream::release): freeing it frees the output, then runs
+ * after_free. */
+inline const desync_stream_ops_t *owner_ops() noexcept {
+    static const desync_stream_ops_t ops = {
+        [](void *self, void **item, const desync_waker_t *waker) {
+            return desync_stream_poll_next(static_cast<output_owner *>(self)->inner, item, waker);
+        },
+        [](void *self) {
+            output_owner *o = static_cast<output_owner *>(self);
+            desync_stream_free(o->inner);
+            o->after_free(o);
+        },
+    };
+    return &ops;
+}
+
+} // namespace detail
+/// @endcond
+
 /**
  * Owns a C stream (desync_stream_t) of void * items: a channel's receiving
  * end, an array stream, a pipe's output. Movable, not copyable; the
@@ -381,12 +412,13 @@ public:
     /** Adopts s (may be NULL: an empty stream, which pipes refuse). */
     explicit stream(desync_stream_t *s) noexcept : s_(s) {}
     /** Takes o's stream; o becomes empty. */
-    stream(stream &&o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    stream(stream &&o) noexcept : s_(std::exchange(o.s_, nullptr)), owner_(std::exchange(o.owner_, nullptr)) {}
     /** Frees this stream (as the destructor), then takes o's. */
     stream &operator=(stream &&o) noexcept {
         if (this != &o) {
-            desync_stream_free(s_);
+            reset();
             s_ = std::exchange(o.s_, nullptr);
+            owner_ = std::exchange(o.owner_, nullptr);
         }
         return *this;
     }
@@ -394,8 +426,11 @@ public:
     stream(const stream &) = delete;
     /** Not copyable. */
     stream &operator=(const stream &) = delete;
-    /** Frees the stream (desync_stream_free); for a pipe output, closes the pipe. */
-    ~stream() { desync_stream_free(s_); }
+    /**
+     * Frees the stream (desync_stream_free); for a pipe output, closes the
+     * pipe. Never blocks.
+     */
+    ~stream() { reset(); }
 
     /**
      * A stream yielding the n pointers of items (copied), then its end
@@ -437,15 +472,46 @@ public:
         return next_status::item;
     }
 
-    /** The C stream, borrowed. */
+    /**
+     * The C stream, borrowed: for the C reading calls and
+     * desync_pipe_set_backpressure_depth; do not free it.
+     */
     desync_stream_t *c_handle() const noexcept { return s_; }
-    /** Gives the C stream up to the caller (the stream is then empty). */
-    desync_stream_t *release() noexcept { return std::exchange(s_, nullptr); }
+
+    /**
+     * Gives the C stream up to the caller, who must free it (the stream is
+     * then empty). For the output of object::pipe, that is a user stream
+     * over the pipe's output (desync_stream_new), whose free also frees the
+     * process function: throws desync::error(DESYNC_ENOMEM) if it cannot be
+     * made (the stream is then unchanged). Never blocks.
+     */
+    desync_stream_t *release() {
+        if (!owner_)
+            return std::exchange(s_, nullptr);
+        desync_stream_t *w = desync_stream_new(detail::owner_ops(), owner_);
+        if (!w)
+            throw error(DESYNC_ENOMEM, "desync_stream_new");
+        s_ = nullptr;
+        owner_ = nullptr;
+        return w;
+    }
+
     /** True unless empty. */
     explicit operator bool() const noexcept { return s_ != nullptr; }
 
 private:
+    template <class> friend class object;
+
+    stream(desync_stream_t *s, detail::output_owner *owner) noexcept : s_(s), owner_(owner) {}
+
+    void reset() noexcept {
+        desync_stream_free(std::exchange(s_, nullptr));
+        if (detail::output_owner *o = std::exchange(owner_, nullptr))
+            o->after_free(o);
+    }
+
     desync_stream_t *s_ = nullptr;
+    detail::output_owner *owner_ = nullptr; /* for a pipe output: freed after s_ */
 };
 
 /* ---------------------------------------------------------------- object */
@@ -669,11 +735,14 @@ public:
         if (!d_ || !input)
             throw error(DESYNC_EINVAL, "desync_pipe_in_future");
         auto st = std::make_unique<st_t>(Fn(std::forward<F>(f)));
+        desync_stream_t *in = input.release(); /* may throw: input unchanged */
         desync_future_t *user_f = nullptr;
         st->pr = desync_promise_new(&user_f);
-        if (!st->pr)
+        if (!st->pr) {
+            desync_stream_free(in);
             throw error(DESYNC_ENOMEM, "desync_promise_new");
-        desync_future_t *pf = desync_pipe_in_future(d_, input.release(), process, st.get());
+        }
+        desync_future_t *pf = desync_pipe_in_future(d_, in, process, st.get());
         if (!pf) {
             desync_promise_cancel(st->pr);
             desync_future_free(user_f);
@@ -690,24 +759,26 @@ public:
      * with its other jobs, and what f returns (a void *) is put, in order,
      * on the returned stream, with the C pipe's backpressure (reading stops
      * while the output holds `depth` unread items). The output keeps the
-     * object alive; destroying it closes the pipe. The output may itself be
-     * the input of another pipe. An exception thrown by f goes to the job
-     * exception handler; the item's output is then nullptr. The output
-     * ends after the last item, or reports the C pipe's error (stream::next
-     * throws it). f lives in one `new` block, freed by a job queued on the
-     * object once the output is freed (std::bad_alloc). The output is a
-     * user stream over the C pipe's (desync_stream_new), which adds no
-     * thread hops. Throws desync::error (input freed): DESYNC_EINVAL for an
-     * empty object or input, DESYNC_ENOMEM.
+     * object alive; destroying it closes the pipe. The output ends after the
+     * last item, or reports the C pipe's error (stream::next throws it). An
+     * exception thrown by f goes to the job exception handler; the item's
+     * output is then nullptr. f lives in one `new` block (std::bad_alloc),
+     * freed by a job queued on the object once the output is freed (that
+     * job runs after any process call still under way). Handed to C code
+     * (as the input of another pipe, or by stream::release), the output is
+     * wrapped in a user stream (desync_stream_new) whose free does the
+     * same; a pipe reading a user stream queues a job on its object for
+     * each wake. Never blocks. Throws desync::error (input freed):
+     * DESYNC_EINVAL for an empty object or input, DESYNC_ENOMEM.
      */
     template <class F> stream pipe(stream input, F &&f) const {
         using Fn = std::decay_t<F>;
         static_assert(std::is_invocable_r_v<void *, Fn &, T &, void *>,
                       "desync::object<T>::pipe: f must be callable as void *f(T &, void *)");
-        struct state {
+        struct state : detail::output_owner {
             Fn fn;
-            desync_t *d;             /* our own reference, for the deleting job */
-            desync_stream_t *inner;  /* the C pipe's output */
+            desync_t *d = nullptr; /* our own reference, for the deleting job */
+            explicit state(Fn f) : fn(std::move(f)) {}
         };
         auto process = [](void *data, void *item, void *arg) noexcept -> void * {
             state *st = static_cast<state *>(arg);
@@ -715,42 +786,30 @@ public:
             detail::run_job([&] { out = std::invoke(st->fn, *static_cast<T *>(data), item); });
             return out;
         };
-        static const desync_stream_ops_t ops = {
-            [](void *self, void **item, const desync_waker_t *waker) {
-                return desync_stream_poll_next(static_cast<state *>(self)->inner, item, waker);
-            },
-            [](void *self) {
-                state *st = static_cast<state *>(self);
-                desync_t *d = st->d;
-                /* No process call starts once the output is freed; one
-                 * running now is ahead of the job below on d's queue. */
-                desync_stream_free(st->inner);
-                auto del = [](void *, void *arg) noexcept {
-                    state *s = *static_cast<state **>(arg);
-                    desync_t *dd = s->d;
-                    delete s;
-                    desync_release(dd); /* from d's own job: never blocks */
-                };
-                if (desync_desync_copy(d, del, &st, sizeof st) != 0)
-                    desync_release(d); /* no memory for the job: st is leaked */
-            },
+        /* The output is freed: no process call starts after that, and one
+         * under way is ahead of this job on d's queue. */
+        auto after_free = [](detail::output_owner *o) noexcept {
+            state *st = static_cast<state *>(o);
+            auto del = [](void *, void *arg) noexcept {
+                state *s = *static_cast<state **>(arg);
+                desync_t *d = s->d;
+                delete s;
+                desync_release(d); /* from d's own job: never blocks */
+            };
+            if (desync_desync_copy(st->d, del, &st, sizeof st) != 0)
+                desync_release(st->d); /* no memory for the job: st is leaked */
         };
         if (!d_ || !input)
             throw error(DESYNC_EINVAL, "desync_pipe");
-        auto st = std::unique_ptr<state>(new state{Fn(std::forward<F>(f)), d_, nullptr});
+        auto st = std::make_unique<state>(Fn(std::forward<F>(f)));
+        st->after_free = after_free;
+        st->d = d_;
         desync_stream_t *inner = desync_pipe(d_, input.release(), process, st.get());
         if (!inner)
             throw error(DESYNC_ENOMEM, "desync_pipe");
         st->inner = inner;
-        desync_stream_t *out = desync_stream_new(&ops, st.get());
-        if (!out) {
-            desync_stream_free(inner); /* a job still running may use st: leak it */
-            st.release();
-            throw error(DESYNC_ENOMEM, "desync_stream_new");
-        }
         desync_retain(d_);
-        st.release();
-        return stream(out);
+        return stream(inner, st.release());
     }
 
     /** The C object, borrowed (NULL if empty); its data is the T *. */

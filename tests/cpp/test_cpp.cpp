@@ -501,6 +501,33 @@ static int test_pipes() {
     }
     doubler.sync([](int &) {});
 
+    // Read directly, the output is the C pipe's own: on a scheduler with no
+    // threads the reader runs the object's process jobs itself.
+    desync_scheduler_t *s0 = desync_scheduler_new(0);
+    CHECK(s0);
+    {
+        desync::object<int> idle(s0, std::in_place, 0);
+        desync::stream o0 = idle.pipe(desync::stream::from_array(items.data(), items.size()),
+                                      [](int &n, void *it) { n++; return it; });
+        for (std::uintptr_t i = 1; i <= 100; i++)
+            CHECK(o0.next_for(item, 10s) == desync::next_status::item && as_int(item) == i);
+        CHECK(o0.next_for(item, 10s) == desync::next_status::end);
+        CHECK(idle.sync([](int &n) { return n; }) == 100);
+    }
+    desync_scheduler_free(s0);
+
+    // Given up to C code with release(): a user stream whose free (by C)
+    // also frees the process function.
+    {
+        desync::stream o1 = doubler.pipe(desync::stream::from_array(items.data(), 3),
+                                         [name](int &, void *it) { return as_item(as_int(it) + name.size()); });
+        desync_stream_t *c_out = o1.release();
+        CHECK(c_out && !o1);
+        CHECK(desync_stream_next_for(c_out, 10000000000ull, &item) == 0 && as_int(item) == 8);
+        desync_stream_free(c_out);
+    }
+    doubler.sync([](int &) {});
+
     // An exception in a process function goes to the handler; its output is nullptr.
     desync::set_job_exception_handler(count_handler);
     int before = g_handled;
