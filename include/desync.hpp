@@ -3,8 +3,9 @@
  * libdesync for C++17: a header-only wrapper over the C API of <desync.h>.
  *
  *   desync::object<std::string> s(std::string("a"));
- *   s.desync([i](std::string &v) { v += std::to_string(i); });   // queued, returns at once
- *   std::size_t n = s.sync([](std::string &v) { return v.size(); }); // waits, returns the value
+ *   for (int i = 0; i < 3; i++)
+ *       s.desync([i](std::string &v) { v += std::to_string(i); }); // queued, returns at once
+ *   std::size_t n = s.sync([](std::string &v) { return v.size(); }); // waits: 4
  *
  * Nothing here is compiled into the library: it stays a C library with no
  * C++ runtime dependency; a C++ program includes this header and links
@@ -39,7 +40,7 @@
 #ifndef DESYNC_HPP
 #define DESYNC_HPP
 
-#include <desync.h>
+#include "desync.h"
 
 #include <atomic>
 #include <chrono>
