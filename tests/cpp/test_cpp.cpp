@@ -285,6 +285,40 @@ static int test_sync_busy_object() {
     return 0;
 }
 
+// A desync on a full object with a limit, from a job on a scheduler thread,
+// is refused (DESYNC_EAGAIN) rather than holding the thread: desync::error.
+static int test_desync_full_eagain() {
+    desync::object<int> o(0), p(0);
+    CHECK(desync_set_max_pending(o.c_handle(), 1) == 0);
+    std::atomic<bool> go{false}, started{false};
+    o.desync([&](int &) {
+        started = true;
+        wait_until([&] { return go.load(); });
+    });
+    CHECK(wait_until([&] { return started.load(); }));
+    // (Not a future waited on from here: the wait could run p's job on this
+    // thread, which is no scheduler thread, and the desync would block.)
+    std::atomic<int> result{1}, accepted{0};
+    p.desync([&o, &result, &accepted](int &) {
+        int code = 0;
+        for (int k = 0; k < 4 && code == 0; k++) {
+            try {
+                o.desync([](int &x) { x++; });
+                accepted++;
+            } catch (const desync::error &e) {
+                code = e.code().value();
+            }
+        }
+        result = code;
+    });
+    CHECK(wait_until([&] { return result.load() != 1; }));
+    int code = result;
+    go = true;
+    CHECK(code == DESYNC_EAGAIN);
+    CHECK(o.sync([](int &x) { return x; }) == accepted); // what was accepted ran
+    return 0;
+}
+
 static std::atomic<int> g_handled{0};
 static std::string g_handled_what; // written by the handler, read after a sync
 
@@ -614,6 +648,7 @@ static const test_case tests[] = {
     {"cpp_sync_values", test_sync_values},
     {"cpp_sync_exceptions", test_sync_exceptions},
     {"cpp_sync_busy_object", test_sync_busy_object},
+    {"cpp_desync_full_eagain", test_desync_full_eagain},
     {"cpp_job_exception_handler", test_job_exception_handler},
     {"cpp_job_exception_default_terminates", test_job_exception_default_terminates},
     {"cpp_futures", test_futures},
