@@ -9,6 +9,7 @@
 #   make test CC=clang        same with clang, in build-clang/
 #   make test SAN=thread      ThreadSanitizer build in build-thread/
 #   make test SAN=address,undefined
+#   make test-cxx             only the C++ wrapper's tests and example (also in make test)
 #   make test DEBUG=1         invariant checks (DSY_ASSERT) on, in build-debug/
 #   make test OS=posix        the portable OS layer instead of Linux's, in build-posix/
 #   make test NOPOOL=1        no block pool or job segments (one malloc per block)
@@ -239,6 +240,7 @@ ifeq ($(TESTS),)
 	@echo "== the same tests linked against the shared library (a subset)"
 	DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \
 	$(RUN_PREFIX) ./$(BUILD)/run_tests_shared $(SHARED_TESTS)
+	$(CXX_TEST_RECIPE)
 endif
 
 # <desync/blocks.h> (the `_b` calls taking clang blocks) is tested by its
@@ -482,7 +484,7 @@ install: lib
 	$(INSTALL) -m 644 $(SHARED_REAL) $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
 	ln -sf libdesync.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SHARED_SONAME)
 	ln -sf $(SHARED_SONAME) $(DESTDIR)$(LIBDIR)/libdesync.so
-	$(INSTALL) -m 644 include/desync.h $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -m 644 include/desync.h include/desync.hpp $(DESTDIR)$(INCLUDEDIR)/
 	$(INSTALL) -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/desync/
 	sed $(INSTALL_SUBST) desync.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/desync.pc
 	sed $(INSTALL_SUBST) cmake/desync-config.cmake.in > $(DESTDIR)$(CMAKEDIR)/desync-config.cmake
@@ -497,7 +499,7 @@ install: lib
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libdesync.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SHARED_SONAME) \
 	    $(DESTDIR)$(LIBDIR)/libdesync.so $(DESTDIR)$(LIBDIR)/libdesync.a \
-	    $(DESTDIR)$(INCLUDEDIR)/desync.h $(PUBLIC_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
+	    $(DESTDIR)$(INCLUDEDIR)/desync.h $(DESTDIR)$(INCLUDEDIR)/desync.hpp $(PUBLIC_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
 	    $(DESTDIR)$(PKGCONFIGDIR)/desync.pc $(DESTDIR)$(CMAKEDIR)/desync-config.cmake \
 	    $(DESTDIR)$(CMAKEDIR)/desync-config-version.cmake
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/desync $(DESTDIR)$(CMAKEDIR) 2>/dev/null
@@ -562,6 +564,65 @@ install-doxygen:
 	      "and run make docs again" >&2; exit 1; }
 
 .PHONY: docs check-docs install-doxygen
+
+# C++: the wrapper include/desync.hpp (header-only; nothing of it goes into
+# the libraries), its tests (tests/cpp/, build/run_tests_cpp, run by `make
+# test` with no TESTS, or alone by `make test-cxx`) and its example
+# (examples/cpp_lambdas.cpp, built by `make`, run and checked by the tests
+# and under valgrind by check-valgrind). CXX defaults to the C++ compiler of
+# CC's family (clang++ for CC=clang, g++-12 for CC=gcc-12, else g++); with
+# no C++ compiler these are skipped with a message, never failed.
+ifeq ($(origin CXX),default)
+CXX := $(if $(filter clang%,$(CC_NAME)),$(patsubst clang%,clang++%,$(CC_NAME)),$(if \
+         $(filter gcc-%,$(CC_NAME)),$(patsubst gcc-%,g++-%,$(CC_NAME)),g++))
+endif
+HAVE_CXX := $(if $(shell command -v $(firstword $(CXX)) 2>/dev/null),1)
+ALL_CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -pedantic -Werror -pthread -Iinclude \
+                $(SANFLAGS) $(CXXFLAGS)
+CXX_HEADERS := include/desync.hpp include/desync.h $(wildcard include/desync/*.h)
+CXX_TEST_BIN := $(BUILD)/run_tests_cpp
+CXX_EXAMPLES := $(BUILD)/cpp_lambdas
+
+.PHONY: test-cxx
+
+ifeq ($(HAVE_CXX),1)
+examples: $(CXX_EXAMPLES)
+tests: $(CXX_TEST_BIN)
+test: $(if $(TESTS),,$(CXX_TEST_BIN) $(CXX_EXAMPLES))
+check-valgrind: $(CXX_EXAMPLES)
+# (check-valgrind's loop reads EXAMPLES when it runs: it gets the C++ one too.)
+EXAMPLES += $(CXX_EXAMPLES)
+
+$(CXX_TEST_BIN): tests/cpp/test_cpp.cpp $(CXX_HEADERS) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	$(CXX) $(ALL_CXXFLAGS) $(if $(SAN),-DDESYNC_TEST_SANITIZED) -o $@ $< $(STATIC_LIB) \
+	    $(ALL_LDFLAGS) $(LDLIBS)
+
+$(CXX_EXAMPLES): $(BUILD)/%: examples/%.cpp $(CXX_HEADERS) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	$(CXX) $(ALL_CXXFLAGS) -o $@ $< $(STATIC_LIB) $(ALL_LDFLAGS) $(LDLIBS)
+
+# The tests, then the example, whose last line must show the expected total.
+define CXX_TEST_RECIPE
+@echo "== the C++ wrapper's tests ($(CXX))"
+DESYNC_TEST_TIMEOUT_SCALE=$${DESYNC_TEST_TIMEOUT_SCALE:-$(TIMEOUT_SCALE)} \
+$(RUN_PREFIX) ./$(CXX_TEST_BIN)
+$(RUN_PREFIX) ./$(BUILD)/cpp_lambdas > $(BUILD)/cpp_lambdas.out
+@grep -q '^alice: 170 (100 entries), bob: 135, total: 305$$' $(BUILD)/cpp_lambdas.out || \
+    { cat $(BUILD)/cpp_lambdas.out; echo "FAIL cpp_lambdas: unexpected output"; exit 1; }
+@echo "PASS example cpp_lambdas"
+endef
+
+test-cxx: $(CXX_TEST_BIN) $(CXX_EXAMPLES)
+	$(CXX_TEST_RECIPE)
+else
+define CXX_TEST_RECIPE
+@echo "skipping C++ tests: no C++ compiler ($(CXX) not found)"
+endef
+
+test-cxx:
+	$(CXX_TEST_RECIPE)
+endif
 
 clean:
 	rm -rf build build-*
