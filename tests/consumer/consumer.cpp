@@ -1,6 +1,8 @@
 // The C++17 consumer (see consumer.c): the C API from C++ with
-// -Wall -Wextra -pedantic -Werror, jobs as captureless lambdas.
+// -Wall -Wextra -pedantic -Werror, jobs as captureless lambdas, and the
+// installed C++ wrapper <desync.hpp> with capturing ones.
 #include <desync.h>
+#include <desync.hpp>
 
 #include <cstdio>
 #include <cstring>
@@ -28,6 +30,15 @@ int main() {
         return 1;
     }
     desync_release(d);
+    {
+        desync::object<std::string> s(std::string("a"));
+        for (int i = 0; i < 3; i++)
+            s.desync([i](std::string &v) { v += std::to_string(i); });
+        if (s.sync([](std::string &v) { return v; }) != "a012") {
+            std::fprintf(stderr, "consumer: desync.hpp gave the wrong text\n");
+            return 1;
+        }
+    }
     desync_shutdown();
     std::printf("consumer ok %s (C++)\n", desync_version_string());
     return 0;
