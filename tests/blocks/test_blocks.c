@@ -27,13 +27,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CHECK(cond)                                                                       \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);     \
-            return 1;                                                                     \
-        }                                                                                 \
-    } while (0)
+#include "../test.h" /* CHECK and the bounded waits */
+
 
 /* ------------------------------------------- counting copies and releases */
 
