@@ -26,6 +26,18 @@
 #include <stdlib.h>
 #include <time.h>
 
+/* AddressSanitizer, as the compiler says (gcc, clang). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+
 #define TEST(name) int test_##name(void)
 
 #define CHECK(cond)                                                                       \

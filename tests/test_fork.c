@@ -520,12 +520,17 @@ static int fork_count(void) {
 }
 
 TEST(fork_under_load) {
-#if defined(DESYNC_TEST_NOPOOL) && defined(DESYNC_TEST_SANITIZED)
+#if TEST_ASAN
     /* This ASan runtime takes no lock around fork: a fork while another
-     * thread is inside ASan's allocator leaves it locked in the child. With
-     * no pools every job is a malloc, so under load that happens (1 child in
-     * a CI run). The pooled ASan build and the other builds run it. */
-    TEST_SKIP("ASan without pools: its allocator is not fork-safe under load");
+     * thread is inside ASan's allocator leaves one of its size-class locks
+     * held in the child, whose next malloc of that size waits for ever. With
+     * no pools every job is a malloc (1 child in a CI run); with pools, the
+     * future, pool refills and thread starts still allocate (a child hung in
+     * asan_malloc under fut_new: once in CI, and in about 3 runs of 100 on
+     * the development VM, with the previous release's code too). The plain
+     * builds run it (50 forks, and
+     * 1,000 in make check-fork), ThreadSanitizer its parent side. */
+    TEST_SKIP("ASan: its allocator is not fork-safe under load");
 #endif
     memset(&g_load, 0, sizeof g_load);
     g_load.priv = desync_scheduler_new(2);

@@ -29,18 +29,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* AddressSanitizer, as the compiler says (gcc, clang). */
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#ifndef TEST_ASAN
-#define TEST_ASAN 0
-#endif
-
 /* The Makefile defines DESYNC_TEST_NOPOOL when the library is built with
  * NOPOOL=1. */
 #ifdef DESYNC_TEST_NOPOOL
