@@ -528,8 +528,8 @@ TEST(fork_under_load) {
      * future, pool refills and thread starts still allocate (a child hung in
      * asan_malloc under fut_new: once in CI, and in about 3 runs of 100 on
      * the development VM, with the previous release's code too). The plain
-     * builds run it (50 forks, and
-     * 1,000 in make check-fork), ThreadSanitizer its parent side. */
+     * builds run it (50 forks, and 1,000 in make check-fork),
+     * ThreadSanitizer its parent side. */
     TEST_SKIP("ASan: its allocator is not fork-safe under load");
 #endif
     memset(&g_load, 0, sizeof g_load);
