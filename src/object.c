@@ -15,20 +15,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, desync_destroy_fn destroy) {
-    if (!scheduler && !(scheduler = desync_scheduler_default()))
-        return NULL;
-    desync_t *d = malloc(sizeof *d);
-    if (!d)
-        return NULL;
-    if (dsy_queue_init(&d->q, scheduler, DSY_QUEUE_OF_OBJECT) != 0) {
-        free(d);
-        return NULL;
-    }
+/* The rest of an object at d (its memory allocated by the caller): its
+ * queue on `scheduler` (NULL: the default one), data and references. False
+ * on ENOMEM (nothing to undo but the caller's memory). */
+static bool object_init(desync_t *d, desync_scheduler_t *scheduler, unsigned flags, void *data,
+                        desync_destroy_fn destroy) {
+    if (!scheduler)
+        scheduler = desync_scheduler_default(); /* never NULL: no allocation */
+    if (dsy_queue_init(&d->q, scheduler, DSY_QUEUE_OF_OBJECT | flags) != 0)
+        return false;
     d->q.data = data;
     d->destroy = destroy;
     dsy_ref_init(&d->strong, 1);
     dsy_ref_init(&d->weak, 1);
+    return true;
+}
+
+desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, desync_destroy_fn destroy) {
+    desync_t *d = malloc(sizeof *d);
+    if (d && !object_init(d, scheduler, 0, data, destroy)) {
+        free(d);
+        d = NULL;
+    }
     return d;
 }
 
@@ -51,31 +59,24 @@ static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
  */
 desync_t *desync_new_copy_on(desync_scheduler_t *scheduler, const void *init, size_t size,
                              desync_destroy_fn destroy) {
-    if (!scheduler && !(scheduler = desync_scheduler_default()))
-        return NULL;
     size_t obj = round_up(sizeof(desync_t), DATA_ALIGN);
     bool before = size <= DSY_DATA_BEFORE;
     if (!before && size > SIZE_MAX - obj - DSY_CACHE_LINE)
         return NULL;
-    size_t total = round_up(before ? DSY_DATA_BEFORE + sizeof(desync_t) : obj + size, DSY_CACHE_LINE);
-    unsigned char *mem = aligned_alloc(DSY_CACHE_LINE, total);
+    size_t bytes = before ? DSY_DATA_BEFORE + sizeof(desync_t) : obj + size;
+    unsigned char *mem = aligned_alloc(DSY_CACHE_LINE, round_up(bytes, DSY_CACHE_LINE));
     if (!mem)
         return NULL;
     desync_t *d = (desync_t *)(before ? mem + DSY_DATA_BEFORE : mem);
     void *data = before ? mem + DSY_DATA_BEFORE - round_up(size, DATA_ALIGN) : mem + obj;
-    if (dsy_queue_init(&d->q, scheduler, DSY_QUEUE_OF_OBJECT | (before ? DSY_QUEUE_DATA_BEFORE : 0)) !=
-        0) {
-        free(mem);
-        return NULL;
-    }
     if (init)
         memcpy(data, init, size);
     else
         memset(data, 0, size);
-    d->q.data = data;
-    d->destroy = destroy;
-    dsy_ref_init(&d->strong, 1);
-    dsy_ref_init(&d->weak, 1);
+    if (!object_init(d, scheduler, before ? DSY_QUEUE_DATA_BEFORE : 0, data, destroy)) {
+        free(mem);
+        return NULL;
+    }
     return d;
 }
 
