@@ -518,9 +518,24 @@ inline token_place(q, has_ref) {
     atomic {
         MINE(q);
         assert(tail[q] != NIL && !qfreed[q]);
-        if :: !has_ref -> assert(refs[q] > 0); refs[q]++ :: else fi   /* ref */
+        tp_s = qstate[q]
     };
-    tp_s = qstate[q];
+    /* A listed entry keeps the token's reference: a token without one of
+     * its own is placed with one CAS, and q is not touched after it. */
+    if
+    :: !has_ref && (tp_s & (LINKED | BARGE)) == LINKED && tp_s < WAITER ->
+        atomic {
+            if
+            :: qstate[q] == tp_s -> qstate[q] = tp_s | READY; GIVE(q); tp_found = 1; tp_ok = 1
+            :: else -> tp_s = qstate[q]
+            fi
+        }
+    :: else
+    fi;
+    if
+    :: tp_ok -> skip
+    :: else ->
+    atomic { if :: !has_ref -> assert(refs[q] > 0); refs[q]++ :: else fi };  /* ref */
     do
     :: if
         :: tp_s >= WAITER ->
@@ -545,6 +560,7 @@ inline token_place(q, has_ref) {
     :: !tp_found && (tp_s & LINKED) -> unref(q)   /* the entry has a reference */
     :: !tp_found && !(tp_s & LINKED) -> submit(q)
 #endif
+    fi
     fi;
     tp_s = 0; tp_found = 0; tp_ok = 0
 }

@@ -20,10 +20,14 @@
 #define DSY_LIKELY(x) __builtin_expect(!!(x), 1)
 #define DSY_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define DSY_NORETURN __attribute__((noreturn))
+/* For the rare branch of a hot function: kept out of line, so the hot path
+ * saves no registers for it. */
+#define DSY_NOINLINE __attribute__((noinline, cold))
 #else
 #define DSY_LIKELY(x) (x)
 #define DSY_UNLIKELY(x) (x)
 #define DSY_NORETURN
+#define DSY_NOINLINE
 #endif
 
 /* Thread-locals use the initial-exec model: one instruction to reach them,

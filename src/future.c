@@ -692,25 +692,23 @@ static fut_look fut_lock_for_wait(desync_future_t *f) {
  * handed the token would, without listing a waiter or a wait-for edge (this
  * thread does not block: it runs the jobs, each in its own frame). f's lock
  * keeps the node from completing, so q is busy and alive until the steal;
- * then our own reference keeps it for the hold, which fork may read until
- * it is popped. Unlocks f and returns true if it ran the queue; false, with
- * f still locked, if the token was not READY. */
+ * then the stolen token's reference keeps it, and the drain pops our hold
+ * (which fork may read) before that reference goes. Unlocks f and returns
+ * true if it ran the queue; false, with f still locked, if the token was
+ * not READY. */
 static bool fut_run_ready(desync_future_t *f, desync_queue_t *q) {
-    dsy_hold h; /* fork: from before the steal */
+    dsy_hold h; /* fork: from before the steal; the drain pops it */
     dsy_hold_push(&h, q);
     if (!dsy_queue_steal_ready(q)) {
         dsy_hold_pop(&h);
         return false;
     }
-    dsy_queue_ref(q);
     dsy_node *node = f->node; /* still queued: f is pending */
     fut_unlock(f);
     desync_future_t *saved = tls_driving;
     tls_driving = f;
-    dsy_queue_drain_until(q, node);
+    dsy_queue_drain_until_held(q, node, &h); /* q may be gone after it */
     tls_driving = saved;
-    dsy_hold_pop(&h);
-    dsy_queue_unref(q);
     return true;
 }
 

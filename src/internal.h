@@ -247,6 +247,12 @@ bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
  * including `target`, then places the token. False if the queue parked
  * before target finished (the token is gone). */
 bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target);
+struct dsy_hold;
+/* As dsy_queue_drain_until, for a caller whose hold `held` on q (the last
+ * it pushed) covered the taking of the token: it serves as the drain's own
+ * hold and is popped with it, before the token and its reference go. So
+ * the caller needs no reference of its own, and must not touch q after. */
+bool dsy_queue_drain_until_held(desync_queue_t *q, dsy_node *target, struct dsy_hold *held);
 /* Waits until *word leaves DSY_W_WAITING (spin, then park); returns the new
  * value, or DSY_W_WAITING once deadline (0 = none) has passed. */
 uint32_t dsy_wait_word(_Atomic uint32_t *word, uint64_t deadline);

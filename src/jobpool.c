@@ -70,7 +70,7 @@ static void free_chain(free_node *f) {
 
 /* Moves the MAG most recently freed blocks of a cache out as one magazine:
  * into the depot, or back to malloc when the depot is full. */
-static void cache_spill(unsigned cls) {
+DSY_NOINLINE static void cache_spill(unsigned cls) {
     cache_t *c = &caches[cls];
     DSY_ASSERT(c->n >= MAG);
     struct depot *d = &depots[cls];
@@ -115,7 +115,7 @@ static void cache_destroy(void *unused) {
 
 static void cache_key_init(void) { pthread_key_create(&cache_key, cache_destroy); }
 
-static void cache_register(void) {
+DSY_NOINLINE static void cache_register(void) {
     dsy_fork_init(); /* before this thread first takes a depot lock */
     pthread_once(&cache_key_once, cache_key_init);
     pthread_setspecific(cache_key, caches);

@@ -397,9 +397,17 @@ void dsy_token_place(desync_queue_t *q, bool has_ref) {
     DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL);
     if (forked_off_gated(q))
         return; /* dropped, with its reference: a forked-off queue is never freed */
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
+    /* An entry is still listed (a waiter stole the token it was made for):
+     * it keeps the reference of the token, so a token without one of its
+     * own needs none, and q is not touched after the CAS. Any other case
+     * (waiters, BARGE, a failed CAS) takes the general path below. */
+    if (!has_ref && (s & (DSY_Q_LINKED | DSY_Q_BARGE)) == DSY_Q_LINKED && s < DSY_WAITER &&
+        atomic_compare_exchange_strong_explicit(&q->state, &s, s | DSY_Q_READY,
+                                                memory_order_acq_rel, memory_order_relaxed))
+        return;
     if (!has_ref)
         dsy_queue_ref(q);
-    uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
     for (;;) {
         if (s >= DSY_WAITER) {
             /* A waiter counts itself after linking its node, so a counted
@@ -534,11 +542,22 @@ static bool queue_run(desync_queue_t *q, unsigned limit, dsy_hold *h) {
 static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n);
 
 bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
+    return dsy_queue_drain_until_held(q, target, NULL);
+}
+
+bool dsy_queue_drain_until_held(desync_queue_t *q, dsy_node *target, dsy_hold *held) {
     DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL && q->head);
-    if (forked_off_gated(q))
+    DSY_ASSERT(!held || (held->q == q && atomic_load_explicit(&dsy_self.holds,
+                                                              memory_order_relaxed) == held));
+    dsy_hold own; /* fork: popped before the token (and its reference) goes */
+    dsy_hold *hold = held ? held : &own;
+    if (forked_off_gated(q)) {
+        if (held)
+            dsy_hold_pop(held);
         return false; /* a token parked before the fork: dropped */
-    dsy_hold hold; /* fork: popped before the token (and its reference) goes */
-    dsy_hold_push(&hold, q);
+    }
+    if (!held)
+        dsy_hold_push(&own, q);
     dsy_node *h = q->head;
     void *data = queue_data(q);
     uint32_t unlinked = 0; /* not yet counted (the caller keeps q alive) */
@@ -549,7 +568,7 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
             unlinked = 0;
         }
         if (run_node(q, h, data) == DSY_PARKED || survivor_left_forked(q)) {
-            dsy_hold_pop(&hold);
+            dsy_hold_pop(hold);
             return false;
         }
         dsy_node *next = advance(q, h);
@@ -559,14 +578,14 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
             next = combine_sleepers(q, next);
         if (!next) {
             count_unlinked(q, unlinked);
-            dsy_hold_pop(&hold);
+            dsy_hold_pop(hold);
             dsy_queue_unref(q);
             return true; /* only possible once target (at or behind h) has finished */
         }
         if (h == target) {
             count_unlinked(q, unlinked);
             q->head = next;
-            dsy_hold_pop(&hold);
+            dsy_hold_pop(hold);
             dsy_token_place(q, true);
             return true;
         }
