@@ -66,6 +66,21 @@ static inline void dsy_cpu_relax(void) {
 #endif
 }
 
+/* The CPU's write-prefetch hint: asks for the cache line at p in a state
+ * this core may write, so that a write made soon after does not wait for the
+ * line to leave another core's cache. A hint only, never a fault. On x86 it
+ * is issued only where the CPU has PREFETCHW (`have`, from
+ * dsy_cpu_has_prefetchw(), which the caller asked once). */
+static inline void dsy_prefetch_write(const void *p, bool have) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (have)
+        __asm__ __volatile__("prefetchw %0" : : "m"(*(const char *)p));
+#else
+    (void)have;
+    __builtin_prefetch(p, 1, 3);
+#endif
+}
+
 /* The short backoff, for waits on a thread that is between two instructions
  * or in a critical section of a few: pause DSY_BACKOFF_SPINS rounds, then
  * yield each round (the thread may have been preempted). Start *round at 0. */

@@ -143,6 +143,10 @@
 /* ... after this many jobs from the block pool (light users do not hold a
  * segment each). W2, W4. */
 #define DSY_SEG_AFTER 1024u
+/* ... and asks for its segment's lines this many lines (job nodes of one
+ * line) ahead of the next node, so that their transfer from the core that
+ * last read them overlaps the caller's own work (jobpool.c). R1, W2. */
+#define DSY_SEG_PREFETCH_LINES 8u
 /* A producer that finds a queue more than this many jobs behind gives up
  * its time slice now and then (one push in DSY_BACKLOG_YIELD_EVERY): with
  * more producer threads than cores the queue's one thread gets as much CPU

@@ -7,6 +7,9 @@
 #include "desync.h"
 
 #include <errno.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -22,6 +25,15 @@ uint64_t dsy_now_ns(void) {
 unsigned dsy_cpu_count(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (unsigned)n : 1u;
+}
+
+bool dsy_cpu_has_prefetchw(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    return __get_cpuid(0x80000001u, &a, &b, &c, &d) && (c & (1u << 8));
+#else
+    return true;
+#endif
 }
 
 void dsy_yield(void) { sched_yield(); }

@@ -21,6 +21,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,10 @@ void dsy_unpark_all(_Atomic uint32_t *word);
 uint64_t dsy_now_ns(void);
 /* Online CPUs, at least 1. */
 unsigned dsy_cpu_count(void);
+/* Whether the CPU has a write-prefetch instruction the library may issue
+ * (x86: PREFETCHW, CPUID 0x80000001 ECX bit 8; other CPUs: the compiler's
+ * write prefetch, always). Asks the CPU each time: call it once. */
+bool dsy_cpu_has_prefetchw(void);
 /* Gives the CPU to another runnable thread (a holder we wait for may have
  * been preempted). */
 void dsy_yield(void);
