@@ -30,7 +30,7 @@ unsigned dsy_cpu_count(void) {
 bool dsy_cpu_has_prefetchw(void) {
 #if defined(__x86_64__) || defined(__i386__)
     unsigned a, b, c, d;
-    return __get_cpuid(0x80000001u, &a, &b, &c, &d) && (c & (1u << 8));
+    return __get_cpuid(0x80000001u, &a, &b, &c, &d) && (c & bit_PRFCHW);
 #else
     return true;
 #endif
