@@ -98,6 +98,9 @@ typedef struct worker {
     struct worker *all_next;          /* lock: every live worker */
     struct worker *zombie_next;       /* lock: exited, to be joined */
     unsigned id;                      /* its name is desync-<id> (set at spawn) */
+    /* How long it spins for work before it sleeps (this worker alone): see
+     * spin_adapt. */
+    uint64_t spin_ns;
     /* Introspection, written by this worker alone (relaxed load + store, no
      * RMW) and summed by desync_scheduler_stats: entries run, wake-ups. */
     _Atomic uint64_t nrun, nwake;
@@ -233,6 +236,7 @@ static int spawn_locked(desync_scheduler_t *s) {
         return DESYNC_ENOMEM;
     w->s = s;
     w->id = s->nspawned + 1;
+    w->spin_ns = DSY_WORKER_SPIN_NS;
     int rc = dsy_thread_start(&w->thread, worker_main, w);
     if (rc != 0) {
         free(w);
@@ -532,7 +536,22 @@ void dsy_sched_thread_blocks(void) {
     w->in_job = in_job;
 }
 
-/* Spins for DSY_WORKER_SPIN_NS looking for work, then takes over next-slot
+/* Adapts w's spin to how soon work came (the adaptive mutex's rule, for a
+ * worker): a spin that found work, or a sleep that work ended sooner than a
+ * whole spin would have lasted, says spinning pays and doubles it, up to
+ * DSY_WORKER_SPIN_NS; a sleep longer than that says the spin was CPU thrown
+ * away and halves it, down to DSY_WORKER_SPIN_MIN_NS. A process whose work
+ * comes seldom (IB) stops burning a core's share on spins; a stream keeps
+ * its workers spinning. */
+static void spin_adapt(worker *w, bool pays) {
+    if (pays)
+        w->spin_ns = w->spin_ns * 2 < DSY_WORKER_SPIN_NS ? w->spin_ns * 2 : DSY_WORKER_SPIN_NS;
+    else
+        w->spin_ns = w->spin_ns / 2 > DSY_WORKER_SPIN_MIN_NS ? w->spin_ns / 2
+                                                            : DSY_WORKER_SPIN_MIN_NS;
+}
+
+/* Spins for w->spin_ns looking for work, then takes over next-slot
  * entries of other workers that waited through the whole spin. Returns an
  * entry, or NULL. */
 static dsy_runnable *spin_for_work(worker *w) {
@@ -557,7 +576,7 @@ static dsy_runnable *spin_for_work(worker *w) {
     atomic_fetch_add_explicit(&s->nspinning, 1, memory_order_seq_cst);
     dsy_runnable *r = NULL;
     uint64_t seen_at = 0;
-    dsy_spin sp = dsy_spin_for(DSY_WORKER_SPIN_NS, 0);
+    dsy_spin sp = dsy_spin_for(w->spin_ns, 0);
     unsigned round = 0;
     do {
         /* Politely: on a loaded machine the threads that make the work get
@@ -584,6 +603,8 @@ static dsy_runnable *spin_for_work(worker *w) {
     unsigned spinners = atomic_fetch_sub_explicit(&s->nspinning, 1, memory_order_seq_cst);
     DSY_ASSERT(spinners > 0);
     (void)spinners;
+    if (r || atomic_load_explicit(&w->next_q, memory_order_relaxed))
+        spin_adapt(w, true);
     if (r)
         kick_if_backlog(s); /* no longer counted as a spinner: others may be woken */
     if (r || !nseen)
@@ -790,6 +811,7 @@ static work_kind find_work(worker *w, dsy_runnable **out, bool watching) {
             seen = atomic_load_explicit(&w->wake, memory_order_acquire);
             if (seen == WAKE_WORK) {
                 counter_add(&w->nwake);
+                spin_adapt(w, dsy_now_ns() - start < DSY_WORKER_SPIN_NS);
                 break;
             }
             if (seen == WAKE_WATCH) {

@@ -74,10 +74,16 @@
  * the wait of other queues (fairness tests). */
 #define DSY_SCHED_BATCH 256u
 
-/* An idle worker spins this long looking for work before it sleeps (longer
- * while work keeps arriving). Every W with desync jobs moves with it; the
- * CPU an idle process burns grows with it. */
+/* An idle worker spins at most this long looking for work before it sleeps
+ * (longer while work keeps arriving). Every W with desync jobs moves with it;
+ * the CPU an idle process burns grows with it. */
 #define DSY_WORKER_SPIN_NS 20000u
+
+/* ... and at least this long: a worker whose spins keep failing (work comes
+ * less often than a spin lasts) halves its spin down to this (scheduler.c:
+ * spin_adapt). Above the grace below, so a spinner still takes a lone new
+ * queue that nobody else runs. IB. */
+#define DSY_WORKER_SPIN_MIN_NS 2000u
 
 /* ... yielding its core every this many rounds (pauses): with more threads
  * than cores (CM, W4: the producers), the spin would take the CPU of a
