@@ -29,13 +29,17 @@
 #define DSY_WAIT_SPIN_NS 4000u
 
 /* A sync on a busy queue looks at it this many rounds for it to go idle
- * before it waits outside it (BARGING in queue.c). Not many: each look
- * pulls the queue's line from the core that uses it, and the wait outside
- * takes over from there; but too few send short waits to sleep. Measured
- * alternately on the 2-core VM: 4 rounds gave W3 1.6-1.7x the mutex, 16
- * gave 1.0-1.1x (W3b 1.0x, C3's worst 1.24x against 2.59x); 64 gave 2.5x+.
- * W3, W3b, C3. */
-#define DSY_SYNC_PRESPIN_ROUNDS 16u
+ * before it waits outside it (BARGING in queue.c). Few, as a mutex tries its
+ * lock once before it sleeps: a look that finds the queue idle takes it from
+ * the thread using it, and two threads that keep doing that hand the queue's
+ * line across cores on every call (W3 p50 about 450 ns, 2x the mutex's
+ * time); a thread that waits outside leaves it to the user for a run of
+ * calls. Measured alternately on the 2-core VM (2026-12-02, P1 140-280 ns),
+ * as libdesync's time over the mutex's: 1 or 2 rounds gave W3 0.55-1.44x
+ * (the mutex itself swings 2x), W3b 0.80-0.92x, C3's worst 1.03-1.29x; 16
+ * gave W3 1.6-2.1x, W3b 1.5-1.9x, C3's worst 2.1-3.0x. (In an earlier phase,
+ * with P1 near 650 ns, 16 had measured better than 4.) W3, W3b, C3. */
+#define DSY_SYNC_PRESPIN_ROUNDS 2u
 
 /* ... then waits outside it this long at most for it to go idle, sleeping
  * (BARGING in queue.c), before it queues its node: the queue's current
