@@ -17,9 +17,11 @@
  *
  * Workers: run an entry for at most DSY_SCHED_BATCH jobs, then give it up
  * if anything else is waiting (fairness), else keep going. Without work a
- * worker spins for DSY_WORKER_SPIN_NS (longer while work keeps arriving),
- * yielding its core every DSY_WORKER_SPIN_YIELD_EVERY rounds (on a loaded
- * machine it must not take the CPU of the threads that make the work), then
+ * worker spins for between DSY_WORKER_SPIN_MIN_NS and DSY_WORKER_SPIN_NS,
+ * as its recent spins paid or not (spin_adapt; longer while work keeps
+ * arriving), yielding its core every DSY_WORKER_SPIN_YIELD_EVERY rounds
+ * (on a loaded machine it must not take the CPU of the threads that make the
+ * work), then
  * sleeps on its own futex word; after DSY_WORKER_RETIRE_NS asleep it exits.
  * While spinning it leaves a lone new entry alone for DSY_WORKER_GRACE_NS,
  * as the thread that made the queue ready often runs it itself right after
