@@ -63,8 +63,18 @@ TEST(pipe_backpressure) {
 TEST(pipe_backpressure_depth_change) {
     desync_t *d = desync_new(vec_new(), vec_destroy);
     counter_src src = {.next = 1, .n = 100};
+    /* d's queue is held suspended until the depth is set, so the first batch
+     * cannot end (and a quick one grow the default depth to 10, reading 5
+     * more) before the set: without this, 1 run in several hundred read 10. */
+    void *resumer = NULL;
+    desync_future_t *sf = desync_queue_suspend(desync_get_queue(d));
+    CHECK(sf != NULL);
+    CHECK_EQ(desync_future_wait_for(sf, 5 * SEC, &resumer), 0);
+    CHECK(resumer != NULL);
+    desync_future_free(sf);
     desync_stream_t *out = desync_pipe(d, desync_stream_new(&cs_ops, &src), identity, NULL);
     desync_pipe_set_backpressure_depth(out, 2);
+    desync_resumer_resume(resumer);
     desync_sync(d, noop_job, NULL);
     test_sleep_ms(10);
     CHECK_EQ(atomic_load(&src.polled), 5); /* read at creation, default depth */
