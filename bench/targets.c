@@ -136,6 +136,13 @@ void print_targets(const row_t *rows, int n) {
     }
     ratio("W3", "2 threads sync one object <= 1.0x the mutex", w3, NS(w3, lib_ns), w3,
           NS(w3, base_ns), 1, 0);
+    if (w3 && w3->floor_ns > 0 && w3->floor2_ns > 0) {
+        /* The same layout on both sides: data apart, or data inline. */
+        ratio("W3", "  libdesync / the mutex with its counter apart", w3, NS(w3, lib_ns), w3,
+              w3->floor_ns, 1, 0);
+        ratio("W3", "  libdesync, data inline / the mutex", w3, w3->floor2_ns, w3,
+              NS(w3, base_ns), 1, 0);
+    }
     ratio("W3b", "8 threads sync one object <= 1.0x the mutex", w3b, NS(w3b, lib_ns), w3b,
           NS(w3b, base_ns), 1, 0);
     ratio("W4", "100 desync + 1 sync, per job <= 3x P2", w4, NS(w4, lib_ns), p2,

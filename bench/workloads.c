@@ -46,6 +46,11 @@ typedef struct {
     uint64_t v;
 } mcounter_t;
 
+/* The layouts W3 compares (w3_run's `mode`): an object whose data is its own
+ * allocation (as a user writes it), a mutex with its counter beside it (the
+ * target's baseline), and the two other ways round. */
+enum { W3_MUTEX = 0, W3_LIB = 1, W3_MUTEX_APART = 2, W3_LIB_INLINE = 3 };
+
 static void mc_inc(mcounter_t *c) {
     pthread_mutex_lock(&c->m);
     c->v++;
@@ -219,6 +224,8 @@ void w2_desync_stream(row_t *row) {
 typedef struct {
     desync_t *d;
     mcounter_t mc;
+    /* W3_MUTEX_APART: the mutex's counter, in its own allocation (else mc.v) */
+    uint64_t *mcv;
     uint64_t n; /* per thread */
     pthread_barrier_t bar;
     uint32_t *lat; /* the latency pass: n per thread, in ns; NULL otherwise */
@@ -234,6 +241,10 @@ static void w3_timed_loop(w3_t *w, int use_lib, int main_thread) {
         if (use_lib) {
             if (desync_sync(w->d, job_inc, NULL) != 0)
                 die("desync_sync failed at op %" PRIu64, i);
+        } else if (w->mcv) {
+            pthread_mutex_lock(&w->mc.m);
+            ++*w->mcv;
+            pthread_mutex_unlock(&w->mc.m);
         } else {
             mc_inc(&w->mc);
         }
@@ -271,7 +282,13 @@ static void w3_mutex_loop(w3_t *w, int main_thread) {
         return;
     }
     for (uint64_t i = 0; i < w->n; i++) {
-        mc_inc(&w->mc);
+        if (w->mcv) {
+            pthread_mutex_lock(&w->mc.m);
+            ++*w->mcv;
+            pthread_mutex_unlock(&w->mc.m);
+        } else {
+            mc_inc(&w->mc);
+        }
         if (main_thread && (i & 0xffff) == 0)
             PROGRESS(i);
     }
@@ -287,9 +304,16 @@ static void *w3_mutex_thread(void *p) {
 /* `threads` threads (the main thread is one of them) each do n ops on one
  * object (use_lib) or under one mutex; ns per op over all ops. With lat
  * (threads * n entries), each call's latency is recorded there. */
-static sample_t w3_run_lat(uint64_t n, int threads, int use_lib, uint32_t *lat) {
-    w3_t w = {.d = use_lib ? lib_counter() : NULL, .mc = {PTHREAD_MUTEX_INITIALIZER, 0}, .n = n,
-              .lat = lat};
+static sample_t w3_run_lat(uint64_t n, int threads, int mode, uint32_t *lat) {
+    int use_lib = mode == W3_LIB || mode == W3_LIB_INLINE;
+    uint64_t zero = 0;
+    w3_t w = {.mc = {PTHREAD_MUTEX_INITIALIZER, 0}, .n = n, .lat = lat};
+    if (mode == W3_LIB)
+        w.d = lib_counter();
+    else if (mode == W3_LIB_INLINE && !(w.d = desync_new_copy(&zero, sizeof zero, NULL)))
+        die("desync_new_copy returned NULL");
+    else if (mode == W3_MUTEX_APART && !(w.mcv = calloc(1, sizeof *w.mcv)))
+        die("out of memory");
     pthread_t t[W3_MAX_THREADS];
     CHECK_PT(pthread_barrier_init(&w.bar, NULL, (unsigned)threads));
     for (int i = 1; i < threads; i++)
@@ -303,15 +327,17 @@ static sample_t w3_run_lat(uint64_t n, int threads, int use_lib, uint32_t *lat) 
     for (int i = 1; i < threads; i++)
         CHECK_PT(pthread_join(t[i], NULL));
     uint64_t t1 = now_ns();
-    expect_eq("counter", use_lib ? lib_read(w.d) : w.mc.v, (uint64_t)threads * n);
+    expect_eq("counter", use_lib ? lib_read(w.d) : w.mcv ? *w.mcv : w.mc.v,
+              (uint64_t)threads * n);
     if (use_lib)
         desync_release(w.d);
+    free(w.mcv);
     pthread_barrier_destroy(&w.bar);
     return per_op(t1 - t0, (uint64_t)threads * n);
 }
 
 sample_t w3_run(uint64_t n, int threads, int use_lib) {
-    return w3_run_lat(n, threads, use_lib, NULL);
+    return w3_run_lat(n, threads, use_lib ? W3_LIB : W3_MUTEX, NULL);
 }
 
 /* The percentiles of the latency pass: p in [0, 1], nearest rank. Counted
@@ -372,7 +398,7 @@ static sample_t w3_lat(uint64_t n, int use_lib) {
     uint32_t *lat = malloc(2 * n * sizeof *lat);
     if (!lat)
         die("out of memory");
-    sample_t s = w3_run_lat(n, 2, use_lib, lat);
+    sample_t s = w3_run_lat(n, 2, use_lib ? W3_LIB : W3_MUTEX, lat);
     static const double p[2] = {0.50, 0.99};
     double out[2];
     lat_percentiles(lat, 2 * n, p, out, 2);
@@ -416,17 +442,28 @@ static double clock_read_ns(void) {
 
 static sample_t w3_desync(uint64_t n) { return w3_run(n, 2, 1); }
 static sample_t w3_mutex(uint64_t n) { return w3_run(n, 2, 0); }
+static sample_t w3_mutex_apart(uint64_t n) { return w3_run_lat(n, 2, W3_MUTEX_APART, NULL); }
+static sample_t w3_lib_inline(uint64_t n) { return w3_run_lat(n, 2, W3_LIB_INLINE, NULL); }
 static sample_t w3b_desync(uint64_t n) { return w3_run(n / 8, 8, 1); }
 static sample_t w3b_mutex(uint64_t n) { return w3_run(n / 8, 8, 0); }
 
 void w3_contended_sync(row_t *row) {
     variant_t v[] = {{"libdesync", w3_desync, scaled(2000000), 0, 0},
-                     {"pthread mutex", w3_mutex, scaled(2000000), 0, 0}};
+                     {"pthread mutex", w3_mutex, scaled(2000000), 0, 0},
+                     {"mutex, counter apart", w3_mutex_apart, scaled(2000000), 0, 0},
+                     {"libdesync, data inline", w3_lib_inline, scaled(2000000), 0, 0}};
     printf("  2 threads x %" PRIu64 " syncs (counter++) on ONE object (n below is per "
-           "thread); ns per op over all ops\n",
+           "thread); ns per op over all ops.\n"
+           "  The object's u64 is its own calloc, as a user writes it; the mutex's counter sits\n"
+           "  beside the mutex. Each hand-over between the threads moves the lines both touch:\n"
+           "  two for the object, one for the mutex. So two more rows, the layouts swapped:\n"
+           "  the mutex with its counter in its own calloc, and the object with its u64 inside\n"
+           "  (desync_new_copy)\n",
            v[0].n);
-    measure("W3", v, 2);
+    measure("W3", v, 4);
     set_row(row, &v[0], &v[1]);
+    row->floor_ns = v[2].med_ns;
+    row->floor2_ns = v[3].med_ns;
 
     uint64_t nl = scaled(500000);
     variant_t l[] = {{"libdesync, each call timed", w3_lat_desync, nl, 0, 0},
