@@ -46,6 +46,13 @@
  * path is a loop that is not the walker's. The cycle it reports is one path,
  * validated by generations as above.
  *
+ * HOLDING NOTHING. A thread outside any job that is not a worker holds no
+ * queue and no scheduler, so no walk can pass through it (nobody waits for
+ * what it holds) and its own walk could never come back to it: its wait
+ * publishes nothing and walks nothing. Most waits are such (a plain thread's
+ * sync on a busy object); with 8 threads syncing on 1,000 objects, the
+ * publish and the walk took about 13% of the process's CPU time (CM).
+ *
  * Only blocked threads are in the graph: a queue held by a running thread
  * ends the walk (that thread will walk when it blocks, if it does). Queues
  * parked on a future or a resumer have no holder: cycles through a promise
@@ -259,6 +266,11 @@ static int walk(wg_slot *me, const wg_view *mine) {
 bool dsy_wait_enter(dsy_wait_edge *e, desync_queue_t *q) { return dsy_wait_enter_all(e, &q, 1); }
 
 bool dsy_wait_enter_all(dsy_wait_edge *e, desync_queue_t *const qs[], uint32_t n) {
+    /* HOLDING NOTHING (top comment): no edge, no walk. */
+    if (!atomic_load_explicit(&dsy_self.frame, memory_order_relaxed) && !dsy_sched_worker_of()) {
+        e->slot = NULL;
+        return false;
+    }
     wg_slot *me = my_slot();
     e->slot = me;
     if (!me)
