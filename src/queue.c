@@ -69,10 +69,12 @@
  * after its job) drops it.
  *
  * BACKLOG. `pushed` counts the nodes dsy_queue_push links, `unlinked` the
- * nodes token holders unlink (added every DSY_BACKLOG_YIELD_EVERY, when a
- * run ends, and before a node that may hand the token on is run: the token
- * carries the reference that keeps q alive). Both are relaxed: their
- * difference is only a hint. A desync onto a queue more than
+ * nodes token holders unlink (added every DSY_BACKLOG_YIELD_EVERY, before
+ * the CAS that may make the queue idle, and before a node that may hand the
+ * token on is run: always while the token is held, so `unlinked` has one
+ * writer at a time and is added to with a load and a store, no RMW). Both
+ * are relaxed: their difference is only a hint (unlinked never passes
+ * pushed: a node is counted pushed before it is linked). A desync onto a queue more than
  * DSY_BACKLOG_YIELD jobs behind yields now and then (never waits): with
  * more producers than cores, the queue's thread gets the CPU to catch up.
  *
@@ -337,9 +339,15 @@ void dsy_queue_wake_barger(desync_queue_t *q) {
  * q's list again). The caller keeps the new head in a local variable and
  * stores q->head only when it may hand the token on or a node may park:
  * `head` shares a cache line with `tail`, which every producer exchanges. */
-static dsy_node *advance(desync_queue_t *q, dsy_node *n) {
+static inline void count_unlinked(desync_queue_t *q, uint32_t n);
+
+/* *uncounted: nodes the caller unlinked (n among them) and has not yet
+ * added to `unlinked`; added here before the token can go (and zeroed). */
+static dsy_node *advance(desync_queue_t *q, dsy_node *n, uint32_t *uncounted) {
     dsy_node *next = atomic_load_explicit(&n->next, memory_order_acquire);
     if (!next) {
+        count_unlinked(q, *uncounted);
+        *uncounted = 0;
         dsy_node *expect = n;
         if (atomic_compare_exchange_strong_explicit(&q->tail, &expect, NULL, memory_order_seq_cst,
                                                     memory_order_acquire)) {
@@ -351,10 +359,14 @@ static dsy_node *advance(desync_queue_t *q, dsy_node *n) {
     return next;
 }
 
-/* Adds n nodes that the caller unlinked to the count (while q is alive). */
+/* Adds n nodes that the caller unlinked (or is about to) to the count. Only
+ * the token holder writes `unlinked`, and the token moves with
+ * release/acquire, so a load and a store do (no RMW): see BACKLOG. */
 static inline void count_unlinked(desync_queue_t *q, uint32_t n) {
     if (n)
-        atomic_fetch_add_explicit(&q->unlinked, n, memory_order_relaxed);
+        atomic_store_explicit(&q->unlinked,
+                              atomic_load_explicit(&q->unlinked, memory_order_relaxed) + n,
+                              memory_order_relaxed);
 }
 
 /* The object's data, for jobs that take it (NULL for a bare queue). */
@@ -478,7 +490,8 @@ void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
  * otherwise make the queue idle and busy again on every job, paying a trip
  * through the scheduler each time. Not after a job that someone waits for
  * (sync, futures): they expect an idle queue once it is done. */
-static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran) {
+static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran,
+                                   uint32_t *uncounted) {
     /* Only for a queue that is being fed (it ran more than one job in this
      * turn) and a thread with nothing else to do: a job that desyncs onto
      * another queue must not wait here for an answer that queue would give. */
@@ -493,7 +506,7 @@ static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran)
                 atomic_load_explicit(&n->next, memory_order_relaxed))
                 break;
     }
-    return advance(q, n);
+    return advance(q, n, uncounted);
 }
 
 /* Runs the queue with the token held, until it is idle, parked, or (when
@@ -516,14 +529,14 @@ static bool queue_run(desync_queue_t *q, unsigned limit, dsy_hold *h) {
             dsy_hold_pop(h);
             return false;
         }
-        dsy_node *next = advance_lingering(q, n, ran);
+        unlinked++; /* n, counted before the token can go (advance) */
+        dsy_node *next = advance_lingering(q, n, ran, &unlinked);
         n->ops->finish(n);
-        if (++unlinked == DSY_BACKLOG_YIELD_EVERY) {
+        if (unlinked == DSY_BACKLOG_YIELD_EVERY) {
             count_unlinked(q, unlinked);
             unlinked = 0;
         }
         if (!next) {
-            count_unlinked(q, unlinked);
             dsy_hold_pop(h);
             dsy_queue_unref(q);
             return false;
@@ -571,13 +584,15 @@ bool dsy_queue_drain_until_held(desync_queue_t *q, dsy_node *target, dsy_hold *h
             dsy_hold_pop(hold);
             return false;
         }
-        dsy_node *next = advance(q, h);
+        unlinked++; /* h, counted before the token can go (advance) */
+        dsy_node *next = advance(q, h, &unlinked);
         h->ops->finish(h);
-        unlinked++;
-        if (next && h == target)
+        if (next && h == target) {
+            count_unlinked(q, unlinked); /* combine_sleepers may let the token go */
+            unlinked = 0;
             next = combine_sleepers(q, next);
+        }
         if (!next) {
-            count_unlinked(q, unlinked);
             dsy_hold_pop(hold);
             dsy_queue_unref(q);
             return true; /* only possible once target (at or behind h) has finished */
@@ -769,9 +784,10 @@ static dsy_node *combine_sleepers(desync_queue_t *q, dsy_node *n) {
         if (atomic_load_explicit(&s->word, memory_order_relaxed) != DSY_W_SLEEPING)
             break;
         run_node(q, n, q->data);
-        dsy_node *next = advance(q, n);
+        uint32_t one = 1;
+        dsy_node *next = advance(q, n, &one);
         n->ops->finish(n);
-        count_unlinked(q, 1); /* the caller keeps q alive */
+        count_unlinked(q, one); /* the token is still ours unless advance counted */
         if (!next)
             return NULL;
         n = next;

@@ -249,6 +249,11 @@ static void counter_inc(void *data, void *arg) {
 
 static void get_long(void *data, void *out) { *(long *)out = ((struct counter_obj *)data)->value; }
 
+static desync_future_t *counter_inc_future(void *data, void *arg) {
+    counter_inc(data, arg);
+    return desync_future_ready(NULL);
+}
+
 struct syncer {
     desync_t *d;
     int n;
@@ -265,6 +270,12 @@ static void *syncer_main(void *p) {
             FAILF("sync: rc %d ran %d\n", rc, a.ran);
         if (s->with_desync && i % 4 == 0 && desync_desync(s->d, counter_inc, NULL) != 0)
             FAILF("desync failed\n");
+        if (s->with_desync && i % 8 == 1) {
+            desync_future_t *f = desync_future_desync(s->d, counter_inc_future, NULL);
+            if (!f || desync_future_wait_for(f, LONG_NS, NULL) != 0)
+                FAILF("future_desync failed\n");
+            desync_future_free(f);
+        }
     }
     return NULL;
 }
@@ -292,12 +303,94 @@ TEST(core_stress_concurrent_sync) {
         CHECK_EQ(desync_sync(d, get_long, &v), 0);
         long expected = 0;
         for (int i = 0; i < NT; i++)
-            expected += args[i].n + (args[i].with_desync ? (args[i].n + 3) / 4 : 0);
+            expected += args[i].n +
+                        (args[i].with_desync ? (args[i].n + 3) / 4 + (args[i].n + 6) / 8 : 0);
         CHECK_EQ(v, expected);
+        /* Every queued node is counted run, by whichever thread held the
+         * token (one writer at a time: a lost count would leave `pending`
+         * above 0 for good). The last runner may still be between its job
+         * and its count: a bounded wait. */
+        desync_queue_stats_t st = {0};
+        for (int w = 0; w < 20000; w++) {
+            CHECK_EQ(desync_queue_stats(desync_get_queue(d), &st), 0);
+            if (st.pending == 0)
+                break;
+            test_sleep_ms(1);
+        }
+        CHECK_EQ(st.pending, 0);
+        long queued = 0; /* desyncs and future jobs: always queued nodes */
+        for (int i = 0; i < NT; i++)
+            queued += args[i].with_desync ? (args[i].n + 3) / 4 + (args[i].n + 6) / 8 : 0;
+        CHECK(st.run >= (uint64_t)queued);
         CHECK_EQ(atomic_load(&g_errors), 0);
         desync_release(d);
     }
     desync_scheduler_free(s0);
+    return 0;
+}
+
+/* Only the token holder adds to the queue's `unlinked` count, with a load and
+ * a store: a count made after the token went (racing the next holder's)
+ * would be lost, and `pending` would stay above 0. Short desyncs from
+ * several threads make the queue go idle and busy again all the time, each
+ * busy period on whichever thread takes it. */
+struct counts_arg {
+    desync_t *d;
+    int n;
+};
+
+static void quick_inc(void *data, void *arg) {
+    (void)arg;
+    ((struct counter_obj *)data)->value++;
+}
+
+static void *counts_main(void *p) {
+    struct counts_arg *a = p;
+    gate_wait();
+    for (int i = 0; i < a->n; i++) {
+        if (desync_desync(a->d, quick_inc, NULL) != 0)
+            FAILF("desync failed\n");
+        if (i % 64 == 63) {
+            desync_future_t *f = desync_future_desync(a->d, counter_inc_future, NULL);
+            if (!f || desync_future_wait_for(f, LONG_NS, NULL) != 0)
+                FAILF("future_desync failed\n");
+            desync_future_free(f);
+        }
+    }
+    return NULL;
+}
+
+TEST(core_stress_counts_exact) {
+    enum { NT = 4 };
+    const int n = scaled(50000);
+    for (int round = 0; round < 3; round++) {
+        static struct counter_obj c;
+        memset(&c, 0, sizeof c);
+        desync_t *d = desync_new(&c, NULL);
+        CHECK(d);
+        struct counts_arg args[NT];
+        for (int i = 0; i < NT; i++)
+            args[i] = (struct counts_arg){d, n};
+        pthread_t th[NT];
+        CHECK_EQ(start_threads(th, NT, counts_main, args, sizeof args[0]), 0);
+        test_join_threads(th, NT);
+        long v = -1;
+        CHECK_EQ(desync_sync(d, get_long, &v), 0);
+        long queued = (long)NT * (n + n / 64);
+        CHECK_EQ(v, queued);
+        desync_queue_stats_t st = {0};
+        for (int w = 0; w < 20000; w++) { /* the last runner may not have counted yet */
+            CHECK_EQ(desync_queue_stats(desync_get_queue(d), &st), 0);
+            if (st.pending == 0)
+                break;
+            test_sleep_ms(1);
+        }
+        CHECK_EQ(st.pending, 0);
+        /* The sync above counts too if it found the queue busy. */
+        CHECK(st.run == (uint64_t)queued || st.run == (uint64_t)queued + 1);
+        CHECK_EQ(atomic_load(&g_errors), 0);
+        desync_release(d);
+    }
     return 0;
 }
 

@@ -72,6 +72,7 @@ TEST_ENTRY(sync_contended_runs_token_no_thread_takes, 30)
 /* core stress (test_core_stress.c) */
 TEST_ENTRY(core_stress_mixed, 60)
 TEST_ENTRY(core_stress_concurrent_sync, 60)
+TEST_ENTRY(core_stress_counts_exact, 60)
 TEST_ENTRY(core_stress_create_release, 60)
 TEST_ENTRY(core_stress_thread_churn, 60)
 
