@@ -1267,7 +1267,7 @@ void desync_scheduler_dump(desync_scheduler_t *s, FILE *f) {
         ws[nw].running = atomic_load_explicit(&o->running, memory_order_relaxed);
     }
     for (size_t i = 0; i < s->run.len && nr < DUMP_MAX; i++)
-        ready[nr++] = s->run.slots[(s->run.head + i) % s->run.cap];
+        ready[nr++] = s->run.slots[dsy_ring_at(&s->run, i)];
     dsy_spin_unlock(&s->lock);
     const dsy_runnable_ops *ops = rops(s);
     char name[128];

@@ -320,6 +320,41 @@ TEST(channel_try_send_capacity) {
     return 0;
 }
 
+/* A channel's items sit in a ring whose capacity need not be a power of two
+ * (5 here; 40 after growing from a smaller first allocation): the slots
+ * wrap around it many times, and the order must hold. */
+TEST(channel_odd_capacity_wraps_in_order) {
+    static const size_t caps[] = {5, 40};
+    for (size_t k = 0; k < sizeof caps / sizeof caps[0]; k++) {
+        desync_stream_t *rx;
+        desync_channel_t *c = desync_channel_new(caps[k], &rx);
+        CHECK(c);
+        uintptr_t sent = 1, got = 1;
+        for (int round = 0; round < 500; round++) {
+            /* Fill to capacity, then take back a varying number. */
+            while (desync_channel_try_send(c, P(sent)) == 0)
+                sent++;
+            CHECK_EQ(sent - got, caps[k]);
+            for (int i = 0; i < 1 + round % (int)caps[k]; i++) {
+                void *v;
+                CHECK_EQ(desync_stream_try_next(rx, &v), 0);
+                CHECK_EQ(U(v), got);
+                got++;
+            }
+        }
+        desync_channel_close(c);
+        void *v;
+        while (got < sent) {
+            CHECK_EQ(desync_stream_next(rx, &v), 0);
+            CHECK_EQ(U(v), got);
+            got++;
+        }
+        CHECK_EQ(desync_stream_next(rx, &v), DESYNC_EOF);
+        desync_stream_free(rx);
+    }
+    return 0;
+}
+
 TEST(channel_large_capacity_grows) {
     desync_stream_t *rx;
     desync_channel_t *c = desync_channel_new(1000, &rx);
