@@ -254,6 +254,28 @@ static desync_future_t *counter_inc_future(void *data, void *arg) {
     return desync_future_ready(NULL);
 }
 
+/* counter_inc as a future job on d, waited for at once. */
+static void future_inc_wait(desync_t *d) {
+    desync_future_t *f = desync_future_desync(d, counter_inc_future, NULL);
+    if (!f || desync_future_wait_for(f, LONG_NS, NULL) != 0)
+        FAILF("future_desync failed\n");
+    desync_future_free(f);
+}
+
+/* d's stats once every queued node is counted run, by whichever thread held
+ * the token (one writer at a time: a lost count would leave `pending` above
+ * 0 for good). The last runner may still be between its job and its count:
+ * a bounded wait; *st then has pending > 0. */
+static void stats_when_counted(desync_t *d, desync_queue_stats_t *st) {
+    for (int w = 0; w < 20000; w++) {
+        if (desync_queue_stats(desync_get_queue(d), st) != 0)
+            FAILF("desync_queue_stats failed\n");
+        if (st->pending == 0)
+            return;
+        test_sleep_ms(1);
+    }
+}
+
 struct syncer {
     desync_t *d;
     int n;
@@ -270,12 +292,8 @@ static void *syncer_main(void *p) {
             FAILF("sync: rc %d ran %d\n", rc, a.ran);
         if (s->with_desync && i % 4 == 0 && desync_desync(s->d, counter_inc, NULL) != 0)
             FAILF("desync failed\n");
-        if (s->with_desync && i % 8 == 1) {
-            desync_future_t *f = desync_future_desync(s->d, counter_inc_future, NULL);
-            if (!f || desync_future_wait_for(f, LONG_NS, NULL) != 0)
-                FAILF("future_desync failed\n");
-            desync_future_free(f);
-        }
+        if (s->with_desync && i % 8 == 1)
+            future_inc_wait(s->d);
     }
     return NULL;
 }
@@ -306,17 +324,8 @@ TEST(core_stress_concurrent_sync) {
             expected += args[i].n +
                         (args[i].with_desync ? (args[i].n + 3) / 4 + (args[i].n + 6) / 8 : 0);
         CHECK_EQ(v, expected);
-        /* Every queued node is counted run, by whichever thread held the
-         * token (one writer at a time: a lost count would leave `pending`
-         * above 0 for good). The last runner may still be between its job
-         * and its count: a bounded wait. */
         desync_queue_stats_t st = {0};
-        for (int w = 0; w < 20000; w++) {
-            CHECK_EQ(desync_queue_stats(desync_get_queue(d), &st), 0);
-            if (st.pending == 0)
-                break;
-            test_sleep_ms(1);
-        }
+        stats_when_counted(d, &st);
         CHECK_EQ(st.pending, 0);
         long queued = 0; /* desyncs and future jobs: always queued nodes */
         for (int i = 0; i < NT; i++)
@@ -350,12 +359,8 @@ static void *counts_main(void *p) {
     for (int i = 0; i < a->n; i++) {
         if (desync_desync(a->d, quick_inc, NULL) != 0)
             FAILF("desync failed\n");
-        if (i % 64 == 63) {
-            desync_future_t *f = desync_future_desync(a->d, counter_inc_future, NULL);
-            if (!f || desync_future_wait_for(f, LONG_NS, NULL) != 0)
-                FAILF("future_desync failed\n");
-            desync_future_free(f);
-        }
+        if (i % 64 == 63)
+            future_inc_wait(a->d);
     }
     return NULL;
 }
@@ -379,12 +384,7 @@ TEST(core_stress_counts_exact) {
         long queued = (long)NT * (n + n / 64);
         CHECK_EQ(v, queued);
         desync_queue_stats_t st = {0};
-        for (int w = 0; w < 20000; w++) { /* the last runner may not have counted yet */
-            CHECK_EQ(desync_queue_stats(desync_get_queue(d), &st), 0);
-            if (st.pending == 0)
-                break;
-            test_sleep_ms(1);
-        }
+        stats_when_counted(d, &st);
         CHECK_EQ(st.pending, 0);
         /* The sync above counts too if it found the queue busy. */
         CHECK(st.run == (uint64_t)queued || st.run == (uint64_t)queued + 1);
