@@ -82,6 +82,12 @@ typedef struct dsy_job {
 dsy_job *dsy_job_alloc(unsigned lines, bool *from_seg);
 /* Frees a finished job node (lines and from_seg as at dsy_job_alloc). */
 void dsy_job_release(dsy_job *j, unsigned lines, bool from_seg);
+/* Between these two (nested: the outermost end counts), this thread's
+ * releases of segment nodes are added up per segment and dropped from the
+ * segment's count in one RMW when the segment changes or at the end: a
+ * runner's jobs mostly come from one producer's segment (jobpool.c). */
+void dsy_job_release_batch_begin(void);
+void dsy_job_release_batch_end(void);
 
 /* The same pool for other small blocks: class DSY_POOL_64, DSY_POOL_128 or
  * DSY_POOL_192 (block sizes in bytes; 192: a future with its queue node).

@@ -201,7 +201,9 @@ static void depots_clear(void) {
  * no free-list traffic. A segment counts its unfinished jobs, plus one for
  * its owner while the owner still allocates from it (a wide node takes two
  * consecutive slots and counts two); whoever drops the count
- * to zero recycles the segment. Slots are never reused within a segment's
+ * to zero recycles the segment. A queue's runner drops the counts of the
+ * jobs it ran in batches, one RMW per run of jobs from one segment rather
+ * than one per job (dsy_job_release_batch_begin, around queue.c's runs). Slots are never reused within a segment's
  * life, so there is no ABA. Threads start with the block pool and switch to
  * segments after SEG_AFTER jobs, so light users do not hold 64 KiB each.
  */
@@ -346,11 +348,43 @@ dsy_job *dsy_job_alloc(unsigned lines, bool *from_seg) {
     return dsy_pool_alloc(cls);
 }
 
+/* Batched releases (dsy_job_release_batch_begin): the segment whose count
+ * this thread still owes `tls_owed` slots, and the nesting depth. A delayed
+ * drop only delays the segment's recycling. */
+static DSY_TLS segment *tls_owed_seg;
+static DSY_TLS uint32_t tls_owed, tls_batch_depth;
+
+static void owed_flush(void) {
+    segment *g = tls_owed_seg;
+    uint32_t n = tls_owed;
+    tls_owed_seg = NULL;
+    tls_owed = 0;
+    if (g)
+        seg_put(g, n);
+}
+
+void dsy_job_release_batch_begin(void) { tls_batch_depth++; }
+
+void dsy_job_release_batch_end(void) {
+    DSY_ASSERT(tls_batch_depth > 0);
+    if (--tls_batch_depth == 0)
+        owed_flush();
+}
+
 void dsy_job_release(dsy_job *j, unsigned lines, bool from_seg) {
-    if (from_seg)
-        seg_put(seg_of(j), lines);
-    else
+    if (!from_seg) {
         dsy_pool_free(j, lines == 1 ? DSY_POOL_64 : DSY_POOL_128);
+        return;
+    }
+    segment *g = seg_of(j);
+    if (!tls_batch_depth) {
+        seg_put(g, lines);
+        return;
+    }
+    if (g != tls_owed_seg)
+        owed_flush();
+    tls_owed_seg = g;
+    tls_owed += lines;
 }
 
 /* Returns the free segments to the OS. */

@@ -513,7 +513,17 @@ static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran,
  * limit > 0) `limit` jobs ran; returns true if the caller still holds the
  * token (only possible when the limit was hit: marked `owned` then). The
  * token carries a ref. Pops the caller's hold h before the token goes. */
+static bool queue_run_jobs(desync_queue_t *q, unsigned limit, dsy_hold *h);
+
+/* Node releases of the run are batched per job segment (jobpool.c). */
 static bool queue_run(desync_queue_t *q, unsigned limit, dsy_hold *h) {
+    dsy_job_release_batch_begin();
+    bool more = queue_run_jobs(q, limit, h);
+    dsy_job_release_batch_end();
+    return more;
+}
+
+static bool queue_run_jobs(desync_queue_t *q, unsigned limit, dsy_hold *h) {
     DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL && q->head);
     unsigned ran = 0;
     uint32_t unlinked = 0; /* not yet counted */

@@ -34,6 +34,7 @@ TEST_ENTRY(core_memory_visibility, 20)
 TEST_ENTRY(core_desync_copy, 10)
 TEST_ENTRY(core_desync_copy_sizes, 20)
 TEST_ENTRY(core_desync_copy_across_segments, 20)
+TEST_ENTRY(core_job_segments_recycled, 60)
 TEST_ENTRY(core_queue_api, 20)
 TEST_ENTRY(core_get_queue, 10)
 
