@@ -200,12 +200,13 @@ static void depots_clear(void) {
  * to scattered nodes (each a cache miss that crosses cores), and nodes cost
  * no free-list traffic. A segment counts its unfinished jobs, plus one for
  * its owner while the owner still allocates from it (a wide node takes two
- * consecutive slots and counts two); whoever drops the count
- * to zero recycles the segment. A queue's runner drops the counts of the
- * jobs it ran in batches, one RMW per run of jobs from one segment rather
- * than one per job (dsy_job_release_batch_begin, around queue.c's runs). Slots are never reused within a segment's
- * life, so there is no ABA. Threads start with the block pool and switch to
- * segments after SEG_AFTER jobs, so light users do not hold 64 KiB each.
+ * consecutive slots and counts two); whoever drops the count to zero
+ * recycles the segment. A queue's runner drops the counts of the jobs it ran
+ * in batches, one RMW per run of jobs from one segment rather than one per
+ * job (dsy_job_release_batch_begin, around queue.c's runs). Slots are never
+ * reused within a segment's life, so there is no ABA. Threads start with the
+ * block pool and switch to segments after SEG_AFTER jobs, so light users do
+ * not hold 64 KiB each.
  */
 #define SEG_BYTES DSY_SEG_BYTES
 #define SEG_SLOTS (SEG_BYTES / sizeof(dsy_job) - 1)

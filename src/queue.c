@@ -74,9 +74,10 @@
  * token on is run: always while the token is held, so `unlinked` has one
  * writer at a time and is added to with a load and a store, no RMW). Both
  * are relaxed: their difference is only a hint (unlinked never passes
- * pushed: a node is counted pushed before it is linked). A desync onto a queue more than
- * DSY_BACKLOG_YIELD jobs behind yields now and then (never waits): with
- * more producers than cores, the queue's thread gets the CPU to catch up.
+ * pushed: a node is counted pushed before it is linked). A desync onto a
+ * queue more than DSY_BACKLOG_YIELD jobs behind yields now and then (never
+ * waits): with more producers than cores, the queue's thread gets the CPU to
+ * catch up.
  *
  * LIMITS. A queue may carry a limit on pending desync jobs, kept in its cold
  * part (struct dsy_queue_cold, allocated on first use). Nothing on the hot
@@ -334,13 +335,21 @@ void dsy_queue_wake_barger(desync_queue_t *q) {
     dsy_unpark_one(&q->state);
 }
 
+/* Adds n nodes that the caller unlinked (or is about to) to the count. Only
+ * the token holder writes `unlinked`, and the token moves with
+ * release/acquire, so a load and a store do (no RMW): see BACKLOG. */
+static inline void count_unlinked(desync_queue_t *q, uint32_t n) {
+    if (n)
+        atomic_store_explicit(&q->unlinked,
+                              atomic_load_explicit(&q->unlinked, memory_order_relaxed) + n,
+                              memory_order_relaxed);
+}
+
 /* Unlinks the finished head node n and returns the next one, or NULL if
  * that made the queue idle (the token is gone: the caller must not touch
  * q's list again). The caller keeps the new head in a local variable and
  * stores q->head only when it may hand the token on or a node may park:
  * `head` shares a cache line with `tail`, which every producer exchanges. */
-static inline void count_unlinked(desync_queue_t *q, uint32_t n);
-
 /* *uncounted: nodes the caller unlinked (n among them) and has not yet
  * added to `unlinked`; added here before the token can go (and zeroed). */
 static dsy_node *advance(desync_queue_t *q, dsy_node *n, uint32_t *uncounted) {
@@ -357,16 +366,6 @@ static dsy_node *advance(desync_queue_t *q, dsy_node *n, uint32_t *uncounted) {
         next = wait_next(n);
     }
     return next;
-}
-
-/* Adds n nodes that the caller unlinked (or is about to) to the count. Only
- * the token holder writes `unlinked`, and the token moves with
- * release/acquire, so a load and a store do (no RMW): see BACKLOG. */
-static inline void count_unlinked(desync_queue_t *q, uint32_t n) {
-    if (n)
-        atomic_store_explicit(&q->unlinked,
-                              atomic_load_explicit(&q->unlinked, memory_order_relaxed) + n,
-                              memory_order_relaxed);
 }
 
 /* The object's data, for jobs that take it (NULL for a bare queue). */
