@@ -90,11 +90,15 @@ void dsy_job_release_batch_begin(void);
 void dsy_job_release_batch_end(void);
 
 /* The same pool for other small blocks: class DSY_POOL_64, DSY_POOL_128 or
- * DSY_POOL_192 (block sizes in bytes; 192: a future with its queue node).
- * A block must be freed with the class it came from. */
+ * DSY_POOL_192 (block sizes in bytes; 192: a future with its queue node),
+ * or DSY_POOL_OBJECT (96 bytes: a desync_t; its blocks come from the OS in
+ * large mappings, not malloc, and are never given back: jobpool.c, OBJECT
+ * ARENA). A block must be freed with the class it came from. */
 #define DSY_POOL_64 0u
 #define DSY_POOL_128 1u
 #define DSY_POOL_192 2u
+#define DSY_POOL_OBJECT 3u
+#define DSY_POOL_OBJECT_BYTES 96u
 void *dsy_pool_alloc(unsigned cls); /* NULL on ENOMEM */
 void dsy_pool_free(void *p, unsigned cls);
 

@@ -12,7 +12,11 @@
  *
  * Invariants: a thread's cache holds fewer than 2*MAG blocks per class; a
  * depot holds at most DEPOT_MAX magazines (beyond that, blocks go back to
- * malloc). A thread's caches go to the depots (or malloc) when it exits.
+ * malloc, or to the object arena). A thread's caches go to the depots (or
+ * malloc, or the arena) when it exits.
+ *
+ * Objects (desync_t) have a class of their own, whose blocks come from
+ * large OS mappings with huge pages instead of malloc (OBJECT ARENA below).
  *
  * NOPOOL builds (DSY_NOPOOL) take every block and job node straight from
  * malloc and poison it on free (dsy_handle_free), so that a freed future or
@@ -29,9 +33,9 @@
 
 #define MAG DSY_POOL_MAG
 #define DEPOT_MAX DSY_POOL_DEPOT_MAX
-#define NCLASS 3
+#define NCLASS 4
 
-static const size_t class_size[NCLASS] = {64, 128, 192};
+static const size_t class_size[NCLASS] = {64, 128, 192, DSY_POOL_OBJECT_BYTES};
 
 /* A free block reuses its own memory: `next` chains the blocks of a
  * magazine, `mag_next` (only in a magazine's first block) chains magazines. */
@@ -48,6 +52,7 @@ static struct depot {
     unsigned count;
 } depots[NCLASS] = {{PTHREAD_MUTEX_INITIALIZER, NULL, 0},
                      {PTHREAD_MUTEX_INITIALIZER, NULL, 0},
+                     {PTHREAD_MUTEX_INITIALIZER, NULL, 0},
                      {PTHREAD_MUTEX_INITIALIZER, NULL, 0}};
 
 typedef struct {
@@ -60,7 +65,84 @@ static DSY_TLS bool registered;
 static pthread_key_t cache_key;
 static pthread_once_t cache_key_once = PTHREAD_ONCE_INIT;
 
-static void free_chain(free_node *f) {
+/* ------------------------------------------------------- object arena */
+
+/*
+ * OBJECT ARENA. Objects (class DSY_POOL_OBJECT) come from large mappings,
+ * not malloc: a program that makes a million objects first-touched a new
+ * 4 KiB page every 42 objects, and a first touch costs a page fault (on a
+ * VM, microseconds: most of W6's creation time). Mappings double from
+ * ARENA_FIRST; from ARENA_HUGE on they are aligned to it and advised for
+ * transparent huge pages (where the system grants them on request), so
+ * one fault maps 2 MiB, while a program with a few objects stays on small
+ * pages. The arena's blocks never go back to the OS or to malloc: freed
+ * objects wait in the pool (caches, depot, then `loose` here) for the next
+ * ones, as in a malloc arena that never trims.
+ */
+#define ARENA_FIRST ((size_t)64 << 10)
+#define ARENA_HUGE ((size_t)2 << 20)
+
+static struct {
+    pthread_mutex_t lock;
+    unsigned char *next, *end; /* the unused rest of the last mapping */
+    size_t mapped;             /* the last mapping's size (the next doubles it) */
+    free_node *loose;          /* freed blocks that the depot did not take */
+} arena = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, NULL};
+
+/* Up to n blocks, chained (NULL if none: ENOMEM); *got says how many. */
+static free_node *arena_take(unsigned n, unsigned *got) {
+    const size_t size = DSY_POOL_OBJECT_BYTES;
+    free_node *chain = NULL;
+    unsigned k = 0;
+    pthread_mutex_lock(&arena.lock);
+    while (k < n) {
+        free_node *f = arena.loose;
+        if (f) {
+            arena.loose = f->next;
+        } else {
+            if ((size_t)(arena.end - arena.next) < size) {
+                size_t len = arena.mapped ? arena.mapped * 2 : ARENA_FIRST;
+                if (len > ARENA_HUGE)
+                    len = ARENA_HUGE;
+                unsigned char *m = dsy_os_map(len, len < ARENA_HUGE ? ARENA_FIRST : ARENA_HUGE);
+                if (!m)
+                    break;
+                if (len == ARENA_HUGE)
+                    dsy_os_advise_huge(m, len);
+                arena.next = m;
+                arena.end = m + len;
+                arena.mapped = len;
+            }
+            f = (free_node *)(void *)arena.next;
+            arena.next += size;
+        }
+        f->next = chain;
+        chain = f;
+        k++;
+    }
+    pthread_mutex_unlock(&arena.lock);
+    *got = k;
+    return chain;
+}
+
+static void arena_put(free_node *f) {
+    if (!f)
+        return;
+    free_node *last = f;
+    while (last->next)
+        last = last->next;
+    pthread_mutex_lock(&arena.lock);
+    last->next = arena.loose;
+    arena.loose = f;
+    pthread_mutex_unlock(&arena.lock);
+}
+
+/* Gives back a chain of blocks of class cls that the pool does not keep. */
+static void free_chain(unsigned cls, free_node *f) {
+    if (cls == DSY_POOL_OBJECT) {
+        arena_put(f);
+        return;
+    }
     while (f) {
         free_node *next = f->next;
         free(f);
@@ -88,7 +170,7 @@ DSY_NOINLINE static void cache_spill(unsigned cls) {
         mag = NULL;
     }
     pthread_mutex_unlock(&d->lock);
-    free_chain(mag);
+    free_chain(cls, mag);
 }
 
 static void seg_retire(void);
@@ -98,7 +180,7 @@ static void seg_retire(void);
 /* Frees every block of the calling thread's caches. */
 static void cache_clear(void) {
     for (unsigned cls = 0; cls < NCLASS; cls++) {
-        free_chain(caches[cls].list);
+        free_chain(cls, caches[cls].list);
         caches[cls].list = NULL;
         caches[cls].n = 0;
     }
@@ -154,6 +236,15 @@ void *dsy_pool_alloc(unsigned cls) {
         c->n = MAG - 1;
         return f;
     }
+    if (cls == DSY_POOL_OBJECT) {
+        unsigned got;
+        f = arena_take(MAG, &got);
+        if (f) {
+            c->list = f->next;
+            c->n = got - 1;
+        }
+        return f;
+    }
     return malloc(class_size[cls]);
 }
 
@@ -174,9 +265,12 @@ void dsy_pool_free(void *p, unsigned cls) {
     cache_spill(cls);
 }
 
-/* Frees the magazines of every depot. */
+/* Frees the magazines of every depot (but the object arena's: its blocks
+ * only ever go back to the arena, where they would wait just the same). */
 static void depots_clear(void) {
     for (unsigned cls = 0; cls < NCLASS; cls++) {
+        if (cls == DSY_POOL_OBJECT)
+            continue;
         struct depot *d = &depots[cls];
         pthread_mutex_lock(&d->lock);
         free_node *mags = d->mags;
@@ -185,7 +279,7 @@ static void depots_clear(void) {
         pthread_mutex_unlock(&d->lock);
         while (mags) {
             free_node *next = mags->mag_next;
-            free_chain(mags);
+            free_chain(cls, mags);
             mags = next;
         }
     }
@@ -416,9 +510,11 @@ void dsy_pool_fork_prepare(void) {
     for (unsigned cls = 0; cls < NCLASS; cls++)
         pthread_mutex_lock(&depots[cls].lock);
     pthread_mutex_lock(&seg_free.lock);
+    pthread_mutex_lock(&arena.lock);
 }
 
 void dsy_pool_fork_parent(void) {
+    pthread_mutex_unlock(&arena.lock);
     pthread_mutex_unlock(&seg_free.lock);
     for (unsigned cls = NCLASS; cls-- > 0;)
         pthread_mutex_unlock(&depots[cls].lock);

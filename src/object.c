@@ -31,10 +31,15 @@ static bool object_init(desync_t *d, desync_scheduler_t *scheduler, unsigned fla
     return true;
 }
 
+_Static_assert(sizeof(desync_t) <= DSY_POOL_OBJECT_BYTES, "an object fits its pool block");
+
+/* From the pool's object arena (jobpool.c): a million objects fault in
+ * their memory in 2 MiB pages, not 4 KiB ones. Freed with the queue
+ * (dsy_queue_unref). */
 desync_t *desync_new_on(desync_scheduler_t *scheduler, void *data, desync_destroy_fn destroy) {
-    desync_t *d = malloc(sizeof *d);
+    desync_t *d = dsy_pool_alloc(DSY_POOL_OBJECT);
     if (d && !object_init(d, scheduler, 0, data, destroy)) {
-        free(d);
+        dsy_pool_free(d, DSY_POOL_OBJECT);
         d = NULL;
     }
     return d;

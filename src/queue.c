@@ -278,8 +278,10 @@ void dsy_queue_unref(desync_queue_t *q) {
     uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed);
     if (s & DSY_Q_DATA_BEFORE)
         dsy_handle_free((char *)q - DSY_DATA_BEFORE, DSY_DATA_BEFORE + sizeof(desync_t));
+    else if (s & DSY_Q_OBJECT)
+        dsy_pool_free(q, DSY_POOL_OBJECT); /* desync_new_on */
     else
-        dsy_handle_free(q, (s & DSY_Q_OBJECT) ? sizeof(desync_t) : sizeof *q);
+        dsy_handle_free(q, sizeof *q);
 }
 
 void dsy_queue_mark_suspended(desync_queue_t *q) {

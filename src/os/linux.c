@@ -1,5 +1,6 @@
 /*
- * The OS layer on Linux: parking on a futex, and eventfd for future fds.
+ * The OS layer on Linux: parking on a futex, eventfd for future fds, and
+ * transparent huge pages on request (madvise).
  * See os.h for the contract; os.mk chooses this file for Linux builds.
  */
 #if !defined(__linux__)
@@ -13,6 +14,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +38,18 @@ void dsy_unpark_all(_Atomic uint32_t *word) {
 }
 
 void dsy_os_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+/* MADV_HUGEPAGE: honoured when transparent huge pages are "always" or
+ * "madvise" (/sys/kernel/mm/transparent_hugepage/enabled); EINVAL without
+ * them. A hint either way. */
+void dsy_os_advise_huge(void *p, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
 
 /* A futex is only a word in memory: nothing to lock or reset at fork. */
 void dsy_os_fork_prepare(void) {}

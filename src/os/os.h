@@ -61,6 +61,10 @@ void dsy_os_thread_name(const char *name);
  * of such a mapping. */
 void *dsy_os_map(size_t bytes, size_t align);
 void dsy_os_unmap(void *p, size_t bytes);
+/* Asks for huge pages behind [p, p + bytes), part of a dsy_os_map mapping
+ * aligned to the huge page size: a hint, ignored where the system has no
+ * such thing or declines. */
+void dsy_os_advise_huge(void *p, size_t bytes);
 
 /* An event fd for poll(): *read_fd becomes readable once signalled. On Linux
  * an eventfd (*write_fd = -1: signal read_fd itself), elsewhere a pipe.

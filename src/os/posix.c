@@ -74,6 +74,12 @@ void dsy_os_thread_name(const char *name) {
 #endif
 }
 
+/* No portable way to ask for huge pages. */
+void dsy_os_advise_huge(void *p, size_t bytes) {
+    (void)p;
+    (void)bytes;
+}
+
 /* fork: no wait or wake may be half done in the child, and the condition
  * variables there may still count waiters that vanished (a broadcast could
  * then wait for them): every slot is locked around fork, and made anew in
