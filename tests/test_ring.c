@@ -6,7 +6,18 @@
 #include "test.h"
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#ifdef DESYNC_DEBUG
+/* ring.h's assertions (debug and sanitizer builds): the library's own
+ * handler is hidden inside it. */
+void dsy_assert_fail(const char *file, int line, const char *cond) {
+    fprintf(stderr, "%s:%d: assertion failed: %s\n", file, line, cond);
+    abort();
+}
+#endif
 
 #define RP(x) ((void *)(uintptr_t)(x))
 
