@@ -1149,7 +1149,7 @@ static unsigned comb_drive(comb *c, bool wait) {
          * a runner: a few calls reach in's node behind a short backlog. */
         for (int k = 0; k < 64 && !fut_is_done(in); k++)
             dsy_queue_help(q);
-        if (!fut_is_done(in) && desync_scheduler_max_threads(q->sched) == 0)
+        if (!fut_is_done(in) && desync_scheduler_max_threads(dsy_queue_sched(q)) == 0)
             r |= DRIVE_SLICE;
         dsy_queue_unref(q);
     }

@@ -91,14 +91,14 @@ void dsy_job_release_batch_end(void);
 
 /* The same pool for other small blocks: class DSY_POOL_64, DSY_POOL_128 or
  * DSY_POOL_192 (block sizes in bytes; 192: a future with its queue node),
- * or DSY_POOL_OBJECT (96 bytes: a desync_t; its blocks come from the OS in
+ * or DSY_POOL_OBJECT (80 bytes: a desync_t; its blocks come from the OS in
  * large mappings, not malloc, and are never given back: jobpool.c, OBJECT
  * ARENA). A block must be freed with the class it came from. */
 #define DSY_POOL_64 0u
 #define DSY_POOL_128 1u
 #define DSY_POOL_192 2u
 #define DSY_POOL_OBJECT 3u
-#define DSY_POOL_OBJECT_BYTES 96u
+#define DSY_POOL_OBJECT_BYTES 80u
 void *dsy_pool_alloc(unsigned cls); /* NULL on ENOMEM */
 void dsy_pool_free(void *p, unsigned cls);
 
@@ -138,22 +138,32 @@ struct desync_queue {
     _Atomic uint32_t state; /* DSY_Q_* bits and waiter count: see queue.c */
     /* References: users, the owning desync_t, a run token in transit. */
     dsy_refcount refs;
-    desync_scheduler_t *sched;
     /* Nodes linked by dsy_queue_push, and nodes unlinked by the token
      * holders (added in batches): pushed - unlinked is the backlog, give or
      * take the batches in flight. Both on the line of `tail`, which a
      * producer owns anyway when it pushes. */
     _Atomic uint32_t pushed, unlinked;
     /* The cold part (queue.c: struct dsy_queue_cold): what few queues use, a
-     * limit on pending desyncs and the producers blocked on it, a label.
-     * NULL until first needed (set once, never replaced), freed with the
-     * queue. The hot paths never read it: a desync looks at it only once a
-     * limit was set on some queue of the process (queue.c: the gate). */
+     * scheduler other than the default one, a limit on pending desyncs and
+     * the producers blocked on it, a label. NULL until first needed (set
+     * once, never replaced; made at creation for a queue on another
+     * scheduler), freed with the queue. A desync looks at it only once a
+     * limit was set on some queue of the process (queue.c: the gate); a
+     * queue's scheduler is read from it (dsy_queue_sched) when the queue is
+     * handed to its scheduler or waited for. */
     _Atomic(struct dsy_queue_cold *) cold;
 };
 
-/* desync_t: a queue plus the data it protects. Kept minimal (issue 10):
- * what few objects use (a limit, a label) goes in the queue's cold part. */
+/* The default scheduler's storage (scheduler.c): its address is known
+ * before it is initialised (desync_scheduler_default does that). */
+extern struct desync_scheduler dsy_default_scheduler;
+
+/* q's scheduler: from its cold part, else the default one. */
+desync_scheduler_t *dsy_queue_sched(desync_queue_t *q);
+
+/* desync_t: a queue plus the data it protects, 80 bytes. Kept minimal
+ * (issue 10): what few objects use (another scheduler than the default
+ * one, a limit, a label) goes in the queue's cold part. */
 struct desync_object {
     struct desync_queue q; /* its data: q.data */
     desync_destroy_fn destroy;

@@ -376,7 +376,7 @@ static void link_parts(multi *m) {
         desync_queue_t *q = m->parts[i].q;
         /* As in dsy_queue_push_schedule: a starved scheduler tries again. */
         if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_starved_count, memory_order_relaxed)))
-            dsy_sched_poke(q->sched);
+            dsy_sched_poke(dsy_queue_sched(q));
     }
     dsy_spin_lock(&link_lock);
     for (uint32_t i = 0; i < m->nq; i++)
@@ -441,7 +441,7 @@ static void wait_all(multi *m) {
                     dsy_token_place(p->q, true);
             }
         }
-        if (dsy_wait_word_help(&m->word, 0, m->qs[0]->sched) == DSY_W_DONE)
+        if (dsy_wait_word_help(&m->word, 0, dsy_queue_sched(m->qs[0])) == DSY_W_DONE)
             break;
         /* TOKEN: a part was handed a token. No DONE can come before we run
          * it (that part has not arrived), so the exchange loses none. */

@@ -156,7 +156,7 @@ static inline bool forked_off_gated(desync_queue_t *q) {
 static bool chain_has(const dsy_frame *f, const desync_queue_t *q, const desync_scheduler_t *sched,
                       int depth) {
     for (; f; f = f->parent) {
-        if (sched ? f->q->sched == sched : f->q == q)
+        if (sched ? dsy_queue_sched(f->q) == sched : f->q == q)
             return true;
         if (f->behalf && depth < 32 && chain_has(f->behalf, q, sched, depth + 1))
             return true;
@@ -185,6 +185,7 @@ static const dsy_runnable_ops queue_runnable_ops;
 
 /* What few queues need, out of the queue's hot lines (see LIMITS above). */
 typedef struct dsy_queue_cold {
+    desync_scheduler_t *sched;  /* NULL: the default one; set before it is shared */
     _Atomic size_t max_pending; /* 0: no limit */
     _Atomic size_t pending;     /* desyncs admitted under a limit, not yet run */
     _Atomic uint32_t room;      /* futex word: bumped when blocked producers may go on */
@@ -207,8 +208,9 @@ static dsy_queue_cold *cold_list;
 #define GATE_LIMITS 2u
 static _Atomic unsigned gate;
 
-/* q's cold part, made on first use. NULL on ENOMEM. */
-static dsy_queue_cold *cold_get(desync_queue_t *q) {
+/* q's cold part, made on first use (on scheduler `sched`, NULL for the
+ * default one: only dsy_queue_init passes another). NULL on ENOMEM. */
+static dsy_queue_cold *cold_get_on(desync_queue_t *q, desync_scheduler_t *sched) {
     dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
     if (c)
         return c;
@@ -216,6 +218,7 @@ static dsy_queue_cold *cold_get(desync_queue_t *q) {
     if (!mine)
         return NULL;
     mine->q = q;
+    mine->sched = sched;
     /* Listed before it is installed, so that the queue's free finds it
      * listed; a loser of the race unlists its own. */
     pthread_mutex_lock(&cold_lock);
@@ -234,6 +237,18 @@ static dsy_queue_cold *cold_get(desync_queue_t *q) {
     free(mine);
     return c;
 }
+
+static dsy_queue_cold *cold_get(desync_queue_t *q) { return cold_get_on(q, NULL); }
+
+/* The cold part's pointer is read with acquire: it pairs with the CAS that
+ * installed it (cold_get_on), so `sched` is seen as set. A queue whose cold
+ * part is made later (a label, a limit) is on the default scheduler. */
+static inline desync_scheduler_t *queue_sched(desync_queue_t *q) {
+    dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
+    return DSY_UNLIKELY(c && c->sched) ? c->sched : &dsy_default_scheduler;
+}
+
+desync_scheduler_t *dsy_queue_sched(desync_queue_t *q) { return queue_sched(q); }
 
 /* With q's memory: no producer is blocked (each holds a reference). */
 static void cold_free(dsy_queue_cold *c) {
@@ -258,8 +273,17 @@ int dsy_queue_init(desync_queue_t *q, desync_scheduler_t *s, unsigned flags) {
     atomic_init(&q->state, ((flags & DSY_QUEUE_OF_OBJECT) ? DSY_Q_OBJECT : 0u) |
                                ((flags & DSY_QUEUE_DATA_BEFORE) ? DSY_Q_DATA_BEFORE : 0u));
     dsy_ref_init(&q->refs, 1);
-    q->sched = s;
-    return dsy_sched_attach(s, &queue_runnable_ops);
+    /* Another scheduler than the default one: kept in the cold part, made
+     * now (the hot object has no room for it: issue 10, memory per object). */
+    if (s != &dsy_default_scheduler && !cold_get_on(q, s))
+        return DESYNC_ENOMEM;
+    int rc = dsy_sched_attach(s, &queue_runnable_ops);
+    if (rc != 0) {
+        dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_relaxed);
+        if (c)
+            cold_free(c);
+    }
+    return rc;
 }
 
 void dsy_queue_ref(desync_queue_t *q) { dsy_ref_inc(&q->refs); }
@@ -271,7 +295,7 @@ void dsy_queue_unref(desync_queue_t *q) {
     DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) == NULL);
     DSY_ASSERT(!(atomic_load_explicit(&q->state, memory_order_relaxed) &
                  (DSY_Q_LINKED | DSY_Q_READY)));
-    dsy_sched_detach(q->sched);
+    dsy_sched_detach(queue_sched(q)); /* before the cold part goes */
     dsy_queue_cold *c = atomic_load_explicit(&q->cold, memory_order_acquire);
     if (c)
         cold_free(c);
@@ -441,7 +465,7 @@ void dsy_token_place(desync_queue_t *q, bool has_ref) {
     if (s & DSY_Q_LINKED)
         dsy_queue_unref(q); /* the stale entry already holds a reference */
     else
-        dsy_sched_submit(q->sched, (dsy_runnable *)q);
+        dsy_sched_submit(queue_sched(q), (dsy_runnable *)q);
 }
 
 /* Claims the token of a queue whose entry a worker took: clears LINKED, and
@@ -476,7 +500,7 @@ void dsy_queue_push_schedule(desync_queue_t *q, dsy_node *n) {
      * once (the job may own the caller's reference). */
     if (DSY_UNLIKELY(atomic_load_explicit(&dsy_sched_starved_count, memory_order_relaxed)) &&
         (atomic_load_explicit(&q->state, memory_order_relaxed) & DSY_Q_READY))
-        dsy_sched_poke(q->sched);
+        dsy_sched_poke(queue_sched(q));
     dsy_hold h; /* from before the push (fork); the caller keeps q alive */
     dsy_hold_push(&h, q);
     if (dsy_queue_push(q, n))
@@ -705,7 +729,7 @@ bool dsy_queue_wait_node(desync_queue_t *q, dsy_node *n, _Atomic uint32_t *word,
             s = atomic_load_explicit(&q->state, memory_order_acquire);
             continue;
         }
-        uint32_t w = dsy_wait_word_help(word, deadline, q->sched);
+        uint32_t w = dsy_wait_word_help(word, deadline, queue_sched(q));
         if (w == DSY_W_DONE) {
             done = true;
             break;
@@ -947,7 +971,7 @@ int dsy_sync(desync_queue_t *q, dsy_fn fn, void *arg, unsigned flags) {
         return DESYNC_EINVAL;
     /* A scheduler without threads: its due timers fire first (timer.c). */
     if (DSY_UNLIKELY(atomic_load_explicit(&dsy_timer_heaps, memory_order_relaxed)))
-        dsy_timers_on_sync(q->sched);
+        dsy_timers_on_sync(queue_sched(q));
     DSY_ASSERT(!(flags & DSY_JOB_COPY));
     /* Idle queue: run on this thread with one CAS each way. Nobody but us
      * reads our node while we hold the token, so only `next` is needed. The
@@ -1473,7 +1497,7 @@ static void queue_runnable_dump(desync_scheduler_t *s, FILE *f) {
     char name[128];
     pthread_mutex_lock(&cold_lock);
     for (dsy_queue_cold *c = cold_list; c; c = c->next) {
-        if (c->q->sched != s)
+        if (queue_sched(c->q) != s)
             continue;
         desync_queue_stats_t st;
         desync_queue_stats(c->q, &st);

@@ -1010,14 +1010,15 @@ void dsy_sched_detach(desync_scheduler_t *s) {
 /* The default scheduler lives in static storage: creating it cannot fail
  * (no allocation), and nothing of it is left allocated after
  * desync_shutdown. */
-static desync_scheduler_t default_storage;
+desync_scheduler_t dsy_default_scheduler;
 static desync_scheduler_t *default_sched;
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
 static void default_init(void) {
     unsigned n = DSY_DEFAULT_THREADS_PER_CPU * dsy_cpu_count();
-    sched_init(&default_storage, n > DSY_DEFAULT_THREADS_MIN ? n : DSY_DEFAULT_THREADS_MIN, true);
-    default_sched = &default_storage;
+    sched_init(&dsy_default_scheduler, n > DSY_DEFAULT_THREADS_MIN ? n : DSY_DEFAULT_THREADS_MIN,
+               true);
+    default_sched = &dsy_default_scheduler;
 }
 
 desync_scheduler_t *desync_scheduler_default(void) {

@@ -446,7 +446,7 @@ static desync_timer_t *queue_timer_start(desync_queue_t *q, desync_t *obj, uint6
     if (DSY_UNLIKELY(atomic_load_explicit(&dsy_forked, memory_order_relaxed)) &&
         dsy_queue_forked_off(q))
         return NULL;
-    dsy_timers *ts = timers_of(q->sched);
+    dsy_timers *ts = timers_of(dsy_queue_sched(q));
     desync_timer_t *t = ts ? timer_new(ts, obj ? T_OBJECT : T_QUEUE, fn, arg, period) : NULL;
     if (!t)
         return NULL;

@@ -328,6 +328,7 @@ TEST_ENTRY(stats_queue_counts_and_states, 20)
 TEST_ENTRY(stats_queue_held_by_future, 20)
 TEST_ENTRY(stats_scheduler_counters, 30)
 TEST_ENTRY(stats_dump_shows_labels, 20)
+TEST_ENTRY(stats_cold_part_keeps_scheduler, 20)
 TEST_ENTRY(stats_worker_threads_named, 20)
 
 /* jobs over several objects: sync_all, desync_all (test_multi.c) */

@@ -130,7 +130,7 @@ static long rss_kib_now(void) {
  * this thread or any other. Rounds of objects, each given a job that a
  * worker runs (some of the last releases find the job still queued and
  * leave the free to the worker): after the first rounds, memory stays flat.
- * Lost blocks would cost 96 bytes per object per round. */
+ * Lost blocks would cost 80 bytes per object per round. */
 TEST(core_objects_memory_recycled) {
     const int rounds = 6, per = TEST_SCALED(100000);
     desync_t **h = malloc((size_t)per * sizeof *h);
@@ -150,7 +150,7 @@ TEST(core_objects_memory_recycled) {
     free(h);
 #ifndef DESYNC_TEST_SANITIZED
     if (first >= 0 && last >= 0) {
-        long lost = (long)(rounds - 2) * per * 96 / 1024; /* KiB, if none were reused */
+        long lost = (long)(rounds - 2) * per * 80 / 1024; /* KiB, if none were reused */
         if (last - first > lost / 4) {
             fprintf(stderr, "RSS grew %ld KiB over %d rounds (%ld KiB if no object was reused)\n",
                     last - first, rounds - 2, lost);

@@ -227,6 +227,39 @@ TEST(stats_dump_shows_labels) {
     return 0;
 }
 
+/* An object's scheduler, when not the default one, lives in the queue's
+ * cold part, made at creation; a label and a limit set later go in the same
+ * part. Its jobs must still go to its own scheduler's threads, and only that
+ * scheduler's dump may list it. */
+TEST(stats_cold_part_keeps_scheduler) {
+    desync_scheduler_t *s = desync_scheduler_new(1);
+    CHECK(s);
+    int v = 0;
+    desync_t *d = desync_new_on(s, &v, NULL);
+    CHECK(d);
+    CHECK_EQ(desync_set_label(d, "on-its-own-pool"), 0);
+    CHECK_EQ(desync_set_max_pending(d, 100), 0);
+    desync_scheduler_stats_t before, after;
+    CHECK_EQ(desync_scheduler_stats(s, &before), 0);
+    struct blocker b = {0};
+    CHECK_EQ(desync_desync(d, blocker_job, &b), 0);
+    CHECK(test_wait_flag(&b.started, LONG_MS)); /* on one of s's threads */
+    char *mine = dump_to_string(s), *other = dump_to_string(desync_scheduler_default());
+    CHECK(mine && other);
+    CHECK(strstr(mine, "running \"on-its-own-pool\""));
+    CHECK(!strstr(other, "on-its-own-pool"));
+    free(mine);
+    free(other);
+    atomic_store(&b.go, 1);
+    CHECK_EQ(desync_sync(d, count_job, NULL), 0);
+    CHECK_EQ(v, 1);
+    CHECK_EQ(desync_scheduler_stats(s, &after), 0);
+    CHECK(after.queues_run > before.queues_run);
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
+
 #ifdef __linux__
 /* 1 if some thread of this process is named `name` (/proc/self/task/N/comm). */
 static int thread_named(const char *name) {
