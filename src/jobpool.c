@@ -210,8 +210,21 @@ void dsy_handle_free(void *p, size_t size) {
     free(p);
 }
 
+/* AddressSanitizer's runtime defines this; the weak reference is NULL in
+ * a process without it. A process under ASan (the library's own sanitizer
+ * builds, or a program built with -fsanitize=address linking a plain
+ * libdesync) takes its objects from malloc, as before the arena: a desync_t
+ * used after its last release is then reported as a heap use after free,
+ * where an arena slot would be live memory to ASan. */
+extern void __asan_poison_memory_region(void const volatile *addr, size_t size)
+    __attribute__((weak));
+
+static inline bool block_from_malloc(unsigned cls) {
+    return DSY_NOPOOL || (cls == DSY_POOL_OBJECT && &__asan_poison_memory_region != NULL);
+}
+
 void *dsy_pool_alloc(unsigned cls) {
-    if (DSY_NOPOOL)
+    if (block_from_malloc(cls))
         return malloc(class_size[cls]);
     cache_t *c = &caches[cls];
     free_node *f = c->list;
@@ -249,7 +262,7 @@ void *dsy_pool_alloc(unsigned cls) {
 }
 
 void dsy_pool_free(void *p, unsigned cls) {
-    if (DSY_NOPOOL) {
+    if (block_from_malloc(cls)) {
         dsy_handle_free(p, class_size[cls]);
         return;
     }
