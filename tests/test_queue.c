@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -125,6 +126,26 @@ static long rss_kib_now(void) {
     return res < 0 ? -1 : res * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+/* Whether memory grew by more than a quarter of `none_kib`, what it would
+ * have grown by had nothing been reused (first and last: rss_kib_now).
+ * Never in sanitizer builds, where the sanitizers' own memory moves too
+ * much, nor where RSS cannot be read. */
+static bool rss_grew(long first, long last, long none_kib, const char *what) {
+#ifndef DESYNC_TEST_SANITIZED
+    if (first >= 0 && last >= 0 && last - first > none_kib / 4) {
+        fprintf(stderr, "RSS grew %ld KiB (%ld KiB if no %s were reused)\n", last - first,
+                none_kib, what);
+        return true;
+    }
+#else
+    (void)first;
+    (void)last;
+    (void)none_kib;
+    (void)what;
+#endif
+    return false;
+}
+
 /* Objects come from the pool's object arena (jobpool.c), whose blocks never
  * go back to the OS: freed ones must be reused by the next objects, made on
  * this thread or any other. Rounds of objects, each given a job that a
@@ -148,19 +169,7 @@ TEST(core_objects_memory_recycled) {
     }
     long last = rss_kib_now();
     free(h);
-#ifndef DESYNC_TEST_SANITIZED
-    if (first >= 0 && last >= 0) {
-        long lost = (long)(rounds - 2) * per * 80 / 1024; /* KiB, if none were reused */
-        if (last - first > lost / 4) {
-            fprintf(stderr, "RSS grew %ld KiB over %d rounds (%ld KiB if no object was reused)\n",
-                    last - first, rounds - 2, lost);
-            return 1;
-        }
-    }
-#else
-    (void)first;
-    (void)last;
-#endif
+    CHECK(!rss_grew(first, last, (long)(rounds - 2) * per * 80 / 1024, "objects"));
     return 0;
 }
 
@@ -184,19 +193,7 @@ TEST(core_job_segments_recycled) {
     CHECK_EQ(v, chunks * per);
     long last = rss_kib_now();
     desync_release(d);
-#ifndef DESYNC_TEST_SANITIZED /* the sanitizers' own memory moves too much */
-    if (first >= 0 && last >= 0) {
-        long kept = (long)chunks * per / 1023 * 64; /* KiB, if none came back */
-        if (last - first > kept / 4) {
-            fprintf(stderr, "RSS grew %ld KiB over %d jobs (%ld KiB if no segment came back)\n",
-                    last - first, chunks * per, kept);
-            return 1;
-        }
-    }
-#else
-    (void)first;
-    (void)last;
-#endif
+    CHECK(!rss_grew(first, last, (long)chunks * per / 1023 * 64, "segments"));
     return 0;
 }
 
