@@ -11,9 +11,10 @@
  *     that worker is running: it runs on the same thread right after the
  *     current entry, with no lock and no wake-up (a job that desyncs onto an
  *     idle queue is the common case: ping-pong between two queues, W5, then
- *     stays on one thread); or when a worker facing a backlog took it from
- *     the run list together with the entry before it (PAIRED POPS at
- *     pop_global: many objects made ready by one thread, W6 and CM).
+ *     stays on one thread). Only the job's own worker fills it: an entry
+ *     taken from the run list is never held back behind another (a worker
+ *     that took two would leave the second waiting while the first blocks
+ *     outside the library, with another thread free).
  * An entry may be stale (a waiting syncer took the queue's token meanwhile);
  * the run callback then only drops it.
  *
@@ -50,13 +51,12 @@
  * A thread that cannot be started (kick_locked) leaves the scheduler
  * "starved": pushes onto its waiting queues try again (dsy_sched_poke).
  *
- * A queue in a worker's next slot waits for the job that made it ready (or
- * the entry popped with it) to return, with two exceptions: when that job
- * blocks in the library (a sync, a future wait), dsy_sched_thread_blocks
- * moves the entry to the run list first; and a spinning worker takes over
- * next-slot entries that have waited through its whole spin phase. A job
- * that blocks outside the library (its own mutex, a sleep) delays that one
- * entry until another worker spins.
+ * A queue in a worker's next slot waits for the job that made it ready to
+ * return, with two exceptions: when that job blocks in the library (a sync,
+ * a future wait), dsy_sched_thread_blocks moves the entry to the run list
+ * first; and a spinning worker takes over next-slot entries that have waited
+ * through its whole spin phase. A job that blocks outside the library (its
+ * own mutex, a sleep) delays that one entry until another worker spins.
  *
  * Timers (timer.c): a worker fires the due timers of its scheduler each
  * time it looks for work (one relaxed load while none is pending), and one
@@ -213,26 +213,10 @@ static dsy_runnable *runlist_pop(desync_scheduler_t *s) {
     return r;
 }
 
-/* Takes the run list's first entry. A worker (w, else NULL) facing a
- * backlog (at least 3 entries) takes the second as well, into its empty
- * next slot (PAIRED POPS): one lock round trip, and one transfer of the
- * lock's and the ring's lines, for two entries. At least one entry is left
- * for the others, so the caller's kick_if_backlog still wakes a worker
- * that can take the pair's second over (spin_for_work) if the first
- * blocks. */
-static dsy_runnable *pop_global(desync_scheduler_t *s, worker *w) {
+static dsy_runnable *pop_global(desync_scheduler_t *s) {
     dsy_spin_lock(&s->lock);
     dsy_runnable *r = runlist_pop(s);
-    dsy_runnable *second = w && s->run.len >= 2 ? runlist_pop(s) : NULL;
     dsy_spin_unlock(&s->lock);
-    if (second) {
-        /* Empty: filled only by w itself, in a job (submit); takeovers
-         * only empty it. Release: pairs with the acq_rel exchange of
-         * whoever takes the entry. */
-        DSY_ASSERT(!atomic_load_explicit(&w->next_q, memory_order_relaxed));
-        atomic_store_explicit(&w->next_q, second, memory_order_release);
-        atomic_fetch_add_explicit(&w->next_seq, 1, memory_order_relaxed);
-    }
     return r;
 }
 
@@ -507,7 +491,7 @@ void dsy_sched_helper_remove(desync_scheduler_t *s, dsy_helper *h) {
 bool dsy_sched_help_one(desync_scheduler_t *s) {
     if (!atomic_load_explicit(&s->ready, memory_order_relaxed))
         return false;
-    dsy_runnable *r = pop_global(s, NULL);
+    dsy_runnable *r = pop_global(s);
     if (r)
         run_here(s, r);
     return r != NULL;
@@ -617,7 +601,7 @@ static dsy_runnable *spin_for_work(worker *w) {
         } else if (ready > 1 || dsy_now_ns() - seen_at >= DSY_WORKER_GRACE_NS) {
             /* A backlog is not about to be run by whoever queued it. */
             seen_at = 0;
-            if ((r = pop_global(s, w)))
+            if ((r = pop_global(s)))
                 break;
         }
     } while (dsy_spin_round(&sp));
@@ -776,8 +760,7 @@ static work_kind find_work(worker *w, dsy_runnable **out, bool watching) {
             r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
             if (!r && atomic_load_explicit(&w->stop, memory_order_relaxed))
                 return WORK_STOP;
-            if (!r && atomic_load_explicit(&s->ready, memory_order_relaxed) &&
-                (r = pop_global(s, w)))
+            if (!r && atomic_load_explicit(&s->ready, memory_order_relaxed) && (r = pop_global(s)))
                 kick_if_backlog(s);
             if (!r)
                 r = spin_for_work(w);
@@ -1170,7 +1153,7 @@ void desync_shutdown(void) {
          * scheduler to be quiet, or joining its threads, could never end.
          * Run what is ready and leave the threads be. */
         dsy_runnable *r;
-        while ((r = pop_global(s, NULL)))
+        while ((r = pop_global(s)))
             run_here(s, r);
     } else {
         drain_quiet(s);

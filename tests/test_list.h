@@ -60,7 +60,7 @@ TEST_ENTRY(core_objects_outlive_scheduler, 10)
 TEST_ENTRY(core_scheduler_free_from_own_job, 10)
 TEST_ENTRY(core_exit_with_idle_threads, 30)
 TEST_ENTRY(core_despawn_concurrent_keeps_a_thread, 20)
-TEST_ENTRY(core_paired_pop_second_runs_while_first_blocks, 30)
+TEST_ENTRY(core_every_thread_gets_a_blocking_job, 120)
 
 /* bad input and error strings (test_errors.c) */
 TEST_ENTRY(core_bad_input, 10)

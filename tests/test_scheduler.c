@@ -759,61 +759,63 @@ TEST(core_despawn_concurrent_keeps_a_thread) {
     return 0;
 }
 
-/* ------------------------------------------------------------ paired pops */
+/* ------------------------------------------- one blocking job per thread */
 
-struct pair_wait {
-    atomic_int b_ran, a_saw_b, c_ran;
+struct all_started {
+    atomic_int started, failed;
+    int n;
 };
 
-/* On a: waits for b's job outside the library (no dsy_sched_thread_blocks
- * to hand on its next slot). */
-static void pair_a_job(void *arg) {
-    struct pair_wait *p = arg;
-    atomic_store(&p->a_saw_b, test_wait_flag(&p->b_ran, 10000));
+/* Blocks outside the library until every job of the round has started. */
+static void all_started_job(void *arg) {
+    struct all_started *a = arg;
+    atomic_fetch_add(&a->started, 1);
+    if (!test_wait_count(&a->started, a->n, 3000))
+        atomic_store(&a->failed, 1);
 }
 
-static void pair_b_job(void *arg) { atomic_store(&((struct pair_wait *)arg)->b_ran, 1); }
-
-static void pair_c_job(void *arg) { atomic_fetch_add(&((struct pair_wait *)arg)->c_ran, 1); }
-
-/* A worker facing a backlog takes two entries at once, the second into its
- * next slot (scheduler.c: PAIRED POPS). Here the first, a, blocks outside
- * the library until the second, b, has run: b must not wait for a. Both
- * threads are held while a, b and then the c's queue up behind them, so
- * the first worker freed finds at least 3 entries; the other runs the c's
- * and then takes b over. (If the workers pop in another order, a and b
- * never share a worker and the test passes without showing it.) */
-TEST(core_paired_pop_second_runs_while_first_blocks) {
-    desync_scheduler_t *s = desync_scheduler_new(2);
+/* As many jobs as the pool has threads, each blocking outside the library
+ * until all of them have started: every one must get a thread. A worker
+ * must never hold a second entry back behind a job that blocks while
+ * another thread is free. Found by the fork test in CI: a worker facing a
+ * backlog took two entries at once (paired pops), the second into its next
+ * slot, and it waited there behind the first, blocked, while the last
+ * thread slept. Each round holds every thread first, so the entries wait
+ * together when the threads come for them (the holds are such a round
+ * too). */
+TEST(core_every_thread_gets_a_blocking_job) {
+    enum { N = 4, ROUNDS = 20 };
+    desync_scheduler_t *s = desync_scheduler_new(N);
     CHECK(s);
-    enum { NC = 4 };
-    desync_queue_t *h1 = desync_queue_new(s), *h2 = desync_queue_new(s);
-    desync_queue_t *a = desync_queue_new(s), *b = desync_queue_new(s), *c[NC];
-    CHECK(h1 && h2 && a && b);
-    for (int i = 0; i < NC; i++)
-        CHECK((c[i] = desync_queue_new(s)) != NULL);
-    struct held_job h;
-    memset(&h, 0, sizeof h);
-    CHECK_EQ(desync_queue_desync(h1, held_queue_job, &h), 0);
-    CHECK_EQ(desync_queue_desync(h2, held_queue_job, &h), 0);
-    CHECK(test_wait_count(&h.started, 2, 5000)); /* both threads busy */
-    struct pair_wait p;
-    memset(&p, 0, sizeof p);
-    CHECK_EQ(desync_queue_desync(a, pair_a_job, &p), 0);
-    CHECK_EQ(desync_queue_desync(b, pair_b_job, &p), 0);
-    for (int i = 0; i < NC; i++)
-        CHECK_EQ(desync_queue_desync(c[i], pair_c_job, &p), 0);
-    atomic_store(&h.release, 1);
-    CHECK(test_wait_count(&p.c_ran, NC, 10000));
-    CHECK(test_wait_flag(&p.b_ran, 10000));
-    CHECK_EQ(desync_queue_sync(a, pair_c_job, &p), 0); /* a's job has returned */
-    CHECK_EQ(atomic_load(&p.a_saw_b), 1);
-    desync_queue_release(h1);
-    desync_queue_release(h2);
-    desync_queue_release(a);
-    desync_queue_release(b);
-    for (int i = 0; i < NC; i++)
-        desync_queue_release(c[i]);
+    desync_queue_t *hold[N], *q[N];
+    for (int i = 0; i < N; i++) {
+        CHECK((hold[i] = desync_queue_new(s)) != NULL);
+        CHECK((q[i] = desync_queue_new(s)) != NULL);
+    }
+    int failed = 0;
+    for (int round = 0; round < ROUNDS && !failed; round++) {
+        struct held_job h;
+        memset(&h, 0, sizeof h);
+        for (int i = 0; i < N; i++)
+            CHECK_EQ(desync_queue_desync(hold[i], held_queue_job, &h), 0);
+        CHECK(test_wait_count(&h.started, N, 5000)); /* every thread busy */
+        struct all_started a;
+        memset(&a, 0, sizeof a);
+        a.n = N;
+        for (int i = 0; i < N; i++)
+            CHECK_EQ(desync_queue_desync(q[i], all_started_job, &a), 0);
+        atomic_store(&h.release, 1);
+        for (int i = 0; i < N; i++) { /* this round's jobs have returned */
+            CHECK_EQ(desync_queue_sync(hold[i], count_queue_job, &h.started), 0);
+            CHECK_EQ(desync_queue_sync(q[i], count_queue_job, &a.started), 0);
+        }
+        failed = atomic_load(&a.failed);
+    }
+    CHECK_EQ(failed, 0);
+    for (int i = 0; i < N; i++) {
+        desync_queue_release(hold[i]);
+        desync_queue_release(q[i]);
+    }
     desync_scheduler_free(s);
     return 0;
 }
