@@ -52,11 +52,18 @@
  * "starved": pushes onto its waiting queues try again (dsy_sched_poke).
  *
  * A queue in a worker's next slot waits for the job that made it ready to
- * return, with two exceptions: when that job blocks in the library (a sync,
- * a future wait), dsy_sched_thread_blocks moves the entry to the run list
- * first; and a spinning worker takes over next-slot entries that have waited
- * through its whole spin phase. A job that blocks outside the library (its
- * own mutex, a sleep) delays that one entry until another worker spins.
+ * return, with three exceptions. When that job blocks in the library (a
+ * sync, a future wait), dsy_sched_thread_blocks moves the entry to the run
+ * list first. A spinning worker takes over next-slot entries that have
+ * waited through its whole spin phase. And for a job that blocks outside
+ * the library (its own mutex, a read), NEXT-SLOT WATCH: the watcher (above)
+ * also looks at the next slots, and takes over an entry that has stayed in
+ * one for a whole period. An entry stashed while nobody watches makes the
+ * top idle worker the watcher (two relaxed loads on the stash path while
+ * there is a watcher or no idle worker); a worker that goes to sleep while
+ * an entry waits in a next slot and nobody watches becomes the watcher. So
+ * such an entry waits about one period while the pool has an idle thread.
+ * The watch ends when the run list and the next slots are empty.
  *
  * Timers (timer.c): a worker fires the due timers of its scheduler each
  * time it looks for work (one relaxed load while none is pending), and one
@@ -94,6 +101,7 @@ typedef struct worker {
     pthread_t thread;
     _Atomic(dsy_runnable *) next_q; /* an entry or NULL */
     _Atomic uint32_t next_seq;        /* bumped whenever next_q is filled */
+    uint32_t watch_seq;               /* lock: next_seq at the watcher's last look */
     _Atomic uint32_t wake;            /* futex word: WAKE_* */
     _Atomic bool stop;                /* set under the lock: exit when possible */
     const void *joiner;               /* lock: who joins it once stopped (stop_locked) */
@@ -128,8 +136,9 @@ struct desync_scheduler {
     /* Workers kept awake for work (online cores): see AWAKE CAP. */
     size_t awake_cap;
     /* The idle worker that watches the run list while entries wait for the
-     * awake workers (lock), the pops it last saw and when (lock), and
-     * whether there is one (readable without the lock). */
+     * awake workers, and the other workers' next slots (NEXT-SLOT WATCH)
+     * (lock); the pops it last saw and when (lock); whether there is one
+     * (readable without the lock). */
     worker *watcher;
     uint64_t npop, watch_pops, watch_since;
     _Atomic bool watched;
@@ -286,6 +295,37 @@ static void watch_locked(desync_scheduler_t *s, worker *w) {
     atomic_store_explicit(&s->watched, true, memory_order_relaxed);
     s->watch_pops = s->npop;
     s->watch_since = dsy_now_ns();
+    for (worker *o = s->all; o; o = o->all_next)
+        o->watch_seq = atomic_load_explicit(&o->next_seq, memory_order_relaxed);
+}
+
+/* Lock held, w the watcher or about to be (NEXT-SLOT WATCH). With `period`
+ * (a whole watch period since the last look): takes over and returns an
+ * entry that has stayed in another worker's next slot since that look (the
+ * same fill count: the job that stashed it has not returned), and notes the
+ * fill counts for the next look. Else, and if there is none, returns NULL;
+ * *filled then says whether another worker's next slot holds an entry.
+ * (A fill is counted just after its store: a look between the two may take
+ * a fresh entry over, which only moves it to another thread.) */
+static dsy_runnable *next_slots_look_locked(desync_scheduler_t *s, worker *w, bool period,
+                                            bool *filled) {
+    *filled = false;
+    for (worker *o = s->all; o; o = o->all_next) {
+        if (o == w || !atomic_load_explicit(&o->next_q, memory_order_relaxed))
+            continue;
+        uint32_t seq = atomic_load_explicit(&o->next_seq, memory_order_relaxed);
+        if (period && seq == o->watch_seq) {
+            /* acq_rel: pairs with the filler's exchange (submit). */
+            dsy_runnable *r = atomic_exchange_explicit(&o->next_q, NULL, memory_order_acq_rel);
+            if (r)
+                return r;
+            continue;
+        }
+        *filled = true;
+        if (period)
+            o->watch_seq = seq;
+    }
+    return NULL;
 }
 
 /* Workers awake: not on the idle stack (a snapshot without the lock). */
@@ -402,6 +442,21 @@ static void join_list(worker *z) {
 
 static _Atomic uint32_t *helper_take_locked(desync_scheduler_t *s);
 
+/* An entry was stashed in a next slot and nobody watches: the idle worker
+ * on top of the stack (not the timer waiter) becomes the watcher. */
+static void next_slot_watch(desync_scheduler_t *s) {
+    dsy_spin_lock(&s->lock);
+    worker *w = s->watcher ? NULL : s->idle;
+    if (w && w != s->timer_waiter) {
+        watch_locked(s, w);
+        atomic_store_explicit(&w->wake, WAKE_WATCH, memory_order_release);
+    } else {
+        w = NULL;
+    }
+    dsy_spin_unlock(&s->lock);
+    unpark_worker(w);
+}
+
 /* force: wake or start a worker for r even with enough awake (the caller,
  * awake, is about to block). */
 static void submit(desync_scheduler_t *s, dsy_runnable *r, bool force) {
@@ -409,8 +464,15 @@ static void submit(desync_scheduler_t *s, dsy_runnable *r, bool force) {
     if (w && w->s == s && w->in_job) {
         dsy_runnable *old = atomic_exchange_explicit(&w->next_q, r, memory_order_acq_rel);
         atomic_fetch_add_explicit(&w->next_seq, 1, memory_order_relaxed);
-        if (!old)
+        if (!old) {
+            /* The job may now block outside the library: an idle worker
+             * watches the slot (NEXT-SLOT WATCH). Two relaxed loads while
+             * a watcher exists or no worker is idle. */
+            if (DSY_UNLIKELY(!atomic_load_explicit(&s->watched, memory_order_relaxed)) &&
+                atomic_load_explicit(&s->nidle, memory_order_relaxed))
+                next_slot_watch(s);
             return;
+        }
         r = old; /* the older one goes to the run list */
     }
     dsy_thread *me = listing_begin(s, r);
@@ -725,22 +787,28 @@ typedef enum watch_kind {
     WATCH_GO,   /* off the idle stack: look for work as any awake worker */
 } watch_kind;
 
-static watch_kind watch_check(desync_scheduler_t *s, worker *w) {
+/* *took: an entry taken over from another worker's next slot, with
+ * WATCH_GO. */
+static watch_kind watch_check(desync_scheduler_t *s, worker *w, dsy_runnable **took) {
     fire_due_timers(s); /* the awake workers may all be in long jobs */
     watch_kind k = WATCH_STAY;
     dsy_spin_lock(&s->lock);
     if (w->idle && s->watcher == w) {
         uint64_t now = dsy_now_ns();
-        if (!s->run.len || (now - s->watch_since >= DSY_WORKER_WATCH_NS &&
-                            s->npop == s->watch_pops)) {
-            /* Nothing waits (the watch is over), or nothing left the run
-             * list for a whole period (the awake workers are blocked): look
-             * for work; the next deferred entry gets another watcher. */
+        bool period = now - s->watch_since >= DSY_WORKER_WATCH_NS, filled;
+        dsy_runnable *r = next_slots_look_locked(s, w, period, &filled);
+        if (r || (!s->run.len && !filled) || (s->run.len && period && s->npop == s->watch_pops)) {
+            /* An entry stayed in a next slot for a whole period (its
+             * stasher is blocked), or nothing waits (the watch is over), or
+             * nothing left the run list for a whole period (the awake
+             * workers are blocked): run it, or look for work; the next
+             * deferred entry gets another watcher. */
             unwatch_locked(s, w);
             idle_unlink_locked(s, w);
             w->idle = false;
+            *took = r;
             k = WATCH_GO;
-        } else if (now - s->watch_since >= DSY_WORKER_WATCH_NS) {
+        } else if (period) {
             s->watch_pops = s->npop;
             s->watch_since = now;
         }
@@ -797,6 +865,14 @@ static work_kind find_work(worker *w, dsy_runnable **out, bool watching) {
             dsy_spin_unlock(&s->lock);
             continue; /* a deadline has passed: fire it */
         }
+        bool filled;
+        if (!watch && !until && !s->watcher && !next_slots_look_locked(s, w, false, &filled) &&
+            filled) {
+            /* An entry was stashed while no worker was idle to watch it, and
+             * after this one's spin began (NEXT-SLOT WATCH). */
+            watch_locked(s, w);
+            watch = true;
+        }
         atomic_store_explicit(&w->wake, watch ? WAKE_WATCH : WAKE_ASLEEP, memory_order_relaxed);
         w->idle = true;
         idle_push_locked(s, w, until != 0);
@@ -820,8 +896,14 @@ static work_kind find_work(worker *w, dsy_runnable **out, bool watching) {
                 break;
             }
             if (seen == WAKE_WATCH) {
-                if (watch_check(s, w) == WATCH_GO)
+                dsy_runnable *took = NULL;
+                if (watch_check(s, w, &took) == WATCH_GO) {
+                    if (took) {
+                        *out = took;
+                        return WORK_ENTRY;
+                    }
                     break;
+                }
                 start = dsy_now_ns();
                 continue;
             }

@@ -819,3 +819,87 @@ TEST(core_every_thread_gets_a_blocking_job) {
     desync_scheduler_free(s);
     return 0;
 }
+
+/* ------------------------------------------- next slot behind a blocked job */
+
+struct next_behind {
+    desync_queue_t *q2;
+    atomic_int started, go, q2_ran, saw_q2, desync_rc;
+    int finishing; /* the pool's other thread is in a job that ends at `go` */
+};
+
+static void next_q2_job(void *arg) { atomic_store(&((struct next_behind *)arg)->q2_ran, 1); }
+
+/* Holds the pool's other thread until q1's job says go, then returns at
+ * once: that thread looks for work while q1's job stashes q2's entry. */
+static void next_finishing_job(void *arg) {
+    struct next_behind *n = arg;
+    atomic_fetch_add(&n->started, 1);
+    uint64_t end = test_now_ns() + 5000000000ull;
+    while (!atomic_load(&n->go) && test_now_ns() < end) {
+    }
+}
+
+/* On q1: makes q2 ready from inside the job (its entry goes to this
+ * worker's next slot), then blocks outside the library until q2's job has
+ * run. */
+static void next_q1_job(void *arg) {
+    struct next_behind *n = arg;
+    atomic_fetch_add(&n->started, 1);
+    if (n->finishing) {
+        (void)test_wait_count(&n->started, 2, 5000); /* main checks it too */
+        atomic_store(&n->go, 1);
+        test_spin_ns(5000); /* the other thread is now spinning, or about to */
+    }
+    atomic_store(&n->desync_rc, desync_queue_desync(n->q2, next_q2_job, n));
+    atomic_store(&n->saw_q2, test_wait_flag(&n->q2_ran, 10000));
+}
+
+/* A job makes another queue ready, then blocks outside the library (its
+ * own lock, a read): the queue it made ready must not wait for it while
+ * another thread of the pool is free. Before the next-slot watch
+ * (scheduler.c) it waited the whole block, as only a spinning worker took
+ * a next slot over: the pool's other thread was asleep (finishing = 0), or
+ * had begun its spin just before the entry was stashed, and then slept
+ * (finishing = 1; if that thread comes to look only after the entry was
+ * stashed, its spin takes it over and the case passes without showing
+ * it). */
+static int next_slot_case(int finishing) {
+    desync_scheduler_t *s = desync_scheduler_new(2);
+    CHECK(s);
+    desync_queue_t *h1 = desync_queue_new(s), *h2 = desync_queue_new(s);
+    desync_queue_t *q1 = desync_queue_new(s), *q2 = desync_queue_new(s);
+    CHECK(h1 && h2 && q1 && q2);
+    struct held_job h;
+    memset(&h, 0, sizeof h);
+    CHECK_EQ(desync_queue_desync(h1, held_queue_job, &h), 0);
+    CHECK_EQ(desync_queue_desync(h2, held_queue_job, &h), 0);
+    CHECK(test_wait_count(&h.started, 2, 5000)); /* both threads started */
+    atomic_store(&h.release, 1);
+    CHECK_EQ(desync_queue_sync(h1, count_queue_job, &h.started), 0);
+    CHECK_EQ(desync_queue_sync(h2, count_queue_job, &h.started), 0);
+    test_sleep_ms(50); /* both asleep */
+    struct next_behind n;
+    memset(&n, 0, sizeof n);
+    n.q2 = q2;
+    n.finishing = finishing;
+    atomic_store(&n.desync_rc, -1);
+    if (finishing)
+        CHECK_EQ(desync_queue_desync(h1, next_finishing_job, &n), 0);
+    CHECK_EQ(desync_queue_desync(q1, next_q1_job, &n), 0);
+    /* On a worker: a sync now would take q1 over and run it here. */
+    CHECK(test_wait_count(&n.started, 1 + finishing, 5000));
+    CHECK_EQ(desync_queue_sync(q1, count_queue_job, &n.q2_ran), 0); /* q1's job returned */
+    CHECK_EQ(atomic_load(&n.desync_rc), 0);
+    CHECK_EQ(atomic_load(&n.saw_q2), 1);
+    desync_queue_release(h1);
+    desync_queue_release(h2);
+    desync_queue_release(q1);
+    desync_queue_release(q2);
+    desync_scheduler_free(s);
+    return 0;
+}
+
+TEST(core_next_slot_taken_over_from_a_blocked_job) { return next_slot_case(0); }
+
+TEST(core_next_slot_taken_over_by_a_thread_going_idle) { return next_slot_case(1); }
