@@ -58,12 +58,14 @@
  * waited through its whole spin phase. And for a job that blocks outside
  * the library (its own mutex, a read), NEXT-SLOT WATCH: the watcher (above)
  * also looks at the next slots, and takes over an entry that has stayed in
- * one for a whole period. An entry stashed while nobody watches makes the
- * top idle worker the watcher (two relaxed loads on the stash path while
- * there is a watcher or no idle worker); a worker that goes to sleep while
- * an entry waits in a next slot and nobody watches becomes the watcher. So
- * such an entry waits about one period while the pool has an idle thread.
- * The watch ends when the run list and the next slots are empty.
+ * one for a whole period. An entry stashed while nobody watches appoints a
+ * watcher: the top idle worker, or with none idle and room in the pool a
+ * new thread, as for the run list (the stash path pays relaxed loads only
+ * while a watcher exists, or the pool is full and busy). A worker that goes
+ * to sleep while an entry waits in a next slot and nobody watches becomes
+ * the watcher. So such an entry waits about one period while the pool has
+ * an idle thread or room for one. The watch ends when the run list and the
+ * next slots are empty.
  *
  * Timers (timer.c): a worker fires the due timers of its scheduler each
  * time it looks for work (one relaxed load while none is pending), and one
@@ -351,6 +353,31 @@ static void unpark_worker(worker *w) {
         dsy_unpark_one(&w->wake);
 }
 
+/* Lock held, nobody watching: the idle worker on top of the stack (not the
+ * timer waiter) becomes the watcher, returned in *unpark to be unparked once
+ * the lock is dropped; or, with no idle worker and room in the pool, a
+ * thread is started as the watcher (it sleeps at once: worker_main). False
+ * if neither was possible. */
+static bool watcher_appoint_locked(desync_scheduler_t *s, worker **unpark) {
+    worker *w = s->idle;
+    *unpark = NULL;
+    if (w && w != s->timer_waiter) {
+        watch_locked(s, w);
+        atomic_store_explicit(&w->wake, WAKE_WATCH, memory_order_release);
+        *unpark = w;
+        return true;
+    }
+    if (w || s->closed || atomic_load(&s->nthreads) >= atomic_load(&s->max_threads))
+        return false;
+    if (spawn_locked(s) != 0) {
+        atomic_fetch_add_explicit(&s->spawn_failures, 1, memory_order_relaxed);
+        set_starved_locked(s, true);
+    } else {
+        watch_locked(s, s->all);
+    }
+    return true;
+}
+
 /* After the run list grew (lock held): make sure some thread will look.
  * Returns a worker to unpark once the lock is dropped, or NULL.
  *
@@ -368,22 +395,9 @@ static worker *kick_locked(desync_scheduler_t *s, bool force) {
         /* The awake workers take it (AWAKE CAP); an idle one watches. */
         if (s->watcher || !s->run.len)
             return NULL;
-        worker *w = s->idle;
-        if (w && w != s->timer_waiter) {
-            watch_locked(s, w);
-            atomic_store_explicit(&w->wake, WAKE_WATCH, memory_order_release);
+        worker *w;
+        if (watcher_appoint_locked(s, &w))
             return w;
-        }
-        if (!w && !s->closed && atomic_load(&s->nthreads) < atomic_load(&s->max_threads)) {
-            /* Started as the watcher: it sleeps at once (worker_main). */
-            if (spawn_locked(s) != 0) {
-                atomic_fetch_add_explicit(&s->spawn_failures, 1, memory_order_relaxed);
-                set_starved_locked(s, true);
-            } else {
-                watch_locked(s, s->all);
-            }
-            return NULL;
-        }
         /* Only the timer waiter is idle, or no room: as for any entry. */
     }
     if (s->idle) {
@@ -442,17 +456,13 @@ static void join_list(worker *z) {
 
 static _Atomic uint32_t *helper_take_locked(desync_scheduler_t *s);
 
-/* An entry was stashed in a next slot and nobody watches: the idle worker
- * on top of the stack (not the timer waiter) becomes the watcher. */
+/* An entry was stashed in a next slot and nobody watches: appoint a
+ * watcher (an idle worker, or a new thread). */
 static void next_slot_watch(desync_scheduler_t *s) {
+    worker *w = NULL;
     dsy_spin_lock(&s->lock);
-    worker *w = s->watcher ? NULL : s->idle;
-    if (w && w != s->timer_waiter) {
-        watch_locked(s, w);
-        atomic_store_explicit(&w->wake, WAKE_WATCH, memory_order_release);
-    } else {
-        w = NULL;
-    }
+    if (!s->watcher)
+        watcher_appoint_locked(s, &w);
     dsy_spin_unlock(&s->lock);
     unpark_worker(w);
 }
@@ -465,11 +475,13 @@ static void submit(desync_scheduler_t *s, dsy_runnable *r, bool force) {
         dsy_runnable *old = atomic_exchange_explicit(&w->next_q, r, memory_order_acq_rel);
         atomic_fetch_add_explicit(&w->next_seq, 1, memory_order_relaxed);
         if (!old) {
-            /* The job may now block outside the library: an idle worker
-             * watches the slot (NEXT-SLOT WATCH). Two relaxed loads while
-             * a watcher exists or no worker is idle. */
+            /* The job may now block outside the library: a watcher looks
+             * at the slot (NEXT-SLOT WATCH). Relaxed loads only, while a
+             * watcher exists or the pool is full and busy. */
             if (DSY_UNLIKELY(!atomic_load_explicit(&s->watched, memory_order_relaxed)) &&
-                atomic_load_explicit(&s->nidle, memory_order_relaxed))
+                (atomic_load_explicit(&s->nidle, memory_order_relaxed) ||
+                 atomic_load_explicit(&s->nthreads, memory_order_relaxed) <
+                     atomic_load_explicit(&s->max_threads, memory_order_relaxed)))
                 next_slot_watch(s);
             return;
         }

@@ -857,14 +857,14 @@ static void next_q1_job(void *arg) {
 
 /* A job makes another queue ready, then blocks outside the library (its
  * own lock, a read): the queue it made ready must not wait for it while
- * another thread of the pool is free. Before the next-slot watch
- * (scheduler.c) it waited the whole block, as only a spinning worker took
- * a next slot over: the pool's other thread was asleep (finishing = 0), or
- * had begun its spin just before the entry was stashed, and then slept
- * (finishing = 1; if that thread comes to look only after the entry was
- * stashed, its spin takes it over and the case passes without showing
- * it). */
-static int next_slot_case(int finishing) {
+ * the pool has another thread free, or room for one. Before the next-slot
+ * watch (scheduler.c) it waited the whole block, as only a spinning worker
+ * took a next slot over: the pool's other thread was asleep (finishing =
+ * 0), or had begun its spin just before the entry was stashed, and then
+ * slept (finishing = 1; if that thread comes to look only after the entry
+ * was stashed, its spin takes it over and the case passes without showing
+ * it), or had not been started (fresh = 1). */
+static int next_slot_case(int finishing, int fresh) {
     desync_scheduler_t *s = desync_scheduler_new(2);
     CHECK(s);
     desync_queue_t *h1 = desync_queue_new(s), *h2 = desync_queue_new(s);
@@ -872,13 +872,15 @@ static int next_slot_case(int finishing) {
     CHECK(h1 && h2 && q1 && q2);
     struct held_job h;
     memset(&h, 0, sizeof h);
-    CHECK_EQ(desync_queue_desync(h1, held_queue_job, &h), 0);
-    CHECK_EQ(desync_queue_desync(h2, held_queue_job, &h), 0);
-    CHECK(test_wait_count(&h.started, 2, 5000)); /* both threads started */
-    atomic_store(&h.release, 1);
-    CHECK_EQ(desync_queue_sync(h1, count_queue_job, &h.started), 0);
-    CHECK_EQ(desync_queue_sync(h2, count_queue_job, &h.started), 0);
-    test_sleep_ms(50); /* both asleep */
+    if (!fresh) {
+        CHECK_EQ(desync_queue_desync(h1, held_queue_job, &h), 0);
+        CHECK_EQ(desync_queue_desync(h2, held_queue_job, &h), 0);
+        CHECK(test_wait_count(&h.started, 2, 5000)); /* both threads started */
+        atomic_store(&h.release, 1);
+        CHECK_EQ(desync_queue_sync(h1, count_queue_job, &h.started), 0);
+        CHECK_EQ(desync_queue_sync(h2, count_queue_job, &h.started), 0);
+        test_sleep_ms(50); /* both asleep */
+    }
     struct next_behind n;
     memset(&n, 0, sizeof n);
     n.q2 = q2;
@@ -892,6 +894,8 @@ static int next_slot_case(int finishing) {
     CHECK_EQ(desync_queue_sync(q1, count_queue_job, &n.q2_ran), 0); /* q1's job returned */
     CHECK_EQ(atomic_load(&n.desync_rc), 0);
     CHECK_EQ(atomic_load(&n.saw_q2), 1);
+    if (fresh) /* q1's job started the first thread, q2 the second */
+        CHECK_EQ(desync_scheduler_thread_count(s), 2);
     desync_queue_release(h1);
     desync_queue_release(h2);
     desync_queue_release(q1);
@@ -900,6 +904,8 @@ static int next_slot_case(int finishing) {
     return 0;
 }
 
-TEST(core_next_slot_taken_over_from_a_blocked_job) { return next_slot_case(0); }
+TEST(core_next_slot_taken_over_from_a_blocked_job) { return next_slot_case(0, 0); }
 
-TEST(core_next_slot_taken_over_by_a_thread_going_idle) { return next_slot_case(1); }
+TEST(core_next_slot_taken_over_by_a_thread_going_idle) { return next_slot_case(1, 0); }
+
+TEST(core_next_slot_taken_over_by_a_new_thread) { return next_slot_case(0, 1); }
