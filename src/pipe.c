@@ -676,7 +676,20 @@ static void input_wake(void *ctx) {
 
 /* ---------------------------------------------------------------- output */
 
+/* The reader took items: kick a pump parked on WANT_TAKE if the refill is
+ * due. The pump publishes WANT_TAKE, then re-reads the count (seq_cst), so
+ * the take must be published seq_cst before `state` is read (Dekker). Only
+ * a take that may leave half the depth or less needs it: while the reader
+ * itself knows of more items still queued (a lower bound of the count), the
+ * refill cannot be due, and that store, the main cost of a take, is
+ * skipped (pops store their count with a release only). A
+ * depth grown meanwhile (read stale here) only delays the kick to a later
+ * take, at the latest the one that empties the queue. */
 static void after_take(dsy_pipe *p) {
+    size_t half = depth_of(p) / 2;
+    if (dsy_spsc_known(&p->outq, half) > half)
+        return;
+    dsy_spsc_publish(&p->outq);
     if ((atomic_load_explicit(&p->state, memory_order_seq_cst) & PS_WANT_TAKE) && refill_ok(p))
         pump_kick(p);
 }

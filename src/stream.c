@@ -201,48 +201,27 @@ void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *)) {
     q->head = q->tail = NULL;
 }
 
-int dsy_spsc_push(dsy_spsc *q, void *v, bool sc) {
-    if (DSY_UNLIKELY(q->ti == DSY_SEG_N)) {
-        dsy_seg *n = spare_pop(q);
-        if (!n && !(n = malloc(sizeof *n)))
-            return DESYNC_ENOMEM;
-        atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-        atomic_store_explicit(&q->tail->next, n, memory_order_release);
-        q->tail = n;
-        q->ti = 0;
-    }
-    q->tail->v[q->ti++] = v;
-    size_t c = atomic_load_explicit(&q->pushed, memory_order_relaxed);
-    atomic_store_explicit(&q->pushed, c + 1, sc ? memory_order_seq_cst : memory_order_release);
+int dsy_spsc_grow(dsy_spsc *q) {
+    dsy_seg *n = spare_pop(q);
+    if (!n && !(n = malloc(sizeof *n)))
+        return DESYNC_ENOMEM;
+    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+    atomic_store_explicit(&q->tail->next, n, memory_order_release);
+    q->tail = n;
+    q->ti = 0;
     return 0;
 }
 
-/* Consumer: the next item, which is known to be there. */
-static void *spsc_next(dsy_spsc *q) {
-    if (DSY_UNLIKELY(q->hi == DSY_SEG_N)) {
-        dsy_seg *old = q->head;
-        q->head = atomic_load_explicit(&old->next, memory_order_acquire);
-        q->hi = 0;
-        /* Keep it for the producer, up to the reserve; free the surplus. */
-        if (atomic_load_explicit(&q->nspares, memory_order_relaxed) <
-            atomic_load_explicit(&q->keep, memory_order_relaxed))
-            spare_push(q, old);
-        else
-            free(old);
-    }
-    return q->head->v[q->hi++];
-}
-
-bool dsy_spsc_pop(dsy_spsc *q, void **v) {
-    size_t c = atomic_load_explicit(&q->popped, memory_order_relaxed);
-    if (q->seen == c) {
-        q->seen = atomic_load_explicit(&q->pushed, memory_order_acquire);
-        if (q->seen == c)
-            return false;
-    }
-    *v = spsc_next(q);
-    atomic_store_explicit(&q->popped, c + 1, memory_order_seq_cst);
-    return true;
+void dsy_spsc_advance(dsy_spsc *q) {
+    dsy_seg *old = q->head;
+    q->head = atomic_load_explicit(&old->next, memory_order_acquire);
+    q->hi = 0;
+    /* Keep it for the producer, up to the reserve; free the surplus. */
+    if (atomic_load_explicit(&q->nspares, memory_order_relaxed) <
+        atomic_load_explicit(&q->keep, memory_order_relaxed))
+        spare_push(q, old);
+    else
+        free(old);
 }
 
 size_t dsy_spsc_pop_n(dsy_spsc *q, void **v, size_t max) {
@@ -251,9 +230,9 @@ size_t dsy_spsc_pop_n(dsy_spsc *q, void **v, size_t max) {
         q->seen = atomic_load_explicit(&q->pushed, memory_order_acquire);
     size_t n = q->seen - c < max ? q->seen - c : max;
     for (size_t i = 0; i < n; i++)
-        v[i] = spsc_next(q);
+        v[i] = dsy_spsc_next(q);
     if (n)
-        atomic_store_explicit(&q->popped, c + n, memory_order_seq_cst);
+        atomic_store_explicit(&q->popped, c + n, memory_order_release);
     return n;
 }
 

@@ -106,14 +106,73 @@ int dsy_spsc_init(dsy_spsc *q, size_t reserve);
 void dsy_spsc_set_reserve(dsy_spsc *q, size_t reserve);
 /* Frees the segments; items still queued go to item_free (if not NULL). */
 void dsy_spsc_destroy(dsy_spsc *q, void (*item_free)(void *));
+/* Producer: appends a segment (from the spares, else malloc'd) when the
+ * tail one is full. 0 or DESYNC_ENOMEM. */
+int dsy_spsc_grow(dsy_spsc *q);
+/* Consumer: moves past the head segment, fully read (to the spares, or
+ * freed beyond the reserve). */
+void dsy_spsc_advance(dsy_spsc *q);
+
+/* The fast paths are inline: a pipe's item costs a push and a pop, each a
+ * few instructions when they stay in their segment. */
+
 /* 0, or DESYNC_ENOMEM (item not queued; never while the queue holds
  * fewer items than its reserve). The count store is seq_cst when sc (a
  * consumer may be setting a waker and then re-checking), else release. */
-int dsy_spsc_push(dsy_spsc *q, void *v, bool sc);
-/* true with *v set, false when empty. The count store is seq_cst. */
-bool dsy_spsc_pop(dsy_spsc *q, void **v);
+static inline int dsy_spsc_push(dsy_spsc *q, void *v, bool sc) {
+    if (DSY_UNLIKELY(q->ti == DSY_SEG_N) && dsy_spsc_grow(q) != 0)
+        return DESYNC_ENOMEM;
+    q->tail->v[q->ti++] = v;
+    size_t c = atomic_load_explicit(&q->pushed, memory_order_relaxed);
+    /* Two constant orders: compilers treat a variable order as seq_cst. */
+    if (sc)
+        atomic_store_explicit(&q->pushed, c + 1, memory_order_seq_cst);
+    else
+        atomic_store_explicit(&q->pushed, c + 1, memory_order_release);
+    return 0;
+}
+
+/* Consumer: the next item, which is known to be there. */
+static inline void *dsy_spsc_next(dsy_spsc *q) {
+    if (DSY_UNLIKELY(q->hi == DSY_SEG_N))
+        dsy_spsc_advance(q);
+    return q->head->v[q->hi++];
+}
+
+/* true with *v set, false when empty. The count store is a release: a
+ * consumer that must publish the take before reading a flag (Dekker) calls
+ * dsy_spsc_publish, when dsy_spsc_known says it may be needed. */
+static inline bool dsy_spsc_pop(dsy_spsc *q, void **v) {
+    size_t c = atomic_load_explicit(&q->popped, memory_order_relaxed);
+    if (q->seen == c) {
+        q->seen = atomic_load_explicit(&q->pushed, memory_order_acquire);
+        if (q->seen == c)
+            return false;
+    }
+    *v = dsy_spsc_next(q);
+    atomic_store_explicit(&q->popped, c + 1, memory_order_release);
+    return true;
+}
+
+/* Consumer only: stores the count again, seq_cst (the one writer, so the
+ * value is unchanged), for a flag read next to be ordered after the takes. */
+static inline void dsy_spsc_publish(dsy_spsc *q) {
+    atomic_store_explicit(&q->popped, atomic_load_explicit(&q->popped, memory_order_relaxed),
+                          memory_order_seq_cst);
+}
+
+/* Consumer only: a lower bound on the count. Items the consumer already
+ * knows of; if not more than `enough`, it reads the producer's count again
+ * (a shared line, so only when the answer matters). */
+static inline size_t dsy_spsc_known(dsy_spsc *q, size_t enough) {
+    size_t c = atomic_load_explicit(&q->popped, memory_order_relaxed);
+    if (q->seen - c <= enough)
+        q->seen = atomic_load_explicit(&q->pushed, memory_order_acquire);
+    return q->seen - c;
+}
+
 /* Pops up to max items into v (oldest first) with one count store
- * (seq_cst); returns how many. */
+ * (a release, as in dsy_spsc_pop); returns how many. */
 size_t dsy_spsc_pop_n(dsy_spsc *q, void **v, size_t max);
 /* Items queued, seen from any thread (never less than the true count). */
 size_t dsy_spsc_count(dsy_spsc *q);

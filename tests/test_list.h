@@ -233,6 +233,7 @@ TEST_ENTRY(stream_stress_pipe_in_release_race, 60)
 TEST_ENTRY(stream_stress_next_future, 60)
 TEST_ENTRY(stream_stress_waker_vs_free, 60)
 TEST_ENTRY(stream_stress_pipe_waker_vs_free, 60)
+TEST_ENTRY(stream_stress_pipe_refill_kicks, 120)
 
 /* shutdown, drain, queues without threads (test_shutdown.c) */
 TEST_ENTRY(shutdown_at_exit_loses_nothing, 30)

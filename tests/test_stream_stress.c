@@ -394,3 +394,84 @@ TEST(stream_stress_pipe_waker_vs_free) {
     desync_release(d);
     return 0;
 }
+
+/* ------------------------------------------------ refills at half depth */
+
+/* An input that always has its next item (as in benchmark W8). */
+typedef struct {
+    uint64_t next, n;
+} ready_src;
+
+static int ready_poll(void *self, void **item, const desync_waker_t *w) {
+    (void)w;
+    ready_src *s = self;
+    if (s->next > s->n)
+        return DESYNC_EOF;
+    *item = P(s->next++);
+    return 0;
+}
+
+static void ready_free(void *self) { (void)self; }
+
+static const desync_stream_ops_t ready_ops = {ready_poll, ready_free};
+
+static void *plus_one(void *data, void *item, void *arg) {
+    (void)arg;
+    ((acc *)data)->count++;
+    return P(U(item) + 1);
+}
+
+/* A reader only publishes a take with a fence when it may leave half the
+ * depth or less (the pump parked for a refill waits for that), and reads
+ * the depth without ordering while the default depth grows. A missed kick
+ * leaves the pump parked with the output drained: the bounded read then
+ * times out. Each round starts a fresh pipe (default depth, growing) into a
+ * second pipe (which reads the first in batches), with the reader
+ * alternating blocking and polling reads and another thread queueing jobs
+ * on both objects, so the batches run inline, on workers, or both. */
+TEST(stream_stress_pipe_refill_kicks) {
+    int rounds = TEST_SCALED(300);
+    enum { ITEMS = 3000 };
+    desync_t *a = desync_new(acc_new(), free);
+    desync_t *b = desync_new(acc_new(), free);
+    noise_arg na = {{a, b, a}, 0};
+    pthread_t nt;
+    pthread_create(&nt, NULL, noise, &na);
+    uint64_t start = test_now_ns(), into_a = 0, into_b = 0;
+    for (int r = 1; test_rounds_left(r, rounds, start); r++) {
+        into_a += ITEMS;
+        into_b += r % 2 ? ITEMS : 0;
+        ready_src src = {1, ITEMS};
+        desync_stream_t *in = desync_stream_new(&ready_ops, &src);
+        desync_stream_t *o1 = desync_pipe(a, in, plus_one, NULL);
+        desync_stream_t *out = r % 2 ? desync_pipe(b, o1, plus_one, NULL) : o1;
+        CHECK(out);
+        uint64_t add = r % 2 ? 2 : 1, k = 0;
+        for (;;) {
+            void *v;
+            int rc;
+            if (k % 5 < 3) {
+                rc = desync_stream_next_for(out, 10 * SEC, &v);
+            } else {
+                uint64_t give_up = test_now_ns() + 10 * SEC;
+                while ((rc = desync_stream_try_next(out, &v)) == DESYNC_EAGAIN &&
+                       test_now_ns() < give_up)
+                    test_sleep_ms(0);
+            }
+            if (rc == DESYNC_EOF)
+                break;
+            CHECK_EQ(rc, 0);
+            k++;
+            CHECK_EQ(U(v), k + add);
+        }
+        CHECK_EQ(k, ITEMS);
+        desync_stream_free(out);
+    }
+    atomic_store(&na.stop, 1);
+    pthread_join(nt, NULL);
+    CHECK_EQ(get_acc(a).count, into_a);
+    CHECK_EQ(get_acc(b).count, into_b);
+    desync_release(a);
+    desync_release(b);
+    return 0;
+}
