@@ -90,6 +90,19 @@ static void curve_targets(void) {
         ok = r >= 1;
     }
     line("CM", "8 threads x 1,000 objects ops/s >= mutex per object", m, ok);
+    const row_t *p2 = row("P2");
+    if (cm && p2 && p2->floor_ns > 0) {
+        /* 3 ops in 4 are desyncs onto an object that has been idle since its
+         * last op (about 1,000 ops earlier): each must hand its job to
+         * another thread, through a list open to every producer. Each such
+         * hand-over costs at least one item of P2's RMW row (W2's floor);
+         * the syncs and the jobs themselves are left out. */
+        double fl = 0.75 * p2->floor_ns;
+        snprintf(m, sizeof m, "%.2fx", cm->base_ns[0] / fl);
+        line("CM", "  floor (3/4 x P2 with an RMW per item) / mutex", m, cm->base_ns[0] >= fl);
+        printf("  %-4s %-50s %12.2fx  (libdesync's ops/s over the floor's)\n", "CM",
+               "  libdesync / the floor", fl / cm->lib_ns[0]);
+    }
     const row_t *ib = row("IB");
     ok = -1;
     if (ib) {
