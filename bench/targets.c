@@ -198,8 +198,8 @@ void print_targets(const row_t *rows, int n) {
     if (r2 && r2->floor2_ns > 0) {
         ratio("R2", "  channel floor (+ an RMW per line) / the loop", r2, r2->floor2_ns, r2,
               NS(r2, base_ns), 0.8, 0);
-        printf("  %-4s %-50s %12.2fx  (libdesync's wall time over the channel floor's)\n",
-               "R2", "  libdesync / the channel floor", r2->lib_ns / r2->floor2_ns);
+        printf("  %-4s %-50s %12.2fx  (libdesync's wall time over the channel floor's)\n", "R2",
+               "  libdesync / the channel floor", r2->lib_ns / r2->floor2_ns);
     }
     /* issue 11: jobs over several objects */
     const row_t *w9 = row("W9"), *r3 = row("R3");
