@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ R1 logger */
@@ -763,7 +764,6 @@ static sample_t r2_loop(uint64_t lines_expected) {
  * needs to claim a slot. A locked instruction also waits for the stores
  * before it, here the copy into memory that the other thread freed last. */
 static _Alignas(64) _Atomic uint64_t g_r2f_claims;
-static int g_r2f_rmw;
 
 typedef struct {
     _Alignas(64) _Atomic uint64_t head; /* slots written, published by the reader */
@@ -804,19 +804,19 @@ static void *r2f_consumer(void *p) {
 }
 
 /* Puts l (NULL: the end) in the ring, waiting for room. */
-static void r2f_put(r2f_ring_t *r, uint64_t *i, uint64_t *tail, r2_line_t *l) {
+static void r2f_put(r2f_ring_t *r, uint64_t *i, uint64_t *tail, r2_line_t *l, bool rmw) {
     unsigned spins = 0;
     while (*i - *tail >= R2F_SLOTS)
         if (*i - (*tail = atomic_load_explicit(&r->tail, memory_order_acquire)) >= R2F_SLOTS)
             floor_wait(&spins);
-    if (g_r2f_rmw)
+    if (rmw)
         atomic_fetch_add_explicit(&g_r2f_claims, 1, memory_order_relaxed);
     r->slot[*i & (R2F_SLOTS - 1)] = l;
     if (++*i % R2F_BATCH == 0 || !l)
         atomic_store_explicit(&r->head, *i, memory_order_release);
 }
 
-static sample_t r2_floor(uint64_t lines_expected) {
+static sample_t r2_floor_run(uint64_t lines_expected, bool rmw) {
     FILE *in = r2_open_input();
     r2_result_t res;
     uint64_t t0 = now_ns(), lines = 0, i = 0, tail = 0;
@@ -838,11 +838,11 @@ static sample_t r2_floor(uint64_t lines_expected) {
             die("out of memory");
         l->len = (size_t)len;
         memcpy(l->s, buf, (size_t)len);
-        r2f_put(r, &i, &tail, l);
+        r2f_put(r, &i, &tail, l, rmw);
         if ((++lines & 0x3fff) == 0)
             PROGRESS(lines);
     }
-    r2f_put(r, &i, &tail, NULL);
+    r2f_put(r, &i, &tail, NULL, rmw);
     pthread_join(th, NULL);
     r2_top(r->t, &res);
     r2_table_free(r->t);
@@ -856,11 +856,10 @@ static sample_t r2_floor(uint64_t lines_expected) {
     return per_op(t1 - t0, lines);
 }
 
+static sample_t r2_floor(uint64_t lines_expected) { return r2_floor_run(lines_expected, false); }
+
 static sample_t r2_floor_rmw(uint64_t lines_expected) {
-    g_r2f_rmw = 1;
-    sample_t r = r2_floor(lines_expected);
-    g_r2f_rmw = 0;
-    return r;
+    return r2_floor_run(lines_expected, true);
 }
 
 /* Deterministic stand-in for the GPL-3 text: ~35 KB of lines of 50 to 75

@@ -39,6 +39,12 @@ static void ratio(const char *id, const char *what, const row_t *ra, double a, c
     line(id, what, m, ok);
 }
 
+/* A figure printed beside the targets, not judged: libdesync against a
+ * floor, with what the ratio means. */
+static void beside(const char *id, const char *what, double r, const char *means) {
+    printf("  %-4s %-50s %12.2fx  (%s)\n", id, what, r, means);
+}
+
 /* The curves' targets (curves.c): each against its baseline at the same size. */
 static void curve_targets(void) {
     const curve_t *c3 = curve_get("C3"), *c6 = curve_get("C6"), *c2 = curve_get("C2"),
@@ -100,8 +106,8 @@ static void curve_targets(void) {
         double fl = 0.75 * p2->floor_ns;
         snprintf(m, sizeof m, "%.2fx", cm->base_ns[0] / fl);
         line("CM", "  floor (3/4 x P2 with an RMW per item) / mutex", m, cm->base_ns[0] >= fl);
-        printf("  %-4s %-50s %12.2fx  (libdesync's ops/s over the floor's)\n", "CM",
-               "  libdesync / the floor", fl / cm->lib_ns[0]);
+        beside("CM", "  libdesync / the floor", fl / cm->lib_ns[0],
+               "libdesync's ops/s over the floor's");
     }
     const row_t *ib = row("IB");
     ok = -1;
@@ -135,8 +141,8 @@ void print_targets(const row_t *rows, int n) {
         /* The floor of W1: below 0.75x the mutex, the target can be met. */
         ratio("W1", "  floor (2 CAS + call) / the mutex", w1, w1->floor_ns, w1, NS(w1, base_ns),
               0.75, 0);
-        printf("  %-4s %-50s %12.2fx  (libdesync's overhead over the floor)\n", "W1",
-               "  libdesync / the floor", w1->lib_ns / w1->floor_ns);
+        beside("W1", "  libdesync / the floor", w1->lib_ns / w1->floor_ns,
+               "libdesync's overhead over the floor");
     }
     ratio("W2", "desync stream, per job <= 2x P2 per item", w2, NS(w2, lib_ns), p2,
           NS(p2, base_ns), 2, 0);
@@ -145,8 +151,8 @@ void print_targets(const row_t *rows, int n) {
         ratio("W2", "  floor (P2 with an RMW per item) / P2", p2, p2->floor_ns, p2,
               NS(p2, base_ns), 2, 0);
         if (w2)
-            printf("  %-4s %-50s %12.2fx  (libdesync's W2 over that floor)\n", "W2",
-                   "  libdesync / the floor", w2->lib_ns / p2->floor_ns);
+            beside("W2", "  libdesync / the floor", w2->lib_ns / p2->floor_ns,
+                   "libdesync's W2 over that floor");
     }
     ratio("W3", "2 threads sync one object <= 1.0x the mutex", w3, NS(w3, lib_ns), w3,
           NS(w3, base_ns), 1, 0);
@@ -162,8 +168,8 @@ void print_targets(const row_t *rows, int n) {
     ratio("W4", "100 desync + 1 sync, per job <= 3x P2", w4, NS(w4, lib_ns), p2,
           NS(p2, base_ns), 3, 0);
     if (w4 && p2 && p2->floor_ns > 0)
-        printf("  %-4s %-50s %12.2fx  (libdesync's W4 over W2's floor)\n", "W4",
-               "  libdesync / the floor", w4->lib_ns / p2->floor_ns);
+        beside("W4", "  libdesync / the floor", w4->lib_ns / p2->floor_ns,
+               "libdesync's W4 over W2's floor");
     ratio("W5", "ping-pong round trip <= 2x P1", w5, NS(w5, lib_ns), p1, NS(p1, base_ns), 2, 0);
     ratio("W6", "per object <= 3x the (mutex + u64) object", w6, NS(w6, lib_ns), w6,
           NS(w6, base_ns), 3, 0);
@@ -187,8 +193,8 @@ void print_targets(const row_t *rows, int n) {
     if (r1 && r1->floor2_ns > 0) {
         ratio("R1", "  floor in order (+ a shared ticket) / the mutex's", r1, NS(r1, base_ns),
               r1, r1->floor2_ns, 1.2, 1);
-        printf("  %-4s %-50s %12.2fx  (libdesync's lines/s over the floor in order's)\n",
-               "R1", "  libdesync / the floor in order", r1->floor2_ns / r1->lib_ns);
+        beside("R1", "  libdesync / the floor in order", r1->floor2_ns / r1->lib_ns,
+               "libdesync's lines/s over the floor in order's");
     }
     ratio("R2", "word count wall time <= 0.8x the plain loop", r2, NS(r2, lib_ns), r2,
           NS(r2, base_ns), 0.8, 0);
@@ -198,8 +204,8 @@ void print_targets(const row_t *rows, int n) {
     if (r2 && r2->floor2_ns > 0) {
         ratio("R2", "  channel floor (+ an RMW per line) / the loop", r2, r2->floor2_ns, r2,
               NS(r2, base_ns), 0.8, 0);
-        printf("  %-4s %-50s %12.2fx  (libdesync's wall time over the channel floor's)\n", "R2",
-               "  libdesync / the channel floor", r2->lib_ns / r2->floor2_ns);
+        beside("R2", "  libdesync / the channel floor", r2->lib_ns / r2->floor2_ns,
+               "libdesync's wall time over the channel floor's");
     }
     /* issue 11: jobs over several objects */
     const row_t *w9 = row("W9"), *r3 = row("R3");
