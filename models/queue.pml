@@ -83,6 +83,9 @@
  *   BUG_BARGE_LOOK_FIRST      a syncer waiting outside looks at tail before
  *                             it sets BARGE: the queue goes idle in between
  *                             and nobody wakes it
+ *   BUG_BARGE_CLEAR_ANY       a syncer that stops waiting outside clears
+ *                             BARGE although others still wait there: one
+ *                             asleep is never woken
  * (BUG_LEFT_WAITER and BUG_WAITER_NOT_REMOVED need CONFIG 2.)
  */
 
@@ -97,7 +100,9 @@
 #define READY 2
 #define SUSPENDED 4
 #define BARGE 8
-#define WAITER 16
+#define BARGER 16               /* barger count: 2 bits here (queue.c: 4) */
+#define BARGERS 48
+#define WAITER 64
 
 /* internal.h: waiter words */
 #define W_WAITING 0
@@ -183,7 +188,7 @@
 /* per queue (desync_queue_t) */
 byte tail[NQ];
 byte head[NQ];
-byte qstate[NQ];
+short qstate[NQ];
 byte refs[NQ];
 bit qfreed[NQ];          /* ghost: the last reference is gone */
 byte tok[NQ];            /* ghost: _pid + 1 of the token holder, 0: none */
@@ -222,18 +227,18 @@ byte ndone;
  * twice at once on one thread). */
 #define LOCALS \
     byte pv; bit created; bit adv_idle; byte sg_old; \
-    byte wn_s; byte wn_w; bit wn_ok; \
+    short wn_s; byte wn_w; bit wn_ok; \
     byte du_h; byte du_nx; bit du_pk; \
     byte cb_i; byte cb_w; byte cb_nx; bit cb_pk; \
     bit fc_w; bit tw_w; \
     byte gw_n; byte gw_nx; \
-    byte tp_s; bit tp_found; bit tp_ok; \
-    byte sb_r; byte sb_old; byte cl_s; \
+    short tp_s; bit tp_found; bit tp_ok; \
+    byte sb_r; byte sb_old; short cl_s; \
     byte qr_n; byte qr_nx; byte qr_ran; bit qr_pk; \
     byte sy_nx; bit sy_idle; bit sy_ok; bit res; \
-    byte wi; byte bg_s; \
+    byte wi; short bg_s; \
     byte fw_w; bit fw_st; bit fw_rm; bit fw_done; \
-    byte ro_s; bit ro_ok; bit more; \
+    short ro_s; bit ro_ok; bit more; \
     bit injob; byte me
 
 /* Each atomic step below is one shared-memory operation of the C code (a
@@ -729,40 +734,61 @@ inline desync(q, n) {
     push_schedule(q, n)
 }
 
-/* sync_wait_outside: sets BARGE, then (unless READY) looks at tail and
- * takes an idle queue, else sleeps on the state word until unparked (the
- * futex compares the word with what the fetch-or returned). It may give up
- * at any round (the time limit) and queue its node; a sleep itself has no
- * timeout here, so a lost wake-up is a thread stuck in it. */
+/* sync_wait_outside: counts itself among the bargers and sets BARGE (one
+ * CAS; none if the count is full: it queues its node), then, until it takes
+ * the queue or gives up: unless READY, looks at tail and takes an idle
+ * queue, else sleeps on the state word until unparked (the futex compares
+ * the word with what the fetch-or returned) or, having seen the queue idle
+ * while it watched, does not sleep; sets BARGE again. It may give up at any
+ * round (the time limit) and queue its node; a sleep itself has no timeout
+ * here, so a lost wake-up is a thread stuck in it. The last barger to leave
+ * clears BARGE. */
 inline barge(q, n) {
-    do
-    ::
+    atomic {
+        if
+        :: (qstate[q] & BARGERS) == BARGERS -> bg_s = 0
+        :: else ->
 #ifdef BUG_BARGE_LOOK_FIRST
-        if
-        :: tail[q] == NIL ->
-            atomic { if :: tail[q] == NIL -> tail[q] = n; TAKE(q); sy_idle = 1 :: else fi }
-        :: else
-        fi;
-        if :: sy_idle -> break :: else fi;
-        atomic { qstate[q] = qstate[q] | BARGE; bg_s = qstate[q] };
-        if :: bg_s & READY -> break :: else fi;
+            qstate[q] = qstate[q] + BARGER;
 #else
-        atomic { qstate[q] = qstate[q] | BARGE; bg_s = qstate[q] };
-        if :: bg_s & READY -> break :: else fi;
-        if
-        :: tail[q] == NIL ->
-            atomic { if :: tail[q] == NIL -> tail[q] = n; TAKE(q); sy_idle = 1 :: else fi }
-        :: else
-        fi;
-        if :: sy_idle -> break :: else fi;
+            qstate[q] = (qstate[q] + BARGER) | BARGE;
 #endif
-        if
-        :: break
-        :: atomic { if :: qstate[q] == bg_s -> bparked[_pid] = 1 :: else fi };
-            (bparked[_pid] == 0)
+            bg_s = qstate[q]
         fi
-    od;
-    bg_s = 0
+    };
+    if
+    :: bg_s != 0 ->
+        do
+        ::
+            if :: bg_s & READY -> break :: else fi;
+            if
+            :: tail[q] == NIL ->
+                atomic { if :: tail[q] == NIL -> tail[q] = n; TAKE(q); sy_idle = 1 :: else fi }
+            :: else
+            fi;
+            if :: sy_idle -> break :: else fi;
+#ifdef BUG_BARGE_LOOK_FIRST
+            atomic { qstate[q] = qstate[q] | BARGE; bg_s = qstate[q] };
+#endif
+            if
+            :: break
+            :: tail[q] == NIL -> skip              /* barger_watch saw it idle */
+            :: atomic { if :: qstate[q] == bg_s -> bparked[_pid] = 1 :: else fi };
+                (bparked[_pid] == 0)
+            fi;
+            atomic { qstate[q] = qstate[q] | BARGE; bg_s = qstate[q] }
+        od;
+        atomic {
+            qstate[q] = qstate[q] - BARGER;
+#ifdef BUG_BARGE_CLEAR_ANY
+            qstate[q] = qstate[q] & ~BARGE
+#else
+            if :: !(qstate[q] & BARGERS) -> qstate[q] = qstate[q] & ~BARGE :: else fi
+#endif
+        };
+        bg_s = 0
+    :: else
+    fi
 }
 
 /* dsy_sync (not inside a job: no chain) */

@@ -42,6 +42,7 @@ queue-left-waiter     queue.pml    fail -DCONFIG=2 -DBUG_LEFT_WAITER
 queue-waiter-not-removed queue.pml fail -DCONFIG=2 -DBUG_WAITER_NOT_REMOVED
 queue-barge-no-wake   queue.pml    fail -DCONFIG=1 -DBUG_BARGE_NO_WAKE
 queue-barge-look-first queue.pml   fail -DCONFIG=1 -DBUG_BARGE_LOOK_FIRST
+queue-barge-clear-any queue.pml    fail -DCONFIG=1 -DBUG_BARGE_CLEAR_ANY
 deadlock-2cycle       deadlock.pml pass -DCONFIG=1
 deadlock-3threads     deadlock.pml pass -DCONFIG=2
 deadlock-walk-before-publish deadlock.pml fail -DCONFIG=2 -DBUG_WALK_BEFORE_PUBLISH

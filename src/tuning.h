@@ -47,6 +47,10 @@
  * no sync waits longer than this for its turn to come. W3, W3b. */
 #define DSY_SYNC_BARGE_NS 1000000u
 
+/* A syncer waiting outside watches the queue this many pause rounds before
+ * each sleep (queue.c: barger_watch). W3, W3b. */
+#define DSY_SYNC_BARGE_SPIN_ROUNDS 64u
+
 /* A multi-object job whose queues are busy watches them this many rounds for
  * all of them to go idle before it queues its parts (it does not wait
  * outside). R3. */

@@ -135,6 +135,59 @@ TEST(sync_contended_gets_its_turn) {
     return 0;
 }
 
+/* ------------------------------------- more syncers than barger slots */
+
+struct crowd_arg {
+    desync_t *d;
+    long n;
+    int rc;
+};
+
+/* Long enough (about ten microseconds) that the syncers behind it give up
+ * watching and sleep outside. */
+static void crowd_job(void *data, void *arg) {
+    (void)arg;
+    for (volatile int spin = 0; spin < 20000; spin++)
+        ;
+    ++*(long *)data;
+}
+
+static void *crowd_main(void *p) {
+    struct crowd_arg *a = p;
+    for (long i = 0; i < a->n && a->rc == 0; i++)
+        a->rc = (i & 255) == 255 ? desync_desync(a->d, crowd_job, NULL)
+                                 : desync_sync(a->d, crowd_job, NULL);
+    return NULL;
+}
+
+/* 32 threads on one object: more than the 15 syncers that may wait outside
+ * a queue at once (queue.c: the barger count), so the count can run full
+ * (it does now and then: a sync that finds it full queues its node, and
+ * the syncs after it then queue theirs) and empties again many times, with
+ * some syncers outside and others queued. Every call must come through and
+ * every job run once. */
+TEST(sync_contended_more_syncers_than_barger_slots) {
+    static long count;
+    count = 0;
+    desync_t *d = desync_new(&count, NULL);
+    CHECK(d);
+    enum { THREADS = 32 };
+    struct crowd_arg a[THREADS];
+    pthread_t th[THREADS];
+    const long n = TEST_SCALED(300);
+    for (int i = 0; i < THREADS; i++) {
+        a[i] = (struct crowd_arg){d, n, 0};
+        CHECK_EQ(pthread_create(&th[i], NULL, crowd_main, &a[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ(a[i].rc, 0);
+    }
+    desync_release(d); /* waits for every job */
+    CHECK_EQ(count, THREADS * n);
+    return 0;
+}
+
 /* ------------------------- a token that only the waiting syncer can run */
 
 struct park_obj {
