@@ -167,9 +167,13 @@ void print_targets(const row_t *rows, int n) {
           NS(w3b, base_ns), 1, 0);
     ratio("W4", "100 desync + 1 sync, per job <= 3x P2", w4, NS(w4, lib_ns), p2,
           NS(p2, base_ns), 3, 0);
-    if (w4 && p2 && p2->floor_ns > 0)
+    if (w4 && p2 && p2->floor_ns > 0) {
+        /* Each of W4's desyncs is a W2 job: W2's floor, against W4's 3x. */
+        ratio("W4", "  floor (P2 with an RMW per item) / P2", p2, p2->floor_ns, p2,
+              NS(p2, base_ns), 3, 0);
         beside("W4", "  libdesync / the floor", w4->lib_ns / p2->floor_ns,
                "libdesync's W4 over W2's floor");
+    }
     ratio("W5", "ping-pong round trip <= 2x P1", w5, NS(w5, lib_ns), p1, NS(p1, base_ns), 2, 0);
     ratio("W6", "per object <= 3x the (mutex + u64) object", w6, NS(w6, lib_ns), w6,
           NS(w6, base_ns), 3, 0);
