@@ -48,7 +48,11 @@
 #define DSY_SYNC_BARGE_NS 1000000u
 
 /* A syncer waiting outside watches the queue this many pause rounds before
- * each sleep (queue.c: barger_watch). W3, W3b. */
+ * each sleep (queue.c: barger_watch). W3 and W3b alternately on the 2-core
+ * VM (2026-12-03), W3 with the waiters outside counted: about 21 ns with
+ * the watch, 37-57 ns without it (60-170 with neither). 16, 64 and 256
+ * rounds, or a look every 8th round, measured alike within the runs'
+ * spread (W3b 30-65 ns with a slow cache line). W3, W3b. */
 #define DSY_SYNC_BARGE_SPIN_ROUNDS 64u
 
 /* A multi-object job whose queues are busy watches them this many rounds for
