@@ -25,11 +25,15 @@ static inline dsy_frame *frame_top(void) {
 
 /* Published before the operation that may take q's token (fork). */
 static inline void frame_push(dsy_frame *f, desync_queue_t *q) {
-    dsy_thread *t = dsy_thread_self();
+    /* dsy_self itself, not a pointer to it: gcc 12 with
+     * -fsanitize=address,undefined compiled the null check of such a
+     * pointer in sync_wait_outside's loop into a jump on stale flags, and
+     * reported a null pointer that was not there. */
+    (void)dsy_thread_self(); /* registers it */
     f->q = q;
-    f->parent = atomic_load_explicit(&t->frame, memory_order_relaxed);
+    f->parent = atomic_load_explicit(&dsy_self.frame, memory_order_relaxed);
     f->behalf = NULL;
-    atomic_store_explicit(&t->frame, f, memory_order_release);
+    atomic_store_explicit(&dsy_self.frame, f, memory_order_release);
 }
 
 static inline void frame_pop(dsy_frame *f) {
