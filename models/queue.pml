@@ -78,14 +78,18 @@
  *   BUG_EARLY_RETURN          dsy_queue_wait_node as queue.c had it: a
  *                             waiter whose drain found the queue idle returns
  *                             before its node's finish wrote DONE
- *   BUG_BARGE_NO_WAKE         making the queue idle does not look at BARGE:
- *                             a syncer waiting outside sleeps for ever
- *   BUG_BARGE_LOOK_FIRST      a syncer waiting outside looks at tail before
- *                             it sets BARGE: the queue goes idle in between
- *                             and nobody wakes it
+ *   BUG_BARGE_NO_WAKE         making the queue idle does not look at
+ *                             BSLEEP: a syncer waiting outside sleeps for
+ *                             ever
+ *   BUG_BARGE_LOOK_FIRST      a syncer waiting outside sets BSLEEP and
+ *                             sleeps without looking at tail after it: the
+ *                             queue went idle before, and nobody wakes it
  *   BUG_BARGE_CLEAR_ANY       a syncer that stops waiting outside clears
- *                             BARGE although others still wait there: one
+ *                             BSLEEP although others still wait there: one
  *                             asleep is never woken
+ *   BUG_BARGE_NO_SAT          a syncer waiting outside uncounted (the count
+ *                             is full) does not set SAT: the last counted
+ *                             one clears BSLEEP under it
  * (BUG_LEFT_WAITER and BUG_WAITER_NOT_REMOVED need CONFIG 2.)
  */
 
@@ -100,9 +104,11 @@
 #define READY 2
 #define SUSPENDED 4
 #define BARGE 8
-#define BARGER 16               /* barger count: 2 bits here (queue.c: 4) */
-#define BARGERS 48
-#define WAITER 64
+#define BARGER 16               /* barger count: 1 bit here (queue.c: 4), so that a second syncer outside waits uncounted */
+#define BARGERS 16
+#define BSLEEP 32
+#define BSAT 64
+#define WAITER 128
 
 /* internal.h: waiter words */
 #define W_WAITING 0
@@ -236,7 +242,7 @@ byte ndone;
     byte sb_r; byte sb_old; short cl_s; \
     byte qr_n; byte qr_nx; byte qr_ran; bit qr_pk; \
     byte sy_nx; bit sy_idle; bit sy_ok; bit res; \
-    byte wi; short bg_s; \
+    byte wi; short bg_s; bit bg_c; \
     byte fw_w; bit fw_st; bit fw_rm; bit fw_done; \
     short ro_s; bit ro_ok; bit more; \
     bit injob; byte me
@@ -315,31 +321,29 @@ inline signal(q, w, val) {
     fi
 }
 
-/* wake_barger: clears BARGE and unparks one thread sleeping on the queue's
- * state (dsy_unpark_one: any one of them, or none). */
-inline wake_barger(q) {
-    atomic { qstate[q] = qstate[q] & ~BARGE };
+/* wake_bargers: clears BARGE, BSLEEP and SAT, and unparks every thread
+ * sleeping on a queue's state (dsy_unpark_all). */
+inline wake_bargers(q) {
     atomic {
-        if
-        :: bparked[1] -> bparked[1] = 0
-        :: bparked[2] -> bparked[2] = 0
-        :: bparked[3] -> bparked[3] = 0
-        :: bparked[4] -> bparked[4] = 0
-        :: bparked[5] -> bparked[5] = 0
-        :: bparked[6] -> bparked[6] = 0
-        :: bparked[7] -> bparked[7] = 0
-        :: else
-        fi
+        qstate[q] = qstate[q] & ~(BARGE | BSLEEP | BSAT);
+        bparked[1] = 0; bparked[2] = 0; bparked[3] = 0; bparked[4] = 0;
+        bparked[5] = 0; bparked[6] = 0; bparked[7] = 0
     }
 }
 
-/* went_idle: after the CAS tail: n -> NIL, a look at BARGE */
+/* went_idle: after the CAS tail: n -> NIL, a look at BSLEEP and BARGE
+ * (dsy_queue_barger_turn): sleepers are woken; mere watchers get BARGE
+ * cleared and a moment to take the queue (the moment is not modelled). */
 inline went_idle(q) {
 #ifdef BUG_BARGE_NO_WAKE
     skip
 #else
-    atomic { wi = qstate[q] & BARGE };
-    if :: wi -> wi = 0; wake_barger(q) :: else fi
+    atomic { wi = qstate[q] & (BARGE | BSLEEP) };
+    if
+    :: wi & BSLEEP -> wi = 0; wake_bargers(q)
+    :: (wi & (BARGE | BSLEEP)) == BARGE -> wi = 0; atomic { qstate[q] = qstate[q] & ~BARGE }
+    :: wi == 0 -> skip
+    fi
 #endif
 }
 
@@ -528,7 +532,7 @@ inline token_place(q, has_ref) {
     /* A listed entry keeps the token's reference: a token without one of
      * its own is placed with one CAS, and q is not touched after it. */
     if
-    :: !has_ref && (tp_s & (LINKED | BARGE)) == LINKED && tp_s < WAITER ->
+    :: !has_ref && (tp_s & (LINKED | BSLEEP)) == LINKED && tp_s < WAITER ->
         atomic {
             if
             :: qstate[q] == tp_s -> qstate[q] = tp_s | READY; GIVE(q); tp_found = 1; tp_ok = 1
@@ -556,7 +560,7 @@ inline token_place(q, has_ref) {
         };
         if :: tp_ok -> break :: else fi
     od;
-    if :: !tp_found && (tp_s & BARGE) -> wake_barger(q) :: else fi;
+    if :: !tp_found && (tp_s & BSLEEP) -> wake_bargers(q) :: else fi;
     if
     :: tp_found
 #ifdef BUG_DOUBLE_SUBMIT
@@ -734,32 +738,49 @@ inline desync(q, n) {
     push_schedule(q, n)
 }
 
-/* sync_wait_outside: counts itself among the bargers and sets BARGE (one
- * CAS; none if the count is full: it queues its node), then, until it takes
- * the queue or gives up: unless READY, looks at tail and takes an idle
- * queue, else sleeps on the state word until unparked (the futex compares
- * the word with what the fetch-or returned) or, having seen the queue idle
- * while it watched, does not sleep; sets BARGE again. It may give up at any
+/* sync_wait_outside: counts itself among the bargers and sets BARGE in one
+ * CAS (with the count full it is not counted and sets SAT instead). Then,
+ * until it takes the queue or gives up: unless READY, it looks at tail and
+ * takes an idle queue; else either its watch saw the queue idle (it sets
+ * BARGE and looks again), or it sets BSLEEP (and SAT if uncounted), looks
+ * once more, and sleeps on the state word until unparked (the futex
+ * compares the word with what the fetch-or returned). It may give up at any
  * round (the time limit) and queue its node; a sleep itself has no timeout
- * here, so a lost wake-up is a thread stuck in it. The last barger to leave
- * clears BARGE. */
+ * here, so a lost wake-up is a thread stuck in it. The last counted barger
+ * to leave clears BARGE and BSLEEP unless SAT is set. */
 inline barge(q, n) {
     atomic {
         if
-        :: (qstate[q] & BARGERS) == BARGERS -> bg_s = 0
-        :: else ->
-#ifdef BUG_BARGE_LOOK_FIRST
-            qstate[q] = qstate[q] + BARGER;
-#else
-            qstate[q] = (qstate[q] + BARGER) | BARGE;
+        :: (qstate[q] & BARGERS) == BARGERS -> bg_c = 0;
+#ifndef BUG_BARGE_NO_SAT
+            qstate[q] = qstate[q] | BSAT;
 #endif
-            bg_s = qstate[q]
-        fi
+            qstate[q] = qstate[q] | BARGE
+        :: else -> bg_c = 1; qstate[q] = (qstate[q] + BARGER) | BARGE
+        fi;
+        bg_s = qstate[q]
     };
-    if
-    :: bg_s != 0 ->
-        do
-        ::
+    do
+    ::
+        if :: bg_s & READY -> break :: else fi;
+        if
+        :: tail[q] == NIL ->
+            atomic { if :: tail[q] == NIL -> tail[q] = n; TAKE(q); sy_idle = 1 :: else fi }
+        :: else
+        fi;
+        if :: sy_idle -> break :: else fi;
+        /* (a watch that saw the queue idle sets BARGE and looks again:
+         * the same as a sleep that returns at once, below) */
+        if
+        :: break                                    /* the time limit */
+        :: atomic {
+               qstate[q] = qstate[q] | BARGE | BSLEEP;
+#ifndef BUG_BARGE_NO_SAT
+               if :: !bg_c -> qstate[q] = qstate[q] | BSAT :: else fi;
+#endif
+               bg_s = qstate[q]
+           };
+#ifndef BUG_BARGE_LOOK_FIRST
             if :: bg_s & READY -> break :: else fi;
             if
             :: tail[q] == NIL ->
@@ -767,28 +788,30 @@ inline barge(q, n) {
             :: else
             fi;
             if :: sy_idle -> break :: else fi;
-#ifdef BUG_BARGE_LOOK_FIRST
-            atomic { qstate[q] = qstate[q] | BARGE; bg_s = qstate[q] };
 #endif
-            if
-            :: break
-            :: tail[q] == NIL -> skip              /* barger_watch saw it idle */
-            :: atomic { if :: qstate[q] == bg_s -> bparked[_pid] = 1 :: else fi };
-                (bparked[_pid] == 0)
-            fi;
+            /* (the time limit may end the wait here too, as above) */
+            atomic { if :: qstate[q] == bg_s -> bparked[_pid] = 1 :: else fi };
+            (bparked[_pid] == 0);
             atomic { qstate[q] = qstate[q] | BARGE; bg_s = qstate[q] }
-        od;
+        fi
+    od;
+    if
+    :: bg_c ->
         atomic {
             qstate[q] = qstate[q] - BARGER;
 #ifdef BUG_BARGE_CLEAR_ANY
-            qstate[q] = qstate[q] & ~BARGE
+            qstate[q] = qstate[q] & ~(BARGE | BSLEEP)
 #else
-            if :: !(qstate[q] & BARGERS) -> qstate[q] = qstate[q] & ~BARGE :: else fi
+            if
+            :: !(qstate[q] & (BARGERS | BSAT)) -> qstate[q] = qstate[q] & ~(BARGE | BSLEEP)
+            :: else
+            fi
 #endif
-        };
-        bg_s = 0
+        }
     :: else
-    fi
+    fi;
+    bg_s = 0;
+    bg_c = 0
 }
 
 /* dsy_sync (not inside a job: no chain) */

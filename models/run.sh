@@ -43,6 +43,7 @@ queue-waiter-not-removed queue.pml fail -DCONFIG=2 -DBUG_WAITER_NOT_REMOVED
 queue-barge-no-wake   queue.pml    fail -DCONFIG=1 -DBUG_BARGE_NO_WAKE
 queue-barge-look-first queue.pml   fail -DCONFIG=1 -DBUG_BARGE_LOOK_FIRST
 queue-barge-clear-any queue.pml    fail -DCONFIG=1 -DBUG_BARGE_CLEAR_ANY
+queue-barge-no-sat    queue.pml    fail -DCONFIG=1 -DBUG_BARGE_NO_SAT
 deadlock-2cycle       deadlock.pml pass -DCONFIG=1
 deadlock-3threads     deadlock.pml pass -DCONFIG=2
 deadlock-walk-before-publish deadlock.pml fail -DCONFIG=2 -DBUG_WALK_BEFORE_PUBLISH
@@ -67,7 +68,7 @@ one() {
     fi
     # -O0: the generated verifier is large, and gcc -O1/-O2 take minutes
     # to compile it for a few seconds saved in the search.
-    if ! (cd "$dir" && $cc -O0 -w -DSAFETY -DCOLLAPSE -DMEMLIM=4096 -o pan pan.c >cc.log 2>&1); then
+    if ! (cd "$dir" && $cc -O0 -w -DSAFETY -DCOLLAPSE -DMEMLIM=8192 -o pan pan.c >cc.log 2>&1); then
         printf '%-30s FAIL  compiling the verifier failed (%s/cc.log)\n' "$name" "$dir"
         return 1
     fi

@@ -43,22 +43,27 @@
  * BARGING. A sync that still finds the queue busy after its pre-spin, with
  * no queued node pending (BACKLOG's counts equal: the queue's user is
  * another sync on the idle path), does not link its node yet: like a mutex
- * waiter, it sets BARGE in `state` and sleeps on `state` until the queue
- * goes idle, then takes it with the idle CAS. Whoever makes the queue idle
- * (the CAS tail: n -> NULL in advance or after an idle sync) or gives its
- * token to the scheduler (READY) and finds BARGE clears it and wakes one
- * sleeper, which sets BARGE again before it looks (queue_fast.h: went_idle).
- * So the thread that is using the queue keeps it and its cache lines while
- * the others sleep, rather than every sync being handed across cores in
- * turn (W3, W3b: a lock convoy). Before each sleep a waiter outside watches
- * `tail` for a moment, and the waiters outside are counted in `state`: the
- * last one to leave clears BARGE. Without both, BARGE stayed set after the
- * waiter took the queue, and each of the two threads of W3 made a futex call
- * for nothing on nearly every hand-over (600,000 calls for 4M syncs, 3x the
- * mutex's time; 35,000 to 47,000 with them, and 0.7x the mutex's time). Its place is not fixed
- * before it links, so the order of jobs is still the order of their linking. No sync waits outside
- * longer than DSY_SYNC_BARGE_NS: it then links its node and gets its turn in order. A waiter
- * outside that sees READY links at once (it may be the thread the token waits for).
+ * waiter, it waits outside until the queue goes idle, then takes it with the
+ * idle CAS. It counts itself in `state` and sets BARGE, and watches `tail`
+ * for a moment; if the queue stays busy, it sets BSLEEP, looks at `tail`
+ * once more, and sleeps on `state`. Whoever makes the queue idle (the CAS
+ * tail: n -> NULL in advance or after an idle sync) looks at both bits
+ * (queue_fast.h: went_idle): with BSLEEP it wakes every sleeper; with BARGE
+ * alone it clears it and waits DSY_SYNC_BARGE_WINDOW_NS before it may take
+ * the queue again, so that a watcher gets its turn without a futex call. A
+ * token given to the scheduler (READY) wakes the sleepers too. The last
+ * counted waiter to leave clears both bits (more waiters than the count
+ * holds wait uncounted, under SAT). So the thread that is using the queue
+ * keeps it and its cache lines for a stretch of calls while the others wait,
+ * rather than every sync being handed across cores in turn (W3, W3b: a lock
+ * convoy), and a queue nobody waits outside costs its user nothing. (Until
+ * 6f19de0 a waiter set BARGE and left it set, and slept at once: W3's two
+ * threads made 600,000 futex calls for nothing in 4M syncs, at 2-3x the
+ * mutex's time.) Its place is not fixed before it links, so the order of
+ * jobs is still the order of their linking. No sync waits outside longer
+ * than DSY_SYNC_BARGE_NS: it then links its node and gets its turn in order.
+ * A waiter outside that sees READY links at once (it may be the thread the
+ * token waits for).
  *
  * DEADLOCKS. Each thread keeps a chain of frames for the jobs it is running
  * (dsy_self.frame); a job run for a blocked syncer also links that syncer's
@@ -130,14 +135,21 @@
  *   FORKED   in a fork child: the queue was forked off (see fork below)
  *   HELD     a future node parked the token until a future completes or a
  *            waiter comes (future.c); read only by desync_queue_stats
- *   BARGE    syncers may sleep on this word waiting outside (BARGING): the
- *            next to make the queue idle or READY clears it and wakes one
+ *   BARGE    syncers wait outside, watching (BARGING): the next to make
+ *            the queue idle clears it and leaves them a moment to take it
+ *   BSLEEP   syncers waiting outside may sleep on this word: the next to
+ *            make the queue idle or READY clears it and BARGE, and wakes
+ *            them all
  *   DATA_BEFORE the object's allocation starts DSY_DATA_BEFORE bytes before
  *            it, with its data there (desync_new_copy; set once, at init)
  *   barger count (units of DSY_Q_BARGER, at most DSY_Q_BARGERS_MAX): the
  *            syncers waiting outside (BARGING); the last to leave clears
- *            BARGE, so a queue nobody waits outside costs its user no wake
- *   waiter count (units of DSY_WAITER, up to 2^20 - 1 threads): threads
+ *            BARGE and BSLEEP, so a queue nobody waits outside costs its
+ *            user nothing when it goes idle
+ *   SAT      more syncers wait outside than the count holds: the extra ones
+ *            are not counted, so the count reaching 0 clears nothing; waking
+ *            the sleepers clears SAT (those still outside set it again)
+ *   waiter count (units of DSY_WAITER, up to 2^18 - 1 threads): threads
  *            blocked until a node of this queue completes; a token holder
  *            that gives the token up while waiters exist hands it to the
  *            first of them instead of the scheduler, so a waiter never
@@ -153,7 +165,9 @@
 #define DSY_Q_BARGER 256u
 #define DSY_Q_BARGERS (15u * DSY_Q_BARGER) /* the count's bits */
 #define DSY_Q_BARGERS_MAX 15u
-#define DSY_WAITER 4096u
+/* DSY_Q_BSLEEP 4096u: queue_fast.h */
+#define DSY_Q_BSAT 8192u
+#define DSY_WAITER 16384u
 
 static inline bool forked_off_gated(desync_queue_t *q) {
     return DSY_UNLIKELY(atomic_load_explicit(&dsy_forked, memory_order_relaxed)) &&
@@ -365,11 +379,28 @@ static dsy_node *wait_next(dsy_node *n) {
     return next;
 }
 
-/* BARGING: see queue_fast.h (went_idle). Clears BARGE and wakes one
- * syncer waiting outside q. */
-void dsy_queue_wake_barger(desync_queue_t *q) {
+/* BARGING: wakes every syncer sleeping outside q. They are few: a syncer
+ * watches the queue before it sleeps. */
+static void wake_bargers(desync_queue_t *q) {
+    atomic_fetch_and_explicit(&q->state, ~(DSY_Q_BARGE | DSY_Q_BSLEEP | DSY_Q_BSAT),
+                              memory_order_relaxed);
+    dsy_unpark_all(&q->state);
+}
+
+/* BARGING: see queue_fast.h (went_idle); s is the state word it loaded. A
+ * syncer that only watches needs no futex call, but the caller, which just
+ * made q idle, would take it again long before the watcher sees it idle:
+ * it waits DSY_SYNC_BARGE_WINDOW_NS first (a futex wake, here before,
+ * cost it more, and made the same window by the way). */
+void dsy_queue_barger_turn(desync_queue_t *q, uint32_t s) {
+    if (s & DSY_Q_BSLEEP) {
+        wake_bargers(q);
+        return;
+    }
     atomic_fetch_and_explicit(&q->state, ~DSY_Q_BARGE, memory_order_relaxed);
-    dsy_unpark_one(&q->state);
+    dsy_spin sp = dsy_spin_for(DSY_SYNC_BARGE_WINDOW_NS, 0);
+    while (dsy_spin_round(&sp)) {
+    }
 }
 
 /* Adds n nodes that the caller unlinked (or is about to) to the count. Only
@@ -449,8 +480,8 @@ void dsy_token_place(desync_queue_t *q, bool has_ref) {
     /* An entry is still listed (a waiter stole the token it was made for):
      * it keeps the reference of the token, so a token without one of its
      * own needs none, and q is not touched after the CAS. Any other case
-     * (waiters, BARGE, a failed CAS) takes the general path below. */
-    if (!has_ref && (s & (DSY_Q_LINKED | DSY_Q_BARGE)) == DSY_Q_LINKED && s < DSY_WAITER &&
+     * (waiters, BSLEEP, a failed CAS) takes the general path below. */
+    if (!has_ref && (s & (DSY_Q_LINKED | DSY_Q_BSLEEP)) == DSY_Q_LINKED && s < DSY_WAITER &&
         atomic_compare_exchange_strong_explicit(&q->state, &s, s | DSY_Q_READY,
                                                 memory_order_acq_rel, memory_order_relaxed))
         return;
@@ -468,11 +499,12 @@ void dsy_token_place(desync_queue_t *q, bool has_ref) {
                                                   memory_order_acq_rel, memory_order_relaxed))
             break;
     }
-    /* A syncer waiting outside (BARGE) may be the thread this token needs
-     * (a scheduler without free threads): it queues its node once it sees
-     * READY. q is alive until the entry or the unref below. */
-    if (DSY_UNLIKELY(s & DSY_Q_BARGE))
-        dsy_queue_wake_barger(q);
+    /* A syncer waiting outside may be the thread this token needs (a
+     * scheduler without free threads): it queues its node once it sees
+     * READY, a sleeping one once woken. q is alive until the entry or the
+     * unref below. */
+    if (DSY_UNLIKELY(s & DSY_Q_BSLEEP))
+        wake_bargers(q);
     if (s & DSY_Q_LINKED)
         dsy_queue_unref(q); /* the stale entry already holds a reference */
     else
@@ -851,32 +883,32 @@ void dsy_queue_give_back_behind(desync_queue_t *q, dsy_node *n) {
     }
 }
 
-/* Counts the caller among the syncers waiting outside q and sets BARGE in
- * one CAS (seq_cst: the first half of the Dekker pair in went_idle); the
- * state word after it, or 0 if DSY_Q_BARGERS_MAX are already outside (the
- * caller then queues its node). */
-static uint32_t barger_enter(desync_queue_t *q) {
+/* Counts the caller among the syncers waiting outside q and sets BARGE, in
+ * one CAS; returns the state word after it. With DSY_Q_BARGERS_MAX counted
+ * already, the caller waits outside uncounted: it sets SAT instead, and
+ * again whenever it sets BSLEEP. */
+static uint32_t barger_enter(desync_queue_t *q, bool *counted) {
     uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed), n;
     do {
-        if ((s & DSY_Q_BARGERS) == DSY_Q_BARGERS)
-            return 0;
-        n = (s + DSY_Q_BARGER) | DSY_Q_BARGE;
-    } while (!atomic_compare_exchange_weak_explicit(&q->state, &s, n, memory_order_seq_cst,
+        *counted = (s & DSY_Q_BARGERS) != DSY_Q_BARGERS;
+        n = (*counted ? s + DSY_Q_BARGER : s | DSY_Q_BSAT) | DSY_Q_BARGE;
+    } while (!atomic_compare_exchange_weak_explicit(&q->state, &s, n, memory_order_relaxed,
                                                     memory_order_relaxed));
     return n;
 }
 
-/* Uncounts the caller; the last barger out clears BARGE. No barger sleeps
- * then (each is counted from before it sets BARGE until after its last
- * sleep), so nobody needs the wake that BARGE asks for, and the queue's
- * user (W3: the other thread, taking and giving it back) makes no futex call
- * for nothing on each idle. */
-static void barger_leave(desync_queue_t *q) {
+/* Uncounts the caller. The last counted barger out clears BARGE and BSLEEP
+ * unless SAT says that uncounted ones may still wait: no counted barger
+ * sleeps then (each is counted from before it sets BSLEEP until after its
+ * last sleep), so nobody needs the turn they ask for. */
+static void barger_leave(desync_queue_t *q, bool counted) {
+    if (!counted)
+        return;
     uint32_t s = atomic_load_explicit(&q->state, memory_order_relaxed), n;
     do {
         n = s - DSY_Q_BARGER;
-        if (!(n & DSY_Q_BARGERS))
-            n &= ~DSY_Q_BARGE;
+        if (!(n & (DSY_Q_BARGERS | DSY_Q_BSAT)))
+            n &= ~(DSY_Q_BARGE | DSY_Q_BSLEEP);
     } while (!atomic_compare_exchange_weak_explicit(&q->state, &s, n, memory_order_relaxed,
                                                     memory_order_relaxed));
 }
@@ -907,12 +939,10 @@ static __attribute__((noinline)) int sync_wait_outside(desync_queue_t *q, dsy_no
     dsy_wait_edge edge;
     if (dsy_wait_enter(&edge, q))
         return DESYNC_EDEADLK;
-    uint32_t s = barger_enter(q);
-    if (!s) {
-        dsy_wait_leave(&edge);
-        return 0;
-    }
+    bool counted;
+    uint32_t s = barger_enter(q, &counted);
     uint64_t deadline = dsy_deadline_after(DSY_SYNC_BARGE_NS);
+    bool armed = false; /* BSLEEP set since the last look at tail */
     int took = 0;
     for (;;) {
         if (s & (DSY_Q_READY | DSY_Q_FORKED))
@@ -923,17 +953,26 @@ static __attribute__((noinline)) int sync_wait_outside(desync_queue_t *q, dsy_no
             break;
         }
         frame_pop(f);
-        if (!barger_watch(q)) {
+        if (armed) {
             uint64_t now = dsy_now_ns();
             if (now >= deadline)
                 break;
             dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us; fork restart */
             dsy_park(&q->state, s, deadline - now);
+            armed = false;
+        } else if (!barger_watch(q)) {
+            if (dsy_now_ns() >= deadline)
+                break;
+            /* seq_cst: pairs with went_idle's CAS of tail and load of
+             * state; the loop looks at tail once more before the sleep. */
+            uint32_t arm = DSY_Q_BARGE | DSY_Q_BSLEEP | (counted ? 0 : DSY_Q_BSAT);
+            s = atomic_fetch_or_explicit(&q->state, arm, memory_order_seq_cst) | arm;
+            armed = true;
+            continue;
         }
-        /* seq_cst: pairs with went_idle's CAS of tail and load of state. */
-        s = atomic_fetch_or_explicit(&q->state, DSY_Q_BARGE, memory_order_seq_cst) | DSY_Q_BARGE;
+        s = atomic_fetch_or_explicit(&q->state, DSY_Q_BARGE, memory_order_relaxed) | DSY_Q_BARGE;
     }
-    barger_leave(q);
+    barger_leave(q, counted);
     dsy_wait_leave(&edge);
     return took;
 }

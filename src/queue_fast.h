@@ -10,11 +10,12 @@
 
 #include "internal.h"
 
-/* A bit of the queue state word (the others: queue.c). */
+/* Bits of the queue state word (the others: queue.c). */
 #define DSY_Q_BARGE 64u
+#define DSY_Q_BSLEEP 4096u
 
 /* Out of line in queue.c. */
-void dsy_queue_wake_barger(desync_queue_t *q);
+void dsy_queue_barger_turn(desync_queue_t *q, uint32_t s);
 void dsy_queue_give_back_behind(desync_queue_t *q, dsy_node *n);
 
 /* This thread's frame chain lives in its record (internal.h: fork), where
@@ -47,17 +48,19 @@ static inline bool survivor_left_forked(desync_queue_t *q) {
 }
 
 /* Syncers waiting outside a busy queue (dsy_sync: BARGING in queue.c) set
- * BARGE in `state` and sleep on it. Whoever makes the queue idle (tail n ->
- * NULL, seq_cst) loads `state` (seq_cst) and, if BARGE is set, clears it and
- * wakes one of them (dsy_queue_wake_barger); the woken one sets BARGE again
- * before it looks at the queue, so the next idle queue wakes the next
- * sleeper. Pairs with the waiter's fetch-or of BARGE and load of `tail`
- * (Dekker): either the waiter sees the queue idle or the one that made it
- * idle sees BARGE. q is alive: the caller holds the token's reference or its
- * own. */
+ * BARGE while they watch it, and BSLEEP too before they sleep on `state`.
+ * Whoever makes the queue idle (tail n -> NULL, seq_cst) loads `state`
+ * (seq_cst) and, if either is set, gives them their turn
+ * (dsy_queue_barger_turn): it wakes the sleepers if BSLEEP is set, else it
+ * clears BARGE and waits a moment before it may take the queue again, so
+ * that a watching syncer sees it idle. Pairs with the sleeper's fetch-or of
+ * BSLEEP and its load of `tail` after it (Dekker): either the sleeper sees
+ * the queue idle or the one that made it idle sees BSLEEP. q is alive: the
+ * caller holds the token's reference or its own. */
 static inline void went_idle(desync_queue_t *q) {
-    if (DSY_UNLIKELY(atomic_load_explicit(&q->state, memory_order_seq_cst) & DSY_Q_BARGE))
-        dsy_queue_wake_barger(q);
+    uint32_t s = atomic_load_explicit(&q->state, memory_order_seq_cst);
+    if (DSY_UNLIKELY(s & (DSY_Q_BARGE | DSY_Q_BSLEEP)))
+        dsy_queue_barger_turn(q, s);
 }
 
 /* The idle fast path of a sync (and of a multi-object job, which takes every

@@ -160,12 +160,11 @@ static void *crowd_main(void *p) {
     return NULL;
 }
 
-/* 32 threads on one object: more than the 15 syncers that may wait outside
- * a queue at once (queue.c: the barger count), so the count can run full
- * (it does now and then: a sync that finds it full queues its node, and
- * the syncs after it then queue theirs) and empties again many times, with
- * some syncers outside and others queued. Every call must come through and
- * every job run once. */
+/* 32 threads on one object: more than the 15 syncers that the count of
+ * those waiting outside holds (queue.c: the barger count), so the count can
+ * run full (the extra syncers then wait outside uncounted, under SAT) and
+ * empties again many times, with some syncers outside and others queued.
+ * Every call must come through and every job run once. */
 TEST(sync_contended_more_syncers_than_barger_slots) {
     static long count;
     count = 0;
