@@ -163,8 +163,8 @@
 #define DSY_Q_HELD 32u
 #define DSY_Q_DATA_BEFORE 128u
 #define DSY_Q_BARGER 256u
-#define DSY_Q_BARGERS (15u * DSY_Q_BARGER) /* the count's bits */
 #define DSY_Q_BARGERS_MAX 15u
+#define DSY_Q_BARGERS (DSY_Q_BARGERS_MAX * DSY_Q_BARGER) /* the count's bits */
 /* DSY_Q_BSLEEP 4096u: queue_fast.h */
 #define DSY_Q_BSAT 8192u
 #define DSY_WAITER 16384u
@@ -929,11 +929,10 @@ static bool barger_watch(desync_queue_t *q) {
 /* A sync that found q busy after its pre-spin waits outside the queue, with
  * no node linked, for q to go idle, and takes it then like an idle sync
  * (BARGING at the top). Returns 1 if it took q (f pushed), 0 if it should
- * queue its node after all (the wait lasted DSY_SYNC_BARGE_NS, q's token
- * waits for a thread that this caller may have to be, or too many syncers
- * wait outside already), or DESYNC_EDEADLK. Counted as a barger throughout,
- * it sets BARGE before every look at `tail` and every sleep, so whenever it
- * sleeps, BARGE is set or a wake is on its way to a sleeper. */
+ * queue its node after all (the wait lasted DSY_SYNC_BARGE_NS, or q's token
+ * waits for a thread that this caller may have to be), or DESYNC_EDEADLK.
+ * It sets BSLEEP, and looks at `tail` once more, before every sleep, so
+ * whenever it sleeps, BSLEEP is set or a wake is on its way to it. */
 static __attribute__((noinline)) int sync_wait_outside(desync_queue_t *q, dsy_node *n,
                                                        dsy_frame *f) {
     dsy_wait_edge edge;
@@ -953,22 +952,21 @@ static __attribute__((noinline)) int sync_wait_outside(desync_queue_t *q, dsy_no
             break;
         }
         frame_pop(f);
-        if (armed) {
+        if (armed || !barger_watch(q)) {
             uint64_t now = dsy_now_ns();
             if (now >= deadline)
                 break;
+            if (!armed) {
+                /* seq_cst: pairs with went_idle's CAS of tail and load of
+                 * state; the loop looks at tail once more before the sleep. */
+                uint32_t arm = DSY_Q_BARGE | DSY_Q_BSLEEP | (counted ? 0 : DSY_Q_BSAT);
+                s = atomic_fetch_or_explicit(&q->state, arm, memory_order_seq_cst) | arm;
+                armed = true;
+                continue;
+            }
             dsy_sched_thread_blocks(); /* a next-slot entry must not wait for us; fork restart */
             dsy_park(&q->state, s, deadline - now);
             armed = false;
-        } else if (!barger_watch(q)) {
-            if (dsy_now_ns() >= deadline)
-                break;
-            /* seq_cst: pairs with went_idle's CAS of tail and load of
-             * state; the loop looks at tail once more before the sleep. */
-            uint32_t arm = DSY_Q_BARGE | DSY_Q_BSLEEP | (counted ? 0 : DSY_Q_BSAT);
-            s = atomic_fetch_or_explicit(&q->state, arm, memory_order_seq_cst) | arm;
-            armed = true;
-            continue;
         }
         s = atomic_fetch_or_explicit(&q->state, DSY_Q_BARGE, memory_order_relaxed) | DSY_Q_BARGE;
     }
