@@ -41,16 +41,18 @@
  * for a few, rather than stall the queue on a wake-up.
  *
  * BARGING. A sync that still finds the queue busy after its pre-spin, with
- * no queued node pending (BACKLOG's counts equal: the queue's user is
- * another sync on the idle path), does not link its node yet: like a mutex
+ * no more queued nodes pending than threads blocked on their nodes
+ * (BACKLOG's counts against the waiter count: the queue's users are other
+ * syncs), does not link its node yet: like a mutex
  * waiter, it waits outside until the queue goes idle, then takes it with the
  * idle CAS. It counts itself in `state` and sets BARGE, and watches `tail`
  * for a moment; if the queue stays busy, it sets BSLEEP, looks at `tail`
  * once more, and sleeps on `state`. Whoever makes the queue idle (the CAS
  * tail: n -> NULL in advance or after an idle sync) looks at both bits
  * (queue_fast.h: went_idle): with BSLEEP it wakes every sleeper; with BARGE
- * alone it clears it and waits DSY_SYNC_BARGE_WINDOW_NS before it may take
- * the queue again, so that a watcher gets its turn without a futex call. A
+ * alone it clears it and waits for a watcher to take the queue (for at most
+ * DSY_SYNC_BARGE_TAKE_NS), then DSY_SYNC_BARGE_WINDOW_NS before it may take
+ * it again, so that a watcher gets its turn without a futex call. A
  * token given to the scheduler (READY) wakes the sleepers too. The last
  * counted waiter to leave clears both bits (more waiters than the count
  * holds wait uncounted, under SAT). So the thread that is using the queue
@@ -391,13 +393,19 @@ static void wake_bargers(desync_queue_t *q) {
  * syncer that only watches needs no futex call, but the caller, which just
  * made q idle, would take it again long before the watcher sees it idle:
  * it waits DSY_SYNC_BARGE_WINDOW_NS first (a futex wake, here before,
- * cost it more, and made the same window by the way). */
+ * cost it more, and made the same window by the way), once a watcher has
+ * taken q. A watcher that has not within DSY_SYNC_BARGE_TAKE_NS is not
+ * running (preempted), and q would only stay idle for the whole window. */
 void dsy_queue_barger_turn(desync_queue_t *q, uint32_t s) {
     if (s & DSY_Q_BSLEEP) {
         wake_bargers(q);
         return;
     }
     atomic_fetch_and_explicit(&q->state, ~DSY_Q_BARGE, memory_order_relaxed);
+    dsy_spin look = dsy_spin_for(DSY_SYNC_BARGE_TAKE_NS, 0);
+    while (!atomic_load_explicit(&q->tail, memory_order_relaxed))
+        if (!dsy_spin_round(&look))
+            return; /* no watcher runs */
     dsy_spin sp = dsy_spin_for(DSY_SYNC_BARGE_WINDOW_NS, 0);
     while (dsy_spin_round(&sp)) {
     }
@@ -1011,15 +1019,21 @@ static __attribute__((noinline)) int sync_busy(desync_queue_t *q, dsy_fn fn, voi
         }
         if (!idle) {
             frame_pop(&f);
-            /* Wait outside only while no queued node is pending (all
-             * pushed ones counted unlinked): then the queue's user is
-             * another sync on the idle path, whose job ends soon. Behind
-             * queued jobs (W4), our node is better queued: the thread
-             * running them hands it the token or runs it, sooner than a
-             * wake-up once the queue is idle. Both counts are on the
-             * line of `tail`, read just above. */
-            if (atomic_load_explicit(&q->pushed, memory_order_relaxed) ==
-                atomic_load_explicit(&q->unlinked, memory_order_relaxed)) {
+            /* Wait outside only while every queued node pending (pushed,
+             * not yet unlinked) may be a blocked waiter's, no more of
+             * them than the waiter count: then the queue's users are
+             * other syncs, whose jobs end soon. Behind queued desync
+             * jobs (W4), our node is better queued: the thread running
+             * them hands it the token or runs it, sooner than a wake-up
+             * once the queue is idle. Behind queued syncs it is not: each
+             * of them costs a wake-up, and a sync that queued behind them
+             * would keep the queue from ever going idle (a convoy: with
+             * 64 threads on 2 cores, once a barger outside timed out and
+             * queued, every sync after it queued too, at 6-9 us each).
+             * The counts share the line of `tail`, read just above. */
+            uint32_t backlog = atomic_load_explicit(&q->pushed, memory_order_relaxed) -
+                               atomic_load_explicit(&q->unlinked, memory_order_relaxed);
+            if (backlog <= atomic_load_explicit(&q->state, memory_order_relaxed) / DSY_WAITER) {
                 int rc = sync_wait_outside(q, &sn.node, &f);
                 if (rc < 0)
                     return rc;

@@ -52,8 +52,8 @@ static inline bool survivor_left_forked(desync_queue_t *q) {
  * Whoever makes the queue idle (tail n -> NULL, seq_cst) loads `state`
  * (seq_cst) and, if either is set, gives them their turn
  * (dsy_queue_barger_turn): it wakes the sleepers if BSLEEP is set, else it
- * clears BARGE and waits a moment before it may take the queue again, so
- * that a watching syncer sees it idle. Pairs with the sleeper's fetch-or of
+ * clears BARGE and, once a watching syncer has taken the queue, waits a
+ * moment before it may take it again. Pairs with the sleeper's fetch-or of
  * BSLEEP and its load of `tail` after it (Dekker): either the sleeper sees
  * the queue idle or the one that made it idle sees BSLEEP. q is alive: the
  * caller holds the token's reference or its own. */

@@ -73,6 +73,7 @@ TEST_ENTRY(core_strerror, 5)
 TEST_ENTRY(sync_contended_runs_after_earlier_jobs, 60)
 TEST_ENTRY(sync_contended_gets_its_turn, 60)
 TEST_ENTRY(sync_contended_more_syncers_than_barger_slots, 60)
+TEST_ENTRY(sync_contended_behind_queued_syncs_waits_outside, 60)
 TEST_ENTRY(sync_contended_runs_token_no_thread_takes, 30)
 
 /* core stress (test_core_stress.c) */
