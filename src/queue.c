@@ -575,12 +575,20 @@ static dsy_node *advance_lingering(desync_queue_t *q, dsy_node *n, unsigned ran,
         dsy_sched_nothing_else()) {
         /* Only n->next is polled, and not closely: reading `tail` would
          * pull the line every producer's exchange needs, and polling `next`
-         * in a tight loop would pull each node away from its producer. */
+         * in a tight loop would pull each node away from its producer. A
+         * new job waits until DSY_LINGER_BATCH_PAUSES have passed, so that
+         * the producer links a batch into lines we do not read meanwhile
+         * (run at its heels, each job cost a line taken back from us), but
+         * one that someone waits for (a sync) runs at once. acquire: nx's
+         * ops are read, published by the producer's release of n->next. */
         dsy_spin sp = dsy_spin_for(DSY_LINGER_NS, 0);
-        for (unsigned j = 1; dsy_spin_round(&sp); j++)
-            if (j % DSY_LINGER_POLL_PAUSES == 0 &&
-                atomic_load_explicit(&n->next, memory_order_relaxed))
+        for (unsigned j = 1; dsy_spin_round(&sp); j++) {
+            if (j % DSY_LINGER_POLL_PAUSES)
+                continue;
+            dsy_node *nx = atomic_load_explicit(&n->next, memory_order_acquire);
+            if (nx && (j >= DSY_LINGER_BATCH_PAUSES || nx->ops->take_waiter))
                 break;
+        }
     }
     return advance(q, n, uncounted);
 }

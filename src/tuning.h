@@ -90,6 +90,14 @@
 /* ... polling `next` only once per this many pauses, so the poll does not
  * pull each new node away from its producer. */
 #define DSY_LINGER_POLL_PAUSES 16u
+/* ... and running a new job only once this many pauses have passed (unless
+ * someone waits for it), so that jobs come in batches: the producer links
+ * them into lines the worker is not reading. Running each job as soon as it
+ * was seen, the worker stayed at the producer's heels and W2 was bimodal
+ * (2-core VM, 2026-12-03, w2 program, 9 runs each, medians: 57 to 62 ns per
+ * job, runs 47 to 92) against 32.7 ns at 64 (runs 31 to 38), 38 at 32; W4
+ * 41.5 against 43.5; R1, R2 unchanged within their noise. W2, W4. */
+#define DSY_LINGER_BATCH_PAUSES 64u
 
 /* A syncer that would hand the token to sleeping waiters runs at most this
  * many of their jobs itself first (combining; avoids a lock convoy when
