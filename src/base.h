@@ -188,6 +188,12 @@ static inline void dsy_spin_lock(dsy_spinlock *l) {
             return;
 }
 
+/* Takes l only if it is free now (true), without waiting. */
+static inline bool dsy_spin_trylock(dsy_spinlock *l) {
+    return !atomic_load_explicit(l, memory_order_relaxed) &&
+           !atomic_exchange_explicit(l, 1, memory_order_acquire);
+}
+
 static inline void dsy_spin_unlock(dsy_spinlock *l) {
     DSY_ASSERT(atomic_load_explicit(l, memory_order_relaxed) == 1);
     atomic_store_explicit(l, 0, memory_order_release);

@@ -26,6 +26,9 @@
  * (on a loaded machine it must not take the CPU of the threads that make the
  * work), then
  * sleeps on its own futex word; after DSY_WORKER_RETIRE_NS asleep it exits.
+ * While it looks for work it only tries the lock (pop_global_try), so that
+ * submitters do not wait behind spinning workers; it takes the lock for
+ * good only to go to sleep, where it looks at the run list once more.
  * While spinning it leaves a lone new entry alone for DSY_WORKER_GRACE_NS,
  * as the thread that made the queue ready often runs it itself right after
  * (sync or future wait). A worker is woken, or a new one started (up to
@@ -226,6 +229,20 @@ static dsy_runnable *runlist_pop(desync_scheduler_t *s) {
 
 static dsy_runnable *pop_global(desync_scheduler_t *s) {
     dsy_spin_lock(&s->lock);
+    dsy_runnable *r = runlist_pop(s);
+    dsy_spin_unlock(&s->lock);
+    return r;
+}
+
+/* For a worker looking for work, which can look again: does not wait for
+ * the lock. Spinning workers that queued for it held up the submitters
+ * (each pop attempt behind a submit, each submit behind several attempts):
+ * with one producer desyncing onto many idle objects (W6, CM), half of its
+ * time went into waiting for this lock. Sets *locked if it took the lock
+ * (then NULL means the run list was empty). */
+static dsy_runnable *pop_global_try(desync_scheduler_t *s, bool *locked) {
+    if (!(*locked = dsy_spin_trylock(&s->lock)))
+        return NULL;
     dsy_runnable *r = runlist_pop(s);
     dsy_spin_unlock(&s->lock);
     return r;
@@ -673,10 +690,13 @@ static dsy_runnable *spin_for_work(worker *w) {
             seen_at = dsy_now_ns();
             dsy_spin_extend(&sp); /* work keeps arriving: keep spinning */
         } else if (ready > 1 || dsy_now_ns() - seen_at >= DSY_WORKER_GRACE_NS) {
-            /* A backlog is not about to be run by whoever queued it. */
-            seen_at = 0;
-            if ((r = pop_global(s)))
+            /* A backlog is not about to be run by whoever queued it. With
+             * the lock taken by another, try again next round. */
+            bool locked;
+            if ((r = pop_global_try(s, &locked)))
                 break;
+            if (locked)
+                seen_at = 0;
         }
     } while (dsy_spin_round(&sp));
     unsigned spinners = atomic_fetch_sub_explicit(&s->nspinning, 1, memory_order_seq_cst);
@@ -840,7 +860,9 @@ static work_kind find_work(worker *w, dsy_runnable **out, bool watching) {
             r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
             if (!r && atomic_load_explicit(&w->stop, memory_order_relaxed))
                 return WORK_STOP;
-            if (!r && atomic_load_explicit(&s->ready, memory_order_relaxed) && (r = pop_global(s)))
+            bool locked; /* else spin_for_work looks again */
+            if (!r && atomic_load_explicit(&s->ready, memory_order_relaxed) &&
+                (r = pop_global_try(s, &locked)))
                 kick_if_backlog(s);
             if (!r)
                 r = spin_for_work(w);
