@@ -393,19 +393,23 @@ static void wake_bargers(desync_queue_t *q) {
  * syncer that only watches needs no futex call, but the caller, which just
  * made q idle, would take it again long before the watcher sees it idle:
  * it waits DSY_SYNC_BARGE_WINDOW_NS first (a futex wake, here before,
- * cost it more, and made the same window by the way), once a watcher has
- * taken q. A watcher that has not within DSY_SYNC_BARGE_TAKE_NS is not
- * running (preempted), and q would only stay idle for the whole window. */
+ * cost it more, and made the same window by the way). With several
+ * watchers counted, only once one of them has taken q: if none has within
+ * DSY_SYNC_BARGE_TAKE_NS, they are not running (preempted: more threads
+ * than cores), and q would only stay idle for the whole window. */
 void dsy_queue_barger_turn(desync_queue_t *q, uint32_t s) {
     if (s & DSY_Q_BSLEEP) {
         wake_bargers(q);
         return;
     }
     atomic_fetch_and_explicit(&q->state, ~DSY_Q_BARGE, memory_order_relaxed);
+    /* With one watcher counted (two threads on the queue, mostly), it is
+     * running and takes q, late or soon: the window alone. */
     dsy_spin look = dsy_spin_for(DSY_SYNC_BARGE_TAKE_NS, 0);
-    while (!atomic_load_explicit(&q->tail, memory_order_relaxed))
-        if (!dsy_spin_round(&look))
-            return; /* no watcher runs */
+    if ((s & DSY_Q_BARGERS) > DSY_Q_BARGER || (s & DSY_Q_BSAT))
+        while (!atomic_load_explicit(&q->tail, memory_order_relaxed))
+            if (!dsy_spin_round(&look))
+                return; /* no watcher runs */
     dsy_spin sp = dsy_spin_for(DSY_SYNC_BARGE_WINDOW_NS, 0);
     while (dsy_spin_round(&sp)) {
     }

@@ -65,16 +65,18 @@
  * here) measured alike; time does not depend on the CPU's pause. W3, W3b. */
 #define DSY_SYNC_BARGE_WINDOW_NS 5000u
 
-/* ... but only once a watcher has taken it: if none has within this long,
- * the watchers are not running (preempted: more threads than cores), and
- * the queue is left to whoever comes next. Running watchers take it within
- * about 10 pauses (200 ns) mostly. Before this limit, 4 turns in 10 with 8
- * threads (1 in 70 with 2) found no watcher and kept the queue idle for the
- * whole window: half of W3b's CPU time went into such windows. 2-core VM,
- * 2026-12-03, w3b program, 15 runs each, medians against the full window
- * always: 400 ns 19.6 ns per sync against 33.2 (8 threads), 20.6 against
- * 38.3 (16), 23.1 against 36.7 (64), 20.3 against 20.8 (4), 17.3 against
- * 15.2 (2); 1000 and 2500 ns measured between. W3b, C3. */
+/* ... but, with several watchers counted, only once one of them has taken
+ * it: if none has within this long, the watchers are not running
+ * (preempted: more threads than cores), and the queue is left to whoever
+ * comes next. Running watchers take it within about 10 pauses (200 ns)
+ * mostly. Before this limit, 4 turns in 10 with 8 threads found no watcher
+ * and kept the queue idle for the whole window: half of W3b's CPU time went
+ * into such windows. With one watcher (2 threads) the limit cost more than
+ * it saved (a late take is still a take). 2-core VM, 2026-12-03, w3b
+ * program, medians of 9 to 15 runs, ns per sync, against the window alone:
+ * 19.6 against 33.2 (8 threads), 19.0 against 29.1 (16), 21.5 against 45.8
+ * (64), 15.8 against 20.2 (4), 15.5 against 15.1 (2; 17.3 with the limit
+ * for one watcher too). 1000 and 2500 ns measured between. W3b, C3. */
 #define DSY_SYNC_BARGE_TAKE_NS 400u
 
 /* A multi-object job whose queues are busy watches them this many rounds for
