@@ -181,17 +181,15 @@ static inline bool dsy_ref_dec(dsy_refcount *r) { return dsy_ref_sub(r, 1); }
  * store of unlock. */
 typedef _Atomic uint32_t dsy_spinlock;
 
-static inline void dsy_spin_lock(dsy_spinlock *l) {
-    for (unsigned b = 0;; dsy_backoff(&b))
-        if (!atomic_load_explicit(l, memory_order_relaxed) &&
-            !atomic_exchange_explicit(l, 1, memory_order_acquire))
-            return;
-}
-
 /* Takes l only if it is free now (true), without waiting. */
 static inline bool dsy_spin_trylock(dsy_spinlock *l) {
     return !atomic_load_explicit(l, memory_order_relaxed) &&
            !atomic_exchange_explicit(l, 1, memory_order_acquire);
+}
+
+static inline void dsy_spin_lock(dsy_spinlock *l) {
+    for (unsigned b = 0; !dsy_spin_trylock(l); dsy_backoff(&b)) {
+    }
 }
 
 static inline void dsy_spin_unlock(dsy_spinlock *l) {

@@ -43,10 +43,9 @@
  * BARGING. A sync that still finds the queue busy after its pre-spin, with
  * no more queued nodes pending than threads blocked on their nodes
  * (BACKLOG's counts against the waiter count: the queue's users are other
- * syncs), does not link its node yet: like a mutex
- * waiter, it waits outside until the queue goes idle, then takes it with the
- * idle CAS. It counts itself in `state` and sets BARGE, and watches `tail`
- * for a moment; if the queue stays busy, it sets BSLEEP, looks at `tail`
+ * syncs), does not link its node yet: like a mutex waiter, it waits outside
+ * until the queue goes idle, then takes it with the idle CAS. It counts itself in `state` and sets
+ * BARGE, and watches `tail` for a moment; if the queue stays busy, it sets BSLEEP, looks at `tail`
  * once more, and sleeps on `state`. Whoever makes the queue idle (the CAS
  * tail: n -> NULL in advance or after an idle sync) looks at both bits
  * (queue_fast.h: went_idle): with BSLEEP it wakes every sleeper; with BARGE
@@ -405,11 +404,12 @@ void dsy_queue_barger_turn(desync_queue_t *q, uint32_t s) {
     atomic_fetch_and_explicit(&q->state, ~DSY_Q_BARGE, memory_order_relaxed);
     /* With one watcher counted (two threads on the queue, mostly), it is
      * running and takes q, late or soon: the window alone. */
-    dsy_spin look = dsy_spin_for(DSY_SYNC_BARGE_TAKE_NS, 0);
-    if ((s & DSY_Q_BARGERS) > DSY_Q_BARGER || (s & DSY_Q_BSAT))
+    if ((s & DSY_Q_BARGERS) > DSY_Q_BARGER || (s & DSY_Q_BSAT)) {
+        dsy_spin look = dsy_spin_for(DSY_SYNC_BARGE_TAKE_NS, 0);
         while (!atomic_load_explicit(&q->tail, memory_order_relaxed))
             if (!dsy_spin_round(&look))
                 return; /* no watcher runs */
+    }
     dsy_spin sp = dsy_spin_for(DSY_SYNC_BARGE_WINDOW_NS, 0);
     while (dsy_spin_round(&sp)) {
     }

@@ -330,9 +330,12 @@ TEST(sync_contended_behind_queued_syncs_waits_outside) {
         CHECK(test_wait_until(one_pending, d, 10000)); /* B queued */
         test_sleep_ms(50); /* B counts itself a waiter just after its push */
         CHECK_EQ(pthread_create(&tc, NULL, late_main, &c), 0);
-        while (!atomic_load(&c.called_at))
-            sched_yield();
+        /* Polled closely, not with test_wait_until: its 1 ms polls are as
+         * long as the bound. */
         uint64_t deadline = test_now_ns() + 10000000000u;
+        while (!atomic_load(&c.called_at) && test_now_ns() < deadline)
+            sched_yield();
+        CHECK(atomic_load(&c.called_at));
         while (!pending_is(d, 2) && test_now_ns() < deadline)
             sched_yield();
         uint64_t seen = test_now_ns();
