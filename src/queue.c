@@ -656,7 +656,19 @@ bool dsy_queue_drain_until(desync_queue_t *q, dsy_node *target) {
     return dsy_queue_drain_until_held(q, target, NULL);
 }
 
+static bool drain_until_held(desync_queue_t *q, dsy_node *target, dsy_hold *held);
+
+/* Node releases of the drain are batched per job segment, as in queue_run:
+ * a syncer that runs the jobs queued before its own (W4) would otherwise pay
+ * an RMW on the segment's count for each. */
 bool dsy_queue_drain_until_held(desync_queue_t *q, dsy_node *target, dsy_hold *held) {
+    dsy_job_release_batch_begin();
+    bool drained = drain_until_held(q, target, held);
+    dsy_job_release_batch_end();
+    return drained;
+}
+
+static bool drain_until_held(desync_queue_t *q, dsy_node *target, dsy_hold *held) {
     DSY_ASSERT(atomic_load_explicit(&q->tail, memory_order_relaxed) != NULL && q->head);
     DSY_ASSERT(!held || (held->q == q && atomic_load_explicit(&dsy_self.holds,
                                                               memory_order_relaxed) == held));
