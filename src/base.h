@@ -126,6 +126,13 @@ static inline bool dsy_spin_round(dsy_spin *sp) {
 /* Starts the period again at the next clock read (work keeps arriving). */
 static inline void dsy_spin_extend(dsy_spin *sp) { sp->end = 0; }
 
+/* ... and makes it at least ns long. */
+static inline void dsy_spin_extend_for(dsy_spin *sp, uint64_t ns) {
+    if (sp->ns < ns)
+        sp->ns = ns;
+    sp->end = 0;
+}
+
 /* ------------------------------------------------------------- deadlines */
 
 /* The absolute deadline (dsy_now_ns() time) `timeout_ns` from now, or 0 (no

@@ -377,6 +377,11 @@ typedef struct dsy_runnable_ops {
      * about its runnables of s. Never called with the scheduler's lock held. */
     void (*name)(dsy_runnable *r, char *buf, size_t len);
     void (*dump)(desync_scheduler_t *s, FILE *f);
+    /* A count that moves whenever r's work is run by a thread other than a
+     * worker (a waiter that took r's token while r was listed), for the
+     * spinners' grace (scheduler.c). Called with the scheduler's lock held,
+     * while r is listed (its entry's reference keeps it). */
+    uint32_t (*progress)(dsy_runnable *r);
 } dsy_runnable_ops;
 
 /* Attaches an owner of runnables to s, which it keeps alive until detach.

@@ -1664,9 +1664,16 @@ static bool queue_runnable_running_here(desync_scheduler_t *s) {
     return chain_has(frame_top(), NULL, s, 0);
 }
 
+/* The jobs unlinked so far: a syncer or a future waiter that takes the
+ * token from the listed entry runs them, and counts them there. */
+static uint32_t queue_runnable_progress(dsy_runnable *r) {
+    return atomic_load_explicit(&((desync_queue_t *)r)->unlinked, memory_order_relaxed);
+}
+
 static const dsy_runnable_ops queue_runnable_ops = {
     queue_runnable_run,          queue_runnable_requeue, queue_runnable_orphan,
-    queue_runnable_running_here, queue_runnable_name,    queue_runnable_dump};
+    queue_runnable_running_here, queue_runnable_name,    queue_runnable_dump,
+    queue_runnable_progress};
 
 /* ------------------------------------------------------------------ fork
  *

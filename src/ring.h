@@ -77,6 +77,12 @@ static inline void dsy_ring_put(dsy_ring *r, void *v) {
     r->len++;
 }
 
+/* The oldest item, left in place; the ring must not be empty. */
+static inline void *dsy_ring_first(const dsy_ring *r) {
+    DSY_ASSERT(r->len > 0);
+    return r->slots[r->head];
+}
+
 /* Removes and returns the oldest item; the ring must not be empty. An
  * emptied ring starts again at slot 0: a ring that rarely holds more than a
  * few items then keeps using its first lines, instead of walking through

@@ -26,14 +26,26 @@
  * (on a loaded machine it must not take the CPU of the threads that make the
  * work), then
  * sleeps on its own futex word; after DSY_WORKER_RETIRE_NS asleep it exits.
- * While it looks for work it only tries the lock (pop_global_try), so that
- * submitters do not wait behind spinning workers; it takes the lock for
- * good only to go to sleep, where it looks at the run list once more.
- * While spinning it leaves a lone new entry alone for DSY_WORKER_GRACE_NS,
- * as the thread that made the queue ready often runs it itself right after
- * (sync or future wait). A worker is woken, or a new one started (up to
+ * While it looks for work it only tries the lock (spin_take,
+ * pop_global_try), so that submitters do not wait behind spinning workers;
+ * it takes the lock for good only to go to sleep, where it looks at the run
+ * list once more. A worker is woken, or a new one started (up to
  * max_threads), when an entry enters the run list, no worker is spinning
  * and fewer than one per core are awake (AWAKE CAP).
+ *
+ * GRACE. A spinner leaves a lone entry alone for DSY_WORKER_GRACE_NS, as the
+ * thread that made the queue ready often waits for it soon and then runs its
+ * jobs itself (a waiter takes a listed token: the entry stays listed, stale,
+ * and the queue's next job makes it ready again without a submit). The
+ * grace runs from the moment the spinner last saw the entry's owner make
+ * progress elsewhere (the runnable's `progress` count, read under the lock
+ * when the spinner first sees the entry and when the grace is out): a
+ * thread that keeps queuing bursts and syncing (W4) or waiting on futures
+ * (W7) keeps its queue, instead of losing it to a worker halfway through a
+ * burst, when moving every job across cores costs more than running it.
+ * The count moves only when the queue's jobs run, so a ready entry is run
+ * within about two graces, by its waiter or else by the spinner (or by a
+ * spinner whose spin ends meanwhile, before it sleeps).
  *
  * AWAKE CAP. Entries are for the workers that are awake (not on the idle
  * stack: running, spinning or about to look): a new entry wakes or starts a
@@ -647,6 +659,44 @@ static void spin_adapt(worker *w, bool pays) {
                                                             : DSY_WORKER_SPIN_MIN_NS;
 }
 
+/* GRACE: what a spinner knows of the lone entry it leaves alone (see the
+ * top comment): since when (0: none seen), which, and its progress count. */
+typedef struct lone_look {
+    uint64_t since;
+    dsy_runnable *r;
+    uint32_t progress;
+} lone_look;
+
+/* For a spinning worker: takes the first entry while several wait (a
+ * backlog is not about to be run by whoever queued it), and a lone one once
+ * it has waited out its grace. Only tries the lock (NULL if another holds
+ * it: the spinner looks again next round). */
+static dsy_runnable *spin_take(desync_scheduler_t *s, lone_look *lk, dsy_spin *sp) {
+    uint64_t now = dsy_now_ns();
+    if (!dsy_spin_trylock(&s->lock))
+        return NULL;
+    dsy_runnable *r = NULL;
+    if (s->run.len == 1) {
+        dsy_runnable *first = dsy_ring_first(&s->run);
+        uint32_t progress = rops(s)->progress(first);
+        if (lk->since && first == lk->r && progress == lk->progress) {
+            r = runlist_pop(s);
+        } else {
+            /* New to this spinner, or run by a waiter since: its grace
+             * starts now, and the spin lasts beyond it (work keeps
+             * arriving), so that the sleep path does not take it sooner. */
+            *lk = (lone_look){now, first, progress};
+            dsy_spin_extend_for(sp, DSY_WORKER_GRACE_NS);
+        }
+    } else if (s->run.len) {
+        r = runlist_pop(s);
+    } else {
+        lk->since = 0;
+    }
+    dsy_spin_unlock(&s->lock);
+    return r;
+}
+
 /* Spins for w->spin_ns looking for work, then takes over next-slot
  * entries of other workers that waited through the whole spin. Returns an
  * entry, or NULL. */
@@ -671,7 +721,7 @@ static dsy_runnable *spin_for_work(worker *w) {
      * either way. */
     atomic_fetch_add_explicit(&s->nspinning, 1, memory_order_seq_cst);
     dsy_runnable *r = NULL;
-    uint64_t seen_at = 0;
+    lone_look lk = {0, NULL, 0};
     dsy_spin sp = dsy_spin_for(w->spin_ns, 0);
     unsigned round = 0;
     do {
@@ -684,20 +734,11 @@ static dsy_runnable *spin_for_work(worker *w) {
             atomic_load_explicit(&w->stop, memory_order_relaxed))
             break;
         size_t ready = atomic_load_explicit(&s->ready, memory_order_relaxed);
-        if (!ready) {
-            seen_at = 0;
-        } else if (!seen_at && ready == 1) {
-            seen_at = dsy_now_ns();
-            dsy_spin_extend(&sp); /* work keeps arriving: keep spinning */
-        } else if (ready > 1 || dsy_now_ns() - seen_at >= DSY_WORKER_GRACE_NS) {
-            /* A backlog is not about to be run by whoever queued it. With
-             * the lock taken by another, try again next round. */
-            bool locked;
-            if ((r = pop_global_try(s, &locked)))
-                break;
-            if (locked)
-                seen_at = 0;
-        }
+        if (!ready)
+            lk.since = 0;
+        else if ((ready > 1 || !lk.since || dsy_now_ns() - lk.since >= DSY_WORKER_GRACE_NS) &&
+                 (r = spin_take(s, &lk, &sp)))
+            break;
     } while (dsy_spin_round(&sp));
     unsigned spinners = atomic_fetch_sub_explicit(&s->nspinning, 1, memory_order_seq_cst);
     DSY_ASSERT(spinners > 0);

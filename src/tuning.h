@@ -125,8 +125,9 @@
 
 /* ... and at least this long: a worker whose spins keep failing (work comes
  * less often than a spin lasts) halves its spin down to this (scheduler.c:
- * spin_adapt). Above the grace below, so a spinner still takes a lone new
- * queue that nobody else runs. IB. */
+ * spin_adapt). A spinner that sees a lone new queue spins on at least
+ * through that queue's grace (below), so it still takes it if nobody else
+ * runs it. IB. */
 #define DSY_WORKER_SPIN_MIN_NS 2000u
 
 /* ... yielding its core every this many rounds (pauses): with more threads
@@ -135,11 +136,15 @@
  * Smaller makes more system calls while spinning. */
 #define DSY_WORKER_SPIN_YIELD_EVERY 16u
 
-/* A spinning worker leaves a lone newly ready queue alone this long: the
- * thread that made it ready often waits for it at once (sync, future wait)
- * and then runs it itself, cheaper than moving it across cores. Far below
- * the cost of a wake-up. W7. */
-#define DSY_WORKER_GRACE_NS 1000u
+/* A spinning worker leaves a lone newly ready queue alone this long, and
+ * this long again each time a waiter has run its jobs meanwhile (GRACE in
+ * scheduler.c): the thread that made it ready often waits for it soon (a
+ * future wait at once, W7; a sync after a burst of 100 desyncs, about 3 us,
+ * W4) and then runs its jobs itself, cheaper than moving them across cores.
+ * Far below the cost of a wake-up. Longer keeps longer bursts on their
+ * thread; each lone queue nobody waits for then costs a spinner that much
+ * more CPU (IB) and starts that much later. */
+#define DSY_WORKER_GRACE_NS 3000u
 
 /* While entries wait for the awake workers (AWAKE CAP in scheduler.c), an
  * idle worker looks this often whether any entry left the run list, and

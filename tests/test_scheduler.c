@@ -909,3 +909,54 @@ TEST(core_next_slot_taken_over_from_a_blocked_job) { return next_slot_case(0, 0)
 TEST(core_next_slot_taken_over_by_a_thread_going_idle) { return next_slot_case(1, 0); }
 
 TEST(core_next_slot_taken_over_by_a_new_thread) { return next_slot_case(0, 1); }
+
+/* ---------------------------------------------------------------- grace */
+
+/* GRACE (scheduler.c): a spinning worker leaves a lone ready queue alone
+ * while the thread that queued its jobs runs them itself (a sync after a
+ * burst of desyncs), and starts the grace again each time it sees that.
+ * Once that thread stops waiting, a worker must still take the queue's next
+ * job: the grace starts again only when the queue's jobs ran elsewhere. */
+struct grace_probe {
+    atomic_int ran;
+};
+
+static void grace_inc_job(void *data, void *arg) {
+    (void)arg;
+    ++*(uint64_t *)data;
+}
+
+static void grace_read_job(void *data, void *arg) { *(uint64_t *)arg = *(uint64_t *)data; }
+
+static void grace_last_job(void *data, void *arg) {
+    (void)data;
+    atomic_store(&((struct grace_probe *)arg)->ran, 1);
+}
+
+TEST(core_grace_ends_when_the_waiter_stops) {
+    /* One thread: no other worker (a watcher) to take the job instead. */
+    desync_scheduler_t *s = desync_scheduler_new(1);
+    CHECK(s);
+    uint64_t *count = calloc(1, sizeof *count);
+    CHECK(count);
+    desync_t *d = desync_new_on(s, count, free);
+    CHECK(d);
+    uint64_t want = 0;
+    for (int round = 0; round < TEST_SCALED(50); round++) {
+        for (int burst = 0; burst < 200; burst++) {
+            for (int k = 0; k < 10; k++)
+                CHECK_EQ(desync_desync(d, grace_inc_job, NULL), 0);
+            want += 10;
+            uint64_t v = 0;
+            CHECK_EQ(desync_sync(d, grace_read_job, &v), 0);
+            CHECK_EQ(v, want);
+        }
+        /* One more job, and nobody waits on d: a worker must run it. */
+        struct grace_probe p = {0};
+        CHECK_EQ(desync_desync(d, grace_last_job, &p), 0);
+        CHECK(test_wait_flag(&p.ran, LONG_MS));
+    }
+    desync_release(d);
+    desync_scheduler_free(s);
+    return 0;
+}
