@@ -418,8 +418,20 @@ static segment *seg_of(dsy_job *j) {
     return (segment *)(void *)((uintptr_t)j & ~(uintptr_t)(SEG_BYTES - 1));
 }
 
-dsy_job *dsy_job_alloc(unsigned lines, bool *from_seg) {
-    DSY_ASSERT(lines == 1 || lines == 2);
+/* Asks for the lines of g that enter the window of DSY_SEG_PREFETCH_LINES
+ * ahead once the node of `lines` lines (1 or 2) at slot `at` is taken. */
+static inline void seg_prefetch(segment *g, unsigned at, unsigned lines) {
+    unsigned ask = at + DSY_SEG_PREFETCH_LINES;
+    if (ask < SEG_SLOTS)
+        dsy_prefetch_write(&g->slots[ask], seg_prefetchw);
+    if (lines == 2 && ask + 1 < SEG_SLOTS)
+        dsy_prefetch_write(&g->slots[ask + 1], seg_prefetchw);
+}
+
+/* Every case of dsy_job_alloc: no segment yet (the first SEG_AFTER nodes
+ * of a thread come from the block pool), a node that does not fit in the
+ * segment, or one that fills it. */
+static DSY_NOINLINE dsy_job *job_alloc_general(unsigned lines, bool *from_seg) {
     unsigned cls = lines == 1 ? DSY_POOL_64 : DSY_POOL_128;
     *from_seg = false;
     if (DSY_NOPOOL)
@@ -439,12 +451,8 @@ dsy_job *dsy_job_alloc(unsigned lines, bool *from_seg) {
     }
     if (DSY_LIKELY(g != NULL)) {
         dsy_job *j = &g->slots[tls_seg_next];
-        /* The lines that enter the window of DSY_SEG_PREFETCH_LINES ahead. */
-        unsigned ask = tls_seg_next + DSY_SEG_PREFETCH_LINES;
+        seg_prefetch(g, tls_seg_next, lines);
         tls_seg_next += lines;
-        for (unsigned end = tls_seg_next + DSY_SEG_PREFETCH_LINES; ask < end && ask < SEG_SLOTS;
-             ask++)
-            dsy_prefetch_write(&g->slots[ask], seg_prefetchw);
         if (tls_seg_next == SEG_SLOTS) {
             tls_seg = NULL; /* full: the next allocation starts a new one */
             tls_jobs = SEG_AFTER;
@@ -454,6 +462,20 @@ dsy_job *dsy_job_alloc(unsigned lines, bool *from_seg) {
         return j;
     }
     return dsy_pool_alloc(cls);
+}
+
+/* The common case inline, with nothing to save for calls: room in this
+ * thread's segment, short of its last slot. */
+dsy_job *dsy_job_alloc(unsigned lines, bool *from_seg) {
+    DSY_ASSERT(lines == 1 || lines == 2);
+    segment *g = tls_seg;
+    unsigned at = tls_seg_next, end = at + lines;
+    if (DSY_NOPOOL || DSY_UNLIKELY(!g || end >= SEG_SLOTS))
+        return job_alloc_general(lines, from_seg);
+    tls_seg_next = end;
+    seg_prefetch(g, at, lines);
+    *from_seg = true;
+    return &g->slots[at];
 }
 
 /* Batched releases (dsy_job_release_batch_begin): the segment whose count
@@ -479,7 +501,7 @@ void dsy_job_release_batch_end(void) {
         owed_flush();
 }
 
-void dsy_job_release(dsy_job *j, unsigned lines, bool from_seg) {
+static DSY_NOINLINE void job_release_general(dsy_job *j, unsigned lines, bool from_seg) {
     if (!from_seg) {
         dsy_pool_free(j, lines == 1 ? DSY_POOL_64 : DSY_POOL_128);
         return;
@@ -493,6 +515,15 @@ void dsy_job_release(dsy_job *j, unsigned lines, bool from_seg) {
         owed_flush();
     tls_owed_seg = g;
     tls_owed += lines;
+}
+
+/* The common case inline: a node of the segment this batch already owes. */
+void dsy_job_release(dsy_job *j, unsigned lines, bool from_seg) {
+    if (DSY_LIKELY(from_seg && tls_batch_depth && seg_of(j) == tls_owed_seg)) {
+        tls_owed += lines;
+        return;
+    }
+    job_release_general(j, lines, from_seg);
 }
 
 /* Returns the free segments to the OS. */
