@@ -223,16 +223,14 @@ static inline bool block_from_malloc(unsigned cls) {
     return DSY_NOPOOL || (cls == DSY_POOL_OBJECT && &__asan_poison_memory_region != NULL);
 }
 
-void *dsy_pool_alloc(unsigned cls) {
+/* dsy_pool_alloc once this thread's cache of the class is empty (or the
+ * class is served by malloc): a magazine from the depot, the object arena,
+ * or malloc. */
+static DSY_NOINLINE void *pool_alloc_general(unsigned cls) {
     if (block_from_malloc(cls))
         return malloc(class_size[cls]);
     cache_t *c = &caches[cls];
-    free_node *f = c->list;
-    if (DSY_LIKELY(f != NULL)) {
-        c->list = f->next;
-        c->n--;
-        return f;
-    }
+    free_node *f;
     if (!registered)
         cache_register();
     struct depot *d = &depots[cls];
@@ -259,6 +257,18 @@ void *dsy_pool_alloc(unsigned cls) {
         return f;
     }
     return malloc(class_size[cls]);
+}
+
+/* The common case inline, with nothing to save for calls: a block from
+ * this thread's cache. (A class served by malloc keeps its cache empty.) */
+void *dsy_pool_alloc(unsigned cls) {
+    cache_t *c = &caches[cls];
+    free_node *f = c->list;
+    if (DSY_UNLIKELY(f == NULL))
+        return pool_alloc_general(cls);
+    c->list = f->next;
+    c->n--;
+    return f;
 }
 
 void dsy_pool_free(void *p, unsigned cls) {
