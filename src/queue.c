@@ -44,10 +44,11 @@
  * no more queued nodes pending than threads blocked on their nodes
  * (BACKLOG's counts against the waiter count: the queue's users are other
  * syncs), does not link its node yet: like a mutex waiter, it waits outside
- * until the queue goes idle, then takes it with the idle CAS. It counts itself in `state` and sets
- * BARGE, and watches `tail` for a moment; if the queue stays busy, it sets BSLEEP, looks at `tail`
- * once more, and sleeps on `state`. Whoever makes the queue idle (the CAS
- * tail: n -> NULL in advance or after an idle sync) looks at both bits
+ * until the queue goes idle, then takes it with the idle CAS. It counts
+ * itself in `state` and sets BARGE, and watches `tail` for a moment; if the
+ * queue stays busy, it sets BSLEEP, looks at `tail` once more, and sleeps
+ * on `state`. Whoever makes the queue idle (the CAS tail: n -> NULL in
+ * advance or after an idle sync) looks at both bits
  * (queue_fast.h: went_idle): with BSLEEP it wakes every sleeper; with BARGE
  * alone it clears it and waits for a watcher to take the queue (for at most
  * DSY_SYNC_BARGE_TAKE_NS), then DSY_SYNC_BARGE_WINDOW_NS before it may take

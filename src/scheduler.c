@@ -250,10 +250,9 @@ static dsy_runnable *pop_global(desync_scheduler_t *s) {
  * the lock. Spinning workers that queued for it held up the submitters
  * (each pop attempt behind a submit, each submit behind several attempts):
  * with one producer desyncing onto many idle objects (W6, CM), half of its
- * time went into waiting for this lock. Sets *locked if it took the lock
- * (then NULL means the run list was empty). */
-static dsy_runnable *pop_global_try(desync_scheduler_t *s, bool *locked) {
-    if (!(*locked = dsy_spin_trylock(&s->lock)))
+ * time went into waiting for this lock. */
+static dsy_runnable *pop_global_try(desync_scheduler_t *s) {
+    if (!dsy_spin_trylock(&s->lock))
         return NULL;
     dsy_runnable *r = runlist_pop(s);
     dsy_spin_unlock(&s->lock);
@@ -901,9 +900,9 @@ static work_kind find_work(worker *w, dsy_runnable **out, bool watching) {
             r = atomic_exchange_explicit(&w->next_q, NULL, memory_order_acq_rel);
             if (!r && atomic_load_explicit(&w->stop, memory_order_relaxed))
                 return WORK_STOP;
-            bool locked; /* else spin_for_work looks again */
+            /* With the lock taken by another, spin_for_work looks again. */
             if (!r && atomic_load_explicit(&s->ready, memory_order_relaxed) &&
-                (r = pop_global_try(s, &locked)))
+                (r = pop_global_try(s)))
                 kick_if_backlog(s);
             if (!r)
                 r = spin_for_work(w);
