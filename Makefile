@@ -126,9 +126,10 @@ STATIC_OBJ := $(BUILD)/libdesync-all.o
 LD ?= ld
 # The test binary links a copy of the static library whose objects call the
 # fault-injection hooks of tests/fault.c instead of these functions, so tests
-# can fail the library's own allocations and thread creations (tests/fault.h).
+# can fail the library's own allocations and thread creations, and make its
+# yields return late (tests/fault.h).
 FAULT_LIB := $(BUILD)/libdesync_fault.a
-FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign mmap pthread_create
+FAULT_SYMS := malloc calloc realloc aligned_alloc posix_memalign mmap pthread_create sched_yield
 OBJCOPY ?= objcopy
 
 .PHONY: all lib examples tests test run bench clean check-valgrind check-all soak soak-run check-soak check-faults check-fork fuzz model \

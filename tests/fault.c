@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -26,7 +27,7 @@ struct rule {
     _Atomic unsigned long failures;
 };
 
-static struct rule rules[2];
+static struct rule rules[3];
 
 void fault_set(enum fault_kind kind, enum fault_mode mode, unsigned long n) {
     struct rule *r = &rules[kind];
@@ -40,6 +41,7 @@ void fault_set(enum fault_kind kind, enum fault_mode mode, unsigned long n) {
 void fault_reset(void) {
     fault_set(FAULT_ALLOC, FAULT_OFF, 1);
     fault_set(FAULT_THREAD, FAULT_OFF, 1);
+    fault_set(FAULT_YIELD, FAULT_OFF, 1);
 }
 
 unsigned long fault_calls(enum fault_kind kind) { return atomic_load(&rules[kind].calls); }
@@ -73,6 +75,7 @@ int dsy_fault_posix_memalign(void **p, size_t align, size_t n);
 void *dsy_fault_mmap(void *addr, size_t n, int prot, int flags, int fd, off_t off);
 int dsy_fault_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *),
                              void *arg);
+int dsy_fault_sched_yield(void);
 
 void *dsy_fault_malloc(size_t n) { return must_fail(FAULT_ALLOC) ? NULL : malloc(n); }
 
@@ -100,6 +103,15 @@ void *dsy_fault_mmap(void *addr, size_t n, int prot, int flags, int fd, off_t of
 int dsy_fault_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *),
                              void *arg) {
     return must_fail(FAULT_THREAD) ? EAGAIN : pthread_create(t, attr, fn, arg);
+}
+
+int dsy_fault_sched_yield(void) {
+    int rc = sched_yield();
+    if (must_fail(FAULT_YIELD)) {
+        struct timespec late = {0, FAULT_YIELD_LATE_US * 1000L};
+        nanosleep(&late, NULL);
+    }
+    return rc;
 }
 
 /* ---------------------------------------------------------------- sweeps */

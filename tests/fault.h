@@ -1,17 +1,19 @@
 /*
  * Fault injection for tests: make the library's memory allocations or thread
- * creations fail on purpose, and sweep a scenario over every allocation site.
+ * creations fail on purpose, or its yields return late, and sweep a scenario
+ * over every allocation site.
  *
  * How only the library's calls are caught: the test binary links
  * libdesync_fault.a, a copy of libdesync.a whose objects call
- * dsy_fault_malloc, dsy_fault_calloc, ... dsy_fault_pthread_create (fault.c)
- * instead of malloc, calloc, realloc, aligned_alloc, posix_memalign, mmap and
- * pthread_create (the Makefile renames the references with objcopy
+ * dsy_fault_malloc, dsy_fault_calloc, ... dsy_fault_sched_yield (fault.c)
+ * instead of malloc, calloc, realloc, aligned_alloc, posix_memalign, mmap,
+ * pthread_create and sched_yield (the Makefile renames the references with objcopy
  * --redefine-sym). The tests' own allocations are not counted. free is not
  * hooked (it never fails). The release libraries and the examples are not
  * touched.
  *
- * A rule applies to one kind of call (FAULT_ALLOC or FAULT_THREAD) and
+ * A rule applies to one kind of call (FAULT_ALLOC, FAULT_THREAD or
+ * FAULT_YIELD) and
  * counts the calls from the moment it is set:
  *   FAULT_NTH n     only the nth call fails
  *   FAULT_FROM n    the nth call and every later one fail
@@ -19,12 +21,14 @@
  *   FAULT_COUNT     nothing fails; the calls are only counted
  * With no rule set (FAULT_OFF, the default) the hooks only forward the call.
  * A failed allocation returns NULL (posix_memalign: ENOMEM); a failed thread
- * creation returns EAGAIN.
+ * creation returns EAGAIN; a failed yield returns FAULT_YIELD_LATE_US late,
+ * as if another thread had run on the core meanwhile.
  */
 #ifndef DESYNC_TEST_FAULT_H
 #define DESYNC_TEST_FAULT_H
 
-enum fault_kind { FAULT_ALLOC, FAULT_THREAD };
+enum fault_kind { FAULT_ALLOC, FAULT_THREAD, FAULT_YIELD };
+#define FAULT_YIELD_LATE_US 200
 enum fault_mode { FAULT_OFF, FAULT_COUNT, FAULT_NTH, FAULT_FROM, FAULT_EVERY };
 
 /* Sets the rule for one kind of call; its counters start again at 0. */
