@@ -45,7 +45,19 @@
  * burst, when moving every job across cores costs more than running it.
  * The count moves only when the queue's jobs run, so a ready entry is run
  * within about two graces, by its waiter or else by the spinner (or by a
- * spinner whose spin ends meanwhile, before it sleeps).
+ * spinner whose spin ends meanwhile, before it sleeps). Each look at the
+ * count takes a cache line from the thread serving the queue, so one
+ * spinner watches a lone entry (grace_watcher: the others spin as if the
+ * list were empty, and their sleep path leaves it), and each grace its
+ * waiter fills doubles the next, up to DSY_WORKER_GRACE_MAX_NS.
+ *
+ * CROWDED. A spinner whose yield returns late (DSY_WORKER_CROWDED_NS) shares
+ * its core with a busy thread: the kernel often wakes a worker on the
+ * waker's core and, as both stay busy, never moves either. Its spin ends
+ * there. If the lone entry it watched was being run by its waiter, its
+ * sleep path leaves it to the run list's watcher (below; the spinner itself
+ * if there is none), which also reads the entry's progress each period and
+ * takes it after a period in which its waiter did not run it.
  *
  * AWAKE CAP. Entries are for the workers that are awake (not on the idle
  * stack: running, spinning or about to look): a new entry wakes or starts a
@@ -57,7 +69,8 @@
  * job, so while entries wait for the awake ones, one idle worker, the
  * watcher, sleeps with a timeout (DSY_WORKER_WATCH_NS) and looks: if no
  * entry left the run list in a whole period, it takes one itself (and the
- * next idle worker watches); if the run list is empty, it stops watching.
+ * next idle worker watches), unless that is a lone entry whose waiter ran
+ * it meanwhile (CROWDED); if the run list is empty, it stops watching.
  * So an entry waits for a thread at most about one period per blocked
  * worker while the pool has room. Without an idle worker to watch, one is
  * started for the purpose. A worker whose job blocks in the library
@@ -131,6 +144,10 @@ typedef struct worker {
     /* How long it spins for work before it sleeps (this worker alone): see
      * spin_adapt. */
     uint64_t spin_ns;
+    /* Its spin ended on a long yield (CROWDED) while the lone entry it
+     * watched was being run by its waiter: the sleep path leaves it (this
+     * worker alone). */
+    bool leave_lone;
     /* Introspection, written by this worker alone (relaxed load + store, no
      * RMW) and summed by desync_scheduler_stats: entries run, wake-ups. */
     _Atomic uint64_t nrun, nwake;
@@ -159,6 +176,15 @@ struct desync_scheduler {
     worker *watcher;
     uint64_t npop, watch_pops, watch_since;
     _Atomic bool watched;
+    /* The spinner that leaves a lone entry its grace (lock; GRACE). Set
+     * only while that worker is in spin_for_work, which clears it on the
+     * way out: so a lone entry it watches is taken by it, or by anyone once
+     * it has stopped watching. */
+    worker *grace_watcher;
+    /* The lone entry the watcher saw at its last look, and its progress
+     * count then (lock): one whose waiter keeps running it is left to it. */
+    dsy_runnable *watch_lone;
+    uint32_t watch_progress;
     worker *all;
     worker *zombies;
     bool closed;   /* freed by the user: no threads any more */
@@ -325,6 +351,7 @@ static void watch_locked(desync_scheduler_t *s, worker *w) {
     atomic_store_explicit(&s->watched, true, memory_order_relaxed);
     s->watch_pops = s->npop;
     s->watch_since = dsy_now_ns();
+    s->watch_lone = NULL;
     for (worker *o = s->all; o; o = o->all_next)
         o->watch_seq = atomic_load_explicit(&o->next_seq, memory_order_relaxed);
 }
@@ -659,23 +686,34 @@ static void spin_adapt(worker *w, bool pays) {
 }
 
 /* GRACE: what a spinner knows of the lone entry it leaves alone (see the
- * top comment): since when (0: none seen), which, and its progress count. */
+ * top comment): since when (0: none seen), which, its progress count, the
+ * grace it gets (doubled each time its waiter ran it meanwhile, up to
+ * DSY_WORKER_GRACE_MAX_NS), and whether this spinner is the scheduler's
+ * grace_watcher. */
 typedef struct lone_look {
     uint64_t since;
     dsy_runnable *r;
     uint32_t progress;
+    uint32_t grace_ns;
+    bool watcher;
 } lone_look;
 
-/* For a spinning worker: takes the first entry while several wait (a
+/* For a spinning worker w: takes the first entry while several wait (a
  * backlog is not about to be run by whoever queued it), and a lone one once
- * it has waited out its grace. Only tries the lock (NULL if another holds
- * it: the spinner looks again next round). */
-static dsy_runnable *spin_take(desync_scheduler_t *s, lone_look *lk, dsy_spin *sp) {
+ * it has waited out its grace. One spinner watches a lone entry's grace;
+ * the others spin on as if the list were empty, then sleep: each look at an
+ * entry's progress takes a cache line from the thread serving it. Only
+ * tries the lock (NULL if another holds it: the spinner looks again next
+ * round). */
+static dsy_runnable *spin_take(desync_scheduler_t *s, worker *w, lone_look *lk, dsy_spin *sp) {
     uint64_t now = dsy_now_ns();
     if (!dsy_spin_trylock(&s->lock))
         return NULL;
     dsy_runnable *r = NULL;
-    if (s->run.len == 1) {
+    if (s->run.len == 1 && s->grace_watcher && s->grace_watcher != w) {
+        /* Watched by another: look again after a grace. */
+        *lk = (lone_look){now, NULL, 0, DSY_WORKER_GRACE_NS, false};
+    } else if (s->run.len == 1) {
         dsy_runnable *first = dsy_ring_first(&s->run);
         uint32_t progress = rops(s)->progress(first);
         if (lk->since && first == lk->r && progress == lk->progress) {
@@ -684,13 +722,23 @@ static dsy_runnable *spin_take(desync_scheduler_t *s, lone_look *lk, dsy_spin *s
             /* New to this spinner, or run by a waiter since: its grace
              * starts now, and the spin lasts beyond it (work keeps
              * arriving), so that the sleep path does not take it sooner. */
-            *lk = (lone_look){now, first, progress};
-            dsy_spin_extend_for(sp, DSY_WORKER_GRACE_NS);
+            uint32_t grace = DSY_WORKER_GRACE_NS;
+            if (lk->since && first == lk->r && lk->grace_ns < DSY_WORKER_GRACE_MAX_NS / 2)
+                grace = lk->grace_ns * 2;
+            else if (lk->since && first == lk->r)
+                grace = DSY_WORKER_GRACE_MAX_NS;
+            *lk = (lone_look){now, first, progress, grace, true};
+            s->grace_watcher = w;
+            dsy_spin_extend_for(sp, grace);
         }
     } else if (s->run.len) {
         r = runlist_pop(s);
     } else {
         lk->since = 0;
+    }
+    if (lk->watcher && (r || !lk->since)) {
+        s->grace_watcher = NULL;
+        lk->watcher = false;
     }
     dsy_spin_unlock(&s->lock);
     return r;
@@ -720,25 +768,39 @@ static dsy_runnable *spin_for_work(worker *w) {
      * either way. */
     atomic_fetch_add_explicit(&s->nspinning, 1, memory_order_seq_cst);
     dsy_runnable *r = NULL;
-    lone_look lk = {0, NULL, 0};
+    lone_look lk = {0, NULL, 0, DSY_WORKER_GRACE_NS, false};
     dsy_spin sp = dsy_spin_for(w->spin_ns, 0);
     unsigned round = 0;
     do {
         /* Politely: on a loaded machine the threads that make the work get
-         * the CPU (the spin is bounded in time, so a long yield ends it);
-         * with a core to spare, the yield returns at once. */
-        if (++round % DSY_WORKER_SPIN_YIELD_EVERY == 0)
+         * the CPU, and a long yield ends the spin (CROWDED); with a core to
+         * spare, the yield returns at once. */
+        if (++round % DSY_WORKER_SPIN_YIELD_EVERY == 0) {
+            uint64_t before = dsy_now_ns();
             dsy_yield();
+            if (dsy_now_ns() - before >= DSY_WORKER_CROWDED_NS) {
+                /* A lone entry whose grace was restarted (its waiter kept
+                 * running it) is left to the waiter and the watcher. */
+                w->leave_lone = lk.watcher && lk.grace_ns > DSY_WORKER_GRACE_NS;
+                break;
+            }
+        }
         if (atomic_load_explicit(&w->next_q, memory_order_relaxed) ||
             atomic_load_explicit(&w->stop, memory_order_relaxed))
             break;
         size_t ready = atomic_load_explicit(&s->ready, memory_order_relaxed);
         if (!ready)
             lk.since = 0;
-        else if ((ready > 1 || !lk.since || dsy_now_ns() - lk.since >= DSY_WORKER_GRACE_NS) &&
-                 (r = spin_take(s, &lk, &sp)))
+        else if ((ready > 1 || !lk.since || dsy_now_ns() - lk.since >= lk.grace_ns) &&
+                 (r = spin_take(s, w, &lk, &sp)))
             break;
     } while (dsy_spin_round(&sp));
+    if (lk.watcher) { /* the watch ends with the spin (grace_watcher) */
+        dsy_spin_lock(&s->lock);
+        if (s->grace_watcher == w)
+            s->grace_watcher = NULL;
+        dsy_spin_unlock(&s->lock);
+    }
     unsigned spinners = atomic_fetch_sub_explicit(&s->nspinning, 1, memory_order_seq_cst);
     DSY_ASSERT(spinners > 0);
     (void)spinners;
@@ -859,6 +921,19 @@ typedef enum watch_kind {
     WATCH_GO,   /* off the idle stack: look for work as any awake worker */
 } watch_kind;
 
+/* Lock held, a watch period over with nothing taken from the run list:
+ * true if it holds one entry whose waiter has run its jobs since the last
+ * look (GRACE, CROWDED: it is left to the waiter for another period).
+ * Records what it saw for the next look. */
+static bool lone_served_locked(desync_scheduler_t *s) {
+    dsy_runnable *first = s->run.len == 1 ? dsy_ring_first(&s->run) : NULL;
+    uint32_t progress = first ? rops(s)->progress(first) : 0;
+    bool served = first && first == s->watch_lone && progress != s->watch_progress;
+    s->watch_lone = first;
+    s->watch_progress = progress;
+    return served;
+}
+
 /* *took: an entry taken over from another worker's next slot, with
  * WATCH_GO. */
 static watch_kind watch_check(desync_scheduler_t *s, worker *w, dsy_runnable **took) {
@@ -869,7 +944,8 @@ static watch_kind watch_check(desync_scheduler_t *s, worker *w, dsy_runnable **t
         uint64_t now = dsy_now_ns();
         bool period = now - s->watch_since >= DSY_WORKER_WATCH_NS, filled;
         dsy_runnable *r = next_slots_look_locked(s, w, period, &filled);
-        if (r || (!s->run.len && !filled) || (s->run.len && period && s->npop == s->watch_pops)) {
+        if (r || (!s->run.len && !filled) ||
+            (s->run.len && period && s->npop == s->watch_pops && !lone_served_locked(s))) {
             /* An entry stayed in a next slot for a whole period (its
              * stasher is blocked), or nothing waits (the watch is over), or
              * nothing left the run list for a whole period (the awake
@@ -920,7 +996,11 @@ static work_kind find_work(worker *w, dsy_runnable **out, bool watching) {
          * list to the awake workers. */
         dsy_spin_lock(&s->lock);
         bool watch = s->watcher == w;
-        if (!watch && (r = runlist_pop(s))) {
+        bool leave = w->leave_lone && s->run.len == 1 && !watch;
+        w->leave_lone = false;
+        /* A lone entry in a spinner's grace is left to that spinner; one
+         * that a crowded spinner saw its waiter run, to the watcher. */
+        if (!watch && !(s->run.len == 1 && (s->grace_watcher || leave)) && (r = runlist_pop(s))) {
             worker *other = s->run.len ? kick_locked(s, false) : NULL;
             dsy_spin_unlock(&s->lock);
             unpark_worker(other);
@@ -931,6 +1011,15 @@ static work_kind find_work(worker *w, dsy_runnable **out, bool watching) {
             unwatch_locked(s, w);
             dsy_spin_unlock(&s->lock);
             return WORK_STOP;
+        }
+        if (leave && !s->grace_watcher) {
+            /* CROWDED: the watcher (this worker if none) looks at the entry
+             * each period, from its progress now. */
+            if (!s->watcher)
+                watch_locked(s, w);
+            watch = s->watcher == w;
+            s->watch_lone = dsy_ring_first(&s->run);
+            s->watch_progress = rops(s)->progress(s->watch_lone);
         }
         /* The first to sleep while timers are pending sleeps only until the
          * earliest deadline (0: not the timer waiter). */

@@ -146,6 +146,21 @@
  * more CPU (IB) and starts that much later. */
 #define DSY_WORKER_GRACE_NS 3000u
 
+/* Each time a waiter has run the lone queue's jobs through a whole grace,
+ * the next grace is twice as long, up to this: the spinner's look at the
+ * queue's progress count takes the cache line the waiter's pushes write
+ * (W4: one look every 3 us cost the pushing thread about 4 ns per job),
+ * and a queue its waiter keeps serving is likely to stay served. A queue
+ * whose waiter walks away is run within about two of these. */
+#define DSY_WORKER_GRACE_MAX_NS 48000u
+
+/* A spinning worker's yield that returns this late ran another thread on
+ * its core (CROWDED in scheduler.c): the spin ends there, as the kernel has
+ * put the spinner beside a busy thread (often the very waiter that runs the
+ * lone queue the spinner watches), and each of its rounds now takes that
+ * thread's CPU. A yield with a core to spare returns in about a microsecond. */
+#define DSY_WORKER_CROWDED_NS 50000u
+
 /* While entries wait for the awake workers (AWAKE CAP in scheduler.c), an
  * idle worker looks this often whether any entry left the run list, and
  * takes one if none did (the awake ones are blocked in jobs). Shorter runs a

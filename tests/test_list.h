@@ -65,6 +65,7 @@ TEST_ENTRY(core_next_slot_taken_over_from_a_blocked_job, 30)
 TEST_ENTRY(core_next_slot_taken_over_by_a_thread_going_idle, 30)
 TEST_ENTRY(core_next_slot_taken_over_by_a_new_thread, 30)
 TEST_ENTRY(core_grace_ends_when_the_waiter_stops, 60)
+TEST_ENTRY(core_crowded_spinner_leaves_the_queue_to_the_watcher, 60)
 
 /* bad input and error strings (test_errors.c) */
 TEST_ENTRY(core_bad_input, 10)
